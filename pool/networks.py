@@ -19,10 +19,13 @@ class Network:
     """The coin type of BIP44/BIP48 paths: 0 on mainnet, 1 on every test network."""
 
 
-MAINNET = Network("mainnet", "bc", 0x00, 0x05, bytes.fromhex("0488b21e"), bytes.fromhex("0488ade4"), 0)
-TESTNET = Network("testnet", "tb", 0x6F, 0xC4, bytes.fromhex("043587cf"), bytes.fromhex("04358394"), 1)
-SIGNET = Network("signet", "tb", 0x6F, 0xC4, bytes.fromhex("043587cf"), bytes.fromhex("04358394"), 1)
-REGTEST = Network("regtest", "bcrt", 0x6F, 0xC4, bytes.fromhex("043587cf"), bytes.fromhex("04358394"), 1)
+_XPUB, _XPRV = bytes.fromhex("0488b21e"), bytes.fromhex("0488ade4")
+_TPUB, _TPRV = bytes.fromhex("043587cf"), bytes.fromhex("04358394")
+
+MAINNET = Network("mainnet", "bc", 0x00, 0x05, _XPUB, _XPRV, 0)
+TESTNET = Network("testnet", "tb", 0x6F, 0xC4, _TPUB, _TPRV, 1)
+SIGNET = Network("signet", "tb", 0x6F, 0xC4, _TPUB, _TPRV, 1)
+REGTEST = Network("regtest", "bcrt", 0x6F, 0xC4, _TPUB, _TPRV, 1)
 
 NETWORKS: dict[str, Network] = {n.name: n for n in (MAINNET, TESTNET, SIGNET, REGTEST)}
 

@@ -1,0 +1,402 @@
+"""The deterministic withdrawal algorithm, version 2: ``build_round(manifest) -> RoundPlan``.
+
+The exact rules (and the voting-pool flaw each one replaces) are specified in
+``docs/withdrawal-algorithm.md``; the rule names there (E1, R1, D1, P1, ...) are cited below.
+Everything here is a pure function of the manifest: same manifest, same PSBT bytes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+
+from pool.fees import largest_remainder
+from pool.manifest import Manifest, Utxo, WithdrawalRequest, manifest_hash
+from pool.psbt import Psbt, PsbtInput, PsbtOutput
+from pool.series import CHANGE, Series, SeriesState
+from pool.tx import Transaction, TxIn, TxOut
+from pool.weights import (
+    P2WSH_OUTPUT_WEIGHT,
+    fee_for_weight,
+    multisig_input_weight,
+    output_weight,
+    tx_weight,
+)
+
+TX_VERSION = 2
+SEQUENCE_RBF = 0xFFFFFFFD
+"""nSequence of every input: final for locktime purposes, signals replaceability (BIP125)."""
+
+
+class RequestStatus(StrEnum):
+    SUCCESS = "success"
+    """Paid by exactly one output of this round."""
+    SPLIT = "split"
+    """Paid by several outputs (the request did not fit in one transaction)."""
+    DEFERRED = "deferred"
+    """Not paid this round (not enough funds after fees); stays queued."""
+
+
+@dataclass(frozen=True)
+class PaidOutput:
+    txid_hex: str
+    vout: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    client_id: str
+    request_id: str
+    status: RequestStatus
+    outputs: tuple[PaidOutput, ...]
+
+
+@dataclass(frozen=True)
+class ChangeOutput:
+    series_id: int
+    index: int
+    vout: int
+    value: int
+
+
+@dataclass(frozen=True)
+class PlannedTransaction:
+    psbt: Psbt
+    inputs: tuple[Utxo, ...]
+    fee: int
+    """Satoshis: inputs minus outputs."""
+    max_weight: int
+    """Upper bound of the signed transaction's weight (worst-case signatures)."""
+    change: ChangeOutput | None
+    fee_shares: tuple[tuple[str, int], ...]
+    """(client id, satoshis) in ascending client id; the shares add up to ``fee``."""
+
+    @property
+    def txid_hex(self) -> str:
+        return self.psbt.tx.txid_hex
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    manifest_hash: bytes
+    transactions: tuple[PlannedTransaction, ...]
+    requests: tuple[RequestOutcome, ...]
+    """Every request of the manifest, in processing order."""
+    next_change_index: int
+    """The active series' next unused change index after this round."""
+
+    @property
+    def total_fee(self) -> int:
+        return sum(t.fee for t in self.transactions)
+
+    def outcome(self, client_id: str, request_id: str) -> RequestOutcome:
+        for outcome in self.requests:
+            if (outcome.client_id, outcome.request_id) == (client_id, request_id):
+                return outcome
+        raise KeyError((client_id, request_id))
+
+
+# --------------------------------------------------------------------------- eligibility (E)
+
+
+def input_spend_cost(series: Series, fee_rate: int) -> int:
+    """Satoshis it costs to spend one input of ``series`` at ``fee_rate`` (rounded up)."""
+    return -(-multisig_input_weight(series.m, series.n) * fee_rate // 4000)
+
+
+def eligible_inputs(manifest: Manifest) -> list[Utxo]:
+    """Rules E1-E3: the UTXOs the round may spend, in canonical spending order."""
+    series = manifest.series_by_id()
+    eligible = [
+        u
+        for u in manifest.utxos
+        if u.confirmations(manifest.tip_height) >= manifest.min_conf
+        and u.value >= manifest.dust_limit
+        and u.value > input_spend_cost(series[u.series_id], manifest.fee_rate)
+    ]
+    return sorted(
+        eligible,
+        key=lambda u: (
+            0 if series[u.series_id].state is SeriesState.RETIRING else 1,
+            u.height,
+            u.outpoint.txid_hex,
+            u.outpoint.vout,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- packing (P)
+
+
+class _Insufficient(Exception):
+    """The candidate requests cannot all be paid from the eligible inputs."""
+
+
+@dataclass
+class _Part:
+    request: WithdrawalRequest
+    amount: int
+    charges_extra: bool
+
+
+@dataclass
+class _Draft:
+    """A transaction under construction; its weight always counts one change output."""
+
+    manifest: Manifest
+    series: dict[int, Series]
+    inputs: list[Utxo] = field(default_factory=list)
+    parts: list[_Part] = field(default_factory=list)
+    in_value: int = 0
+    in_weight: int = 0
+    out_weight: int = 0
+
+    def input_weight(self, utxo: Utxo) -> int:
+        s = self.series[utxo.series_id]
+        return multisig_input_weight(s.m, s.n)
+
+    def weight(self, extra_input: Utxo | None = None) -> int:
+        n_in, w_in = len(self.inputs), self.in_weight
+        if extra_input is not None:
+            n_in, w_in = n_in + 1, w_in + self.input_weight(extra_input)
+        return tx_weight(n_in, len(self.parts) + 1, w_in, self.out_weight + P2WSH_OUTPUT_WEIGHT)
+
+    @property
+    def out_value(self) -> int:
+        return sum(p.amount for p in self.parts)
+
+    @property
+    def extra(self) -> int:
+        return sum(p.request.extra_fee for p in self.parts if p.charges_extra)
+
+    def fee(self) -> int:
+        """Rule F1: fee at the manifest's rate for the worst-case weight, plus extra fees."""
+        return fee_for_weight(self.weight(), self.manifest.fee_rate) + self.extra
+
+    def funded(self) -> bool:
+        return self.in_value >= self.out_value + self.fee()
+
+    def add_part(self, part: _Part) -> None:
+        self.parts.append(part)
+        self.out_weight += output_weight(len(part.request.script_pubkey))
+
+    def add_input(self, utxo: Utxo) -> None:
+        self.inputs.append(utxo)
+        self.in_value += utxo.value
+        self.in_weight += self.input_weight(utxo)
+
+    def rollback(self, n_inputs: int, n_parts: int, queue: deque[Utxo]) -> None:
+        """Return to an earlier state; inputs taken since go back to the front of the queue."""
+        queue.extendleft(reversed(self.inputs[n_inputs:]))
+        for utxo in self.inputs[n_inputs:]:
+            self.in_value -= utxo.value
+            self.in_weight -= self.input_weight(utxo)
+        for part in self.parts[n_parts:]:
+            self.out_weight -= output_weight(len(part.request.script_pubkey))
+        del self.inputs[n_inputs:], self.parts[n_parts:]
+
+
+class _Placed(Enum):
+    FUNDED = 1
+    """The whole remaining amount is in the draft and the draft is funded."""
+    NO_ROOM = 2
+    """The draft was closed as it stood before this part; retry in a new draft."""
+    SPLIT = 3
+    """Part of the amount is in the draft, which is full and closed."""
+
+
+def _place(
+    draft: _Draft, request: WithdrawalRequest, remaining: int, first: bool, queue: deque[Utxo]
+) -> tuple[_Placed, int]:
+    """Rules P2-P4 for one output: add it, fund it, roll back or split when the draft is full."""
+    manifest = draft.manifest
+    n_inputs, n_parts = len(draft.inputs), len(draft.parts)
+    draft.add_part(_Part(request, remaining, charges_extra=first))
+    if draft.weight() > manifest.max_weight:
+        draft.rollback(n_inputs, n_parts, queue)
+        return _Placed.NO_ROOM, 0
+    while not draft.funded():
+        if not queue:
+            raise _Insufficient
+        if draft.weight(queue[0]) <= manifest.max_weight:
+            draft.add_input(queue.popleft())
+            continue
+        if n_parts:  # P3: the draft holds earlier outputs: close it without this one
+            draft.rollback(n_inputs, n_parts, queue)
+            return _Placed.NO_ROOM, 0
+        # P4: this output alone fills the draft: pay what the draft's inputs can carry.
+        part = draft.parts[-1]
+        part.amount = 0
+        amount = draft.in_value - draft.fee()
+        if 0 < remaining - amount < manifest.dust_limit:
+            amount = remaining - manifest.dust_limit
+        if amount < manifest.dust_limit:
+            raise _Insufficient
+        part.amount = amount
+        return _Placed.SPLIT, amount
+    return _Placed.FUNDED, remaining
+
+
+def _pack(
+    manifest: Manifest, requests: Sequence[WithdrawalRequest], inputs: Sequence[Utxo]
+) -> list[_Draft]:
+    """Rule P1: fill transactions request by request, in processing order."""
+    series = manifest.series_by_id()
+    queue = deque(inputs)
+    drafts: list[_Draft] = []
+    draft = _Draft(manifest, series)
+    for request in requests:
+        remaining, first = request.amount, True
+        while remaining:
+            placed, amount = _place(draft, request, remaining, first, queue)
+            if placed is not _Placed.FUNDED:
+                if not draft.parts:
+                    raise _Insufficient  # cannot happen within the manifest's weight bounds
+                drafts.append(draft)
+                draft = _Draft(manifest, series)
+            if placed is not _Placed.NO_ROOM:
+                remaining -= amount
+                first = first and not amount
+    if draft.parts:
+        drafts.append(draft)
+    return drafts
+
+
+# --------------------------------------------------------------------------- deferral (D)
+
+
+def _select(
+    manifest: Manifest, inputs: Sequence[Utxo]
+) -> tuple[list[_Draft], list[WithdrawalRequest]]:
+    """Rule D1: defer the largest request (ties: lowest request key) until the rest packs."""
+    candidates = list(manifest.requests)
+    deferred: list[WithdrawalRequest] = []
+
+    def defer_largest() -> None:
+        victim = min(candidates, key=lambda r: (-r.amount, r.key))
+        candidates.remove(victim)
+        deferred.append(victim)
+
+    # Shortcut with the same result: packing surely fails while the requests exceed the inputs.
+    available = sum(u.value for u in inputs)
+    while sum(r.amount + r.extra_fee for r in candidates) > available:
+        defer_largest()
+    while True:
+        try:
+            return _pack(manifest, candidates, inputs), deferred
+        except _Insufficient:
+            defer_largest()
+
+
+# --------------------------------------------------------------------------- transactions (T)
+
+
+def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | None) -> Psbt:
+    """Rules T1-T4: the unsigned transaction and its PSBT fields."""
+    net = manifest.net
+    series = draft.series
+    tx_inputs = tuple(TxIn(u.outpoint, SEQUENCE_RBF) for u in draft.inputs)
+    outputs = [TxOut(p.amount, p.request.script_pubkey) for p in draft.parts]
+    psbt_outputs = [PsbtOutput() for _ in draft.parts]
+    used_series = {u.series_id for u in draft.inputs}
+    if change is not None:
+        series_id, index, value = change
+        derived = series[series_id].derive(CHANGE, index)
+        outputs.append(TxOut(value, derived.script_pubkey))
+        psbt_outputs.append(
+            PsbtOutput(
+                witness_script=derived.witness_script,
+                bip32_derivations=dict(zip(derived.pubkeys, derived.origins, strict=True)),
+            )
+        )
+        used_series.add(series_id)
+    psbt_inputs = []
+    for u in draft.inputs:
+        derived = series[u.series_id].derive(u.branch, u.index)
+        psbt_inputs.append(
+            PsbtInput(
+                witness_utxo=TxOut(u.value, derived.script_pubkey),
+                witness_script=derived.witness_script,
+                bip32_derivations=dict(zip(derived.pubkeys, derived.origins, strict=True)),
+            )
+        )
+    xpubs = {
+        key.xpub.serialize(net): key.origin
+        for series_id in sorted(used_series)
+        for key in series[series_id].keys
+    }
+    tx = Transaction(TX_VERSION, tx_inputs, tuple(outputs), manifest.tip_height)
+    return Psbt(tx=tx, xpubs=xpubs, inputs=tuple(psbt_inputs), outputs=tuple(psbt_outputs))
+
+
+def _fee_shares(draft: _Draft, fee: int) -> tuple[tuple[str, int], ...]:
+    """Rule A1: extra fees to their clients, the rest in proportion to the amounts paid."""
+    amounts: dict[str, int] = {}
+    extras: dict[str, int] = {}
+    for part in draft.parts:
+        client = part.request.client_id
+        amounts[client] = amounts.get(client, 0) + part.amount
+        if part.charges_extra:
+            extras[client] = extras.get(client, 0) + part.request.extra_fee
+    shares = largest_remainder(fee - sum(extras.values()), amounts)
+    return tuple(
+        (client, shares[client] + extras.get(client, 0))
+        for client in sorted(shares, key=str.encode)
+    )
+
+
+def build_round(manifest: Manifest) -> RoundPlan:
+    """Build the round's unsigned transactions from the manifest; pure and deterministic."""
+    inputs = eligible_inputs(manifest)
+    drafts, deferred = _select(manifest, inputs)
+    active = manifest.active_series
+    change_index = manifest.next_change_index(active.id)
+    planned: list[PlannedTransaction] = []
+    paid: dict[bytes, list[PaidOutput]] = {}
+    for draft in drafts:
+        max_weight = draft.weight()
+        change_value = draft.in_value - draft.out_value - draft.fee()
+        change = None
+        if change_value >= manifest.dust_limit:  # C1: dust change is left to the fee
+            change = (active.id, change_index, change_value)
+        else:
+            change_value = 0
+        psbt = _psbt_for(manifest, draft, change)
+        fee = draft.in_value - draft.out_value - change_value
+        txid = psbt.tx.txid_hex
+        for vout, part in enumerate(draft.parts):
+            paid.setdefault(part.request.key, []).append(PaidOutput(txid, vout, part.amount))
+        change_output = None
+        if change is not None:
+            change_output = ChangeOutput(active.id, change_index, len(draft.parts), change_value)
+            change_index += 1
+        planned.append(
+            PlannedTransaction(
+                psbt=psbt,
+                inputs=tuple(draft.inputs),
+                fee=fee,
+                max_weight=max_weight,
+                change=change_output,
+                fee_shares=_fee_shares(draft, fee),
+            )
+        )
+    deferred_keys = {r.key for r in deferred}
+    outcomes = []
+    for request in manifest.requests:
+        outputs = tuple(paid.get(request.key, ()))
+        if request.key in deferred_keys:
+            status = RequestStatus.DEFERRED
+        elif len(outputs) == 1:
+            status = RequestStatus.SUCCESS
+        else:
+            status = RequestStatus.SPLIT
+        outcomes.append(RequestOutcome(request.client_id, request.request_id, status, outputs))
+    return RoundPlan(
+        manifest_hash=manifest_hash(manifest),
+        transactions=tuple(planned),
+        requests=tuple(outcomes),
+        next_change_index=change_index,
+    )

@@ -1,0 +1,193 @@
+"""The withdrawal algorithm's rules, one behaviour per test (see docs/withdrawal-algorithm.md)."""
+
+from __future__ import annotations
+
+from pool.manifest import request_key
+from pool.script import p2wsh_script_pubkey
+from pool.series import CHANGE, SeriesState
+from pool.withdrawal import (
+    SEQUENCE_RBF,
+    RequestStatus,
+    build_round,
+    eligible_inputs,
+    input_spend_cost,
+)
+from tests.factories import BTC, make_series, manifest, request, utxo
+
+S1 = make_series(1, 2, (0, 1, 2))
+
+
+def test_inputs_need_min_conf_confirmations() -> None:
+    m = manifest([S1], [utxo(1, BTC, 995), utxo(2, BTC, 996)], [], tip_height=1000, min_conf=6)
+    assert [u.height for u in eligible_inputs(m)] == [995]
+
+
+def test_unconfirmed_inputs_are_not_eligible() -> None:
+    m = manifest([S1], [utxo(1, BTC, 0)], [], min_conf=1)
+    assert eligible_inputs(m) == []
+
+
+def test_dust_inputs_are_not_eligible() -> None:
+    m = manifest([S1], [utxo(1, 545, 10)], [], dust_limit=546, fee_rate=1000)
+    assert eligible_inputs(m) == []
+
+
+def test_inputs_that_cost_more_than_they_bring_are_not_eligible() -> None:
+    cost = input_spend_cost(S1, 50_000)
+    m = manifest(
+        [S1], [utxo(1, cost, 10), utxo(2, cost + 1, 10)], [], dust_limit=546, fee_rate=50_000
+    )
+    assert [u.value for u in eligible_inputs(m)] == [cost + 1]
+
+
+def test_oldest_inputs_are_spent_first() -> None:
+    m = manifest([S1], [utxo(1, BTC, 300), utxo(2, BTC, 100), utxo(3, BTC, 200)], [])
+    assert [u.height for u in eligible_inputs(m)] == [100, 200, 300]
+
+
+def test_inputs_at_one_height_are_ordered_by_displayed_txid_then_vout() -> None:
+    m = manifest([S1], [utxo(n, BTC, 100, vout=v) for n in range(4) for v in (1, 0)], [])
+    order = [(u.outpoint.txid_hex, u.outpoint.vout) for u in eligible_inputs(m)]
+    assert order == sorted(order)
+
+
+def test_retiring_series_are_spent_before_the_active_one() -> None:
+    old = make_series(1, 2, (3, 4, 5), SeriesState.RETIRING)
+    new = make_series(2, 2, (0, 1, 2))
+    m = manifest(
+        [old, new],
+        [utxo(1, BTC, 100, series=2), utxo(2, BTC, 900, series=1)],
+        [],
+        change_index=((2, 0),),
+    )
+    assert [u.series_id for u in eligible_inputs(m)] == [1, 2]
+
+
+def test_requests_are_paid_in_request_key_order() -> None:
+    reqs = [request(c, "1", 1_000_000) for c in ("alice", "bob", "carol", "dave")]
+    plan = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs))
+    keys = [request_key(r.client_id, r.request_id) for r in plan.requests]
+    assert keys == sorted(keys)
+    vouts = [r.outputs[0].vout for r in plan.requests]
+    assert vouts == sorted(vouts)
+
+
+def test_largest_request_is_deferred_when_funds_are_short() -> None:
+    reqs = [
+        request("a", "1", 30_000_000),
+        request("b", "1", 80_000_000),
+        request("c", "1", 40_000_000),
+    ]
+    plan = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs))
+    assert plan.outcome("b", "1").status is RequestStatus.DEFERRED
+    assert plan.outcome("a", "1").status is RequestStatus.SUCCESS
+    assert plan.outcome("c", "1").status is RequestStatus.SUCCESS
+
+
+def test_equal_largest_requests_defer_the_lower_request_key() -> None:
+    reqs = [request("a", "1", 60_000_000), request("b", "1", 60_000_000)]
+    plan = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs))
+    lower = min(("a", "b"), key=lambda c: request_key(c, "1"))
+    higher = ({"a", "b"} - {lower}).pop()
+    assert plan.outcome(lower, "1").status is RequestStatus.DEFERRED
+    assert plan.outcome(higher, "1").status is RequestStatus.SUCCESS
+
+
+def test_fees_are_counted_when_deciding_what_to_defer() -> None:
+    reqs = [request("a", "1", 60_000_000), request("b", "1", 40_000_000)]
+    plan = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs))
+    assert plan.outcome("a", "1").status is RequestStatus.DEFERRED
+    assert plan.outcome("b", "1").status is RequestStatus.SUCCESS
+
+
+def test_transactions_are_version_2_locked_to_the_tip_and_replaceable() -> None:
+    plan = build_round(manifest([S1], [utxo(1, BTC, 100)], [request("a", "1", 1_000_000)]))
+    tx = plan.transactions[0].psbt.tx
+    assert (tx.version, tx.locktime) == (2, 1000)
+    assert {i.sequence for i in tx.inputs} == {SEQUENCE_RBF}
+
+
+def test_change_pays_the_active_series_next_change_address() -> None:
+    m = manifest([S1], [utxo(1, BTC, 100)], [request("a", "1", 1_000_000)], change_index=((1, 7),))
+    plan = build_round(m)
+    t = plan.transactions[0]
+    assert t.change is not None and (t.change.series_id, t.change.index) == (1, 7)
+    derived = S1.derive(CHANGE, 7)
+    assert t.psbt.tx.outputs[-1].script_pubkey == derived.script_pubkey
+    assert t.psbt.outputs[-1].witness_script == derived.witness_script
+    assert plan.next_change_index == 8
+
+
+def test_dust_change_goes_to_the_fee() -> None:
+    # 1 sat/vB for 189 vB leaves 311 sat of change, below the 546 sat dust limit
+    m = manifest([S1], [utxo(1, 10_000_000, 100)], [request("a", "1", 9_999_500)], fee_rate=1000)
+    t = build_round(m).transactions[0]
+    assert t.change is None
+    assert t.fee == 500
+    assert len(t.psbt.tx.outputs) == 1
+
+
+def test_weight_limit_splits_the_round_into_several_transactions() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(12)]
+    reqs = [request("a", str(k), 50_000_000) for k in range(12)]
+    plan = build_round(manifest([S1], utxos, reqs, max_weight=4_000))
+    assert len(plan.transactions) > 1
+    assert all(t.max_weight <= 4_000 for t in plan.transactions)
+    assert all(r.status is RequestStatus.SUCCESS for r in plan.requests)
+
+
+def test_a_request_too_large_for_one_transaction_is_split() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(12)]
+    plan = build_round(manifest([S1], utxos, [request("a", "big", 10 * BTC)], max_weight=4_000))
+    outcome = plan.outcome("a", "big")
+    assert outcome.status is RequestStatus.SPLIT
+    assert sum(o.amount for o in outcome.outputs) == 10 * BTC
+    assert len({o.txid_hex for o in outcome.outputs}) == len(outcome.outputs)
+
+
+def test_extra_fee_is_paid_once_by_its_client() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(12)]
+    reqs = [request("a", "big", 10 * BTC, extra_fee=12_345), request("b", "1", 1_000_000)]
+    plan = build_round(manifest([S1], utxos, reqs, max_weight=4_000))
+    no_extra = build_round(
+        manifest(
+            [S1],
+            utxos,
+            [request("a", "big", 10 * BTC), request("b", "1", 1_000_000)],
+            max_weight=4_000,
+        )
+    )
+    assert plan.total_fee == no_extra.total_fee + 12_345
+
+
+def test_fee_shares_follow_the_amounts_paid() -> None:
+    reqs = [request("a", "1", 30_000_000), request("b", "1", 10_000_000)]
+    t = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs)).transactions[0]
+    shares = dict(t.fee_shares)
+    assert shares["a"] + shares["b"] == t.fee
+    assert abs(shares["a"] - 3 * shares["b"]) <= 4
+
+
+def test_psbt_inputs_carry_utxo_script_and_every_key_derivation() -> None:
+    m = manifest([S1], [utxo(1, BTC, 100, branch=0, index=9)], [request("a", "1", 1_000_000)])
+    psbt = build_round(m).transactions[0].psbt
+    inp = psbt.inputs[0]
+    derived = S1.derive(0, 9)
+    assert inp.witness_utxo is not None and inp.witness_utxo.value == BTC
+    assert inp.witness_utxo.script_pubkey == p2wsh_script_pubkey(derived.witness_script)
+    assert inp.witness_script == derived.witness_script
+    assert sorted(inp.bip32_derivations) == sorted(derived.pubkeys)
+    assert {o.path[-2:] for o in inp.bip32_derivations.values()} == {(0, 9)}
+    assert len(psbt.xpubs) == 3
+
+
+def test_an_empty_round_has_no_transactions() -> None:
+    plan = build_round(manifest([S1], [utxo(1, BTC, 100)], [], change_index=((1, 5),)))
+    assert plan.transactions == ()
+    assert plan.next_change_index == 5
+
+
+def test_without_eligible_inputs_every_request_is_deferred() -> None:
+    plan = build_round(manifest([S1], [utxo(1, BTC, 999)], [request("a", "1", 1_000_000)]))
+    assert [r.status for r in plan.requests] == [RequestStatus.DEFERRED]
+    assert plan.transactions == ()

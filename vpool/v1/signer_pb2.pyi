@@ -1,0 +1,184 @@
+from vpool.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class BackendKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKEND_KIND_UNSPECIFIED: _ClassVar[BackendKind]
+    BACKEND_KIND_EMULATOR: _ClassVar[BackendKind]
+    BACKEND_KIND_HWI: _ClassVar[BackendKind]
+
+class RoundKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_KIND_UNSPECIFIED: _ClassVar[RoundKind]
+    ROUND_KIND_WITHDRAWAL: _ClassVar[RoundKind]
+    ROUND_KIND_REFUND: _ClassVar[RoundKind]
+BACKEND_KIND_UNSPECIFIED: BackendKind
+BACKEND_KIND_EMULATOR: BackendKind
+BACKEND_KIND_HWI: BackendKind
+ROUND_KIND_UNSPECIFIED: RoundKind
+ROUND_KIND_WITHDRAWAL: RoundKind
+ROUND_KIND_REFUND: RoundKind
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SignerInfo(_message.Message):
+    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version")
+    SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_KIND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MASTER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_XPUBS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    signer_id: str
+    backend_kind: BackendKind
+    device_model: str
+    master_fingerprint: str
+    account_xpubs: _containers.RepeatedCompositeFieldContainer[AccountXpub]
+    policy_hash: str
+    software_version: str
+    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ...) -> None: ...
+
+class AccountXpub(_message.Message):
+    __slots__ = ("network", "origin", "xpub")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    XPUB_FIELD_NUMBER: _ClassVar[int]
+    network: _common_pb2.Network
+    origin: str
+    xpub: str
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., origin: _Optional[str] = ..., xpub: _Optional[str] = ...) -> None: ...
+
+class GetXpubRequest(_message.Message):
+    __slots__ = ("path", "network")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    network: _common_pb2.Network
+    def __init__(self, path: _Optional[str] = ..., network: _Optional[_Union[_common_pb2.Network, str]] = ...) -> None: ...
+
+class GetXpubResponse(_message.Message):
+    __slots__ = ("xpub", "origin")
+    XPUB_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    xpub: str
+    origin: str
+    def __init__(self, xpub: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
+
+class RegisterSeriesRequest(_message.Message):
+    __slots__ = ("network", "series_id", "receive_descriptor", "change_descriptor")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVE_DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    network: _common_pb2.Network
+    series_id: int
+    receive_descriptor: str
+    change_descriptor: str
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., series_id: _Optional[int] = ..., receive_descriptor: _Optional[str] = ..., change_descriptor: _Optional[str] = ...) -> None: ...
+
+class RegisterSeriesResponse(_message.Message):
+    __slots__ = ("registered", "device_registration_name", "already_registered")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_REGISTRATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    registered: bool
+    device_registration_name: str
+    already_registered: bool
+    def __init__(self, registered: bool = ..., device_registration_name: _Optional[str] = ..., already_registered: bool = ...) -> None: ...
+
+class DisplayAddressRequest(_message.Message):
+    __slots__ = ("network", "series_id", "branch", "index")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    network: _common_pb2.Network
+    series_id: int
+    branch: _common_pb2.Branch
+    index: int
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., series_id: _Optional[int] = ..., branch: _Optional[_Union[_common_pb2.Branch, str]] = ..., index: _Optional[int] = ...) -> None: ...
+
+class DisplayAddressResponse(_message.Message):
+    __slots__ = ("address", "shown_on_device")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_ON_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    shown_on_device: bool
+    def __init__(self, address: _Optional[str] = ..., shown_on_device: bool = ...) -> None: ...
+
+class SignRoundRequest(_message.Message):
+    __slots__ = ("kind", "manifest", "psbts")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PSBTS_FIELD_NUMBER: _ClassVar[int]
+    kind: RoundKind
+    manifest: bytes
+    psbts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, kind: _Optional[_Union[RoundKind, str]] = ..., manifest: _Optional[bytes] = ..., psbts: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SignRoundResponse(_message.Message):
+    __slots__ = ("manifest_hash", "signed_psbts", "refusals", "signed_all")
+    MANIFEST_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_PSBTS_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_ALL_FIELD_NUMBER: _ClassVar[int]
+    manifest_hash: bytes
+    signed_psbts: _containers.RepeatedCompositeFieldContainer[SignedPsbt]
+    refusals: _containers.RepeatedCompositeFieldContainer[Refusal]
+    signed_all: bool
+    def __init__(self, manifest_hash: _Optional[bytes] = ..., signed_psbts: _Optional[_Iterable[_Union[SignedPsbt, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., signed_all: bool = ...) -> None: ...
+
+class SignedPsbt(_message.Message):
+    __slots__ = ("psbt_index", "signatures")
+    PSBT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    psbt_index: int
+    signatures: _containers.RepeatedCompositeFieldContainer[PartialSignature]
+    def __init__(self, psbt_index: _Optional[int] = ..., signatures: _Optional[_Iterable[_Union[PartialSignature, _Mapping]]] = ...) -> None: ...
+
+class PartialSignature(_message.Message):
+    __slots__ = ("input_index", "pubkey", "signature")
+    INPUT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PUBKEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    input_index: int
+    pubkey: bytes
+    signature: bytes
+    def __init__(self, input_index: _Optional[int] = ..., pubkey: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("scope", "reason_code", "message", "client_id", "request_id", "psbt_index", "input_index")
+    class Scope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SCOPE_UNSPECIFIED: _ClassVar[Refusal.Scope]
+        SCOPE_ROUND: _ClassVar[Refusal.Scope]
+        SCOPE_REQUEST: _ClassVar[Refusal.Scope]
+        SCOPE_INPUT: _ClassVar[Refusal.Scope]
+    SCOPE_UNSPECIFIED: Refusal.Scope
+    SCOPE_ROUND: Refusal.Scope
+    SCOPE_REQUEST: Refusal.Scope
+    SCOPE_INPUT: Refusal.Scope
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PSBT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    INPUT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    scope: Refusal.Scope
+    reason_code: str
+    message: str
+    client_id: str
+    request_id: str
+    psbt_index: int
+    input_index: int
+    def __init__(self, scope: _Optional[_Union[Refusal.Scope, str]] = ..., reason_code: _Optional[str] = ..., message: _Optional[str] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ..., psbt_index: _Optional[int] = ..., input_index: _Optional[int] = ...) -> None: ...
