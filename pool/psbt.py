@@ -185,8 +185,8 @@ class _Entry(NamedTuple):
     label: str
 
 
-def _read_map(reader: Reader, names: dict[int, str], v2_only: frozenset[int]) -> list[_Entry]:
-    """The entries of one map, up to its separator; duplicates and v2-only types are refused."""
+def _read_map(reader: Reader, names: dict[int, str]) -> list[_Entry]:
+    """The entries of one map, up to its separator; duplicate keys are refused."""
     entries: list[_Entry] = []
     seen: set[bytes] = set()
     while key := reader.var_bytes():
@@ -195,11 +195,19 @@ def _read_map(reader: Reader, names: dict[int, str], v2_only: frozenset[int]) ->
         with _context(label):
             if key in seen:
                 raise PsbtError(f"duplicate key {key.hex()}")
-            if key_type in v2_only:
-                raise PsbtError("this key type is not allowed in PSBT version 0")
             seen.add(key)
             entries.append(_Entry(key_type, key_data, key, reader.var_bytes(), label))
     return entries
+
+
+def _refuse_v2_only(key_type: int, v2_only: frozenset[int]) -> None:
+    if key_type in v2_only:
+        raise PsbtError("this key type is not allowed in PSBT version 0")
+
+
+def _check_version(version: int) -> None:
+    if version != 0:
+        raise PsbtError(f"only PSBT version 0 is supported, got version {version}")
 
 
 def _write_map(entries: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -278,6 +286,7 @@ def _decode_input(entries: list[_Entry]) -> PsbtInput:
     unknown: dict[bytes, bytes] = {}
     for entry in entries:
         with _context(entry.label):
+            _refuse_v2_only(entry.key_type, _INPUT_V2_ONLY)
             if entry.key_type == IN_PARTIAL_SIG:
                 partial_sigs[entry.key_data] = entry.value
             elif entry.key_type == IN_BIP32_DERIVATION:
@@ -347,6 +356,7 @@ def _decode_output(entries: list[_Entry]) -> PsbtOutput:
     unknown: dict[bytes, bytes] = {}
     for entry in entries:
         with _context(entry.label):
+            _refuse_v2_only(entry.key_type, _OUTPUT_V2_ONLY)
             if entry.key_type == OUT_BIP32_DERIVATION:
                 derivations[entry.key_data] = _decode_origin(entry.value)
             elif entry.key_type == OUT_REDEEM_SCRIPT:
@@ -393,9 +403,8 @@ class Psbt:
                     _check_previous_tx(psbt_input.non_witness_utxo, txin.prevout)
 
     def _check_globals(self) -> None:
-        if self.version != 0:
-            with _context(_key_name(GLOBAL_VERSION, _GLOBAL_NAMES)):
-                raise PsbtError(f"only PSBT version 0 is supported, got version {self.version}")
+        with _context(_key_name(GLOBAL_VERSION, _GLOBAL_NAMES)):
+            _check_version(self.version)
         with _context(_key_name(GLOBAL_UNSIGNED_TX, _GLOBAL_NAMES)):
             if self.tx.has_witness:
                 raise PsbtError("the unsigned transaction has witnesses")
@@ -460,44 +469,45 @@ class Psbt:
             raise PsbtError("not a PSBT: the magic bytes 70736274ff are missing")
         reader = Reader(data[len(MAGIC) :])
         with _context("global map"):
-            tx, xpubs, version, unknown = _decode_globals(
-                _read_map(reader, _GLOBAL_NAMES, _GLOBAL_V2_ONLY)
-            )
+            tx, xpubs, unknown = _decode_globals(_read_map(reader, _GLOBAL_NAMES))
         inputs: list[PsbtInput] = []
         for index in range(len(tx.inputs)):
             with _context(f"input {index}"):
-                inputs.append(_decode_input(_read_map(reader, _INPUT_NAMES, _INPUT_V2_ONLY)))
+                inputs.append(_decode_input(_read_map(reader, _INPUT_NAMES)))
         outputs: list[PsbtOutput] = []
         for index in range(len(tx.outputs)):
             with _context(f"output {index}"):
-                outputs.append(_decode_output(_read_map(reader, _OUTPUT_NAMES, _OUTPUT_V2_ONLY)))
+                outputs.append(_decode_output(_read_map(reader, _OUTPUT_NAMES)))
         if reader.remaining:
             raise PsbtError(f"{reader.remaining} trailing bytes after the last output map")
-        return cls(tx, tuple(inputs), tuple(outputs), xpubs, version, unknown)
+        return cls(tx, tuple(inputs), tuple(outputs), xpubs, unknown=unknown)
 
 
 def _decode_globals(
     entries: list[_Entry],
-) -> tuple[Transaction, dict[bytes, KeyOrigin], int, dict[bytes, bytes]]:
+) -> tuple[Transaction, dict[bytes, KeyOrigin], dict[bytes, bytes]]:
+    """The unsigned transaction, xpubs and unknown entries; the version is checked first."""
+    for entry in entries:
+        if entry.key_type == GLOBAL_VERSION:
+            with _context(entry.label):
+                _require_no_key_data(entry.key_data)
+                _check_version(_decode_u32(entry.value))
     tx: Transaction | None = None
     xpubs: dict[bytes, KeyOrigin] = {}
-    version = 0
     unknown: dict[bytes, bytes] = {}
     for entry in entries:
         with _context(entry.label):
+            _refuse_v2_only(entry.key_type, _GLOBAL_V2_ONLY)
             if entry.key_type == GLOBAL_XPUB:
                 xpubs[entry.key_data] = _decode_origin(entry.value)
             elif entry.key_type == GLOBAL_UNSIGNED_TX:
                 _require_no_key_data(entry.key_data)
                 tx = Transaction.parse(entry.value)
-            elif entry.key_type == GLOBAL_VERSION:
-                _require_no_key_data(entry.key_data)
-                version = _decode_u32(entry.value)
-            else:
+            elif entry.key_type != GLOBAL_VERSION:
                 unknown[entry.key] = entry.value
     if tx is None:
         raise PsbtError("PSBT_GLOBAL_UNSIGNED_TX (0x00) is missing")
-    return tx, xpubs, version, unknown
+    return tx, xpubs, unknown
 
 
 def _check_previous_tx(raw: bytes, prevout: OutPoint) -> None:

@@ -284,6 +284,19 @@ def test_version_other_than_zero_is_refused() -> None:
         Psbt.parse(_raw([_TX_ENTRY, (b"\xfb", u32le(2))]))
 
 
+# BIP370's "1 input, 2 output PSBTv2, required fields only".
+PSBT_V2 = (
+    "cHNidP8BAgQCAAAAAQQBAQEFAQIB+wQCAAAAAAEOIAsK2SFBnByHGXNdctxzn56p4GONH+TB7vD5lECEgV/IAQ8EAAAA"
+    "AAABAwgACK8vAAAAAAEEFgAUxDD2TEdW2jENvRoIVXLvKZkmJywAAQMIi73rCwAAAAABBBYAFE3Rk6yWSlasG54cyoRU"
+    "/i9HT4UTAA=="
+)
+
+
+def test_psbt_version_2_is_refused_for_its_version() -> None:
+    with pytest.raises(PsbtError, match="only PSBT version 0 is supported, got version 2"):
+        Psbt.from_base64(PSBT_V2)
+
+
 def test_explicit_version_zero_is_accepted_and_not_written() -> None:
     raw = _raw([_TX_ENTRY, (b"\xfb", u32le(0))])
     assert Psbt.parse(raw).serialize() == _raw([_TX_ENTRY])
