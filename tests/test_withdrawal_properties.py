@@ -174,3 +174,20 @@ def test_encoding_round_trips(m: Manifest) -> None:
     data = encode_manifest(m)
     assert decode_manifest(data) == m
     assert encode_manifest(decode_manifest(data)) == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 3_000), st.integers(294, 1_000), st.integers(1_000, 3_000))
+def test_change_around_the_dust_limit_never_makes_a_dust_output(
+    shortfall: int, dust: int, fee_rate: int
+) -> None:
+    m = manifest(
+        SERIES_CHOICES[0],
+        [utxo(1, BTC, 100)],
+        [request("alice", "1", BTC - shortfall)],
+        fee_rate=fee_rate,
+        dust_limit=dust,
+    )
+    for t in build_round(m).transactions:
+        assert all(o.value >= dust for o in t.psbt.tx.outputs)
+        assert t.fee * 1000 >= fee_rate * vsize(t.max_weight)
