@@ -1,0 +1,591 @@
+"""The signer's policy: every rule a round must pass before any device is asked to sign.
+
+One module, one entry point (``evaluate_round``). It rebuilds the round from the manifest with the
+pure core and requires the PSBTs it is handed to be exactly what the manifest builds; then it
+applies this signer's own limits. It reads the signer's history (signing log, amounts signed in
+the rolling window) through the small ``SigningHistory`` interface and changes nothing itself: the
+daemon records an approval only once the device has signed.
+
+Refusals carry a machine-readable ``Reason`` and a message naming what is wrong. A refusal scoped
+to a request lets the coordinator drop that request and rebuild the round instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from pool.address import script_pubkey_to_address
+from pool.errors import VpoolError
+from pool.hashes import sha256
+from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
+from pool.networks import Network
+from pool.psbt import Psbt, PsbtInput
+from pool.series import Series
+from pool.sighash import SIGHASH_ALL
+from pool.tx import OutPoint, Transaction
+from pool.withdrawal import PlannedTransaction, RoundPlan, build_round
+
+POLICY_RULES_VERSION = 1
+"""Bumped whenever a rule of this module changes meaning; part of the policy hash."""
+
+
+class Reason(StrEnum):
+    """Why a round (or a request of it) is refused. Stable strings: clients match on them."""
+
+    OVERSIZED_MESSAGE = "OVERSIZED_MESSAGE"
+    MALFORMED_MANIFEST = "MALFORMED_MANIFEST"
+    MALFORMED_PSBT = "MALFORMED_PSBT"
+    WRONG_NETWORK = "WRONG_NETWORK"
+    SERIES_NOT_REGISTERED = "SERIES_NOT_REGISTERED"
+    SERIES_MISMATCH = "SERIES_MISMATCH"
+    NOT_A_COSIGNER = "NOT_A_COSIGNER"
+    PSBT_COUNT_MISMATCH = "PSBT_COUNT_MISMATCH"
+    MANIFEST_MISMATCH = "MANIFEST_MISMATCH"
+    INPUT_NOT_IN_POOL = "INPUT_NOT_IN_POOL"
+    EXTRA_INPUT = "EXTRA_INPUT"
+    MISSING_INPUT = "MISSING_INPUT"
+    UNKNOWN_INPUT = "UNKNOWN_INPUT"
+    INPUT_UTXO_MISMATCH = "INPUT_UTXO_MISMATCH"
+    WITNESS_SCRIPT_MISMATCH = "WITNESS_SCRIPT_MISMATCH"
+    DERIVATION_MISMATCH = "DERIVATION_MISMATCH"
+    SIGHASH_NOT_ALL = "SIGHASH_NOT_ALL"
+    EXTRA_OUTPUT = "EXTRA_OUTPUT"
+    MISSING_OUTPUT = "MISSING_OUTPUT"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    DESTINATION_MISMATCH = "DESTINATION_MISMATCH"
+    CHANGE_NOT_TO_POOL = "CHANGE_NOT_TO_POOL"
+    TX_FIELDS_MISMATCH = "TX_FIELDS_MISMATCH"
+    PSBT_MISMATCH = "PSBT_MISMATCH"
+    FEE_RATE_ABOVE_LIMIT = "FEE_RATE_ABOVE_LIMIT"
+    FEE_ABOVE_LIMIT = "FEE_ABOVE_LIMIT"
+    REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"
+    ROUND_LIMIT_EXCEEDED = "ROUND_LIMIT_EXCEEDED"
+    DAILY_LIMIT_EXCEEDED = "DAILY_LIMIT_EXCEEDED"
+    DESTINATION_DENIED = "DESTINATION_DENIED"
+    DESTINATION_NOT_ALLOWED = "DESTINATION_NOT_ALLOWED"
+    DOUBLE_SIGN = "DOUBLE_SIGN"
+    NOTHING_TO_SIGN = "NOTHING_TO_SIGN"
+    DEVICE_REFUSED = "DEVICE_REFUSED"
+    DEVICE_ERROR = "DEVICE_ERROR"
+    DEVICE_TIMEOUT = "DEVICE_TIMEOUT"
+    BAD_DEVICE_SIGNATURE = "BAD_DEVICE_SIGNATURE"
+
+
+class Scope(StrEnum):
+    ROUND = "round"
+    REQUEST = "request"
+    INPUT = "input"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: Reason
+    message: str
+    scope: Scope = Scope.ROUND
+    client_id: str = ""
+    request_id: str = ""
+    psbt_index: int | None = None
+    input_index: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """This signer's limits (``[policy]`` in signer.toml). Amounts in satoshis."""
+
+    max_fee_rate: int = 100_000
+    """Satoshis per 1000 vB (100 sat/vB)."""
+    max_fee: int = 1_000_000
+    """Largest absolute fee of one transaction."""
+    max_request_amount: int = 10 * 100_000_000
+    max_round_amount: int = 50 * 100_000_000
+    max_daily_amount: int = 100 * 100_000_000
+    daily_window_seconds: int = 24 * 3600
+    allow_destinations: frozenset[str] | None = None
+    """When set, only these addresses may be paid."""
+    deny_destinations: frozenset[str] = frozenset()
+    max_manifest_bytes: int = 4_000_000
+    max_psbts: int = 100
+    max_psbt_bytes: int = 4_000_000
+
+    def version_hash(self) -> str:
+        """SHA256 over the rules version and every setting: reported, and written in the audit."""
+        doc = asdict(self)
+        for key in ("allow_destinations", "deny_destinations"):
+            value = doc[key]
+            doc[key] = None if value is None else sorted(value)
+        doc["rules_version"] = POLICY_RULES_VERSION
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SignedBefore:
+    """What the signing log holds for an outpoint this signer already signed a spend of."""
+
+    txid_hex: str
+    tx: Transaction
+    """The unsigned transaction signed then."""
+    change_vout: int | None
+
+
+class SigningHistory(Protocol):
+    """The persisted facts the policy needs (implemented by ``signer.state``)."""
+
+    def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None: ...
+
+    def amount_signed_since(self, since: float) -> int: ...
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A round that passed every rule: what the daemon may sign and must then record."""
+
+    manifest: Manifest
+    manifest_hash: bytes
+    plan: RoundPlan
+    psbts: tuple[Psbt, ...]
+    payments: int
+    """Satoshis leaving the pool (all non-change outputs): counted against the limits."""
+    fee_bumps: tuple[str, ...] = field(default=())
+    """Txids signed as fee bumps of transactions signed before."""
+
+
+class _Refused(Exception):
+    def __init__(self, refusals: list[Refusal]) -> None:
+        super().__init__(refusals)
+        self.refusals = refusals
+
+
+def _refuse(
+    reason: Reason,
+    message: str,
+    scope: Scope = Scope.ROUND,
+    psbt_index: int | None = None,
+    input_index: int | None = None,
+) -> _Refused:
+    return _Refused(
+        [Refusal(reason, message, scope, psbt_index=psbt_index, input_index=input_index)]
+    )
+
+
+def evaluate_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered: Mapping[int, Series],
+    manifest_bytes: bytes,
+    psbts: Sequence[bytes],
+    history: SigningHistory,
+    now: float,
+) -> Approval | list[Refusal]:
+    """Apply every rule; return an ``Approval`` or the list of refusals (never both).
+
+    Order: sizes, decoding, network, series, rebuild and byte comparison, limits, signing log.
+    Each stage runs only when the previous ones passed, so a refusal names the first problem.
+    """
+    try:
+        _check_sizes(config, manifest_bytes, psbts)
+        manifest = _decode_manifest(manifest_bytes, network)
+        parsed = _parse_psbts(psbts, config)
+        _check_series(manifest, registered, fingerprint)
+        plan = build_round(manifest)
+        _compare_with_rebuild(parsed, plan, registered)
+        if not any(_signs_input(fingerprint, p) for p in parsed):
+            raise _refuse(Reason.NOTHING_TO_SIGN, "no input of this round is this signer's")
+        fresh, bumps = _check_signing_log(parsed, plan, history)
+        payments = sum(_payments(t) for t, new in zip(plan.transactions, fresh, strict=True) if new)
+        _check_limits(config, manifest, plan, network, payments, history, now)
+    except _Refused as refused:
+        return refused.refusals
+    return Approval(
+        manifest=manifest,
+        manifest_hash=plan.manifest_hash,
+        plan=plan,
+        psbts=tuple(parsed),
+        payments=payments,
+        fee_bumps=tuple(bumps),
+    )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _check_sizes(config: PolicyConfig, manifest_bytes: bytes, psbts: Sequence[bytes]) -> None:
+    if len(manifest_bytes) > config.max_manifest_bytes:
+        raise _refuse(
+            Reason.OVERSIZED_MESSAGE,
+            f"manifest is {len(manifest_bytes)} bytes, the limit is {config.max_manifest_bytes}",
+        )
+    if len(psbts) > config.max_psbts:
+        raise _refuse(
+            Reason.OVERSIZED_MESSAGE, f"{len(psbts)} PSBTs, the limit is {config.max_psbts}"
+        )
+    for i, raw in enumerate(psbts):
+        if len(raw) > config.max_psbt_bytes:
+            raise _refuse(
+                Reason.OVERSIZED_MESSAGE,
+                f"PSBT {i} is {len(raw)} bytes, the limit is {config.max_psbt_bytes}",
+                psbt_index=i,
+            )
+
+
+def _decode_manifest(data: bytes, network: Network) -> Manifest:
+    try:
+        manifest = decode_manifest(data)
+    except VpoolError as exc:
+        raise _refuse(Reason.MALFORMED_MANIFEST, f"manifest does not decode: {exc}") from None
+    if manifest.network != network.name:
+        raise _refuse(
+            Reason.WRONG_NETWORK,
+            f"manifest is for {manifest.network}, this signer is on {network.name}",
+        )
+    return manifest
+
+
+def _parse_psbts(psbts: Sequence[bytes], config: PolicyConfig) -> list[Psbt]:
+    parsed = []
+    for i, raw in enumerate(psbts):
+        try:
+            parsed.append(Psbt.parse(raw, max_size=config.max_psbt_bytes))
+        except VpoolError as exc:
+            raise _refuse(
+                Reason.MALFORMED_PSBT, f"PSBT {i} does not parse: {exc}", psbt_index=i
+            ) from None
+    return parsed
+
+
+# --------------------------------------------------------------------------- series
+
+
+def _check_series(manifest: Manifest, registered: Mapping[int, Series], fingerprint: bytes) -> None:
+    """Every series of the manifest is one this signer registered, identical in m and keys."""
+    ours = False
+    for series in manifest.series:
+        known = registered.get(series.id)
+        if known is None:
+            raise _refuse(
+                Reason.SERIES_NOT_REGISTERED,
+                f"series {series.id} is not registered with this signer",
+            )
+        if (known.m, known.keys) != (series.m, series.keys):
+            raise _refuse(
+                Reason.SERIES_MISMATCH,
+                f"series {series.id} differs from the one registered with this signer",
+            )
+        ours = ours or any(k.origin.fingerprint == fingerprint for k in series.keys)
+    if not ours:
+        raise _refuse(Reason.NOT_A_COSIGNER, "this signer's key is in none of the round's series")
+
+
+def _signs_input(fingerprint: bytes, psbt: Psbt) -> bool:
+    return any(
+        origin.fingerprint == fingerprint
+        for inp in psbt.inputs
+        for origin in inp.bip32_derivations.values()
+    )
+
+
+# --------------------------------------------------------------------------- rebuild
+
+
+def _compare_with_rebuild(
+    parsed: Sequence[Psbt], plan: RoundPlan, registered: Mapping[int, Series]
+) -> None:
+    """The PSBTs must be, byte for byte, the ones the manifest builds."""
+    if len(parsed) != len(plan.transactions):
+        raise _refuse(
+            Reason.PSBT_COUNT_MISMATCH,
+            f"{len(parsed)} PSBTs sent, the manifest builds {len(plan.transactions)}",
+        )
+    refusals: list[Refusal] = []
+    for i, (got, planned) in enumerate(zip(parsed, plan.transactions, strict=True)):
+        if got.serialize() == planned.psbt.serialize():
+            continue
+        found = _differences(got, planned, registered) or [
+            (Reason.PSBT_MISMATCH, "PSBT fields differ from the manifest's", None)
+        ]
+        seen: set[Reason] = set()
+        for reason, message, input_index in found:
+            if reason not in seen:
+                seen.add(reason)
+                scope = Scope.ROUND if input_index is None else Scope.INPUT
+                refusals.append(
+                    Refusal(
+                        reason, f"PSBT {i}: {message}", scope, psbt_index=i, input_index=input_index
+                    )
+                )
+    if refusals:
+        raise _Refused(refusals)
+
+
+_Difference = tuple[Reason, str, int | None]
+
+
+def _differences(
+    got: Psbt, planned: PlannedTransaction, registered: Mapping[int, Series]
+) -> list[_Difference]:
+    want = planned.psbt
+    selected = {i.prevout for i in want.tx.inputs}
+    foreign: list[_Difference] = [
+        (Reason.INPUT_NOT_IN_POOL, f"input {j} is not a pool output", j)
+        for j, (txin, inp) in enumerate(zip(got.tx.inputs, got.inputs, strict=True))
+        if txin.prevout not in selected and not _is_pool_input(inp, registered)
+    ]
+    if foreign:
+        return foreign
+    if selected.isdisjoint(i.prevout for i in got.tx.inputs):
+        return [(Reason.MANIFEST_MISMATCH, "spends none of the inputs the manifest selects", None)]
+    diffs = _input_differences(got, want)
+    g, w = got.tx, want.tx
+    if (g.version, g.locktime) != (w.version, w.locktime) or any(
+        (a.sequence, a.script_sig) != (b.sequence, b.script_sig)
+        for a, b in zip(g.inputs, w.inputs, strict=False)
+    ):
+        diffs.append((Reason.TX_FIELDS_MISMATCH, "version, locktime or sequences differ", None))
+    diffs += _output_differences(got, want, planned)
+    if got.xpubs != want.xpubs:
+        diffs.append((Reason.DERIVATION_MISMATCH, "global xpubs differ", None))
+    return diffs
+
+
+def _input_differences(got: Psbt, want: Psbt) -> list[_Difference]:
+    diffs: list[_Difference] = []
+    for j, inp in enumerate(got.inputs):
+        if inp.sighash_type not in (None, SIGHASH_ALL):
+            diffs.append(
+                (Reason.SIGHASH_NOT_ALL, f"input {j} asks for sighash {inp.sighash_type:#x}", j)
+            )
+    wanted = want.tx.inputs
+    for j, txin in enumerate(got.tx.inputs):
+        g = got.inputs[j]
+        if j >= len(wanted) or txin.prevout != wanted[j].prevout:
+            if j >= len(wanted):
+                diffs.append((Reason.EXTRA_INPUT, f"input {j} is not in the manifest's round", j))
+            else:
+                diffs.append((Reason.UNKNOWN_INPUT, f"input {j} is not the one selected", j))
+            continue
+        w = want.inputs[j]
+        if g.witness_utxo != w.witness_utxo:
+            diffs.append((Reason.INPUT_UTXO_MISMATCH, f"input {j} amount or script differs", j))
+        if g.witness_script != w.witness_script:
+            diffs.append((Reason.WITNESS_SCRIPT_MISMATCH, f"input {j} witness script differs", j))
+        if g.bip32_derivations != w.bip32_derivations:
+            diffs.append((Reason.DERIVATION_MISMATCH, f"input {j} key derivations differ", j))
+        if (g.partial_sigs, g.unknown, g.final_script_witness) != (
+            w.partial_sigs,
+            w.unknown,
+            w.final_script_witness,
+        ):
+            diffs.append((Reason.PSBT_MISMATCH, f"input {j} carries unexpected fields", j))
+    if len(got.tx.inputs) < len(wanted):
+        diffs.append((Reason.MISSING_INPUT, "an input the manifest selects is missing", None))
+    return diffs
+
+
+def _is_pool_input(inp: PsbtInput, registered: Mapping[int, Series]) -> bool:
+    """Does the input's UTXO pay a pool script at the path its derivations claim?"""
+    if inp.witness_utxo is None:
+        return False
+    for origin in inp.bip32_derivations.values():
+        for series in registered.values():
+            for key in series.keys:
+                if (
+                    key.origin.fingerprint == origin.fingerprint
+                    and origin.path[:-2] == key.origin.path
+                    and len(origin.path) == len(key.origin.path) + 2
+                    and origin.path[-2] in (0, 1)
+                    and origin.path[-1] < 2**31
+                ):
+                    derived = series.derive(origin.path[-2], origin.path[-1])
+                    if derived.script_pubkey == inp.witness_utxo.script_pubkey:
+                        return True
+    return False
+
+
+def _output_differences(got: Psbt, want: Psbt, planned: PlannedTransaction) -> list[_Difference]:
+    g, w = got.tx.outputs, want.tx.outputs
+    if len(g) > len(w):
+        return [
+            (Reason.EXTRA_OUTPUT, f"{len(g) - len(w)} output(s) the manifest does not pay", None)
+        ]
+    if len(g) < len(w):
+        return [(Reason.MISSING_OUTPUT, "an output the manifest pays is missing", None)]
+    change_vout = planned.change.vout if planned.change is not None else None
+    diffs: list[_Difference] = []
+    for k, (go, wo) in enumerate(zip(g, w, strict=True)):
+        if go.script_pubkey != wo.script_pubkey:
+            if k == change_vout:
+                diffs.append(
+                    (Reason.CHANGE_NOT_TO_POOL, f"change output {k} leaves the pool", None)
+                )
+            else:
+                diffs.append(
+                    (Reason.DESTINATION_MISMATCH, f"output {k} pays another address", None)
+                )
+        if go.value != wo.value:
+            diffs.append(
+                (Reason.AMOUNT_MISMATCH, f"output {k} pays {go.value}, not {wo.value}", None)
+            )
+        gp, wp = got.outputs[k], want.outputs[k]
+        if gp.witness_script != wp.witness_script:
+            diffs.append(
+                (Reason.WITNESS_SCRIPT_MISMATCH, f"output {k} witness script differs", None)
+            )
+        if gp.bip32_derivations != wp.bip32_derivations:
+            diffs.append((Reason.DERIVATION_MISMATCH, f"output {k} key derivations differ", None))
+    return diffs
+
+
+# --------------------------------------------------------------------------- signing log
+
+
+def _check_signing_log(
+    parsed: Sequence[Psbt], plan: RoundPlan, history: SigningHistory
+) -> tuple[list[bool], list[str]]:
+    """Never sign two different spends of one outpoint, except a fee bump of the one signed.
+
+    Returns, per transaction, whether it is new (not signed before), and the fee bumps' txids.
+    """
+    fresh: list[bool] = []
+    bumps: list[str] = []
+    for i, (psbt, planned) in enumerate(zip(parsed, plan.transactions, strict=True)):
+        tx, txid = psbt.tx, psbt.tx.txid_hex
+        new = False
+        for j, txin in enumerate(tx.inputs):
+            before = history.signed_spend(txin.prevout)
+            if before is None:
+                new = True
+            elif before.txid_hex != txid:
+                if not _is_fee_bump(before, tx, planned):
+                    raise _refuse(
+                        Reason.DOUBLE_SIGN,
+                        f"PSBT {i} input {j} spends {txin.prevout}, already signed in "
+                        f"{before.txid_hex} with other outputs",
+                        scope=Scope.INPUT,
+                        psbt_index=i,
+                        input_index=j,
+                    )
+                new = True
+                if txid not in bumps:
+                    bumps.append(txid)
+        fresh.append(new)
+    return fresh, bumps
+
+
+def _is_fee_bump(before: SignedBefore, tx: Transaction, planned: PlannedTransaction) -> bool:
+    """Same inputs, every payment unchanged, only the change lower (or gone)."""
+    if {i.prevout for i in before.tx.inputs} != {i.prevout for i in tx.inputs}:
+        return False
+    old_change = before.tx.outputs[before.change_vout] if before.change_vout is not None else None
+    old_payments = [o for k, o in enumerate(before.tx.outputs) if k != before.change_vout]
+    new_vout = planned.change.vout if planned.change is not None else None
+    new_payments = [o for k, o in enumerate(tx.outputs) if k != new_vout]
+    if old_payments != new_payments:
+        return False
+    if new_vout is None:
+        return True
+    new_change = tx.outputs[new_vout]
+    return (
+        old_change is not None
+        and new_change.script_pubkey == old_change.script_pubkey
+        and new_change.value < old_change.value
+    )
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def _payments(planned: PlannedTransaction) -> int:
+    change = planned.change.value if planned.change is not None else 0
+    return planned.psbt.tx.total_output_value - change
+
+
+def _check_limits(
+    config: PolicyConfig,
+    manifest: Manifest,
+    plan: RoundPlan,
+    network: Network,
+    payments: int,
+    history: SigningHistory,
+    now: float,
+) -> None:
+    if manifest.fee_rate > config.max_fee_rate:
+        raise _refuse(
+            Reason.FEE_RATE_ABOVE_LIMIT,
+            f"fee rate {manifest.fee_rate} sat/kvB is above this signer's limit of "
+            f"{config.max_fee_rate}",
+        )
+    for i, planned in enumerate(plan.transactions):
+        if planned.fee > config.max_fee:
+            raise _refuse(
+                Reason.FEE_ABOVE_LIMIT,
+                f"PSBT {i} pays a fee of {planned.fee} sat, above the limit of {config.max_fee}",
+                psbt_index=i,
+            )
+    refusals = _request_refusals(config, manifest, plan, network)
+    if refusals:
+        raise _Refused(refusals)
+    if payments > config.max_round_amount:
+        raise _refuse(
+            Reason.ROUND_LIMIT_EXCEEDED,
+            f"round pays {payments} sat, above the per-round limit of {config.max_round_amount}",
+        )
+    window = history.amount_signed_since(now - config.daily_window_seconds)
+    if window + payments > config.max_daily_amount:
+        raise _refuse(
+            Reason.DAILY_LIMIT_EXCEEDED,
+            f"{window} sat signed in the last {config.daily_window_seconds} s; {payments} more "
+            f"would pass the limit of {config.max_daily_amount}",
+        )
+
+
+def _request_refusals(
+    config: PolicyConfig, manifest: Manifest, plan: RoundPlan, network: Network
+) -> list[Refusal]:
+    """Rules about one request: the coordinator can drop it and rebuild the round."""
+    paid = {(o.client_id, o.request_id) for o in plan.requests if o.outputs}
+    refusals = []
+    for request in manifest.requests:
+        if (request.client_id, request.request_id) not in paid:
+            continue
+        address = script_pubkey_to_address(request.script_pubkey, network) or "?"
+        if request.amount > config.max_request_amount:
+            refusals.append(
+                _request_refusal(
+                    Reason.REQUEST_LIMIT_EXCEEDED,
+                    f"request pays {request.amount} sat, above the per-request limit of "
+                    f"{config.max_request_amount}",
+                    request,
+                )
+            )
+        if address in config.deny_destinations:
+            refusals.append(
+                _request_refusal(Reason.DESTINATION_DENIED, f"{address} is denied", request)
+            )
+        elif config.allow_destinations is not None and address not in config.allow_destinations:
+            refusals.append(
+                _request_refusal(
+                    Reason.DESTINATION_NOT_ALLOWED, f"{address} is not on the allow list", request
+                )
+            )
+    return refusals
+
+
+def _request_refusal(reason: Reason, message: str, request: WithdrawalRequest) -> Refusal:
+    return Refusal(
+        reason,
+        message,
+        Scope.REQUEST,
+        client_id=request.client_id,
+        request_id=request.request_id,
+    )
+
+
+def psbt_hash(raw: bytes) -> str:
+    """The hash under which a PSBT is named in logs and the audit trail."""
+    return sha256(raw).hex()

@@ -1,0 +1,458 @@
+"""The signer policy against a hostile coordinator: every mutation of an honest round is refused
+with its own reason code, before any device is asked.
+
+The signing history here is an in-memory stand-in for ``signer.state.SignerState``, whose own
+tests and the daemon's integration tests cover the persisted path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import pytest
+
+from pool.address import script_pubkey_to_address
+from pool.manifest import Manifest, encode_manifest
+from pool.networks import REGTEST, TESTNET
+from pool.psbt import Psbt, PsbtOutput
+from pool.series import Series
+from pool.tx import OutPoint, TxIn, TxOut
+from pool.withdrawal import build_round
+from signer.policy import (
+    Approval,
+    PolicyConfig,
+    Reason,
+    Refusal,
+    Scope,
+    SignedBefore,
+    evaluate_round,
+)
+from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
+
+S1 = make_series(1, 2, (0, 1, 2))
+FOREIGN = make_series(1, 2, (7, 8, 9))
+OURS = master_key(0).fingerprint
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class MemoryHistory:
+    spends: dict[OutPoint, SignedBefore]
+    amounts: list[tuple[float, int]]
+
+    def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
+        return self.spends.get(outpoint)
+
+    def amount_signed_since(self, since: float) -> int:
+        return sum(a for t, a in self.amounts if t >= since)
+
+    def record(self, approval: Approval, now: float) -> None:
+        for psbt, planned in zip(approval.psbts, approval.plan.transactions, strict=True):
+            change = planned.change.vout if planned.change else None
+            for txin in psbt.tx.inputs:
+                self.spends[txin.prevout] = SignedBefore(psbt.tx.txid_hex, psbt.tx, change)
+        self.amounts.append((now, approval.payments))
+
+
+def empty_history() -> MemoryHistory:
+    return MemoryHistory({}, [])
+
+
+def honest_manifest(**changes: object) -> Manifest:
+    base = manifest(
+        [S1],
+        [utxo(i, BTC, 100 + i, index=i) for i in range(4)],
+        [
+            request("alice", "1", 30_000_000),
+            request("bob", "1", 20_000_000),
+            request("bob", "2", 5_000_000),
+        ],
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def psbts_of(m: Manifest) -> list[bytes]:
+    return [t.psbt.serialize() for t in build_round(m).transactions]
+
+
+def evaluate(
+    m: Manifest | bytes,
+    psbts: Sequence[bytes] | None = None,
+    *,
+    config: PolicyConfig | None = None,
+    history: MemoryHistory | None = None,
+    registered: dict[int, Series] | None = None,
+    network: object = REGTEST,
+) -> Approval | list[Refusal]:
+    manifest_bytes = m if isinstance(m, bytes) else encode_manifest(m)
+    if psbts is None:
+        assert not isinstance(m, bytes)
+        psbts = psbts_of(m)
+    return evaluate_round(
+        config or PolicyConfig(),
+        OURS,
+        network,  # type: ignore[arg-type]
+        registered if registered is not None else {1: S1},
+        manifest_bytes,
+        psbts,
+        history or empty_history(),
+        NOW,
+    )
+
+
+def reasons(result: Approval | list[Refusal]) -> list[Reason]:
+    assert isinstance(result, list), "expected a refusal, the round was approved"
+    return [r.reason for r in result]
+
+
+def mutate(change: Callable[[Psbt], Psbt], m: Manifest | None = None) -> list[bytes]:
+    """The honest round's PSBTs with the first one changed."""
+    m = m or honest_manifest()
+    psbts = [t.psbt for t in build_round(m).transactions]
+    return [change(psbts[0]).serialize()] + [p.serialize() for p in psbts[1:]]
+
+
+def with_outputs(
+    psbt: Psbt, outputs: list[TxOut], maps: Sequence[PsbtOutput] | None = None
+) -> Psbt:
+    maps = psbt.outputs if maps is None else maps
+    return replace(psbt, tx=replace(psbt.tx, outputs=tuple(outputs)), outputs=tuple(maps))
+
+
+def change_vout(m: Manifest) -> int:
+    change = build_round(m).transactions[0].change
+    assert change is not None
+    return change.vout
+
+
+# --------------------------------------------------------------------------- the honest round
+
+
+def test_honest_round_is_approved() -> None:
+    result = evaluate(honest_manifest())
+    assert isinstance(result, Approval)
+    assert result.payments == 55_000_000
+    assert result.fee_bumps == ()
+
+
+def test_signing_the_same_round_again_is_approved_and_not_counted_twice() -> None:
+    history = empty_history()
+    first = evaluate(honest_manifest(), history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    again = evaluate(honest_manifest(), history=history)
+    assert isinstance(again, Approval)
+    assert again.payments == 0
+
+
+def test_fee_bump_of_a_signed_round_is_approved() -> None:
+    history = empty_history()
+    first = evaluate(honest_manifest(), history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    bump = evaluate(honest_manifest(fee_rate=10_000), history=history)
+    assert isinstance(bump, Approval)
+    assert bump.fee_bumps == (bump.psbts[0].tx.txid_hex,)
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def test_extra_output_is_refused() -> None:
+    def add(p: Psbt) -> Psbt:
+        outputs = list(p.tx.outputs)
+        outputs[-1] = replace(outputs[-1], value=outputs[-1].value - 10_000)
+        return with_outputs(
+            p, [*outputs, TxOut(10_000, p2wpkh("thief"))], [*p.outputs, PsbtOutput()]
+        )
+
+    assert reasons(evaluate(honest_manifest(), mutate(add))) == [Reason.EXTRA_OUTPUT]
+
+
+def test_changed_amount_is_refused() -> None:
+    def change(p: Psbt) -> Psbt:
+        outputs = list(p.tx.outputs)
+        outputs[0] = replace(outputs[0], value=outputs[0].value + 1)
+        return with_outputs(p, outputs)
+
+    assert reasons(evaluate(honest_manifest(), mutate(change))) == [Reason.AMOUNT_MISMATCH]
+
+
+def test_changed_destination_is_refused() -> None:
+    def change(p: Psbt) -> Psbt:
+        outputs = list(p.tx.outputs)
+        outputs[0] = replace(outputs[0], script_pubkey=p2wpkh("thief"))
+        return with_outputs(p, outputs)
+
+    assert reasons(evaluate(honest_manifest(), mutate(change))) == [Reason.DESTINATION_MISMATCH]
+
+
+def test_change_sent_outside_the_pool_is_refused() -> None:
+    vout = change_vout(honest_manifest())
+
+    def steal(p: Psbt) -> Psbt:
+        outputs = list(p.tx.outputs)
+        outputs[vout] = replace(outputs[vout], script_pubkey=p2wpkh("thief"))
+        return with_outputs(p, outputs)
+
+    assert reasons(evaluate(honest_manifest(), mutate(steal))) == [Reason.CHANGE_NOT_TO_POOL]
+
+
+def test_missing_output_is_refused() -> None:
+    def drop(p: Psbt) -> Psbt:
+        return with_outputs(p, list(p.tx.outputs[1:]), p.outputs[1:])
+
+    assert reasons(evaluate(honest_manifest(), mutate(drop))) == [Reason.MISSING_OUTPUT]
+
+
+def test_fee_above_the_cap_is_refused() -> None:
+    result = evaluate(honest_manifest(), config=PolicyConfig(max_fee=500))
+    assert reasons(result) == [Reason.FEE_ABOVE_LIMIT]
+
+
+def test_fee_rate_above_the_cap_is_refused() -> None:
+    result = evaluate(honest_manifest(fee_rate=200_000))
+    assert reasons(result) == [Reason.FEE_RATE_ABOVE_LIMIT]
+
+
+def test_input_not_in_the_pool_is_refused() -> None:
+    foreign = FOREIGN.derive(0, 0)
+
+    def swap(p: Psbt) -> Psbt:
+        inputs = list(p.tx.inputs)
+        inputs[0] = TxIn(OutPoint(b"\x11" * 32, 0), inputs[0].sequence)
+        psbt_inputs = list(p.inputs)
+        psbt_inputs[0] = replace(
+            psbt_inputs[0],
+            witness_utxo=TxOut(BTC, foreign.script_pubkey),
+            witness_script=foreign.witness_script,
+            bip32_derivations=dict(zip(foreign.pubkeys, foreign.origins, strict=True)),
+        )
+        return replace(p, tx=replace(p.tx, inputs=tuple(inputs)), inputs=tuple(psbt_inputs))
+
+    assert reasons(evaluate(honest_manifest(), mutate(swap))) == [Reason.INPUT_NOT_IN_POOL]
+
+
+def test_extra_pool_input_is_refused() -> None:
+    other = S1.derive(0, 99)
+
+    def add(p: Psbt) -> Psbt:
+        extra = TxIn(OutPoint(b"\x22" * 32, 1), p.tx.inputs[0].sequence)
+        psbt_input = replace(
+            p.inputs[0],
+            witness_utxo=TxOut(BTC, other.script_pubkey),
+            witness_script=other.witness_script,
+            bip32_derivations=dict(zip(other.pubkeys, other.origins, strict=True)),
+        )
+        return replace(
+            p, tx=replace(p.tx, inputs=(*p.tx.inputs, extra)), inputs=(*p.inputs, psbt_input)
+        )
+
+    assert reasons(evaluate(honest_manifest(), mutate(add))) == [Reason.EXTRA_INPUT]
+
+
+def test_replaced_pool_input_is_refused() -> None:
+    def swap(p: Psbt) -> Psbt:
+        inputs = list(p.tx.inputs)
+        inputs[0] = replace(inputs[0], prevout=OutPoint(b"\x33" * 32, 0))
+        return replace(p, tx=replace(p.tx, inputs=tuple(inputs)))
+
+    m = honest_manifest()
+    assert len(build_round(m).transactions[0].psbt.tx.inputs) == 1
+    # With one input, replacing it leaves nothing in common with the manifest's round.
+    assert reasons(evaluate(m, mutate(swap))) == [Reason.MANIFEST_MISMATCH]
+    two = honest_manifest(requests=(request("alice", "big", 150_000_000),))
+    assert reasons(evaluate(two, mutate(swap, two))) == [Reason.UNKNOWN_INPUT]
+
+
+def test_missing_input_is_refused() -> None:
+    two = honest_manifest(requests=(request("alice", "big", 150_000_000),))
+
+    def drop(p: Psbt) -> Psbt:
+        return replace(p, tx=replace(p.tx, inputs=p.tx.inputs[:1]), inputs=p.inputs[:1])
+
+    assert reasons(evaluate(two, mutate(drop, two))) == [Reason.MISSING_INPUT]
+
+
+def test_understated_input_amount_is_refused() -> None:
+    def lie(p: Psbt) -> Psbt:
+        utxo0 = p.inputs[0].witness_utxo
+        assert utxo0 is not None
+        first = replace(p.inputs[0], witness_utxo=replace(utxo0, value=utxo0.value - 1))
+        return replace(p, inputs=(first, *p.inputs[1:]))
+
+    assert reasons(evaluate(honest_manifest(), mutate(lie))) == [Reason.INPUT_UTXO_MISMATCH]
+
+
+def test_tampered_witness_script_is_refused() -> None:
+    def tamper(p: Psbt) -> Psbt:
+        script = FOREIGN.derive(0, 0).witness_script
+        return replace(p, inputs=(replace(p.inputs[0], witness_script=script), *p.inputs[1:]))
+
+    assert reasons(evaluate(honest_manifest(), mutate(tamper))) == [Reason.WITNESS_SCRIPT_MISMATCH]
+
+
+def test_tampered_derivation_path_is_refused() -> None:
+    def tamper(p: Psbt) -> Psbt:
+        derivations = dict(p.inputs[0].bip32_derivations)
+        pubkey, origin = next(iter(derivations.items()))
+        derivations[pubkey] = replace(origin, path=(*origin.path[:-1], origin.path[-1] + 1))
+        first = replace(p.inputs[0], bip32_derivations=derivations)
+        return replace(p, inputs=(first, *p.inputs[1:]))
+
+    assert reasons(evaluate(honest_manifest(), mutate(tamper))) == [Reason.DERIVATION_MISMATCH]
+
+
+def test_sighash_other_than_all_is_refused() -> None:
+    def anyonecanpay(p: Psbt) -> Psbt:
+        return replace(p, inputs=(replace(p.inputs[0], sighash_type=0x81), *p.inputs[1:]))
+
+    assert reasons(evaluate(honest_manifest(), mutate(anyonecanpay))) == [Reason.SIGHASH_NOT_ALL]
+
+
+def test_changed_locktime_is_refused() -> None:
+    def relock(p: Psbt) -> Psbt:
+        return replace(p, tx=replace(p.tx, locktime=p.tx.locktime + 1))
+
+    assert reasons(evaluate(honest_manifest(), mutate(relock))) == [Reason.TX_FIELDS_MISMATCH]
+
+
+def test_psbts_of_another_manifest_are_refused() -> None:
+    other = honest_manifest(utxos=(utxo(50, 3 * BTC, 300),))
+    assert reasons(evaluate(honest_manifest(), psbts_of(other))) == [Reason.MANIFEST_MISMATCH]
+
+
+def test_missing_psbt_is_refused() -> None:
+    assert reasons(evaluate(honest_manifest(), [])) == [Reason.PSBT_COUNT_MISMATCH]
+
+
+def test_input_of_an_unregistered_series_is_refused() -> None:
+    m = honest_manifest()
+    assert reasons(evaluate(m, registered={})) == [Reason.SERIES_NOT_REGISTERED]
+
+
+def test_series_differing_from_the_registered_one_is_refused() -> None:
+    registered = {1: make_series(1, 1, (0, 1, 2))}
+    assert reasons(evaluate(honest_manifest(), registered=registered)) == [Reason.SERIES_MISMATCH]
+
+
+def test_round_of_series_without_this_signers_key_is_refused() -> None:
+    m = honest_manifest(series=(FOREIGN,))
+    assert reasons(evaluate(m, registered={1: FOREIGN})) == [Reason.NOT_A_COSIGNER]
+
+
+def test_wrong_network_is_refused() -> None:
+    assert reasons(evaluate(honest_manifest(), network=TESTNET)) == [Reason.WRONG_NETWORK]
+
+
+def test_replayed_round_with_different_outputs_is_refused() -> None:
+    history = empty_history()
+    first = evaluate(honest_manifest(), history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    replay = honest_manifest(requests=(request("mallory", "1", 30_000_000),))
+    result = evaluate(replay, history=history)
+    assert reasons(result) == [Reason.DOUBLE_SIGN]
+    assert isinstance(result, list) and result[0].scope is Scope.INPUT
+
+
+def test_request_above_the_per_request_limit_is_refused_for_that_request() -> None:
+    result = evaluate(honest_manifest(), config=PolicyConfig(max_request_amount=25_000_000))
+    assert reasons(result) == [Reason.REQUEST_LIMIT_EXCEEDED]
+    assert isinstance(result, list)
+    assert (result[0].scope, result[0].client_id, result[0].request_id) == (
+        Scope.REQUEST,
+        "alice",
+        "1",
+    )
+
+
+def test_round_above_the_per_round_limit_is_refused() -> None:
+    result = evaluate(honest_manifest(), config=PolicyConfig(max_round_amount=50_000_000))
+    assert reasons(result) == [Reason.ROUND_LIMIT_EXCEEDED]
+
+
+def test_round_above_the_rolling_daily_limit_is_refused() -> None:
+    history = MemoryHistory({}, [(NOW - 3600, 60_000_000)])
+    result = evaluate(
+        honest_manifest(), config=PolicyConfig(max_daily_amount=100_000_000), history=history
+    )
+    assert reasons(result) == [Reason.DAILY_LIMIT_EXCEEDED]
+
+
+def test_amounts_older_than_the_window_do_not_count() -> None:
+    history = MemoryHistory({}, [(NOW - 25 * 3600, 60_000_000)])
+    result = evaluate(
+        honest_manifest(), config=PolicyConfig(max_daily_amount=100_000_000), history=history
+    )
+    assert isinstance(result, Approval)
+
+
+def test_denied_destination_is_refused_for_that_request() -> None:
+    m = honest_manifest()
+    bob = next(r for r in m.requests if (r.client_id, r.request_id) == ("bob", "2"))
+    address = script_pubkey_to_address(bob.script_pubkey, REGTEST)
+    assert address is not None
+    result = evaluate(m, config=PolicyConfig(deny_destinations=frozenset({address})))
+    assert reasons(result) == [Reason.DESTINATION_DENIED]
+    assert isinstance(result, list) and result[0].request_id == "2"
+
+
+def test_destination_missing_from_the_allow_list_is_refused() -> None:
+    m = honest_manifest()
+    allowed = {
+        script_pubkey_to_address(r.script_pubkey, REGTEST)
+        for r in m.requests
+        if r.client_id == "bob"
+    }
+    result = evaluate(m, config=PolicyConfig(allow_destinations=frozenset(a for a in allowed if a)))
+    assert reasons(result) == [Reason.DESTINATION_NOT_ALLOWED]
+    assert isinstance(result, list) and result[0].client_id == "alice"
+
+
+def test_oversized_manifest_is_refused() -> None:
+    result = evaluate(honest_manifest(), config=PolicyConfig(max_manifest_bytes=100))
+    assert reasons(result) == [Reason.OVERSIZED_MESSAGE]
+
+
+def test_too_many_psbts_are_refused() -> None:
+    psbts = psbts_of(honest_manifest())
+    result = evaluate(honest_manifest(), psbts * 3, config=PolicyConfig(max_psbts=2))
+    assert reasons(result) == [Reason.OVERSIZED_MESSAGE]
+
+
+def test_malformed_psbt_bytes_are_refused() -> None:
+    psbts = psbts_of(honest_manifest())
+    result = evaluate(honest_manifest(), [psbts[0][:-7]])
+    assert reasons(result) == [Reason.MALFORMED_PSBT]
+
+
+def test_malformed_manifest_is_refused() -> None:
+    data = encode_manifest(honest_manifest())
+    result = evaluate(data[:-3], psbts_of(honest_manifest()))
+    assert reasons(result) == [Reason.MALFORMED_MANIFEST]
+
+
+def test_every_mutation_has_its_own_reason_code() -> None:
+    codes = {
+        name: value
+        for name, value in globals().items()
+        if name.startswith("test_") and name.endswith("_is_refused")
+    }
+    assert len(codes) >= 20
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_reason_codes_are_stable_upper_snake_strings(reason: Reason) -> None:
+    assert reason.value == reason.name and reason.value.isupper()
+
+
+def test_policy_hash_changes_with_any_setting() -> None:
+    base = PolicyConfig()
+    assert base.version_hash() == PolicyConfig().version_hash()
+    assert base.version_hash() != PolicyConfig(max_fee=base.max_fee + 1).version_hash()
+    assert (
+        base.version_hash()
+        != PolicyConfig(deny_destinations=frozenset({"bcrt1qexample"})).version_hash()
+    )
