@@ -7,7 +7,7 @@ from bitcoin.core import CTransaction
 from bitcoin.core.script import SIGVERSION_WITNESS_V0, CScript, SignatureHash
 from embit.script import Script as EmbitScript
 from embit.transaction import Transaction as EmbitTransaction
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import pool.sighash
@@ -240,6 +240,9 @@ def _sighash_cases(draw: st.DrawFn) -> tuple[Transaction, int, bytes, int, int]:
 @given(_sighash_cases())
 def test_digest_matches_python_bitcoinlib(case: tuple[Transaction, int, bytes, int, int]) -> None:
     tx, index, script_code, amount, sighash_type = case
+    # python-bitcoinlib packs nLockTime as a signed 32-bit integer (its bug, not ours);
+    # the embit comparison below covers the whole range.
+    assume(tx.locktime < 2**31)
     theirs = SignatureHash(
         CScript(script_code),
         CTransaction.deserialize(tx.serialize()),
