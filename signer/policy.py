@@ -150,7 +150,9 @@ class Approval:
     plan: RoundPlan
     psbts: tuple[Psbt, ...]
     payments: int
-    """Satoshis leaving the pool (all non-change outputs): counted against the limits."""
+    """Satoshis leaving the pool (non-change outputs) in transactions never signed before:
+    what this round adds to the limits. Re-signed transactions and fee bumps add nothing, their
+    payments were counted when first signed."""
     fee_bumps: tuple[str, ...] = field(default=())
     """Txids signed as fee bumps of transactions signed before."""
 
@@ -198,7 +200,11 @@ def evaluate_round(
         if not any(_signs_input(fingerprint, p) for p in parsed):
             raise _refuse(Reason.NOTHING_TO_SIGN, "no input of this round is this signer's")
         fresh, bumps = _check_signing_log(parsed, plan, history)
-        payments = sum(_payments(t) for t, new in zip(plan.transactions, fresh, strict=True) if new)
+        payments = sum(
+            _payments(planned)
+            for planned, new in zip(plan.transactions, fresh, strict=True)
+            if new and planned.txid_hex not in bumps
+        )
         _check_limits(config, manifest, plan, network, payments, history, now)
     except _Refused as refused:
         return refused.refusals

@@ -156,6 +156,20 @@ def test_fee_bump_of_a_signed_round_is_approved() -> None:
     assert bump.fee_bumps == (bump.psbts[0].tx.txid_hex,)
 
 
+def test_fee_bump_adds_nothing_to_the_limits() -> None:
+    history = empty_history()
+    first = evaluate(honest_manifest(), history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    bump = evaluate(
+        honest_manifest(fee_rate=10_000),
+        history=history,
+        config=PolicyConfig(max_daily_amount=first.payments),
+    )
+    assert isinstance(bump, Approval)
+    assert bump.payments == 0
+
+
 # --------------------------------------------------------------------------- mutations
 
 
