@@ -12,13 +12,23 @@ help:
 	@echo "make proto    - regenerate gRPC code from proto/"
 	@echo "make vectors  - regenerate the golden withdrawal vectors (review the diff!)"
 
+# HWI's device scan needs the system libusb; install it where we can (CI and dev machines run as
+# root with apt). Elsewhere, the tests that scan USB skip and say why.
+.PHONY: system-deps
+system-deps:
+	@ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so' || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libusb-1.0-0 (needed by HWI's USB scan)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0) >/dev/null; \
+	  else echo "note: libusb-1.0 missing; install libusb-1.0-0 for HWI USB scans"; fi; }
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -1,0 +1,241 @@
+"""`coordinator.toml`: the coordinator's configuration, read once at start.
+
+Every error names the key that is wrong (``chain.rpc_url: missing``). Relative paths are resolved
+against the directory of the configuration file. See docs/coordinator.example.toml.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pool.networks import NETWORKS, Network, get_network
+
+
+class ConfigError(ValueError):
+    """A configuration value that is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str
+    tls: TlsConfig
+    clients: frozenset[str]
+    """Certificate names of role "client" that may call CoordinatorService."""
+    admins: frozenset[str]
+    """Certificate names of role "admin" that may call AdminService."""
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    rpc_url: str
+    rpc_user: str = ""
+    rpc_password: str = ""
+    cookie_file: Path | None = None
+    poll_seconds: float = 2.0
+    fee_target_blocks: int = 6
+    fee_floor: int = 1_000
+    """Satoshis per 1000 vB."""
+    fee_ceiling: int = 100_000
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    min_conf: int = 6
+    """Confirmations an input needs before a round may spend it."""
+    maturation: int = 6
+    """Confirmations after which a withdrawal is completed."""
+    dust_limit: int = 546
+    max_weight: int = 400_000
+    max_withdrawal: int = 21_000_000 * 100_000_000
+    address_lookahead: int = 100
+    coinbase_maturity: int = 100
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    interval_seconds: float = 60.0
+    queue_threshold: int = 100
+    """A round starts as soon as this many withdrawals wait, without waiting for the timer."""
+    sign_deadline_seconds: float = 30.0
+    """Deadline of one SignRound call."""
+    round_deadline_seconds: float = 120.0
+    """Time after which a round without m signatures on every input is abandoned."""
+
+
+@dataclass(frozen=True)
+class SignerEndpoint:
+    id: str
+    address: str
+    """host:port of the signer's gRPC server."""
+    tls_name: str
+    """The name in the signer's certificate (defaults to its id)."""
+
+
+@dataclass(frozen=True)
+class SeriesConfig:
+    id: int
+    receive: str
+    change: str
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    network: Network
+    data_dir: Path
+    database_url: str
+    server: ServerConfig
+    chain: ChainConfig
+    pool: PoolConfig
+    rounds: RoundsConfig
+    signers: tuple[SignerEndpoint, ...]
+    series: tuple[SeriesConfig, ...] = field(default=())
+    """Series to create at first start (later ones come through AdminService.AddSeries)."""
+
+
+def _table(doc: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}{key}: must be a table")
+    return value
+
+
+def _get(doc: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+    if key not in doc:
+        if default is ...:
+            raise ConfigError(f"{where}{key}: missing")
+        return default
+    value = doc[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}{key}: must be a {kind.__name__}")
+    return value
+
+
+def _path(base: Path, doc: dict[str, Any], key: str, where: str, must_exist: bool = True) -> Path:
+    path: Path = base / _get(doc, key, str, where)
+    if must_exist and not path.exists():
+        raise ConfigError(f"{where}{key}: file not found: {path}")
+    return path
+
+
+def _positive(value: int | float, name: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive")
+
+
+def load_config(path: Path) -> CoordinatorConfig:
+    """Read and check ``coordinator.toml``."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = path.resolve().parent
+
+    network_name = _get(doc, "network", str, "")
+    if network_name not in NETWORKS:
+        raise ConfigError(f"network: unknown network {network_name!r}")
+    data_dir = base / _get(doc, "data_dir", str, "", "data")
+    database_url = _get(doc, "database_url", str, "", "") or f"sqlite:///{data_dir}/coordinator.db"
+
+    s = _table(doc, "server")
+    t = _table(s, "tls", "server.")
+    server = ServerConfig(
+        listen=_get(s, "listen", str, "server.", "127.0.0.1:50060"),
+        tls=TlsConfig(
+            cert=_path(base, t, "cert", "server.tls."),
+            key=_path(base, t, "key", "server.tls."),
+            ca=_path(base, t, "ca", "server.tls."),
+        ),
+        clients=frozenset(_get(s, "clients", list, "server.", [])),
+        admins=frozenset(_get(s, "admins", list, "server.", [])),
+        max_message_bytes=_get(s, "max_message_bytes", int, "server.", 16 * 1024 * 1024),
+    )
+
+    c = _table(doc, "chain")
+    cookie = c.get("cookie_file")
+    chain = ChainConfig(
+        rpc_url=_get(c, "rpc_url", str, "chain."),
+        rpc_user=_get(c, "rpc_user", str, "chain.", ""),
+        rpc_password=_get(c, "rpc_password", str, "chain.", ""),
+        cookie_file=None if cookie is None else _path(base, c, "cookie_file", "chain.", False),
+        poll_seconds=_get(c, "poll_seconds", float, "chain.", 2.0),
+        fee_target_blocks=_get(c, "fee_target_blocks", int, "chain.", 6),
+        fee_floor=_get(c, "fee_floor", int, "chain.", 1_000),
+        fee_ceiling=_get(c, "fee_ceiling", int, "chain.", 100_000),
+        timeout_seconds=_get(c, "timeout_seconds", float, "chain.", 30.0),
+    )
+    if chain.fee_floor > chain.fee_ceiling:
+        raise ConfigError("chain.fee_floor: must not exceed chain.fee_ceiling")
+
+    p = _table(doc, "pool")
+    defaults = PoolConfig()
+    pool = PoolConfig(
+        **{
+            name: _get(p, name, int, "pool.", getattr(defaults, name))
+            for name in PoolConfig.__dataclass_fields__
+        }
+    )
+    for name in PoolConfig.__dataclass_fields__:
+        _positive(getattr(pool, name), f"pool.{name}")
+
+    r = _table(doc, "rounds")
+    rounds = RoundsConfig(
+        interval_seconds=_get(r, "interval_seconds", float, "rounds.", 60.0),
+        queue_threshold=_get(r, "queue_threshold", int, "rounds.", 100),
+        sign_deadline_seconds=_get(r, "sign_deadline_seconds", float, "rounds.", 30.0),
+        round_deadline_seconds=_get(r, "round_deadline_seconds", float, "rounds.", 120.0),
+    )
+    for name in RoundsConfig.__dataclass_fields__:
+        _positive(getattr(rounds, name), f"rounds.{name}")
+
+    signers = []
+    for i, entry in enumerate(_get(doc, "signers", list, "", [])):
+        where = f"signers[{i}]."
+        if not isinstance(entry, dict):
+            raise ConfigError(f"signers[{i}]: must be a table")
+        signer_id = _get(entry, "id", str, where)
+        signers.append(
+            SignerEndpoint(
+                id=signer_id,
+                address=_get(entry, "address", str, where),
+                tls_name=_get(entry, "tls_name", str, where, signer_id),
+            )
+        )
+    ids = [s.id for s in signers]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("signers: duplicate signer id")
+
+    series = tuple(
+        SeriesConfig(
+            id=_get(entry, "id", int, f"series[{i}]."),
+            receive=_get(entry, "receive", str, f"series[{i}]."),
+            change=_get(entry, "change", str, f"series[{i}]."),
+        )
+        for i, entry in enumerate(_get(doc, "series", list, "", []))
+    )
+    return CoordinatorConfig(
+        network=get_network(network_name),
+        data_dir=data_dir,
+        database_url=database_url,
+        server=server,
+        chain=chain,
+        pool=pool,
+        rounds=rounds,
+        signers=tuple(signers),
+        series=series,
+    )

@@ -1,0 +1,287 @@
+"""The coordinator's database: tables, versioned migrations, and the engine.
+
+SQLAlchemy Core, so the same statements run on SQLite (the default: one file, WAL, synchronous
+FULL) and PostgreSQL (for several coordinators). Each migration is a numbered function run in its
+own transaction; ``vpool_schema.version`` records how far a database has come. Never edit a
+migration that has shipped: add the next one.
+
+Conventions: amounts are satoshis (BigInteger); times are unix seconds (Float); txids and block
+hashes are display hex (String(64)); scripts and serialized PSBTs/transactions are bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "vpool_schema",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("m", Integer, nullable=False),
+    Column("receive_descriptor", Text, nullable=False),
+    Column("change_descriptor", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Next unused index per (series, branch); branch 1's is the change index of the manifest.
+series_indexes = Table(
+    "series_indexes",
+    metadata,
+    Column("series_id", Integer, ForeignKey("series.id"), primary_key=True),
+    Column("branch", Integer, primary_key=True),
+    Column("next_index", Integer, nullable=False),
+)
+
+# Every pool scriptPubKey the scanner watches (derived ahead of use, the "lookahead").
+addresses = Table(
+    "addresses",
+    metadata,
+    Column("script_pubkey", LargeBinary, primary_key=True),
+    Column("series_id", Integer, ForeignKey("series.id"), nullable=False),
+    Column("branch", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    UniqueConstraint("series_id", "branch", "idx"),
+)
+
+# The blocks the scanner has processed: its cursor, and what a reorganisation compares.
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("height", Integer, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("processed_at", Float, nullable=False),
+)
+
+# The pool's UTXO set, built from blocks: an output stays here once spent (spent_* set), so a
+# reorganisation can undo both sides.
+utxos = Table(
+    "utxos",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+    Column("vout", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
+    Column("script_pubkey", LargeBinary, nullable=False),
+    Column("series_id", Integer, nullable=False),
+    Column("branch", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("coinbase", Boolean, nullable=False, default=False),
+    Column("spent_txid", String(64), nullable=True),
+    Column("spent_height", Integer, nullable=True),
+    Column("reserved_round", Integer, nullable=True),
+)
+Index("utxos_unspent", utxos.c.spent_txid, utxos.c.reserved_round)
+
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("address", String(128), nullable=False),
+    Column("script_pubkey", LargeBinary, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("extra_fee", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("split", Boolean, nullable=False, default=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("round_seq", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("client_id", "request_id"),
+)
+Index("withdrawals_status", withdrawals.c.status)
+
+withdrawal_outputs = Table(
+    "withdrawal_outputs",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+    Column("vout", Integer, primary_key=True, autoincrement=False),
+    Column("withdrawal_id", Integer, ForeignKey("withdrawals.id"), nullable=False),
+    Column("round_seq", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+)
+
+# Every status change of every withdrawal, in order: WatchWithdrawals resumes from a cursor.
+withdrawal_events = Table(
+    "withdrawal_events",
+    metadata,
+    Column("cursor", Integer, primary_key=True, autoincrement=True),
+    Column("withdrawal_id", Integer, ForeignKey("withdrawals.id"), nullable=False),
+    Column("client_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("at", Float, nullable=False),
+)
+Index("withdrawal_events_client", withdrawal_events.c.client_id, withdrawal_events.c.cursor)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("manifest_hash", String(64), nullable=False, unique=True),
+    Column("manifest", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rebuilt_from", Integer, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("rounds_status", rounds.c.status)
+
+round_transactions = Table(
+    "round_transactions",
+    metadata,
+    Column("round_seq", Integer, ForeignKey("rounds.seq"), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("txid", String(64), nullable=False, unique=True),
+    Column("psbt", LargeBinary, nullable=False),
+    Column("final_tx", LargeBinary, nullable=True),
+    Column("fee", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("block_height", Integer, nullable=True),
+    Column("block_hash", String(64), nullable=True),
+    Column("broadcast_at", Float, nullable=True),
+)
+
+signatures = Table(
+    "signatures",
+    metadata,
+    Column("round_seq", Integer, ForeignKey("rounds.seq"), primary_key=True),
+    Column("tx_idx", Integer, primary_key=True, autoincrement=False),
+    Column("input_idx", Integer, primary_key=True, autoincrement=False),
+    Column("pubkey", LargeBinary, primary_key=True),
+    Column("signature", LargeBinary, nullable=False),
+    Column("signer_id", String(128), nullable=False),
+)
+
+signer_outcomes = Table(
+    "signer_outcomes",
+    metadata,
+    Column("round_seq", Integer, ForeignKey("rounds.seq"), primary_key=True),
+    Column("signer_id", String(128), primary_key=True),
+    Column("outcome", String(16), nullable=False),
+    Column("signatures", Integer, nullable=False, default=0),
+    Column("detail", Text, nullable=False, default=""),
+    Column("at", Float, nullable=False),
+)
+
+fee_shares = Table(
+    "fee_shares",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+    Column("client_id", String(128), primary_key=True),
+    Column("round_seq", Integer, ForeignKey("rounds.seq"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    """The first schema. Later migrations create their own tables by name, never all."""
+    v1 = [
+        schema_version, settings, series, series_indexes, addresses, blocks, utxos, withdrawals,
+        withdrawal_outputs, withdrawal_events, rounds, round_transactions, signatures,
+        signer_outcomes, fee_shares,
+    ]  # fmt: skip
+    metadata.create_all(conn, tables=v1)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+"""MIGRATIONS[i] takes a database from version i to version i + 1."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``sqlite:///path`` or ``postgresql+psycopg://...``."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def current_version(conn: Connection) -> int:
+    if not conn.dialect.has_table(conn, "vpool_schema"):
+        return 0
+    version = conn.execute(select(schema_version.c.version)).scalar()
+    return int(version or 0)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to the newest schema; return its version. Safe to run every start."""
+    while True:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One coordinator migrates at a time.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7242)"))
+            version = current_version(conn)
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"database schema version {version} is newer than this vpool "
+                    f"({len(MIGRATIONS)}); upgrade vpool"
+                )
+            if version == len(MIGRATIONS):
+                return version
+            MIGRATIONS[version](conn)
+            if version == 0:
+                conn.execute(schema_version.insert().values(id=1, version=1))
+            else:
+                conn.execute(schema_version.update().values(version=version + 1))
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction: committed on success, rolled back on any exception."""
+    with engine.begin() as conn:
+        yield conn
