@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from pool.errors import HDKeyError
 from pool.hdkeys import parse_path
 from pool.networks import NETWORKS
-from signer import keystore
+from signer import audit, keystore
+from signer.jade_emulator import (
+    HWI_SIMULATOR_PORT,
+    EmulatorError,
+    Faults,
+    JadeDevice,
+    JadeEmulatorServer,
+    master_from_mnemonic,
+)
 
 
 def _passphrase(args: argparse.Namespace) -> str:
@@ -48,6 +59,39 @@ def _keystore_show_xpub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emulate_jade(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    master = master_from_mnemonic(args.mnemonic_file.read_text(encoding="utf-8"))
+    faults = Faults(args.stall_seconds, args.stall_all, args.refuse_signing)
+    device = JadeDevice(
+        master,
+        NETWORKS[args.network],
+        restrict_network=args.restrict_network,
+        state_file=args.state_file,
+        faults=faults,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with JadeEmulatorServer(device, args.host, args.port) as server:
+        print(
+            f"jade emulator listening on {args.host}:{server.port} for {args.network}, "
+            f"master fingerprint {device.fingerprint.hex()}",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", type=Path, required=True, help="the keystore file")
     parser.add_argument("--network", choices=list(NETWORKS), required=True, help="bitcoin network")
@@ -75,6 +119,103 @@ def _add_keystore(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     show.set_defaults(handler=_keystore_show_xpub)
 
 
+def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "emulate-jade",
+        help="serve a Jade-protocol hardware wallet emulator over TCP, for hwilib in CI",
+    )
+    parser.add_argument("--network", choices=list(NETWORKS), required=True, help="bitcoin network")
+    parser.add_argument(
+        "--mnemonic-file", type=Path, required=True, help="a file holding the BIP39 mnemonic"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=HWI_SIMULATOR_PORT,
+        help=f"TCP port (default {HWI_SIMULATOR_PORT}, where hwi looks; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--restrict-network",
+        action="store_true",
+        help="refuse other network types, as a Jade set to this network does "
+        "(the QEMU simulator, like this emulator by default, serves every network)",
+    )
+    parser.add_argument(
+        "--state-file", type=Path, help="keep registered multisigs in this JSON file"
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="N",
+        help="fault: answer sign_psbt N seconds late",
+    )
+    parser.add_argument(
+        "--stall-all", action="store_true", help="fault: stall every call, not only sign_psbt"
+    )
+    parser.add_argument(
+        "--refuse-signing", action="store_true", help="fault: the user rejects every transaction"
+    )
+    parser.set_defaults(handler=_emulate_jade)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    path = args.file if args.file is not None else audit.audit_path(args.data_dir)
+    result = audit.verify(path)
+    if result.ok:
+        print(f"audit log OK: {result.entries} entries, head {result.head}")
+        return 0
+    print(
+        f"audit log {path} is BAD at entry {result.first_bad_seq}: {result.message} "
+        f"({result.entries} entries before it verify, head {result.head})"
+    )
+    return 1
+
+
+def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("audit", help="check the signer's hash-chained audit log")
+    sub = parser.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", required=True)
+    check = sub.add_parser("verify", help="verify every entry and link of the audit log")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data-dir", type=Path, help=f"the signer's data dir (its {audit.AUDIT_FILE})"
+    )
+    source.add_argument("--file", type=Path, help="the audit log file")
+    check.set_defaults(handler=_audit_verify)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Imported here so that the other commands do not load gRPC and the daemon's modules.
+    from signer.audit import AuditError
+    from signer.backends.base import BackendError
+    from signer.config import ConfigError
+    from signer.server import serve
+    from signer.state import StateError
+    from vpool.tls import TlsError
+
+    try:
+        return serve(args.config, args.insecure_dev)
+    except (ConfigError, StateError, AuditError, BackendError, TlsError) as e:
+        print(f"vpool-signer: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("serve", help="run the signer daemon (gRPC over mutual TLS)")
+    parser.add_argument("--config", type=Path, required=True, help="the signer.toml file")
+    parser.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="serve plaintext without client authentication (development only; the "
+        "configuration must also say server.insecure_dev = true)",
+    )
+    parser.set_defaults(handler=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpool-signer",
@@ -83,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_keystore(commands)
+    _add_emulate_jade(commands)
+    _add_audit_commands(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -95,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
-    except (keystore.KeystoreError, HDKeyError) as e:
+    except (keystore.KeystoreError, HDKeyError, EmulatorError) as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"vpool-signer: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The audit trail: one hash-chained JSON line per SignRound request, append-only.
+
+Each entry carries ``prev``, the hash of the entry before it (64 zeros for the first), and its own
+``hash``: SHA256 of its canonical JSON (sorted keys, compact separators) without ``hash``. A
+changed, removed or reordered entry breaks the chain. Entries hold hashes, decisions and reason
+codes, never a PSBT or key material.
+
+The chain proves the file consistent, not complete: removing entries from the end is only seen by
+comparing the head hash with a copy kept elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+AUDIT_FILE = "audit.jsonl"
+GENESIS = "0" * 64
+"""The ``prev`` of the first entry."""
+FIELDS = frozenset(
+    {
+        "seq",
+        "time",
+        "manifest_hash",
+        "psbt_hashes",
+        "decision",
+        "reasons",
+        "policy_hash",
+        "signer_id",
+        "prev",
+        "hash",
+    }
+)
+_TAIL_BLOCK = 4096
+
+
+class Decision(StrEnum):
+    SIGNED = "signed"
+    REFUSED = "refused"
+    FAILED = "failed"
+    """Passed the policy, but the device did not sign (refused, error, timeout)."""
+
+
+class AuditError(Exception):
+    """The audit log cannot be continued (its last entry is damaged)."""
+
+
+class _BadEntry(Exception):
+    """A line of the log that breaks the chain; the message says how."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    time: str
+    """ISO 8601, UTC."""
+    manifest_hash: str
+    """SHA256 (hex) of the manifest as received: the round's manifest hash when it decodes."""
+    psbt_hashes: tuple[str, ...]
+    """SHA256 (hex) of each PSBT as received."""
+    decision: Decision
+    reasons: tuple[str, ...]
+    policy_hash: str
+    signer_id: str
+    prev: str
+    hash: str
+
+    def line(self) -> bytes:
+        """The entry as stored: canonical JSON and a newline."""
+        return _canonical(asdict(self)) + b"\n"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    """Entries that passed, before the first bad one (all of them when ``ok``)."""
+    first_bad_seq: int | None
+    """Position (1-based line number, the seq it should have) of the first bad entry."""
+    message: str
+    head: str
+    """Hash of the last entry that passed (``GENESIS`` when none)."""
+
+
+def audit_path(data_dir: Path) -> Path:
+    return data_dir / AUDIT_FILE
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_hash(doc: Mapping[str, Any]) -> str:
+    """SHA256 (hex) of the canonical JSON of an entry without its ``hash``."""
+    body = {key: value for key, value in doc.items() if key != "hash"}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _iso_utc(now: float) -> str:
+    """``2024-05-01T12:00:00.000Z``."""
+    stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _read_entry(line: bytes) -> dict[str, Any]:
+    """One stored line as an entry whose hash matches its contents, else ``_BadEntry``."""
+    if not line.endswith(b"\n"):
+        raise _BadEntry("the line is incomplete (torn write or truncated file)")
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        raise _BadEntry("the line is not valid JSON") from None
+    if not isinstance(doc, dict) or set(doc) != FIELDS:
+        raise _BadEntry("the line is not an audit entry (wrong fields)")
+    if type(doc["seq"]) is not int or not isinstance(doc["hash"], str):
+        raise _BadEntry("the line is not an audit entry (wrong field types)")
+    if entry_hash(doc) != doc["hash"]:
+        raise _BadEntry("its hash does not match its contents (entry modified)")
+    if _canonical(doc) + b"\n" != line:
+        raise _BadEntry("the line is not in canonical form (entry rewritten)")
+    return doc
+
+
+def _check_link(doc: Mapping[str, Any], seq: int, prev: str) -> None:
+    if doc["seq"] != seq:
+        raise _BadEntry(f"seq {doc['seq']} where {seq} was expected (entry deleted or reordered)")
+    if doc["prev"] != prev:
+        raise _BadEntry("prev is not the hash of the entry before it (entry deleted or reordered)")
+
+
+def verify(path: Path) -> VerifyResult:
+    """Check the whole chain of the log at ``path``; stops at the first bad entry."""
+    head, count = GENESIS, 0
+    with path.open("rb") as f:
+        for seq, line in enumerate(f, 1):
+            try:
+                doc = _read_entry(line)
+                _check_link(doc, seq, head)
+            except _BadEntry as e:
+                return VerifyResult(False, count, seq, str(e), head)
+            head, count = doc["hash"], seq
+    return VerifyResult(True, count, None, "", head)
+
+
+def _last_line(path: Path) -> bytes:
+    """The file's last line, with its newline if it has one (b"" for an empty file)."""
+    with path.open("rb") as f:
+        position = f.seek(0, os.SEEK_END)
+        data = b""
+        while position > 0 and b"\n" not in data[:-1]:
+            step = min(_TAIL_BLOCK, position)
+            position -= step
+            f.seek(position)
+            data = f.read(step) + data
+    return data[data.rfind(b"\n", 0, len(data) - 1) + 1 :]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditLog:
+    """The append-only log at ``path``, continuing the chain of the entries already there.
+
+    Opening refuses a log whose last line is damaged (``AuditError``): run ``audit verify``.
+    Safe to share between the threads of one process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mutex = threading.Lock()
+        self._seq, self._head = self._tail() if path.exists() else (0, GENESIS)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        _fsync_dir(path.parent)
+
+    def _tail(self) -> tuple[int, str]:
+        line = _last_line(self.path)
+        if not line:
+            return 0, GENESIS
+        try:
+            doc = _read_entry(line)
+        except _BadEntry as e:
+            raise AuditError(
+                f"audit log {self.path}: the last entry is damaged: {e}; "
+                "run `vpool-signer audit verify`"
+            ) from None
+        return doc["seq"], doc["hash"]
+
+    @property
+    def head(self) -> str:
+        """Hash of the last entry (``GENESIS`` for an empty log)."""
+        return self._head
+
+    def append(
+        self,
+        *,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        decision: Decision,
+        reasons: Iterable[str],
+        policy_hash: str,
+        signer_id: str,
+        now: float,
+    ) -> AuditEntry:
+        """Add the entry of one request (hashing ``manifest`` and ``psbts``) and sync it to disk."""
+        with self._mutex:
+            body: dict[str, Any] = {
+                "seq": self._seq + 1,
+                "time": _iso_utc(now),
+                "manifest_hash": hashlib.sha256(manifest).hexdigest(),
+                "psbt_hashes": tuple(hashlib.sha256(psbt).hexdigest() for psbt in psbts),
+                "decision": Decision(decision),
+                "reasons": tuple(str(reason) for reason in reasons),
+                "policy_hash": policy_hash,
+                "signer_id": signer_id,
+                "prev": self._head,
+            }
+            entry = AuditEntry(**body, hash=entry_hash(body))
+            self._write(entry.line())
+            self._seq, self._head = entry.seq, entry.hash
+        return entry
+
+    def _write(self, line: bytes) -> None:
+        """Write and fsync one line; on failure, cut the file back to where it was."""
+        size = os.fstat(self._fd).st_size
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+            os.fsync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, size)
+            raise
+
+    def close(self) -> None:
+        """Close the file; closing twice does nothing."""
+        with self._mutex:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,314 @@
+"""``signer.toml``: the signer daemon's configuration, checked in full before anything starts.
+
+Every error names the key at fault (``backend.keystore: file not found``). Unknown keys are
+refused, so a typo never silently falls back to a default. Relative paths are resolved against
+the directory of the configuration file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pool.address import address_to_script_pubkey
+from pool.errors import VpoolError
+from pool.networks import NETWORKS, Network
+from signer.policy import PolicyConfig
+from vpool.tls import TlsError, check_name
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+DEFAULT_CALL_TIMEOUT = 30.0
+DEFAULT_SIGN_TIMEOUT = 300.0
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+_HWI_DEVICE_TYPES = (
+    "trezor", "ledger", "keepkey", "digitalbitbox", "coldcard", "bitbox02", "jade",
+)  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message starts with the key at fault."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str
+    cert: Path | None
+    key: Path | None
+    ca: Path | None
+    allowed_coordinators: frozenset[str]
+    max_message_bytes: int
+    insecure_dev: bool
+
+
+@dataclass(frozen=True)
+class EmulatorBackendConfig:
+    """A software key in an encrypted keystore; exactly one passphrase source is set."""
+
+    keystore: Path
+    passphrase_env: str | None
+    passphrase_file: Path | None
+
+
+@dataclass(frozen=True)
+class HwiBackendConfig:
+    """A device found by master fingerprint, or by type and path (then the fingerprint, if
+    given, is checked)."""
+
+    fingerprint: bytes | None
+    device_type: str | None
+    device_path: str | None
+    call_timeout_seconds: float
+    sign_timeout_seconds: float
+
+
+BackendConfig = EmulatorBackendConfig | HwiBackendConfig
+
+
+@dataclass(frozen=True)
+class SignerConfig:
+    path: Path
+    signer_id: str
+    network: Network
+    data_dir: Path
+    server: ServerConfig
+    backend: BackendConfig
+    policy: PolicyConfig
+
+
+def load_config(path: Path) -> SignerConfig:
+    """Read and check the configuration file at ``path``."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(doc, path.resolve().parent, path)
+
+
+def parse_config(doc: Mapping[str, Any], base: Path, path: Path) -> SignerConfig:
+    """The configuration in the TOML document ``doc``; relative paths are resolved in ``base``."""
+    t = _Table(doc, "", base)
+    t.only("signer_id", "network", "data_dir", "server", "backend", "policy")
+    signer_id = t.string("signer_id")
+    try:
+        check_name(signer_id)
+    except TlsError as e:
+        raise ConfigError(f"signer_id: {e}") from None
+    network_name = t.string("network")
+    if network_name not in NETWORKS:
+        raise ConfigError(f"network: unknown network {network_name!r} (known: {_known()})")
+    network = NETWORKS[network_name]
+    data_dir = t.path("data_dir", must_exist=False)
+    return SignerConfig(
+        path=path,
+        signer_id=signer_id,
+        network=network,
+        data_dir=data_dir,
+        server=_server(t.table("server")),
+        backend=_backend(t.table("backend")),
+        policy=_policy(t.table("policy", required=False), network),
+    )
+
+
+def _known() -> str:
+    return ", ".join(NETWORKS)
+
+
+def _server(t: _Table) -> ServerConfig:
+    t.only(
+        "listen", "cert", "key", "ca", "allowed_coordinators", "max_message_bytes", "insecure_dev"
+    )
+    listen = t.string("listen", DEFAULT_LISTEN)
+    if not _LISTEN.fullmatch(listen) or int(listen.rsplit(":", 1)[1]) > 65535:
+        raise ConfigError(f"{t.key('listen')}: expected host:port, e.g. {DEFAULT_LISTEN}")
+    insecure = t.boolean("insecure_dev", False)
+    tls_required = not insecure
+    coordinators = t.strings("allowed_coordinators", required=tls_required)
+    for position, name in enumerate(coordinators):
+        try:
+            check_name(name)
+        except TlsError as e:
+            raise ConfigError(f"{t.key('allowed_coordinators')}[{position}]: {e}") from None
+    if tls_required and not coordinators:
+        raise ConfigError(f"{t.key('allowed_coordinators')}: name at least one coordinator")
+    max_bytes = t.integer("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if max_bytes < 1024:
+        raise ConfigError(f"{t.key('max_message_bytes')}: must be at least 1024")
+    return ServerConfig(
+        listen=listen,
+        cert=t.optional_path("cert", required=tls_required),
+        key=t.optional_path("key", required=tls_required),
+        ca=t.optional_path("ca", required=tls_required),
+        allowed_coordinators=frozenset(coordinators),
+        max_message_bytes=max_bytes,
+        insecure_dev=insecure,
+    )
+
+
+def _backend(t: _Table) -> BackendConfig:
+    kind = t.string("kind")
+    if kind == "emulator":
+        t.only("kind", "keystore", "passphrase_env", "passphrase_file")
+        env = t.optional_string("passphrase_env")
+        file = t.optional_path("passphrase_file", required=False)
+        if (env is None) == (file is None):
+            raise ConfigError(f"{t.prefix}: set exactly one of passphrase_env and passphrase_file")
+        return EmulatorBackendConfig(t.path("keystore"), env, file)
+    if kind == "hwi":
+        t.only(
+            "kind",
+            "fingerprint",
+            "device_type",
+            "device_path",
+            "call_timeout_seconds",
+            "sign_timeout_seconds",
+        )
+        return _hwi(t)
+    raise ConfigError(f'{t.key("kind")}: expected "emulator" or "hwi", got {kind!r}')
+
+
+def _hwi(t: _Table) -> HwiBackendConfig:
+    fingerprint_text = t.optional_string("fingerprint")
+    fingerprint = None
+    if fingerprint_text is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{8}", fingerprint_text):
+            raise ConfigError(f"{t.key('fingerprint')}: expected 8 hex digits")
+        fingerprint = bytes.fromhex(fingerprint_text)
+    device_type = t.optional_string("device_type")
+    device_path = t.optional_string("device_path")
+    if (device_type is None) != (device_path is None):
+        raise ConfigError(f"{t.prefix}: set device_type and device_path together")
+    if device_type is None and fingerprint is None:
+        raise ConfigError(f"{t.prefix}: set fingerprint, or device_type and device_path")
+    if device_type is not None and device_type not in _HWI_DEVICE_TYPES:
+        known = ", ".join(_HWI_DEVICE_TYPES)
+        raise ConfigError(f"{t.key('device_type')}: unknown type {device_type!r} (known: {known})")
+    return HwiBackendConfig(
+        fingerprint=fingerprint,
+        device_type=device_type,
+        device_path=device_path,
+        call_timeout_seconds=t.seconds("call_timeout_seconds", DEFAULT_CALL_TIMEOUT),
+        sign_timeout_seconds=t.seconds("sign_timeout_seconds", DEFAULT_SIGN_TIMEOUT),
+    )
+
+
+_ADDRESS_LISTS = ("allow_destinations", "deny_destinations")
+
+
+def _policy(t: _Table, network: Network) -> PolicyConfig:
+    names = [f.name for f in dataclasses.fields(PolicyConfig)]
+    t.only(*names)
+    values: dict[str, Any] = {}
+    for name in names:
+        if name not in t.doc:
+            continue
+        if name in _ADDRESS_LISTS:
+            addresses = t.strings(name)
+            for position, address in enumerate(addresses):
+                try:
+                    address_to_script_pubkey(address, network)
+                except VpoolError as e:
+                    raise ConfigError(f"{t.key(name)}[{position}]: {e}") from None
+            values[name] = frozenset(addresses)
+        else:
+            value = t.integer(name)
+            if value < 0:
+                raise ConfigError(f"{t.key(name)}: must not be negative")
+            values[name] = value
+    return PolicyConfig(**values)
+
+
+class _Table:
+    """Typed access to one TOML table; errors name the dotted key."""
+
+    def __init__(self, doc: Mapping[str, Any], prefix: str, base: Path) -> None:
+        self.doc = doc
+        self.prefix = prefix
+        self.base = base
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def only(self, *names: str) -> None:
+        """Refuse keys other than ``names``."""
+        unknown = sorted(set(self.doc) - set(names))
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+    def _get(self, name: str, required: bool) -> Any:
+        if name not in self.doc and required:
+            raise ConfigError(f"{self.key(name)}: missing")
+        return self.doc.get(name)
+
+    def table(self, name: str, required: bool = True) -> _Table:
+        value = self._get(name, required)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.key(name)}: expected a table [{self.key(name)}]")
+        return _Table(value, self.key(name), self.base)
+
+    def string(self, name: str, default: str | None = None) -> str:
+        """The string at ``name``; required unless a default is given."""
+        if default is None or name in self.doc:
+            return self._string(name)
+        return default
+
+    def optional_string(self, name: str) -> str | None:
+        return self._string(name) if name in self.doc else None
+
+    def _string(self, name: str) -> str:
+        value = self._get(name, True)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.key(name)}: expected a non-empty string")
+        return value
+
+    def strings(self, name: str, required: bool = True) -> list[str]:
+        value = self._get(name, required)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self.key(name)}: expected an array of non-empty strings")
+        return value
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        value = self._get(name, default is None)
+        if value is None and default is not None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: expected an integer")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: expected true or false")
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < 1e6:
+            raise ConfigError(f"{self.key(name)}: expected a number of seconds above 0")
+        return float(value)
+
+    def path(self, name: str, *, must_exist: bool = True) -> Path:
+        resolved = (self.base / Path(self._string(name)).expanduser()).resolve()
+        if must_exist and not resolved.is_file():
+            raise ConfigError(f"{self.key(name)}: file not found ({resolved})")
+        return resolved
+
+    def optional_path(self, name: str, *, required: bool) -> Path | None:
+        if required or name in self.doc:
+            return self.path(name)
+        return None

@@ -1,0 +1,166 @@
+"""Signing one round: policy, then the device, then checks, then the record, then the answer.
+
+Nothing reaches the device before the policy approves. Every signature the device returns is
+verified against its input's exact BIP143 sighash; a round is recorded in the signing log
+*before* its signatures are handed out, and every request leaves one audit entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from pool.networks import Network
+from pool.psbt import Psbt
+from pool.roles import verify_partial_sigs
+from signer.audit import AuditLog, Decision
+from signer.backends.base import (
+    Backend,
+    BackendError,
+    DeviceRefused,
+    DeviceTimeout,
+    new_signatures,
+    our_keys,
+)
+from signer.policy import Approval, PolicyConfig, Reason, Refusal, evaluate_round
+from signer.state import SignerState
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[int, bytes, bytes]
+"""(input index, public key, DER signature + sighash byte)."""
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    manifest_hash: bytes
+    """SHA256 of the manifest as received."""
+    signatures: dict[int, list[Signature]]
+    """By PSBT index; every PSBT with an input of ours, when the round is signed."""
+    refusals: list[Refusal]
+    """Empty when the round is signed."""
+
+
+class _BadSignature(Exception):
+    """The device returned a signature that does not verify."""
+
+
+class RoundSigner:
+    """Signs rounds one at a time (the lock also orders the signing log)."""
+
+    def __init__(
+        self,
+        signer_id: str,
+        network: Network,
+        policy: PolicyConfig,
+        backend: Backend,
+        state: SignerState,
+        audit: AuditLog,
+        clock: Callable[[], float],
+    ) -> None:
+        self._signer_id = signer_id
+        self._network = network
+        self._policy = policy
+        self.policy_hash = policy.version_hash()
+        self._backend = backend
+        self._fingerprint = backend.fingerprint()
+        self._state = state
+        self._audit_log = audit
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def sign_round(self, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
+        """Sign the round or refuse it; a device that overruns its deadline raises
+        ``DeviceTimeout`` (after the audit entry is written)."""
+        with self._lock:
+            return self._sign_round(manifest, psbts, self._clock())
+
+    def _sign_round(self, manifest: bytes, psbts: Sequence[bytes], now: float) -> RoundResult:
+        digest = hashlib.sha256(manifest).digest()
+
+        def finish(decision: Decision, refusals: list[Refusal]) -> RoundResult:
+            reasons = [str(refusal.reason) for refusal in refusals]
+            self._audit(manifest, psbts, decision, reasons, now)
+            log.info("round %s %s: %s", digest.hex(), decision, ", ".join(reasons))
+            return RoundResult(digest, {}, refusals)
+
+        verdict = evaluate_round(
+            self._policy,
+            self._fingerprint,
+            self._network,
+            self._state.registered_series(self._network),
+            manifest,
+            psbts,
+            self._state,
+            now,
+        )
+        if isinstance(verdict, list):
+            return finish(Decision.REFUSED, verdict)
+        try:
+            signatures = self._device_sign(verdict)
+        except DeviceTimeout as e:
+            self._audit(manifest, psbts, Decision.FAILED, [Reason.DEVICE_TIMEOUT], now)
+            log.warning("round %s failed: %s", digest.hex(), e)
+            raise
+        except DeviceRefused as e:
+            return finish(Decision.FAILED, [Refusal(Reason.DEVICE_REFUSED, str(e))])
+        except BackendError as e:
+            return finish(Decision.FAILED, [Refusal(Reason.DEVICE_ERROR, str(e))])
+        except _BadSignature as e:
+            return finish(Decision.FAILED, [Refusal(Reason.BAD_DEVICE_SIGNATURE, str(e))])
+        self._state.record_signed(verdict, now)
+        self._audit(manifest, psbts, Decision.SIGNED, [], now)
+        count = sum(len(s) for s in signatures.values())
+        log.info("round %s signed: %d signatures", digest.hex(), count)
+        return RoundResult(digest, signatures, [])
+
+    def _device_sign(self, approval: Approval) -> dict[int, list[Signature]]:
+        """The backend's signatures for every PSBT with an input of ours, all verified."""
+        signed: dict[int, list[Signature]] = {}
+        for index, psbt in enumerate(approval.psbts):
+            wanted = our_keys(psbt, self._fingerprint)
+            if not wanted:
+                continue
+            found = new_signatures(psbt, self._backend.sign(psbt), self._fingerprint)
+            if len(found) != len(wanted):
+                raise BackendError(
+                    f"PSBT {index}: the device made {len(found)} of {len(wanted)} signatures"
+                )
+            _verify(index, psbt, found)
+            signed[index] = [(i, pubkey, sig) for (i, pubkey), sig in sorted(found.items())]
+        return signed
+
+    def _audit(
+        self,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        decision: Decision,
+        reasons: Sequence[str],
+        now: float,
+    ) -> None:
+        self._audit_log.append(
+            manifest=manifest,
+            psbts=psbts,
+            decision=decision,
+            reasons=reasons,
+            policy_hash=self.policy_hash,
+            signer_id=self._signer_id,
+            now=now,
+        )
+
+
+def _verify(index: int, psbt: Psbt, signatures: dict[tuple[int, bytes], bytes]) -> None:
+    """Each signature must verify against its input's BIP143 sighash (SIGHASH_ALL)."""
+    inputs = list(psbt.inputs)
+    for (input_index, pubkey), signature in signatures.items():
+        sigs = {**inputs[input_index].partial_sigs, pubkey: signature}
+        inputs[input_index] = replace(inputs[input_index], partial_sigs=sigs)
+    for input_index, pubkey, valid in verify_partial_sigs(replace(psbt, inputs=tuple(inputs))):
+        if not valid:
+            raise _BadSignature(
+                f"PSBT {index} input {input_index}: the device's signature for key "
+                f"{pubkey.hex()} does not verify"
+            )

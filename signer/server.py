@@ -1,0 +1,131 @@
+"""The signer daemon: opens its state, audit log and backend, and serves gRPC over mutual TLS.
+
+Next to ``vpool.v1.SignerService`` it serves the standard ``grpc.health.v1`` health service and
+server reflection. Every call to any of them, health checks included, must come from an allowed
+coordinator (``signer.rpc.Gatekeeper``): a signer has no other legitimate caller, and what it
+reveals (its keys, policy hash and liveness) is nobody else's business. Plaintext is possible
+only in insecure development mode, which the configuration and the command line must both ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent import futures
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from signer.audit import AuditLog, audit_path
+from signer.backends import open_backend
+from signer.config import ConfigError, ServerConfig, SignerConfig, load_config
+from signer.rpc import Gatekeeper
+from signer.service import SignerService
+from signer.state import SignerState
+from vpool.tls import TlsError, load_certificate, peer_identity
+from vpool.v1 import signer_pb2, signer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
+GRACE_SECONDS = 5.0
+_WORKERS = 8
+
+
+def serve(config_path: Path, insecure_dev: bool) -> int:
+    """Run the daemon until SIGTERM or SIGINT; the exit status."""
+    config = load_config(config_path)
+    if config.server.insecure_dev != insecure_dev:
+        raise ConfigError(
+            "server.insecure_dev: plaintext needs both insecure_dev = true in the configuration "
+            "and --insecure-dev on the command line"
+        )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with ExitStack() as stack:
+        state = stack.enter_context(SignerState(config.data_dir))
+        audit = stack.enter_context(AuditLog(audit_path(config.data_dir)))
+        backend = open_backend(config.backend, config.network)
+        stack.callback(backend.close)
+        service = SignerService(config, backend, state, audit, time.time)
+        health_service = health.HealthServicer()
+        gatekeeper = Gatekeeper(
+            None if config.server.insecure_dev else config.server.allowed_coordinators
+        )
+        server, address = _start(config, service, health_service, gatekeeper)
+        print(f"vpool-signer {config.signer_id} serving on {address}", flush=True)
+        stop.wait()
+        log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
+        health_service.enter_graceful_shutdown()
+        server.stop(GRACE_SECONDS)
+        if not gatekeeper.wait_idle(GRACE_SECONDS):
+            log.warning("calls still running after %g s: closing the device", GRACE_SECONDS)
+            backend.close()  # a device call still waiting fails now
+            gatekeeper.wait_idle(GRACE_SECONDS)
+        server.stop(None).wait()
+    return 0
+
+
+def _start(
+    config: SignerConfig,
+    service: SignerService,
+    health_service: health.HealthServicer,
+    gatekeeper: Gatekeeper,
+) -> tuple[grpc.Server, str]:
+    """A started server and the address it listens on."""
+    settings = config.server
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="rpc"),
+        interceptors=[gatekeeper],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ],
+    )
+    signer_pb2_grpc.add_SignerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    for name in ("", SERVICE_NAME):
+        health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        if settings.insecure_dev:
+            log.warning(
+                "!!! INSECURE DEVELOPMENT MODE: plaintext gRPC, NO client authentication: anyone "
+                "who reaches %s can ask this signer to sign. Never use it with real funds. !!!",
+                settings.listen,
+            )
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, _credentials(config.signer_id, settings))
+    except RuntimeError as e:
+        raise ConfigError(f"server.listen: cannot listen on {settings.listen}: {e}") from None
+    server.start()
+    host = settings.listen.rsplit(":", 1)[0]
+    return server, f"{host}:{port}"
+
+
+def _credentials(signer_id: str, settings: ServerConfig) -> grpc.ServerCredentials:
+    """Mutual TLS: our certificate (which must name this signer), and the pool's CA for callers."""
+    assert settings.cert is not None and settings.key is not None and settings.ca is not None
+    cert = settings.cert.read_bytes()
+    try:
+        identity = peer_identity(load_certificate(cert))
+    except TlsError as e:
+        raise ConfigError(f"server.cert: {e}") from None
+    if identity != ("signer", signer_id):
+        raise ConfigError(
+            f"server.cert: the certificate is for {identity[0]}/{identity[1]}, "
+            f"not signer/{signer_id}"
+        )
+    return grpc.ssl_server_credentials(
+        [(settings.key.read_bytes(), cert)],
+        root_certificates=settings.ca.read_bytes(),
+        require_client_auth=True,
+    )

@@ -1,0 +1,255 @@
+"""``vpool.v1.SignerService``: the signer's five RPCs on top of its backend, state and rounds.
+
+Bad input raises ``RpcFailure`` (INVALID_ARGUMENT naming the field), which ``signer.rpc`` turns
+into the call's status; a policy refusal is not an error but an answer. A device that overruns
+its deadline gives DEADLINE_EXCEEDED. Logs never carry a PSBT or key material.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any
+
+import grpc
+
+from pool.descriptor import MultisigDescriptor
+from pool.errors import HDKeyError, VpoolError
+from pool.hdkeys import HARDENED, parse_path
+from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from signer.audit import AuditLog
+from signer.backends.base import (
+    Backend,
+    BackendError,
+    DeviceRefused,
+    DeviceTimeout,
+)
+from signer.config import SignerConfig
+from signer.keystore import bip48_account_path
+from signer.policy import Refusal, Scope
+from signer.rounds import RoundSigner
+from signer.rpc import RpcFailure, invalid
+from signer.state import SignerState, StateError
+from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+NETWORK_CODES = {
+    "mainnet": common_pb2.NETWORK_MAINNET,
+    "testnet": common_pb2.NETWORK_TESTNET,
+    "signet": common_pb2.NETWORK_SIGNET,
+    "regtest": common_pb2.NETWORK_REGTEST,
+}
+BRANCHES = {common_pb2.BRANCH_RECEIVE: RECEIVE, common_pb2.BRANCH_CHANGE: CHANGE}
+BACKEND_KINDS = {
+    "emulator": signer_pb2.BACKEND_KIND_EMULATOR,
+    "hwi": signer_pb2.BACKEND_KIND_HWI,
+}
+_SCOPES = {
+    Scope.ROUND: signer_pb2.Refusal.SCOPE_ROUND,
+    Scope.REQUEST: signer_pb2.Refusal.SCOPE_REQUEST,
+    Scope.INPUT: signer_pb2.Refusal.SCOPE_INPUT,
+}
+_MAX_PATH_DEPTH = 16
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("vpool")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class SignerService(signer_pb2_grpc.SignerServiceServicer):
+    def __init__(
+        self,
+        config: SignerConfig,
+        backend: Backend,
+        state: SignerState,
+        audit: AuditLog,
+        clock: Callable[[], float],
+    ) -> None:
+        self._network = config.network
+        self._backend = backend
+        self._state = state
+        self._clock = clock
+        self._fingerprint = backend.fingerprint()
+        self._rounds = RoundSigner(
+            config.signer_id, config.network, config.policy, backend, state, audit, clock
+        )
+        xpub, origin = backend.xpub(bip48_account_path(self._network))
+        self._info = signer_pb2.SignerInfo(
+            signer_id=config.signer_id,
+            backend_kind=BACKEND_KINDS[backend.kind],
+            device_model=backend.model,
+            master_fingerprint=self._fingerprint.hex(),
+            account_xpubs=[
+                signer_pb2.AccountXpub(
+                    network=NETWORK_CODES[self._network.name],
+                    origin=origin.to_string(),
+                    xpub=xpub,
+                )
+            ],
+            policy_hash=self._rounds.policy_hash,
+            software_version=software_version(),
+        )
+
+    # ------------------------------------------------------------------------------ queries
+
+    def GetInfo(self, request: signer_pb2.GetInfoRequest, context: Any) -> signer_pb2.SignerInfo:
+        return self._info
+
+    def GetXpub(
+        self, request: signer_pb2.GetXpubRequest, context: Any
+    ) -> signer_pb2.GetXpubResponse:
+        self._check_network(request.network)
+        try:
+            path = parse_path(request.path)
+        except HDKeyError as e:
+            raise invalid("path", str(e)) from None
+        if len(path) > _MAX_PATH_DEPTH:
+            raise invalid("path", f"more than {_MAX_PATH_DEPTH} steps")
+        with _device_errors():
+            xpub, origin = self._backend.xpub(path)
+        return signer_pb2.GetXpubResponse(xpub=xpub, origin=origin.to_string())
+
+    def RegisterSeries(
+        self, request: signer_pb2.RegisterSeriesRequest, context: Any
+    ) -> signer_pb2.RegisterSeriesResponse:
+        self._check_network(request.network)
+        series = self._parse_series(request)
+        known = self._state.registered_series(self._network).get(series.id)
+        if known is not None and known != series:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"series_id: series {series.id} is registered with other keys or threshold",
+            )
+        self._check_cosigner(series)
+        with _device_errors():
+            name = self._backend.register_series(series)
+        try:
+            new = self._state.register_series(
+                series.id,
+                self._network.name,
+                request.receive_descriptor,
+                request.change_descriptor,
+                self._clock(),
+            )
+        except StateError as e:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"series_id: {e}") from None
+        log.info("series %d registered (device name %r, new %s)", series.id, name, new)
+        return signer_pb2.RegisterSeriesResponse(
+            registered=True, device_registration_name=name, already_registered=not new
+        )
+
+    def DisplayAddress(
+        self, request: signer_pb2.DisplayAddressRequest, context: Any
+    ) -> signer_pb2.DisplayAddressResponse:
+        self._check_network(request.network)
+        series = self._state.registered_series(self._network).get(request.series_id)
+        if series is None:
+            raise invalid("series_id", f"series {request.series_id} is not registered")
+        if request.branch not in BRANCHES:
+            raise invalid("branch", "must be BRANCH_RECEIVE or BRANCH_CHANGE")
+        if request.index >= HARDENED:
+            raise invalid("index", "must be below 2^31")
+        with _device_errors():
+            address, shown = self._backend.display_address(
+                series, BRANCHES[request.branch], request.index
+            )
+        return signer_pb2.DisplayAddressResponse(address=address, shown_on_device=shown)
+
+    def _check_network(self, code: int) -> None:
+        if code != NETWORK_CODES[self._network.name]:
+            name = common_pb2.Network.Name(code) if code in common_pb2.Network.values() else code
+            raise invalid("network", f"this signer serves {self._network.name}, not {name}")
+
+    def _parse_series(self, request: signer_pb2.RegisterSeriesRequest) -> Series:
+        for field in ("receive_descriptor", "change_descriptor"):
+            try:
+                MultisigDescriptor.parse(getattr(request, field), self._network)
+            except VpoolError as e:
+                raise invalid(field, str(e)) from None
+        try:
+            return Series.from_descriptors(
+                request.series_id,
+                request.receive_descriptor,
+                request.change_descriptor,
+                SeriesState.ACTIVE,
+                self._network,
+            )
+        except VpoolError as e:
+            raise invalid("change_descriptor", str(e)) from None
+
+    def _check_cosigner(self, series: Series) -> None:
+        """This signer's key, as its backend derives it, must be one of the series' keys."""
+        for key in series.keys:
+            if key.origin.fingerprint != self._fingerprint:
+                continue
+            with _device_errors():
+                xpub, _ = self._backend.xpub(key.origin.path)
+            if xpub == key.xpub.to_string(self._network):
+                return
+        raise RpcFailure(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"receive_descriptor: no key of this signer (fingerprint {self._fingerprint.hex()}) "
+            "is in the series",
+        )
+
+    # ------------------------------------------------------------------------------ rounds
+
+    def SignRound(
+        self, request: signer_pb2.SignRoundRequest, context: Any
+    ) -> signer_pb2.SignRoundResponse:
+        if request.kind == signer_pb2.ROUND_KIND_REFUND:
+            raise RpcFailure(
+                grpc.StatusCode.UNIMPLEMENTED, "kind: refund rounds are not signed yet"
+            )
+        if request.kind != signer_pb2.ROUND_KIND_WITHDRAWAL:
+            raise invalid("kind", "must be ROUND_KIND_WITHDRAWAL")
+        try:
+            result = self._rounds.sign_round(bytes(request.manifest), list(request.psbts))
+        except DeviceTimeout as e:
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
+        return signer_pb2.SignRoundResponse(
+            manifest_hash=result.manifest_hash,
+            signed_psbts=[
+                signer_pb2.SignedPsbt(
+                    psbt_index=index,
+                    signatures=[
+                        signer_pb2.PartialSignature(input_index=i, pubkey=key, signature=sig)
+                        for i, key, sig in signatures
+                    ],
+                )
+                for index, signatures in sorted(result.signatures.items())
+            ],
+            refusals=[_refusal_message(refusal) for refusal in result.refusals],
+            signed_all=not result.refusals,
+        )
+
+
+def _refusal_message(refusal: Refusal) -> signer_pb2.Refusal:
+    return signer_pb2.Refusal(
+        scope=_SCOPES[refusal.scope],
+        reason_code=str(refusal.reason),
+        message=refusal.message,
+        client_id=refusal.client_id,
+        request_id=refusal.request_id,
+        psbt_index=refusal.psbt_index,
+        input_index=refusal.input_index,
+    )
+
+
+@contextmanager
+def _device_errors() -> Iterator[None]:
+    """Device failures outside SignRound, as status codes."""
+    try:
+        yield
+    except DeviceTimeout as e:
+        raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
+    except DeviceRefused as e:
+        raise RpcFailure(grpc.StatusCode.ABORTED, str(e)) from None
+    except BackendError as e:
+        raise RpcFailure(grpc.StatusCode.UNAVAILABLE, str(e)) from None

@@ -1,0 +1,300 @@
+"""The signer's persistent state: signing log, amounts signed, registered series (SQLite).
+
+One database per data dir (``signer.db``), opened by one process at a time: an exclusive lock
+on ``signer.lock`` refuses a second daemon. Every write is one transaction; WAL journal with
+``synchronous=FULL``, so a committed record survives a crash. The schema is versioned with
+``PRAGMA user_version`` and brought up to date by numbered migrations on open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pool.networks import Network, get_network
+from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.tx import OutPoint, Transaction
+from signer.policy import Approval, SignedBefore
+
+DB_FILE = "signer.db"
+LOCK_FILE = "signer.lock"
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: signing log, amounts signed, series registry
+        """CREATE TABLE signing_log (
+            prev_txid BLOB NOT NULL,
+            prev_vout INTEGER NOT NULL,
+            txid TEXT NOT NULL,
+            tx BLOB NOT NULL,
+            change_vout INTEGER,
+            manifest_hash BLOB NOT NULL,
+            signed_at REAL NOT NULL,
+            PRIMARY KEY (prev_txid, prev_vout)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE spends (
+            manifest_hash BLOB PRIMARY KEY,
+            amount INTEGER NOT NULL CHECK (amount >= 0),
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX spends_at ON spends (at)",
+        """CREATE TABLE series (
+            network TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            receive TEXT NOT NULL,
+            change TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            PRIMARY KEY (network, series_id)
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_UPSERT_SIGNED = """
+    INSERT INTO signing_log
+        (prev_txid, prev_vout, txid, tx, change_vout, manifest_hash, signed_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (prev_txid, prev_vout) DO UPDATE SET
+        txid = excluded.txid, tx = excluded.tx, change_vout = excluded.change_vout,
+        manifest_hash = excluded.manifest_hash, signed_at = excluded.signed_at
+"""
+_INSERT_SPEND = """
+    INSERT INTO spends (manifest_hash, amount, at) VALUES (?, ?, ?)
+    ON CONFLICT (manifest_hash) DO NOTHING
+"""
+
+_SigningRow = tuple[bytes, int, str, bytes, int | None, bytes, float]
+
+
+class StateError(Exception):
+    """The signer's state cannot be opened or would be made inconsistent."""
+
+
+def _lock(path: Path) -> int:
+    """Take the exclusive lock of the data dir; the lock file then holds this process id."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateError(
+            f"data dir {path.parent} is in use by another signer (pid {holder} holds {path})"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _signing_rows(approval: Approval, now: float) -> list[_SigningRow]:
+    """One signing-log row per input of every PSBT of the approval."""
+    planned = approval.plan.transactions
+    if len(approval.psbts) != len(planned):
+        raise StateError(
+            f"approval has {len(approval.psbts)} PSBTs for {len(planned)} planned transactions"
+        )
+    rows: list[_SigningRow] = []
+    for index, (psbt, plan) in enumerate(zip(approval.psbts, planned, strict=True)):
+        tx = psbt.tx
+        if tx.txid_hex != plan.txid_hex:
+            raise StateError(f"PSBT {index} is not transaction {index} of the plan")
+        change_vout = None if plan.change is None else plan.change.vout
+        raw = tx.serialize_without_witness()
+        for txin in tx.inputs:
+            prev = txin.prevout
+            rows.append(
+                (prev.txid, prev.vout, tx.txid_hex, raw, change_vout, approval.manifest_hash, now)
+            )
+    return rows
+
+
+def _canonical_descriptors(series: Series, network: Network) -> tuple[str, str]:
+    """The receive and change descriptors in one canonical spelling (sorted keys, checksum)."""
+    return (
+        series.descriptor(RECEIVE).to_string(network),
+        series.descriptor(CHANGE).to_string(network),
+    )
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: committed if the block succeeds, else rolled back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Apply the migrations the database lacks, each in its own transaction."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{path} has schema version {version}, newer than this signer's {SCHEMA_VERSION}: "
+            "upgrade the signer"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        with _transaction(db):
+            for statement in _MIGRATIONS[number - 1]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+
+
+def _open_database(path: Path) -> sqlite3.Connection:
+    """Connect in autocommit mode (transactions are explicit), WAL, synchronous FULL, migrated."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StateError(f"{path}: cannot use the WAL journal (got {mode!r})")
+        db.execute("PRAGMA synchronous = FULL")
+        _migrate(db, path)
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise StateError(f"{path}: {e}") from e
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class SignerState:
+    """The signer's SQLite database under ``data_dir``; implements ``SigningHistory``.
+
+    Safe to share between the threads of one process; a second process is refused.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        self._mutex = threading.Lock()
+        self._lock_fd = _lock(data_dir / LOCK_FILE)
+        try:
+            self._db = _open_database(self.path)
+        except BaseException:
+            _unlock(self._lock_fd)
+            raise
+
+    def close(self) -> None:
+        """Close the database and release the data dir; closing twice does nothing."""
+        with self._mutex:
+            if self._lock_fd < 0:
+                return
+            self._db.close()
+            _unlock(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> SignerState:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._mutex, _transaction(self._db) as db:
+            yield db
+
+    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            rows: list[tuple[Any, ...]] = self._db.execute(sql, params).fetchall()
+        return rows
+
+    # ----------------------------------------------------------------------- signing history
+
+    def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
+        """The last unsigned transaction this signer signed that spends ``outpoint``."""
+        rows = self._query(
+            "SELECT txid, tx, change_vout FROM signing_log WHERE prev_txid = ? AND prev_vout = ?",
+            (outpoint.txid, outpoint.vout),
+        )
+        if not rows:
+            return None
+        txid_hex, raw, change_vout = rows[0]
+        return SignedBefore(txid_hex, Transaction.parse(raw), change_vout)
+
+    def amount_signed_since(self, since: float) -> int:
+        """Satoshis paid by the rounds signed at or after ``since`` (unix seconds)."""
+        rows = self._query("SELECT COALESCE(SUM(amount), 0) FROM spends WHERE at >= ?", (since,))
+        total: int = rows[0][0]
+        return total
+
+    def record_signed(self, approval: Approval, now: float) -> None:
+        """Record a signed round: its spends in the signing log and its payments, atomically.
+
+        Recording the same round (same manifest hash) again does not count its payments twice.
+        """
+        rows = _signing_rows(approval, now)
+        with self._write() as db:
+            db.executemany(_UPSERT_SIGNED, rows)
+            db.execute(_INSERT_SPEND, (approval.manifest_hash, approval.payments, now))
+
+    # ----------------------------------------------------------------------- series registry
+
+    def register_series(
+        self, series_id: int, network: str, receive: str, change: str, now: float
+    ) -> bool:
+        """Register a series; False if this very series was registered already.
+
+        A registered series is immutable: another series with the same id raises ``StateError``.
+        """
+        net = get_network(network)
+        series = Series.from_descriptors(series_id, receive, change, SeriesState.ACTIVE, net)
+        descriptors = _canonical_descriptors(series, net)
+        with self._write() as db:
+            row = db.execute(
+                "SELECT receive, change FROM series WHERE network = ? AND series_id = ?",
+                (net.name, series_id),
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO series (network, series_id, receive, change, registered_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (net.name, series_id, *descriptors, now),
+                )
+                return True
+        if tuple(row) != descriptors:
+            raise StateError(
+                f"series {series_id} is already registered on {net.name} with other keys or "
+                "threshold; a registered series cannot change"
+            )
+        return False
+
+    def series_descriptors(self, network: Network) -> dict[int, tuple[str, str]]:
+        """Registered (receive, change) descriptors of ``network`` by series id, canonical."""
+        rows = self._query(
+            "SELECT series_id, receive, change FROM series WHERE network = ? ORDER BY series_id",
+            (network.name,),
+        )
+        return {series_id: (receive, change) for series_id, receive, change in rows}
+
+    def registered_series(self, network: Network) -> dict[int, Series]:
+        """Registered series of ``network`` by id, all in state ACTIVE (the signer ignores it)."""
+        return {
+            series_id: Series.from_descriptors(
+                series_id, receive, change, SeriesState.ACTIVE, network
+            )
+            for series_id, (receive, change) in self.series_descriptors(network).items()
+        }

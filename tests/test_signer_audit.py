@@ -1,0 +1,267 @@
+"""The hash-chained audit log and `vpool-signer audit verify`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from signer.audit import (
+    AUDIT_FILE,
+    GENESIS,
+    AuditEntry,
+    AuditError,
+    AuditLog,
+    Decision,
+    VerifyResult,
+    entry_hash,
+    verify,
+)
+from signer.cli import main
+from signer.policy import Reason
+
+MANIFEST = b"manifest bytes"
+PSBTS = (b"psbt one: secret-looking bytes", b"psbt two")
+NOW = 1_700_000_000.25
+
+
+def append(log: AuditLog, decision: Decision = Decision.SIGNED, now: float = NOW) -> AuditEntry:
+    reasons = () if decision is Decision.SIGNED else (Reason.FEE_ABOVE_LIMIT,)
+    return log.append(
+        manifest=MANIFEST,
+        psbts=PSBTS,
+        decision=decision,
+        reasons=reasons,
+        policy_hash="ab" * 32,
+        signer_id="73c5da0a",
+        now=now,
+    )
+
+
+def write_log(path: Path, n: int) -> list[AuditEntry]:
+    decisions = [Decision.SIGNED, Decision.REFUSED, Decision.FAILED]
+    with AuditLog(path) as log:
+        return [append(log, decisions[i % 3], NOW + i) for i in range(n)]
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def rewrite(path: Path, new_lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(new_lines))
+
+
+def reseal(doc: dict[str, object]) -> bytes:
+    """An entry whose own hash was recomputed after a change, as a careful forger would."""
+    doc["hash"] = entry_hash(doc)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def fail_fsync(fd: int) -> None:
+    raise OSError("disk full")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / AUDIT_FILE
+
+
+# --------------------------------------------------------------------------- appending
+
+
+def test_appended_entries_verify(path: Path) -> None:
+    entries = write_log(path, 3)
+    assert verify(path) == VerifyResult(True, 3, None, "", entries[-1].hash)
+
+
+def test_an_empty_log_verifies_with_the_genesis_head(path: Path) -> None:
+    AuditLog(path).close()
+    assert verify(path) == VerifyResult(True, 0, None, "", GENESIS)
+
+
+def test_the_first_entry_links_to_genesis_and_each_next_to_the_previous(path: Path) -> None:
+    first, second, third = write_log(path, 3)
+    assert (first.seq, second.seq, third.seq) == (1, 2, 3)
+    assert (first.prev, second.prev, third.prev) == (GENESIS, first.hash, second.hash)
+
+
+def test_hash_is_sha256_of_the_canonical_json_without_hash(path: Path) -> None:
+    (entry,) = write_log(path, 1)
+    doc = json.loads(path.read_bytes())
+    del doc["hash"]
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert entry.hash == hashlib.sha256(canonical).hexdigest()
+
+
+def test_entry_records_hashes_decision_reasons_and_utc_time(path: Path) -> None:
+    with AuditLog(path) as log:
+        append(log, Decision.REFUSED)
+    doc = json.loads(path.read_bytes())
+    assert doc["manifest_hash"] == hashlib.sha256(MANIFEST).hexdigest()
+    assert doc["psbt_hashes"] == [hashlib.sha256(p).hexdigest() for p in PSBTS]
+    assert (doc["decision"], doc["reasons"]) == ("refused", ["FEE_ABOVE_LIMIT"])
+    assert doc["time"] == "2023-11-14T22:13:20.250Z"
+    assert (doc["policy_hash"], doc["signer_id"]) == ("ab" * 32, "73c5da0a")
+
+
+def test_entries_never_contain_the_psbts_or_the_manifest(path: Path) -> None:
+    write_log(path, 2)
+    text = path.read_bytes()
+    for secret in (MANIFEST, *PSBTS):
+        assert secret not in text
+        assert secret.hex().encode() not in text
+
+
+def test_the_chain_continues_after_reopening(path: Path) -> None:
+    before = write_log(path, 2)
+    with AuditLog(path) as log:
+        assert log.head == before[-1].hash
+        after = append(log)
+    assert (after.seq, after.prev) == (3, before[-1].hash)
+    assert verify(path).ok
+
+
+def test_opening_a_log_with_a_damaged_last_line_is_refused(path: Path) -> None:
+    write_log(path, 2)
+    rewrite(path, [*lines(path)[:-1], lines(path)[-1][:40]])
+    with pytest.raises(AuditError, match="last entry is damaged"):
+        AuditLog(path)
+
+
+def test_a_failed_write_leaves_the_log_as_it_was(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with AuditLog(path) as log:
+        first = append(log)
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "fsync", fail_fsync)
+            with pytest.raises(OSError, match="disk full"):
+                append(log)
+        second = append(log)
+    assert (second.seq, second.prev) == (2, first.hash)
+    assert verify(path) == VerifyResult(True, 2, None, "", second.hash)
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def test_a_modified_entry_is_detected(path: Path) -> None:
+    write_log(path, 3)
+    tampered = lines(path)
+    tampered[1] = tampered[1].replace(b'"refused"', b'"signed"')
+    rewrite(path, tampered)
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, 2, 1)
+    assert "modified" in result.message
+
+
+def test_a_modified_entry_with_a_recomputed_hash_breaks_the_next_link(path: Path) -> None:
+    write_log(path, 3)
+    tampered = lines(path)
+    doc = json.loads(tampered[1])
+    doc["decision"] = "signed"
+    tampered[1] = reseal(doc)
+    rewrite(path, tampered)
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert "prev is not the hash" in result.message
+
+
+def test_a_deleted_entry_is_detected(path: Path) -> None:
+    write_log(path, 3)
+    rewrite(path, [lines(path)[0], lines(path)[2]])
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert "seq 3 where 2 was expected" in result.message
+
+
+def test_a_deleted_first_entry_is_detected(path: Path) -> None:
+    write_log(path, 2)
+    rewrite(path, lines(path)[1:])
+    assert (verify(path).ok, verify(path).first_bad_seq) == (False, 1)
+
+
+def test_a_renumbered_chain_after_a_deletion_is_detected(path: Path) -> None:
+    write_log(path, 3)
+    doc = json.loads(lines(path)[2])
+    doc["seq"] = 2
+    rewrite(path, [lines(path)[0], reseal(doc)])
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert "prev is not the hash" in result.message
+
+
+def test_reordered_entries_are_detected(path: Path) -> None:
+    write_log(path, 3)
+    first, second, third = lines(path)
+    rewrite(path, [first, third, second])
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert "reordered" in result.message
+
+
+def test_a_truncated_last_line_is_detected(path: Path) -> None:
+    write_log(path, 3)
+    rewrite(path, [*lines(path)[:2], lines(path)[2][:-1]])
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, 3, 2)
+    assert "incomplete" in result.message
+
+
+def test_a_garbled_last_line_is_detected(path: Path) -> None:
+    write_log(path, 3)
+    rewrite(path, [*lines(path)[:2], b'{"seq":3,"ti\x00me"\n'])
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert "not valid JSON" in result.message
+
+
+def test_a_line_that_is_not_an_entry_is_detected(path: Path) -> None:
+    write_log(path, 1)
+    rewrite(path, [*lines(path), b'{"seq":2}\n'])
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert "wrong fields" in result.message
+
+
+def test_a_reformatted_entry_is_detected(path: Path) -> None:
+    write_log(path, 2)
+    tampered = lines(path)
+    tampered[0] = json.dumps(json.loads(tampered[0]), indent=None).encode() + b"\n"
+    rewrite(path, tampered)
+    result = verify(path)
+    assert (result.ok, result.first_bad_seq) == (False, 1)
+    assert "canonical" in result.message
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_verify_of_an_intact_log_prints_ok_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = write_log(tmp_path / AUDIT_FILE, 2)
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"audit log OK: 2 entries, head {entries[-1].hash}\n"
+
+
+def test_cli_verify_of_a_tampered_log_names_the_bad_entry_and_exits_1(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_log(path, 3)
+    rewrite(path, [lines(path)[0], lines(path)[2]])
+    assert main(["audit", "verify", "--file", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "entry 2" in out
+    assert "seq 3 where 2 was expected" in out
+
+
+def test_cli_verify_of_a_missing_log_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 1
+    assert AUDIT_FILE in capsys.readouterr().err

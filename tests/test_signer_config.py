@@ -1,0 +1,145 @@
+"""signer.toml: the shipped example loads, paths resolve next to the file, and every mistake is
+reported with the key at fault."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pool.networks import REGTEST
+from signer.config import (
+    ConfigError,
+    EmulatorBackendConfig,
+    HwiBackendConfig,
+    load_config,
+    parse_config,
+)
+from signer.policy import PolicyConfig
+from tests.signer_harness import ROOT, to_toml
+
+EXAMPLE = ROOT / "docs" / "signer.example.toml"
+ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    for name in ("certs/signer-1.pem", "certs/signer-1.key", "certs/ca.pem", "keystore.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    return tmp_path
+
+
+def test_the_example_loads_with_paths_next_to_it(base: Path) -> None:
+    shutil.copy(EXAMPLE, base / "signer.toml")
+    config = load_config(base / "signer.toml")
+    assert config.signer_id == "signer-1"
+    assert config.network == REGTEST
+    assert config.data_dir == base / "data"
+    assert config.server.cert == base / "certs" / "signer-1.pem"
+    assert config.server.allowed_coordinators == frozenset({"coordinator"})
+    assert not config.server.insecure_dev
+    assert config.backend == EmulatorBackendConfig(
+        base / "keystore.json", "VPOOL_KEYSTORE_PASSPHRASE", None
+    )
+    assert config.policy == PolicyConfig(deny_destinations=frozenset())
+
+
+def _doc(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "signer_id": "signer-1",
+        "network": "regtest",
+        "data_dir": "data",
+        "server": {
+            "cert": "certs/signer-1.pem",
+            "key": "certs/signer-1.key",
+            "ca": "certs/ca.pem",
+            "allowed_coordinators": ["coordinator"],
+        },
+        "backend": {"kind": "emulator", "keystore": "keystore.json", "passphrase_env": "PW"},
+    }
+    for dotted, value in changes.items():
+        *tables, key = dotted.split("__")
+        target = doc
+        for table in tables:
+            target = target.setdefault(table, {})
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    return doc
+
+
+def test_hwi_backend_and_policy(base: Path) -> None:
+    backend = {
+        "kind": "hwi",
+        "fingerprint": "73C5DA0A",
+        "device_type": "jade",
+        "device_path": "tcp:127.0.0.1:30121",
+        "sign_timeout_seconds": 90,
+    }
+    policy = {"max_fee": 5000, "allow_destinations": [ADDRESS]}
+    config = parse_config(_doc(backend=backend, policy=policy), base, base / "signer.toml")
+    assert config.backend == HwiBackendConfig(
+        bytes.fromhex("73c5da0a"), "jade", "tcp:127.0.0.1:30121", 30.0, 90.0
+    )
+    assert config.policy.max_fee == 5000
+    assert config.policy.allow_destinations == frozenset({ADDRESS})
+
+
+def test_insecure_dev_needs_no_certificates(base: Path) -> None:
+    server = {"listen": "0.0.0.0:7000", "insecure_dev": True}
+    config = parse_config(_doc(server=server), base, base / "signer.toml")
+    assert config.server.insecure_dev and config.server.cert is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"signer_id": None}, "signer_id: missing"),
+        ({"signer_id": "bad name"}, "signer_id: invalid name"),
+        ({"network": "litecoin"}, "network: unknown network"),
+        ({"colour": "blue"}, "colour: unknown key"),
+        ({"server__listen": "localhost"}, "server.listen: expected host:port"),
+        ({"server__cert": "missing.pem"}, "server.cert: file not found"),
+        ({"server__allowed_coordinators": []}, "server.allowed_coordinators: name at least"),
+        ({"server__allowed_coordinators": "coordinator"}, "server.allowed_coordinators: expected"),
+        ({"server__max_message_bytes": "8M"}, "server.max_message_bytes: expected an integer"),
+        ({"server__insecure_dev": "yes"}, "server.insecure_dev: expected true or false"),
+        ({"backend__kind": "ledger"}, "backend.kind: expected"),
+        ({"backend__keystore": "nope.json"}, "backend.keystore: file not found"),
+        ({"backend__passphrase_file": "keystore.json"}, "backend: set exactly one of"),
+        ({"backend__passphrase_env": None}, "backend: set exactly one of"),
+        ({"backend": {"kind": "hwi"}}, "backend: set fingerprint, or device_type"),
+        ({"backend": {"kind": "hwi", "fingerprint": "xyz"}}, "backend.fingerprint: expected 8 hex"),
+        ({"backend": {"kind": "hwi", "device_type": "jade"}}, "backend: set device_type and"),
+        (
+            {"backend": {"kind": "hwi", "device_type": "nano", "device_path": "x"}},
+            "backend.device_type: unknown type",
+        ),
+        (
+            {"backend": {"kind": "hwi", "fingerprint": "73c5da0a", "call_timeout_seconds": 0}},
+            "backend.call_timeout_seconds: expected a number of seconds",
+        ),
+        ({"policy__max_fee": -1}, "policy.max_fee: must not be negative"),
+        ({"policy__max_fees": 1}, "policy.max_fees: unknown key"),
+        ({"policy__deny_destinations": ["bc1qnotanaddress"]}, "policy.deny_destinations[0]: "),
+        ({"policy": 3}, "policy: expected a table"),
+    ],
+)
+def test_mistakes_name_the_key(base: Path, changes: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(error)}"):
+        parse_config(_doc(**changes), base, base / "signer.toml")
+
+
+def test_a_file_that_is_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "signer.toml"
+    path.write_text("signer_id = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    path.write_text(to_toml(_doc()))
+    with pytest.raises(ConfigError, match=r"^server\.cert: file not found"):
+        load_config(path)

@@ -1,0 +1,323 @@
+"""The signer daemon as a process, over real gRPC with mutual TLS on loopback (emulator backend).
+
+The signer holds test key 0 of a 2-of-3 series (test keys 0, 1, 2); the test plays the
+coordinator, and test key 1 plays a second signer when a transaction must be completed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from pool.manifest import Manifest
+from pool.networks import REGTEST
+from pool.psbt import Psbt
+from pool.roles import combine, extract, finalize, sign_psbt, verify_partial_sigs
+from pool.series import RECEIVE
+from pool.tx import TxOut
+from pool.withdrawal import build_round
+from signer.keystore import bip48_account_path
+from signer.policy import PolicyConfig
+from tests.factories import BTC, make_series, manifest, master_key, request, utxo
+from tests.signer_harness import (
+    CALL_TIMEOUT,
+    PASSPHRASE,
+    PASSPHRASE_ENV,
+    ROOT,
+    Pki,
+    SignerDaemon,
+    emulator_backend,
+    register_request,
+    round_request,
+    with_signatures,
+    write_config,
+    write_keystore,
+)
+from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+
+SERIES = make_series(1, 2, [0, 1, 2])
+OTHER_SERIES = make_series(2, 2, [3, 4, 5])
+SIGNER = master_key(0)
+COSIGNER = master_key(1)
+POLICY = {"max_request_amount": 2 * BTC, "max_daily_amount": 20 * BTC}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    pki = Pki(tmp_path_factory.mktemp("pki"))
+    pki.issue("coordinator", "coordinator")
+    return pki
+
+
+def _start(directory: Path, pki: Pki, policy: dict[str, int]) -> SignerDaemon:
+    keystore = write_keystore(directory / "keystore.json", SIGNER)
+    config = write_config(directory, pki, "signer-0", emulator_backend(keystore), policy)
+    return SignerDaemon(config)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SignerDaemon]:
+    daemon = _start(tmp_path_factory.mktemp("signer"), pki, POLICY)
+    daemon.stub(pki).RegisterSeries(register_request(SERIES), timeout=CALL_TIMEOUT)
+    yield daemon
+    assert daemon.stop() == 0, daemon.log_text()
+
+
+@pytest.fixture(scope="module")
+def stub(daemon: SignerDaemon, pki: Pki) -> signer_pb2_grpc.SignerServiceStub:
+    return daemon.stub(pki)
+
+
+def _round(first_utxo: int, amount: int, n_utxos: int = 2) -> Manifest:
+    utxos = [utxo(first_utxo + i, BTC, 100, index=i) for i in range(n_utxos)]
+    return manifest([SERIES], utxos, [request("alice", f"w{first_utxo}", amount)])
+
+
+def _sign(stub: signer_pb2_grpc.SignerServiceStub, m: Manifest) -> signer_pb2.SignRoundResponse:
+    response: signer_pb2.SignRoundResponse = stub.SignRound(round_request(m), timeout=CALL_TIMEOUT)
+    return response
+
+
+def _reasons(response: signer_pb2.SignRoundResponse) -> list[str]:
+    return [refusal.reason_code for refusal in response.refusals]
+
+
+# --- identity, health, reflection ------------------------------------------------------------
+
+
+def test_get_info_reports_the_key_and_the_policy(stub: signer_pb2_grpc.SignerServiceStub) -> None:
+    info = stub.GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
+    path = bip48_account_path(REGTEST)
+    assert info.signer_id == "signer-0"
+    assert info.backend_kind == signer_pb2.BACKEND_KIND_EMULATOR
+    assert info.device_model == "software"
+    assert info.master_fingerprint == SIGNER.fingerprint.hex()
+    [account] = info.account_xpubs
+    assert account.network == common_pb2.NETWORK_REGTEST
+    assert account.origin == f"{SIGNER.fingerprint.hex()}/48h/1h/0h/2h"
+    assert account.xpub == SIGNER.derive_path(path).public().to_string(REGTEST)
+    expected = PolicyConfig(max_request_amount=2 * BTC, max_daily_amount=20 * BTC)
+    assert info.policy_hash == expected.version_hash()
+
+
+def test_health_check_is_serving(daemon: SignerDaemon, pki: Pki) -> None:
+    health = health_pb2_grpc.HealthStub(daemon.channel(pki.credentials()))
+    for service in ("", "vpool.v1.SignerService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services(daemon: SignerDaemon, pki: Pki) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(daemon.channel(pki.credentials()))
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    [answer] = list(reflection.ServerReflectionInfo(iter([request]), timeout=CALL_TIMEOUT))
+    names = {service.name for service in answer.list_services_response.service}
+    assert {"vpool.v1.SignerService", "grpc.health.v1.Health"} <= names
+
+
+def test_get_xpub_at_a_path(stub: signer_pb2_grpc.SignerServiceStub) -> None:
+    answer = stub.GetXpub(
+        signer_pb2.GetXpubRequest(path="m/48h/1h/7h/2h", network=common_pb2.NETWORK_REGTEST),
+        timeout=CALL_TIMEOUT,
+    )
+    path = (48 | 1 << 31, 1 | 1 << 31, 7 | 1 << 31, 2 | 1 << 31)
+    assert answer.xpub == SIGNER.derive_path(path).public().to_string(REGTEST)
+    assert answer.origin == f"{SIGNER.fingerprint.hex()}/48h/1h/7h/2h"
+
+
+@pytest.mark.parametrize(
+    ("call", "request_message", "field"),
+    [
+        ("GetXpub", signer_pb2.GetXpubRequest(path="m/48x", network=4), "path"),
+        ("GetXpub", signer_pb2.GetXpubRequest(path="m/48h", network=1), "network"),
+        ("GetXpub", signer_pb2.GetXpubRequest(path="m/48h"), "network"),
+        ("DisplayAddress", signer_pb2.DisplayAddressRequest(network=4, series_id=9), "series_id"),
+        (
+            "DisplayAddress",
+            signer_pb2.DisplayAddressRequest(network=4, series_id=1, branch=0),
+            "branch",
+        ),
+        (
+            "RegisterSeries",
+            signer_pb2.RegisterSeriesRequest(network=4, series_id=3, receive_descriptor="x"),
+            "receive_descriptor",
+        ),
+        ("SignRound", signer_pb2.SignRoundRequest(), "kind"),
+    ],
+)
+def test_bad_requests_are_invalid_arguments_naming_the_field(
+    stub: signer_pb2_grpc.SignerServiceStub, call: str, request_message: object, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        getattr(stub, call)(request_message, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details().startswith(f"{field}: ")
+
+
+# --- series ----------------------------------------------------------------------------------
+
+
+def test_register_series_is_idempotent_and_display_address_gives_the_pool_address(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    again = stub.RegisterSeries(register_request(SERIES), timeout=CALL_TIMEOUT)
+    assert again.registered and again.already_registered
+    assert again.device_registration_name == ""
+    shown = stub.DisplayAddress(
+        signer_pb2.DisplayAddressRequest(
+            network=common_pb2.NETWORK_REGTEST,
+            series_id=1,
+            branch=common_pb2.BRANCH_RECEIVE,
+            index=5,
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+    assert shown.address == SERIES.address(RECEIVE, 5, REGTEST)
+    assert not shown.shown_on_device
+
+
+def test_a_series_without_this_signers_key_is_refused(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RegisterSeries(register_request(OTHER_SERIES), timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_another_series_under_a_registered_id_is_refused(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    impostor = make_series(1, 1, [0, 1, 2])
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RegisterSeries(register_request(impostor), timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "series_id" in failure.value.details()
+
+
+# --- rounds ----------------------------------------------------------------------------------
+
+
+def _complete(m: Manifest, response: signer_pb2.SignRoundResponse) -> list[Psbt]:
+    """Each PSBT of the round with the daemon's signatures and a second cosigner's."""
+    psbts = []
+    for transaction, signed in zip(build_round(m).transactions, response.signed_psbts, strict=True):
+        ours = with_signatures(transaction.psbt, signed)
+        theirs = sign_psbt(
+            transaction.psbt,
+            COSIGNER.fingerprint,
+            lambda path: COSIGNER.derive_path(path).private_key,
+        )
+        psbts.append(combine([ours, theirs]))
+    return psbts
+
+
+def test_an_honest_round_is_signed_and_its_signatures_verify(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    m = _round(100, BTC + BTC // 2)
+    response = _sign(stub, m)
+    assert response.signed_all and not response.refusals
+    assert len(response.signed_psbts) == 1
+    [signed] = response.signed_psbts
+    assert sorted(s.input_index for s in signed.signatures) == [0, 1]
+    for psbt in _complete(m, response):
+        assert all(valid for _, _, valid in verify_partial_sigs(psbt))
+        tx = extract(finalize(psbt))
+        assert all(len(witness) == 4 for witness in tx.witnesses)
+
+
+def test_a_tampered_psbt_is_refused_with_amount_mismatch(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    m = _round(200, BTC)
+    request = round_request(m)
+    psbt = Psbt.parse(request.psbts[0])
+    paid = psbt.tx.outputs[0]
+    outputs = (TxOut(paid.value + 1000, paid.script_pubkey), *psbt.tx.outputs[1:])
+    tampered = replace(psbt, tx=replace(psbt.tx, outputs=outputs))
+    request.psbts[0] = tampered.serialize()
+    response = stub.SignRound(request, timeout=CALL_TIMEOUT)
+    assert not response.signed_all and not response.signed_psbts
+    assert "AMOUNT_MISMATCH" in _reasons(response)
+    assert _sign(stub, m).signed_all  # the honest round is still signed
+
+
+def test_the_rolling_limit_survives_a_restart(tmp_path: Path, pki: Pki) -> None:
+    daemon = _start(tmp_path, pki, {"max_request_amount": 2 * BTC, "max_daily_amount": 2 * BTC})
+    try:
+        daemon.stub(pki).RegisterSeries(register_request(SERIES), timeout=CALL_TIMEOUT)
+        assert _sign(daemon.stub(pki), _round(300, BTC + BTC // 2)).signed_all
+        daemon = daemon.restart()
+        response = _sign(daemon.stub(pki), _round(310, BTC))
+        assert _reasons(response) == ["DAILY_LIMIT_EXCEEDED"]
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+
+
+def test_the_audit_log_verifies_after_several_rounds(
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub
+) -> None:
+    assert _sign(stub, _round(400, BTC)).signed_all
+    assert _sign(stub, _round(400, BTC)).signed_all  # the same round again: allowed
+    other = _round(410, BTC)
+    other_request = round_request(other)
+    other_request.psbts.append(other_request.psbts[0])
+    assert stub.SignRound(other_request, timeout=CALL_TIMEOUT).refusals
+    result = subprocess.run(
+        [sys.executable, "-m", "signer.cli", "audit", "verify", "--data-dir", str(daemon.data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("audit log OK")
+
+
+def test_an_oversized_request_is_refused_by_grpc(stub: signer_pb2_grpc.SignerServiceStub) -> None:
+    huge = signer_pb2.SignRoundRequest(
+        kind=signer_pb2.ROUND_KIND_WITHDRAWAL, manifest=bytes(9 * 1024 * 1024)
+    )
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.SignRound(huge, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_log_holds_no_psbt_and_no_secret(
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub
+) -> None:
+    request = round_request(_round(500, BTC))
+    assert stub.SignRound(request, timeout=CALL_TIMEOUT).signed_all
+    log = daemon.log.read_text()
+    psbt = Psbt.parse(request.psbts[0])
+    for secret in (SIGNER.to_string(REGTEST), PASSPHRASE, psbt.to_base64()[:40]):
+        assert secret not in log
+    assert request.psbts[0].hex()[:40] not in log
+
+
+def test_a_wrong_keystore_passphrase_stops_the_daemon_with_a_clear_error(
+    tmp_path: Path, pki: Pki
+) -> None:
+    keystore = write_keystore(tmp_path / "keystore.json", SIGNER)
+    config = write_config(tmp_path, pki, "signer-0", emulator_backend(keystore))
+    result = subprocess.run(
+        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, PASSPHRASE_ENV: "not the passphrase"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "wrong passphrase" in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,271 @@
+"""The HWI backend end to end: Jade-protocol emulators driven by unmodified hwilib, behind signer
+daemons, next to a software signer; the result is checked by an independent verifier (embit).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from embit.ec import PublicKey as EmbitPublicKey
+from embit.ec import Signature as EmbitSignature
+from embit.script import Script as EmbitScript
+from embit.transaction import Transaction as EmbitTransaction
+from hwilib.devices import trezor as hwi_trezor
+
+from pool.descriptor import DescriptorKey
+from pool.hdkeys import ExtendedPrivateKey, KeyOrigin
+from pool.manifest import Manifest
+from pool.networks import REGTEST
+from pool.roles import combine, extract, finalize
+from pool.series import CHANGE, Series, SeriesState
+from pool.withdrawal import build_round
+from signer.audit import audit_path
+from signer.backends import hwi_device
+from signer.backends.base import BackendError
+from signer.backends.hwi import HwiBackend
+from signer.backends.hwi_worker import DeviceSpec
+from signer.config import HwiBackendConfig
+from signer.jade_emulator import HWI_SIMULATOR_PORT
+from signer.keystore import bip48_account_path
+from tests.factories import BTC, manifest, master_key, request, utxo
+from tests.signer_harness import (
+    CALL_TIMEOUT,
+    JadeEmulator,
+    Pki,
+    SignerDaemon,
+    emulator_backend,
+    hwi_backend,
+    master_of,
+    mnemonic_for,
+    register_request,
+    round_request,
+    with_signatures,
+    write_config,
+    write_keystore,
+)
+from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+
+ACCOUNT = bip48_account_path(REGTEST)
+SIGN_TIMEOUT = 1.5
+"""The stalled signer's device deadline for one PSBT, in seconds."""
+MARGIN = 3.0
+
+
+def _series(series_id: int, masters: list[ExtendedPrivateKey]) -> Series:
+    keys = tuple(
+        DescriptorKey(KeyOrigin(m.fingerprint, ACCOUNT), m.derive_path(ACCOUNT).public())
+        for m in masters
+    )
+    return Series(series_id, 2, keys, SeriesState.ACTIVE)
+
+
+def _round(series: Series, first_utxo: int) -> Manifest:
+    """Three 1 BTC inputs paying 2.5 BTC, with change back to the series."""
+    utxos = [utxo(first_utxo + i, BTC, 100, series=series.id, index=i) for i in range(3)]
+    requests = [request("alice", f"w{first_utxo}", 2 * BTC + BTC // 2)]
+    return manifest([series], utxos, requests, change_index=((series.id, 0),))
+
+
+@dataclass
+class Pool:
+    pki: Pki
+    series: Series
+    jades: list[JadeEmulator]
+    signers: list[SignerDaemon]
+    registrations: list[signer_pb2.RegisterSeriesResponse]
+
+    def stub(self, index: int) -> signer_pb2_grpc.SignerServiceStub:
+        return self.signers[index].stub(self.pki)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    pki = Pki(tmp_path_factory.mktemp("pki"))
+    pki.issue("coordinator", "coordinator")
+    return pki
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
+    """Signers jade-a and jade-b (hwi backend, one Jade emulator each) and soft (emulator)."""
+    base = tmp_path_factory.mktemp("pool")
+    jades = [JadeEmulator(base / f"jade-{tag}", mnemonic_for(f"jade {tag}")) for tag in "ab"]
+    soft_key = master_key(3)
+    signers = []
+    try:
+        for tag, jade in zip("ab", jades, strict=True):
+            backend = hwi_backend(jade.port, jade.fingerprint)
+            signers.append(
+                SignerDaemon(write_config(base / f"hwi-{tag}", pki, f"jade-{tag}", backend))
+            )
+        keystore = write_keystore(base / "soft.keystore", soft_key)
+        signers.append(
+            SignerDaemon(write_config(base / "soft", pki, "soft", emulator_backend(keystore)))
+        )
+        series = _series(
+            1, [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
+        )
+        registrations = [
+            daemon.stub(pki).RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
+            for daemon in signers
+        ]
+        yield Pool(pki, series, jades, signers, registrations)
+    finally:
+        for process in [*signers, *jades]:
+            process.stop()
+
+
+def test_every_signer_registers_the_series(pool: Pool) -> None:
+    jade_a, jade_b, soft = pool.registrations
+    assert all(r.registered and not r.already_registered for r in pool.registrations)
+    assert jade_a.device_registration_name.startswith("hwi")
+    assert jade_a.device_registration_name == jade_b.device_registration_name
+    assert soft.device_registration_name == ""
+
+
+def test_get_info_names_the_device(pool: Pool) -> None:
+    info = pool.stub(0).GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
+    assert info.backend_kind == signer_pb2.BACKEND_KIND_HWI
+    assert info.device_model == "jade"
+    assert info.master_fingerprint == pool.jades[0].fingerprint.hex()
+    master = master_of(mnemonic_for("jade a"))
+    assert info.account_xpubs[0].xpub == master.derive_path(ACCOUNT).public().to_string(REGTEST)
+
+
+def test_the_device_displays_the_pool_address(pool: Pool) -> None:
+    shown = pool.stub(1).DisplayAddress(
+        signer_pb2.DisplayAddressRequest(
+            network=common_pb2.NETWORK_REGTEST,
+            series_id=1,
+            branch=common_pb2.BRANCH_CHANGE,
+            index=7,
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+    assert shown.address == pool.series.address(CHANGE, 7, REGTEST)
+    assert shown.shown_on_device
+
+
+def _pubkeys(witness_script: bytes) -> list[bytes]:
+    """The keys of ``OP_m <33-byte key>... OP_n OP_CHECKMULTISIG``."""
+    count = witness_script[-2] - 0x50
+    return [witness_script[2 + 34 * i : 35 + 34 * i] for i in range(count)]
+
+
+def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently(
+    pool: Pool,
+) -> None:
+    m = _round(pool.series, 1000)
+    [planned] = build_round(m).transactions
+    request_message = round_request(m)
+    answers = [pool.stub(i).SignRound(request_message, timeout=CALL_TIMEOUT) for i in range(3)]
+    assert all(a.signed_all and not a.refusals for a in answers)
+    signed = [with_signatures(planned.psbt, a.signed_psbts[0]) for a in answers]
+    raw = extract(finalize(combine(signed))).serialize()
+
+    tx = EmbitTransaction.parse(raw)
+    values = [u.value for u in planned.inputs]
+    for index, vin in enumerate(tx.vin):
+        *sigs, witness_script = vin.witness.items
+        digest = tx.sighash_segwit(index, EmbitScript(witness_script), values[index])
+        keys = _pubkeys(witness_script)
+        assert sigs[0] == b"" and len(sigs) == 3
+        assert all(
+            any(EmbitPublicKey.parse(k).verify(EmbitSignature.parse(s[:-1]), digest) for k in keys)
+            for s in sigs[1:]
+        )
+        for answer in answers:  # every signer's signature, the devices' included
+            [sig] = [s for s in answer.signed_psbts[0].signatures if s.input_index == index]
+            assert sig.pubkey in keys and sig.signature[-1] == 0x01
+            key = EmbitPublicKey.parse(sig.pubkey)
+            assert key.verify(EmbitSignature.parse(sig.signature[:-1]), digest)
+
+
+# --- finding the device ------------------------------------------------------------------------
+
+
+def test_a_device_is_found_by_fingerprint_alone(tmp_path: Path) -> None:
+    """hwilib's enumerate probes the Jade simulator port (and USB devices)."""
+    words = mnemonic_for("jade by fingerprint")
+    try:
+        jade = JadeEmulator(tmp_path, words, port=HWI_SIMULATOR_PORT)
+    except AssertionError:
+        pytest.skip(f"port {HWI_SIMULATOR_PORT} is in use")
+    try:
+        backend = HwiBackend(HwiBackendConfig(jade.fingerprint, None, None, 20, 20), REGTEST)
+        try:
+            assert backend.model == "jade_simulator"
+            xpub, origin = backend.xpub(ACCOUNT)
+            assert xpub == master_of(words).derive_path(ACCOUNT).public().to_string(REGTEST)
+            assert origin.fingerprint == jade.fingerprint
+        finally:
+            backend.close()
+        with pytest.raises(BackendError, match="no device with fingerprint 00000000"):
+            HwiBackend(HwiBackendConfig(bytes(4), None, None, 20, 20), REGTEST)
+    finally:
+        jade.stop()
+
+
+def test_without_libusb_the_other_devices_are_still_scanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_libusb(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("cannot find a suitable libusb-1.0")
+
+    monkeypatch.setattr(hwi_device.commands, "enumerate", no_libusb)
+    monkeypatch.setattr(hwi_trezor, "enumerate", no_libusb)
+    device = hwi_device.Device(DeviceSpec("regtest", "00000000", None, None))
+    with pytest.raises(hwi_device.DeviceError, match=r"libusb-1\.0 is missing"):
+        device.call("connect", None)
+
+
+def test_a_device_with_another_fingerprint_is_refused(pool: Pool) -> None:
+    path = f"tcp:127.0.0.1:{pool.jades[0].port}"
+    with pytest.raises(BackendError, match=f"not {pool.jades[1].fingerprint.hex()}"):
+        HwiBackend(HwiBackendConfig(pool.jades[1].fingerprint, "jade", path, 20, 20), REGTEST)
+
+
+# --- device deadline ---------------------------------------------------------------------------
+
+
+def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
+    tmp_path: Path, pki: Pki
+) -> None:
+    words = mnemonic_for("jade stall")
+    jade = JadeEmulator(tmp_path / "jade", words, stall_seconds=120)
+    backend = hwi_backend(jade.port, jade.fingerprint, sign_timeout=SIGN_TIMEOUT)
+    daemon = SignerDaemon(write_config(tmp_path / "signer", pki, "jade-s", backend))
+    try:
+        stub = daemon.stub(pki)
+        series = _series(2, [master_of(words), master_key(4), master_key(5)])
+        stub.RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
+        request_message = round_request(_round(series, 2000))
+
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.SignRound(request_message, timeout=CALL_TIMEOUT)
+        elapsed = time.monotonic() - start
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "did not answer" in failure.value.details()
+        assert SIGN_TIMEOUT <= elapsed < SIGN_TIMEOUT + MARGIN
+
+        info = stub.GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
+        assert info.master_fingerprint == jade.fingerprint.hex()
+
+        jade.stop()  # the stall is lifted: the same device comes back on the same port
+        jade = JadeEmulator(tmp_path / "jade", words, port=jade.port)
+        assert stub.SignRound(request_message, timeout=CALL_TIMEOUT).signed_all
+        decisions = [
+            json.loads(line)["decision"]
+            for line in audit_path(daemon.data_dir).read_text().splitlines()
+        ]
+        assert decisions == ["failed", "signed"]
+    finally:
+        daemon.stop()
+        jade.stop()

@@ -1,0 +1,273 @@
+"""The signer's persistent state: signing log, amounts signed, series registry, data dir lock."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pool.manifest import Manifest
+from pool.networks import MAINNET, REGTEST, Network
+from pool.series import CHANGE, RECEIVE, Series
+from pool.withdrawal import build_round
+from signer.policy import Approval
+from signer.state import DB_FILE, SCHEMA_VERSION, SignerState, StateError
+from tests.factories import BTC, make_series, manifest, request, utxo
+
+S1 = make_series(1, 2, (0, 1, 2))
+NOW = 1_700_000_000.0
+
+
+def approval(m: Manifest) -> Approval:
+    """The approval the policy would give for the round of ``m``."""
+    plan = build_round(m)
+    payments = sum(
+        out.value
+        for t in plan.transactions
+        for vout, out in enumerate(t.psbt.tx.outputs)
+        if t.change is None or vout != t.change.vout
+    )
+    return Approval(
+        manifest=m,
+        manifest_hash=plan.manifest_hash,
+        plan=plan,
+        psbts=tuple(t.psbt for t in plan.transactions),
+        payments=payments,
+    )
+
+
+def one_payment(amount: int = BTC // 2, fee_rate: int = 2000) -> Approval:
+    return approval(
+        manifest([S1], [utxo(1, BTC, 10)], [request("c1", "r1", amount)], fee_rate=fee_rate)
+    )
+
+
+def two_transactions() -> Approval:
+    """Two requests that do not fit in one transaction of weight 4000: two PSBTs."""
+    utxos = [utxo(i, BTC // 10, 10 + i) for i in range(20)]
+    requests = [request("c1", "r1", BTC // 2), request("c2", "r1", BTC // 2)]
+    result = approval(manifest([S1], utxos, requests, max_weight=4000))
+    assert len(result.psbts) == 2
+    return result
+
+
+def descriptors(series: Series, network: Network = REGTEST) -> tuple[str, str]:
+    receive = series.descriptor(RECEIVE).to_string(network)
+    return receive, series.descriptor(CHANGE).to_string(network)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[SignerState]:
+    with SignerState(tmp_path / "data") as opened:
+        yield opened
+
+
+# --------------------------------------------------------------------------- signing log
+
+
+def test_signed_spend_returns_the_signed_transaction_and_its_change_vout(
+    state: SignerState,
+) -> None:
+    signed = one_payment()
+    state.record_signed(signed, NOW)
+    planned = signed.plan.transactions[0]
+    before = state.signed_spend(planned.inputs[0].outpoint)
+    assert before is not None
+    assert (before.txid_hex, before.tx) == (planned.txid_hex, planned.psbt.tx)
+    assert planned.change is not None
+    assert before.change_vout == planned.change.vout
+
+
+def test_signed_spend_is_none_for_an_outpoint_never_signed(state: SignerState) -> None:
+    state.record_signed(one_payment(), NOW)
+    assert state.signed_spend(utxo(99, BTC, 10).outpoint) is None
+
+
+def test_every_input_of_every_psbt_is_logged_with_its_own_transaction(
+    state: SignerState,
+) -> None:
+    signed = two_transactions()
+    state.record_signed(signed, NOW)
+    for planned in signed.plan.transactions:
+        for spent in planned.inputs:
+            before = state.signed_spend(spent.outpoint)
+            assert before is not None
+            assert before.txid_hex == planned.txid_hex
+
+
+def test_change_vout_is_none_for_a_transaction_without_change(state: SignerState) -> None:
+    signed = one_payment(amount=BTC - 600)
+    assert signed.plan.transactions[0].change is None
+    state.record_signed(signed, NOW)
+    before = state.signed_spend(signed.plan.transactions[0].inputs[0].outpoint)
+    assert before is not None
+    assert before.change_vout is None
+
+
+def test_fee_bump_replaces_the_signing_log_entry(state: SignerState) -> None:
+    original, bump = one_payment(fee_rate=2000), one_payment(fee_rate=5000)
+    state.record_signed(original, NOW)
+    state.record_signed(bump, NOW + 600)
+    outpoint = original.plan.transactions[0].inputs[0].outpoint
+    before = state.signed_spend(outpoint)
+    assert before is not None
+    assert before.txid_hex == bump.plan.transactions[0].txid_hex != original.psbts[0].tx.txid_hex
+
+
+def test_psbts_that_are_not_the_plans_transactions_are_refused(state: SignerState) -> None:
+    signed = two_transactions()
+    swapped = dataclasses.replace(signed, psbts=signed.psbts[::-1])
+    with pytest.raises(StateError, match="PSBT 0 is not transaction 0"):
+        state.record_signed(swapped, NOW)
+    assert state.signed_spend(signed.plan.transactions[0].inputs[0].outpoint) is None
+
+
+def test_record_signed_is_all_or_nothing(state: SignerState) -> None:
+    broken = dataclasses.replace(one_payment(), payments=-1)  # the spends row fails its CHECK
+    with pytest.raises(sqlite3.IntegrityError):
+        state.record_signed(broken, NOW)
+    assert state.signed_spend(broken.plan.transactions[0].inputs[0].outpoint) is None
+
+
+# --------------------------------------------------------------------------- amounts signed
+
+
+def test_amount_signed_since_counts_rounds_at_or_after_since(state: SignerState) -> None:
+    early, late = one_payment(BTC // 4), two_transactions()
+    state.record_signed(early, NOW)
+    state.record_signed(late, NOW + 100)
+    assert state.amount_signed_since(NOW) == early.payments + late.payments
+    assert state.amount_signed_since(NOW + 100) == late.payments
+    assert state.amount_signed_since(NOW + 100.001) == 0
+
+
+def test_amount_signed_since_is_zero_before_any_signature(state: SignerState) -> None:
+    assert state.amount_signed_since(0) == 0
+
+
+def test_recording_the_same_round_twice_counts_its_amount_once(state: SignerState) -> None:
+    signed = one_payment()
+    state.record_signed(signed, NOW)
+    state.record_signed(signed, NOW + 60)
+    assert state.amount_signed_since(0) == signed.payments == BTC // 2
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
+    signed = one_payment()
+    outpoint = signed.plan.transactions[0].inputs[0].outpoint
+    with SignerState(tmp_path) as state:
+        state.record_signed(signed, NOW)
+        state.register_series(1, "regtest", *descriptors(S1), NOW)
+        answers = (state.signed_spend(outpoint), state.amount_signed_since(0))
+    with SignerState(tmp_path) as reopened:
+        assert (reopened.signed_spend(outpoint), reopened.amount_signed_since(0)) == answers
+        assert reopened.series_descriptors(REGTEST) == {1: descriptors(S1)}
+
+
+def test_database_uses_the_wal_journal(tmp_path: Path) -> None:
+    SignerState(tmp_path).close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) -> None:
+    SignerState(tmp_path / "new").close()
+    db = sqlite3.connect(tmp_path / "new" / DB_FILE)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        db.close()
+    assert tables == {"signing_log", "spends", "series"}
+
+
+def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StateError, match="newer than this signer"):
+        SignerState(tmp_path)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / DB_FILE).write_bytes(b"not a database" * 100)
+    with pytest.raises(StateError, match=DB_FILE):
+        SignerState(tmp_path)
+
+
+# --------------------------------------------------------------------------- data dir lock
+
+
+def test_a_second_opener_of_the_data_dir_is_refused(state: SignerState, tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="in use by another signer"):
+        SignerState(tmp_path / "data")
+
+
+def test_closing_releases_the_data_dir(tmp_path: Path) -> None:
+    SignerState(tmp_path).close()
+    SignerState(tmp_path).close()
+
+
+def test_the_refusal_names_the_process_holding_the_lock(state: SignerState, tmp_path: Path) -> None:
+    with pytest.raises(StateError, match=f"pid {os.getpid()} holds"):
+        SignerState(tmp_path / "data")
+
+
+# --------------------------------------------------------------------------- series registry
+
+
+def test_registering_a_new_series_returns_true(state: SignerState) -> None:
+    assert state.register_series(1, "regtest", *descriptors(S1), NOW) is True
+
+
+def test_registering_the_same_series_again_returns_false(state: SignerState) -> None:
+    state.register_series(1, "regtest", *descriptors(S1), NOW)
+    assert state.register_series(1, "regtest", *descriptors(S1), NOW + 1) is False
+
+
+def test_registered_series_parse_back_with_the_same_keys_and_threshold(
+    state: SignerState,
+) -> None:
+    state.register_series(1, "regtest", *descriptors(S1), NOW)
+    assert state.registered_series(REGTEST) == {1: S1}
+
+
+def test_the_same_keys_in_another_order_are_the_same_series(state: SignerState) -> None:
+    keys = ",".join(f"{k.to_string(REGTEST)}/0/*" for k in reversed(S1.keys))
+    state.register_series(1, "regtest", *descriptors(S1), NOW)
+    receive = f"wsh(sortedmulti(2,{keys}))"
+    change = receive.replace("/0/*", "/1/*")
+    assert state.register_series(1, "regtest", receive, change, NOW) is False
+    assert state.registered_series(REGTEST) == {1: S1}
+
+
+def test_another_series_under_a_registered_id_is_refused(state: SignerState) -> None:
+    state.register_series(7, "regtest", *descriptors(S1), NOW)
+    other = make_series(7, 2, (0, 1, 3))
+    with pytest.raises(StateError, match="series 7 is already registered"):
+        state.register_series(7, "regtest", *descriptors(other), NOW)
+    assert state.registered_series(REGTEST) == {7: make_series(7, 2, (0, 1, 2))}
+
+
+def test_a_registered_series_cannot_change_its_threshold(state: SignerState) -> None:
+    state.register_series(1, "regtest", *descriptors(S1), NOW)
+    with pytest.raises(StateError, match="series 1"):
+        state.register_series(1, "regtest", *descriptors(make_series(1, 3, (0, 1, 2))), NOW)
+
+
+def test_series_are_registered_per_network(state: SignerState) -> None:
+    mainnet = make_series(1, 2, (0, 1, 2), network="mainnet")
+    state.register_series(1, "regtest", *descriptors(S1), NOW)
+    assert state.register_series(1, "mainnet", *descriptors(mainnet, MAINNET), NOW) is True
+    assert state.registered_series(MAINNET) == {1: mainnet}
+    assert state.registered_series(REGTEST) == {1: S1}
