@@ -101,6 +101,14 @@ class DescriptorKey:
         """``[d34db33f/48h/1h/0h/2h]tpub...``."""
         return f"[{self.origin.to_string()}]{self.xpub.to_string(network)}"
 
+    @classmethod
+    def parse(cls, text: str, network: Network) -> DescriptorKey:
+        """Inverse of ``to_string`` (what ``vpool-signer keystore show-xpub`` prints)."""
+        key, steps = _parse_key_prefix(text, "key", network)
+        if steps:
+            raise DescriptorError("key: expected [origin]xpub with no derivation steps after it")
+        return key
+
 
 @dataclass(frozen=True)
 class DerivedScript:
@@ -234,6 +242,12 @@ def _parse_threshold(text: str) -> int:
 def _parse_key(text: str, position: int, network: Network) -> tuple[DescriptorKey, int]:
     """``([origin]xpub, branch)`` of ``[origin]xpub/<branch>/*``."""
     where = f"key {position}"
+    key, steps = _parse_key_prefix(text, where, network)
+    return key, _parse_branch(steps, where)
+
+
+def _parse_key_prefix(text: str, where: str, network: Network) -> tuple[DescriptorKey, list[str]]:
+    """``[origin]xpub`` and the derivation steps that follow it."""
     if not text.startswith("["):
         raise DescriptorError(f"{where} has no key origin [fingerprint/path]")
     origin_text, closed, rest = text[1:].partition("]")
@@ -245,7 +259,7 @@ def _parse_key(text: str, position: int, network: Network) -> tuple[DescriptorKe
         xpub = ExtendedPublicKey.from_string(xkey, network)
     except HDKeyError as exc:
         raise DescriptorError(f"{where}: {exc}") from None
-    return DescriptorKey(origin, xpub), _parse_branch(steps, where)
+    return DescriptorKey(origin, xpub), steps
 
 
 def _parse_origin(text: str, where: str, network: Network) -> KeyOrigin:

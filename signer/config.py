@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pool.address import address_to_script_pubkey
+from pool.descriptor import DescriptorKey
 from pool.errors import VpoolError
 from pool.networks import NETWORKS, Network
 from signer.policy import PolicyConfig
@@ -209,7 +210,12 @@ def _policy(t: _Table, network: Network) -> PolicyConfig:
     for name in names:
         if name not in t.doc:
             continue
-        if name in _ADDRESS_LISTS:
+        if name == "cosigners":
+            values[name] = frozenset(
+                _cosigner(t, position, text, network)
+                for position, text in enumerate(t.strings(name))
+            )
+        elif name in _ADDRESS_LISTS:
             addresses = t.strings(name)
             for position, address in enumerate(addresses):
                 try:
@@ -223,6 +229,14 @@ def _policy(t: _Table, network: Network) -> PolicyConfig:
                 raise ConfigError(f"{t.key(name)}: must not be negative")
             values[name] = value
     return PolicyConfig(**values)
+
+
+def _cosigner(t: _Table, position: int, text: str, network: Network) -> str:
+    """A cosigner key in its canonical spelling (h notation)."""
+    try:
+        return DescriptorKey.parse(text, network).to_string(network)
+    except VpoolError as e:
+        raise ConfigError(f"{t.key('cosigners')}[{position}]: {e}") from None
 
 
 class _Table:

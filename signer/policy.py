@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from pool.address import script_pubkey_to_address
+from pool.descriptor import DescriptorKey
 from pool.errors import VpoolError
 from pool.hashes import sha256
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
@@ -111,11 +112,16 @@ class PolicyConfig:
     max_manifest_bytes: int = 4_000_000
     max_psbts: int = 100
     max_psbt_bytes: int = 4_000_000
+    cosigners: frozenset[str] = frozenset()
+    """The pool's other keys, ``[fingerprint/path]xpub`` as ``keystore show-xpub`` prints them:
+    a series may be registered only if each of its keys is this signer's or one of these."""
+    min_threshold: int = 2
+    """The smallest m of a series this signer registers."""
 
     def version_hash(self) -> str:
         """SHA256 over the rules version and every setting: reported, and written in the audit."""
         doc = asdict(self)
-        for key in ("allow_destinations", "deny_destinations"):
+        for key in ("allow_destinations", "deny_destinations", "cosigners"):
             value = doc[key]
             doc[key] = None if value is None else sorted(value)
         doc["rules_version"] = POLICY_RULES_VERSION
@@ -269,9 +275,13 @@ def _parse_psbts(psbts: Sequence[bytes], config: PolicyConfig) -> list[Psbt]:
 
 
 def _check_series(manifest: Manifest, registered: Mapping[int, Series], fingerprint: bytes) -> None:
-    """Every series of the manifest is one this signer registered, identical in m and keys."""
-    ours = False
-    for series in manifest.series:
+    """The series this signer signs for, and the active one (it receives the change), are the
+    ones registered with this signer, identical in m and keys."""
+    ours = [s for s in manifest.series if _has_fingerprint(s, fingerprint)]
+    if not ours:
+        raise _refuse(Reason.NOT_A_COSIGNER, "this signer's key is in none of the round's series")
+    must_know = {s.id: s for s in [*ours, manifest.active_series]}
+    for series in must_know.values():
         known = registered.get(series.id)
         if known is None:
             raise _refuse(
@@ -283,9 +293,34 @@ def _check_series(manifest: Manifest, registered: Mapping[int, Series], fingerpr
                 Reason.SERIES_MISMATCH,
                 f"series {series.id} differs from the one registered with this signer",
             )
-        ours = ours or any(k.origin.fingerprint == fingerprint for k in series.keys)
-    if not ours:
-        raise _refuse(Reason.NOT_A_COSIGNER, "this signer's key is in none of the round's series")
+
+
+def _has_fingerprint(series: Series, fingerprint: bytes) -> bool:
+    return any(k.origin.fingerprint == fingerprint for k in series.keys)
+
+
+def registration_refusal(
+    config: PolicyConfig,
+    series: Series,
+    network: Network,
+    is_own_key: Callable[[DescriptorKey], bool],
+) -> str | None:
+    """Why this signer must not register ``series``, or None if it may.
+
+    A registered series is trusted as "the pool" (change may pay it), so a coordinator must not be
+    able to slip in a series with its own key: every key must be this signer's own (checked by
+    ``is_own_key`` against the device) or a cosigner the operator configured.
+    """
+    if series.m < config.min_threshold:
+        return f"threshold {series.m} is below this signer's minimum of {config.min_threshold}"
+    allowed = {DescriptorKey.parse(text, network) for text in config.cosigners}
+    for position, key in enumerate(series.keys):
+        if key not in allowed and not is_own_key(key):
+            return (
+                f"key {position} ([{key.origin.to_string()}]) is neither this signer's key nor "
+                "one of its configured cosigners"
+            )
+    return None
 
 
 def _signs_input(fingerprint: bytes, psbt: Psbt) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from pool.descriptor import MultisigDescriptor
+from pool.descriptor import DescriptorKey, MultisigDescriptor
 from pool.errors import HDKeyError, VpoolError
 from pool.hdkeys import HARDENED, parse_path
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
@@ -28,7 +28,7 @@ from signer.backends.base import (
 )
 from signer.config import SignerConfig
 from signer.keystore import bip48_account_path
-from signer.policy import Refusal, Scope
+from signer.policy import Refusal, Scope, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError
@@ -72,6 +72,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         clock: Callable[[], float],
     ) -> None:
         self._network = config.network
+        self._policy = config.policy
         self._backend = backend
         self._state = state
         self._clock = clock
@@ -126,7 +127,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"series_id: series {series.id} is registered with other keys or threshold",
             )
-        self._check_cosigner(series)
+        self._check_registration(series)
         with _device_errors():
             name = self._backend.register_series(series)
         try:
@@ -183,20 +184,19 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         except VpoolError as e:
             raise invalid("change_descriptor", str(e)) from None
 
-    def _check_cosigner(self, series: Series) -> None:
-        """This signer's key, as its backend derives it, must be one of the series' keys."""
-        for key in series.keys:
-            if key.origin.fingerprint != self._fingerprint:
-                continue
-            with _device_errors():
-                xpub, _ = self._backend.xpub(key.origin.path)
-            if xpub == key.xpub.to_string(self._network):
-                return
-        raise RpcFailure(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"receive_descriptor: no key of this signer (fingerprint {self._fingerprint.hex()}) "
-            "is in the series",
-        )
+    def _check_registration(self, series: Series) -> None:
+        """The policy's rule: own keys and configured cosigners only, m at least the minimum."""
+        refusal = registration_refusal(self._policy, series, self._network, self._is_own_key)
+        if refusal is not None:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"receive_descriptor: {refusal}")
+
+    def _is_own_key(self, key: DescriptorKey) -> bool:
+        """Is ``key`` this signer's account key, as its backend derives it?"""
+        if key.origin.fingerprint != self._fingerprint:
+            return False
+        with _device_errors():
+            xpub, _ = self._backend.xpub(key.origin.path)
+        return xpub == key.xpub.to_string(self._network)
 
     # ------------------------------------------------------------------------------ rounds
 

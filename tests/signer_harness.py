@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from mnemonic import Mnemonic
 
+from pool.descriptor import DescriptorKey
 from pool.hashes import sha256
 from pool.hdkeys import ExtendedPrivateKey
 from pool.manifest import Manifest, encode_manifest
@@ -140,8 +141,13 @@ def write_config(
     backend: Mapping[str, Any],
     policy: Mapping[str, Any] | None = None,
     allowed: Sequence[str] = (COORDINATOR,),
+    cosigners: Sequence[DescriptorKey] = (),
 ) -> Path:
-    """``directory/signer.toml`` for a signer on a free loopback port, with its certificate."""
+    """``directory/signer.toml`` for a signer on a free loopback port, with its certificate.
+
+    ``cosigners`` are the keys of the series the tests will register (the signer's own key among
+    them is harmless): the policy registers only series made of its own and these keys.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = pki.issue("signer", signer_id)
     doc: dict[str, Any] = {
@@ -156,7 +162,7 @@ def write_config(
             "allowed_coordinators": list(allowed),
         },
         "backend": dict(backend),
-        "policy": dict(policy or {}),
+        "policy": {**(policy or {}), "cosigners": [k.to_string(REGTEST) for k in cosigners]},
     }
     path = directory / "signer.toml"
     path.write_text(to_toml(doc), encoding="utf-8")

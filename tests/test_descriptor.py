@@ -418,3 +418,18 @@ def test_addresses_and_witness_scripts_match_embit(branch: int) -> None:
         ours, theirs = descriptor.derive(i), oracle.derive(i)
         assert ours.address(REGTEST) == theirs.address(EMBIT_NETWORKS["regtest"])
         assert ours.witness_script == theirs.witness_script().data
+
+
+def test_descriptor_key_parses_what_it_prints() -> None:
+    from tests.factories import make_series
+
+    key = make_series(1, 2, (0, 1, 2)).keys[0]
+    assert DescriptorKey.parse(key.to_string(REGTEST), REGTEST) == key
+
+
+def test_descriptor_key_with_derivation_steps_is_refused() -> None:
+    from tests.factories import make_series
+
+    text = make_series(1, 2, (0, 1, 2)).keys[0].to_string(REGTEST) + "/0/*"
+    with pytest.raises(DescriptorError, match="no derivation steps"):
+        DescriptorKey.parse(text, REGTEST)

@@ -60,7 +60,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def _start(directory: Path, pki: Pki, policy: dict[str, int]) -> SignerDaemon:
     keystore = write_keystore(directory / "keystore.json", SIGNER)
-    config = write_config(directory, pki, "signer-0", emulator_backend(keystore), policy)
+    config = write_config(
+        directory, pki, "signer-0", emulator_backend(keystore), policy, cosigners=SERIES.keys
+    )
     return SignerDaemon(config)
 
 
@@ -105,7 +107,11 @@ def test_get_info_reports_the_key_and_the_policy(stub: signer_pb2_grpc.SignerSer
     assert account.network == common_pb2.NETWORK_REGTEST
     assert account.origin == f"{SIGNER.fingerprint.hex()}/48h/1h/0h/2h"
     assert account.xpub == SIGNER.derive_path(path).public().to_string(REGTEST)
-    expected = PolicyConfig(max_request_amount=2 * BTC, max_daily_amount=20 * BTC)
+    expected = PolicyConfig(
+        max_request_amount=2 * BTC,
+        max_daily_amount=20 * BTC,
+        cosigners=frozenset(k.to_string(REGTEST) for k in SERIES.keys),
+    )
     assert info.policy_hash == expected.version_hash()
 
 
@@ -185,12 +191,24 @@ def test_register_series_is_idempotent_and_display_address_gives_the_pool_addres
     assert not shown.shown_on_device
 
 
-def test_a_series_without_this_signers_key_is_refused(
+def test_a_series_of_keys_the_operator_did_not_configure_is_refused(
     stub: signer_pb2_grpc.SignerServiceStub,
 ) -> None:
     with pytest.raises(grpc.RpcError) as failure:
         stub.RegisterSeries(register_request(OTHER_SERIES), timeout=CALL_TIMEOUT)
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "neither this signer's key nor one of its configured cosigners" in (
+        failure.value.details() or ""
+    )
+
+
+def test_a_series_below_the_minimum_threshold_is_refused(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RegisterSeries(register_request(make_series(3, 1, [0, 1, 2])), timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "below this signer's minimum" in (failure.value.details() or "")
 
 
 def test_another_series_under_a_registered_id_is_refused(

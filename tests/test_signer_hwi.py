@@ -97,20 +97,22 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
     base = tmp_path_factory.mktemp("pool")
     jades = [JadeEmulator(base / f"jade-{tag}", mnemonic_for(f"jade {tag}")) for tag in "ab"]
     soft_key = master_key(3)
+    series = _series(
+        1, [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
+    )
     signers = []
     try:
         for tag, jade in zip("ab", jades, strict=True):
             backend = hwi_backend(jade.port, jade.fingerprint)
-            signers.append(
-                SignerDaemon(write_config(base / f"hwi-{tag}", pki, f"jade-{tag}", backend))
+            config = write_config(
+                base / f"hwi-{tag}", pki, f"jade-{tag}", backend, cosigners=series.keys
             )
+            signers.append(SignerDaemon(config))
         keystore = write_keystore(base / "soft.keystore", soft_key)
-        signers.append(
-            SignerDaemon(write_config(base / "soft", pki, "soft", emulator_backend(keystore)))
+        config = write_config(
+            base / "soft", pki, "soft", emulator_backend(keystore), cosigners=series.keys
         )
-        series = _series(
-            1, [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
-        )
+        signers.append(SignerDaemon(config))
         registrations = [
             daemon.stub(pki).RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
             for daemon in signers
@@ -240,10 +242,11 @@ def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
     words = mnemonic_for("jade stall")
     jade = JadeEmulator(tmp_path / "jade", words, stall_seconds=120)
     backend = hwi_backend(jade.port, jade.fingerprint, sign_timeout=SIGN_TIMEOUT)
-    daemon = SignerDaemon(write_config(tmp_path / "signer", pki, "jade-s", backend))
+    series = _series(2, [master_of(words), master_key(4), master_key(5)])
+    config = write_config(tmp_path / "signer", pki, "jade-s", backend, cosigners=series.keys)
+    daemon = SignerDaemon(config)
     try:
         stub = daemon.stub(pki)
-        series = _series(2, [master_of(words), master_key(4), master_key(5)])
         stub.RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
         request_message = round_request(_round(series, 2000))
 

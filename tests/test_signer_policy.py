@@ -16,7 +16,7 @@ from pool.address import script_pubkey_to_address
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST, TESTNET
 from pool.psbt import Psbt, PsbtOutput
-from pool.series import Series
+from pool.series import Series, SeriesState
 from pool.tx import OutPoint, TxIn, TxOut
 from pool.withdrawal import build_round
 from signer.policy import (
@@ -27,6 +27,7 @@ from signer.policy import (
     Scope,
     SignedBefore,
     evaluate_round,
+    registration_refusal,
 )
 from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
 
@@ -470,3 +471,55 @@ def test_policy_hash_changes_with_any_setting() -> None:
         base.version_hash()
         != PolicyConfig(deny_destinations=frozenset({"bcrt1qexample"})).version_hash()
     )
+
+
+# --------------------------------------------------------------------------- series registration
+
+OUR_KEY = next(k for k in S1.keys if k.origin.fingerprint == OURS)
+OTHERS = frozenset(k.to_string(REGTEST) for k in S1.keys if k != OUR_KEY)
+
+
+def own(key: object) -> bool:
+    return key == OUR_KEY
+
+
+def test_series_of_own_and_configured_cosigner_keys_may_be_registered() -> None:
+    config = PolicyConfig(cosigners=OTHERS)
+    assert registration_refusal(config, S1, REGTEST, own) is None
+
+
+def test_series_with_an_unconfigured_key_is_not_registered() -> None:
+    config = PolicyConfig(cosigners=frozenset(sorted(OTHERS)[:1]))
+    refusal = registration_refusal(config, S1, REGTEST, own)
+    assert refusal is not None and "neither this signer's key nor" in refusal
+
+
+def test_series_below_the_minimum_threshold_is_not_registered() -> None:
+    one_of_three = make_series(1, 1, (0, 1, 2))
+    refusal = registration_refusal(PolicyConfig(cosigners=OTHERS), one_of_three, REGTEST, own)
+    assert refusal is not None and "below this signer's minimum of 2" in refusal
+
+
+def test_retiring_series_without_this_signers_key_need_not_be_registered() -> None:
+    old = make_series(1, 2, (7, 8, 9), SeriesState.RETIRING)
+    new = make_series(2, 2, (0, 1, 2))
+    m = manifest(
+        [old, new],
+        [utxo(1, BTC, 100, series=1), utxo(2, BTC, 200, series=2)],
+        [request("alice", "1", 150_000_000)],
+        change_index=((2, 0),),
+    )
+    assert isinstance(evaluate(m, registered={2: new}), Approval)
+
+
+def test_active_series_without_this_signers_key_must_be_registered() -> None:
+    old = make_series(1, 2, (0, 1, 2), SeriesState.RETIRING)
+    new = make_series(2, 2, (7, 8, 9))
+    m = manifest(
+        [old, new],
+        [utxo(1, BTC, 100, series=1)],
+        [request("alice", "1", 50_000_000)],
+        change_index=((2, 0),),
+    )
+    assert reasons(evaluate(m, registered={1: old})) == [Reason.SERIES_NOT_REGISTERED]
+    assert isinstance(evaluate(m, registered={1: old, 2: new}), Approval)
