@@ -128,6 +128,8 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
         ({"policy__max_fees": 1}, "policy.max_fees: unknown key"),
         ({"policy__deny_destinations": ["bc1qnotanaddress"]}, "policy.deny_destinations[0]: "),
         ({"policy": 3}, "policy: expected a table"),
+        ({"policy__cosigners": ["[73c5da0a/48h/1h/0h/2h]xpubnothing"]}, "policy.cosigners[0]: "),
+        ({"policy__cosigners": ["tpubwithoutorigin"]}, "policy.cosigners[0]: key has no"),
     ],
 )
 def test_mistakes_name_the_key(base: Path, changes: dict[str, Any], error: str) -> None:
