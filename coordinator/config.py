@@ -48,6 +48,9 @@ class ChainConfig:
     """Satoshis per 1000 vB."""
     fee_ceiling: int = 100_000
     timeout_seconds: float = 30.0
+    scan_start_height: int = 0
+    """First block the scanner reads on a new database: the height the pool was created at
+    (0 scans from genesis, right on regtest, far too slow on mainnet)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,10 @@ def load_config(path: Path) -> CoordinatorConfig:
         fee_floor=_get(c, "fee_floor", int, "chain.", 1_000),
         fee_ceiling=_get(c, "fee_ceiling", int, "chain.", 100_000),
         timeout_seconds=_get(c, "timeout_seconds", float, "chain.", 30.0),
+        scan_start_height=_get(c, "scan_start_height", int, "chain.", 0),
     )
+    if chain.scan_start_height < 0:
+        raise ConfigError("chain.scan_start_height: must not be negative")
     if chain.fee_floor > chain.fee_ceiling:
         raise ConfigError("chain.fee_floor: must not exceed chain.fee_ceiling")
 

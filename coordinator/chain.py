@@ -1,0 +1,279 @@
+"""The chain backend: Bitcoin Core's JSON-RPC over HTTP, blocks and transactions parsed locally.
+
+Any Core-compatible node works; what the coordinator needs is asked in raw hex and parsed here
+(blocks with python-bitcoinlib, transactions with ``pool.tx``), so the node's JSON formats do not
+matter. Confirmed transactions are found by ``raw_transaction`` only on a node with a transaction
+index (Core ``-txindex``, bcoin ``--index-tx``).
+
+bcoin (the regtest node of the tests) differs from Core in ways handled here: its
+``sendrawtransaction`` answers with the txid even when its mempool refuses the transaction (the
+reason only goes to its log), so acceptance is checked afterwards; its "not found" errors carry
+code -1 instead of -5; ``estimatesmartfee`` answers ``{"fee": -1}`` instead of ``{"errors"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any
+
+from bitcoin.core import CBlock, b2lx
+
+from coordinator.config import ChainConfig
+from pool.tx import Transaction
+
+COIN = Decimal(100_000_000)
+
+RPC_MISC_ERROR = -1
+RPC_INVALID_ADDRESS_OR_KEY = -5
+"""Core's code for an unknown block, transaction or mempool entry."""
+RPC_IN_WARMUP = -28
+RPC_VERIFY_REJECTED = -26
+RPC_VERIFY_ALREADY_IN_CHAIN = -27
+
+ACCEPT_WAIT_SECONDS = 2.0
+"""How long a transaction the node took may take to appear (bcoin adds it to its mempool after
+answering)."""
+
+
+class ChainError(Exception):
+    """The node answered with an error (``code`` is its JSON-RPC code), or could not be asked."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message if code is None else f"{message} (code {code})")
+        self.code = code
+        self.message = message
+
+
+class ChainUnavailable(ChainError):
+    """The node cannot be reached, timed out, refused the credentials, or is still starting."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+class TransactionRejected(ChainError):
+    """The node refused a transaction; ``message`` is its reason when it gave one."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of the node's chain; hashes in display hex (byte-reversed, as RPCs show them)."""
+
+    hash: str
+    prev_hash: str
+    """All zeros for the genesis block."""
+    transactions: tuple[Transaction, ...]
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    hash: str
+    height: int
+    prev_hash: str
+    """All zeros for the genesis block."""
+
+
+_NULL_HASH = "00" * 32
+
+
+def parse_block(raw: bytes) -> Block:
+    """Decode a serialized block; its transactions are re-encoded and decoded strictly."""
+    block = CBlock.deserialize(raw)
+    transactions = tuple(Transaction.parse(bytes(tx.serialize())) for tx in block.vtx)
+    return Block(str(b2lx(block.GetHash())), str(b2lx(block.hashPrevBlock)), transactions)
+
+
+def _is_not_found(err: ChainError) -> bool:
+    """Core's -5, or bcoin's -1 with a "not found" / "not in mempool" message."""
+    if err.code == RPC_INVALID_ADDRESS_OR_KEY:
+        return True
+    text = err.message.lower()
+    return err.code == RPC_MISC_ERROR and ("not found" in text or "not in mempool" in text)
+
+
+class BitcoinRPC:
+    """A client of one node. Each call is one HTTP request with a timeout; thread-safe.
+
+    Credentials are a user and password, or Core's cookie file (read at each call, since Core
+    writes a new one when it restarts). They never appear in messages or ``repr``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        user: str = "",
+        password: str = "",
+        cookie_file: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if cookie_file is not None and (user or password):
+            raise ValueError("give either a user and password or a cookie file, not both")
+        self.url = url
+        self._user = user
+        self._password = password
+        self._cookie_file = cookie_file
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def from_config(cls, config: ChainConfig) -> BitcoinRPC:
+        return cls(
+            config.rpc_url,
+            config.rpc_user,
+            config.rpc_password,
+            config.cookie_file,
+            config.timeout_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return f"BitcoinRPC({self.url!r})"
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _authorization(self) -> str | None:
+        if self._cookie_file is not None:
+            try:
+                secret = self._cookie_file.read_text().strip()
+            except OSError as e:
+                raise ChainUnavailable(f"cannot read the cookie file: {e.strerror}") from None
+        elif self._user or self._password:
+            secret = f"{self._user}:{self._password}"
+        else:
+            return None
+        return "Basic " + base64.b64encode(secret.encode()).decode()
+
+    def call(self, method: str, *params: Any) -> Any:
+        """The result of one JSON-RPC call (JSON numbers with a fraction as ``Decimal``)."""
+        body = json.dumps(
+            {"jsonrpc": "1.0", "id": next(self._ids), "method": method, "params": list(params)}
+        ).encode()
+        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        auth = self._authorization()
+        if auth is not None:
+            request.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                answer = response.read()
+        except urllib.error.HTTPError as e:  # Core answers errors with HTTP 404/500 and a body
+            answer = e.read()
+            if e.code in (401, 403):
+                raise ChainUnavailable(f"{method}: HTTP {e.code}, check the credentials") from None
+            if not answer:
+                raise ChainUnavailable(f"{method}: HTTP {e.code}") from None
+        except (urllib.error.URLError, HTTPException, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ChainUnavailable(f"{method}: node unreachable at {self.url}: {reason}") from None
+        return self._result(method, answer)
+
+    @staticmethod
+    def _result(method: str, answer: bytes) -> Any:
+        try:
+            reply = json.loads(answer, parse_float=Decimal)
+        except ValueError:
+            raise ChainUnavailable(f"{method}: the node's answer is not JSON") from None
+        if not isinstance(reply, dict):
+            raise ChainUnavailable(f"{method}: the node's answer is not a JSON-RPC reply")
+        error = reply.get("error")
+        if error:
+            code, message = int(error.get("code", 0)), str(error.get("message", ""))
+            if code == RPC_IN_WARMUP:
+                raise ChainUnavailable(f"{method}: the node is starting: {message}")
+            raise ChainError(code, f"{method}: {message}")
+        return reply.get("result")
+
+    # --- chain -------------------------------------------------------------------------------
+
+    def tip(self) -> tuple[int, str]:
+        """Height and hash of the node's best block (read together, in one call)."""
+        info = self.call("getblockchaininfo")
+        return int(info["blocks"]), str(info["bestblockhash"])
+
+    def block_hash(self, height: int) -> str:
+        """The hash of the best chain's block at ``height``; ChainError when above the tip."""
+        return str(self.call("getblockhash", height))
+
+    def block(self, block_hash: str) -> Block:
+        """The block, fetched raw and parsed; ChainError when the node does not know it."""
+        raw = bytes.fromhex(self.call("getblock", block_hash, 0))  # bcoin reads 0 as false
+        block = parse_block(raw)
+        if block.hash != block_hash:
+            raise ChainError(None, f"getblock {block_hash}: the node sent block {block.hash}")
+        return block
+
+    def header(self, block_hash: str) -> BlockHeader:
+        info = self.call("getblockheader", block_hash, True)
+        prev = info.get("previousblockhash") or _NULL_HASH
+        return BlockHeader(str(info["hash"]), int(info["height"]), str(prev))
+
+    # --- transactions ------------------------------------------------------------------------
+
+    def raw_transaction(self, txid: str) -> bytes | None:
+        """The transaction from the mempool or (with a transaction index) the chain, else None."""
+        try:
+            return bytes.fromhex(self.call("getrawtransaction", txid, 0))
+        except ChainError as e:
+            if _is_not_found(e):
+                return None
+            raise
+
+    def mempool_entry(self, txid: str) -> dict[str, Any] | None:
+        """The node's mempool entry (its own JSON fields), or None when not in the mempool."""
+        try:
+            entry = self.call("getmempoolentry", txid)
+        except ChainError as e:
+            if _is_not_found(e):
+                return None
+            raise
+        return dict(entry)
+
+    def send_raw_transaction(self, raw: bytes) -> str:
+        """Broadcast; the txid. A transaction already in the chain or mempool is a success.
+
+        ``TransactionRejected`` carries the node's reason; bcoin gives none, so a transaction it
+        took but holds neither in its mempool nor in its chain is rejected "without a reason".
+        """
+        try:
+            txid = str(self.call("sendrawtransaction", raw.hex()))
+        except ChainError as e:
+            if isinstance(e, ChainUnavailable):
+                raise
+            if e.code == RPC_VERIFY_ALREADY_IN_CHAIN:
+                return Transaction.parse(raw).txid_hex
+            raise TransactionRejected(e.code, e.message) from None
+        deadline = time.monotonic() + ACCEPT_WAIT_SECONDS
+        while not self._holds(txid):
+            if time.monotonic() > deadline:
+                raise TransactionRejected(
+                    RPC_VERIFY_REJECTED,
+                    f"sendrawtransaction: the node answered {txid} but holds it neither in its "
+                    "mempool nor in its chain (it gave no reason; see its log)",
+                )
+            time.sleep(0.02)
+        return txid
+
+    def _holds(self, txid: str) -> bool:
+        return self.mempool_entry(txid) is not None or self.raw_transaction(txid) is not None
+
+    def estimate_fee_rate(self, target: int, floor: int, ceiling: int) -> int:
+        """The node's fee estimate for confirmation within ``target`` blocks, in satoshis per
+        1000 vB, clamped to ``floor..ceiling``; ``floor`` when the node has no estimate (as on
+        regtest)."""
+        if not 0 <= floor <= ceiling:
+            raise ValueError(
+                f"fee floor {floor} and ceiling {ceiling} must be 0 <= floor <= ceiling"
+            )
+        answer = self.call("estimatesmartfee", target)
+        btc_per_kvb = answer.get("feerate", answer.get("fee"))  # Core: feerate; bcoin: fee
+        if btc_per_kvb is None or btc_per_kvb <= 0:
+            return floor
+        rate = int((Decimal(btc_per_kvb) * COIN).to_integral_value(rounding=ROUND_CEILING))
+        return max(floor, min(ceiling, rate))

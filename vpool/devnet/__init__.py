@@ -1,0 +1,1 @@
+"""Development networks for the tests and the demo: a bcoin regtest node and a wallet to fund."""
