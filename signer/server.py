@@ -13,13 +13,11 @@ import logging
 import signal
 import threading
 import time
-from concurrent import futures
 from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1.health import HealthServicer
 
 from signer.audit import AuditLog, audit_path
 from signer.backends import open_backend
@@ -27,6 +25,7 @@ from signer.config import ConfigError, ServerConfig, SignerConfig, load_config
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
 from signer.state import SignerState
+from vpool.rpc import add_health_and_reflection, make_server, mutual_tls
 from vpool.tls import TlsError, load_certificate, peer_identity
 from vpool.v1 import signer_pb2, signer_pb2_grpc
 
@@ -54,11 +53,10 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
         backend = open_backend(config.backend, config.network)
         stack.callback(backend.close)
         service = SignerService(config, backend, state, audit, time.time)
-        health_service = health.HealthServicer()
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
-        server, address = _start(config, service, health_service, gatekeeper)
+        server, address, health_service = _start(config, service, gatekeeper)
         print(f"vpool-signer {config.signer_id} serving on {address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
@@ -73,27 +71,13 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
 
 
 def _start(
-    config: SignerConfig,
-    service: SignerService,
-    health_service: health.HealthServicer,
-    gatekeeper: Gatekeeper,
-) -> tuple[grpc.Server, str]:
-    """A started server and the address it listens on."""
+    config: SignerConfig, service: SignerService, gatekeeper: Gatekeeper
+) -> tuple[grpc.Server, str, HealthServicer]:
+    """A started server, the address it listens on, and its health service."""
     settings = config.server
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="rpc"),
-        interceptors=[gatekeeper],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-        ],
-    )
+    server = make_server(gatekeeper, settings.max_message_bytes, _WORKERS)
     signer_pb2_grpc.add_SignerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
-    for name in ("", SERVICE_NAME):
-        health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_service = add_health_and_reflection(server, (SERVICE_NAME,))
     try:
         if settings.insecure_dev:
             log.warning(
@@ -108,7 +92,7 @@ def _start(
         raise ConfigError(f"server.listen: cannot listen on {settings.listen}: {e}") from None
     server.start()
     host = settings.listen.rsplit(":", 1)[0]
-    return server, f"{host}:{port}"
+    return server, f"{host}:{port}", health_service
 
 
 def _credentials(signer_id: str, settings: ServerConfig) -> grpc.ServerCredentials:
@@ -124,8 +108,4 @@ def _credentials(signer_id: str, settings: ServerConfig) -> grpc.ServerCredentia
             f"server.cert: the certificate is for {identity[0]}/{identity[1]}, "
             f"not signer/{signer_id}"
         )
-    return grpc.ssl_server_credentials(
-        [(settings.key.read_bytes(), cert)],
-        root_certificates=settings.ca.read_bytes(),
-        require_client_auth=True,
-    )
+    return mutual_tls(cert, settings.key.read_bytes(), settings.ca.read_bytes())

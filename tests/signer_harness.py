@@ -194,14 +194,17 @@ def _toml_value(value: Any) -> str:
 
 
 class Process:
-    """A ``python -m signer.cli`` subprocess that prints one ready line on stdout."""
+    """A ``python -m <module>`` subprocess (``signer.cli`` by default) that prints one ready
+    line on stdout."""
 
-    def __init__(self, args: Sequence[str], log: Path, ready: re.Pattern[str]) -> None:
+    def __init__(
+        self, args: Sequence[str], log: Path, ready: re.Pattern[str], module: str = "signer.cli"
+    ) -> None:
         self.log = log
         env = {**os.environ, PASSPHRASE_ENV: PASSPHRASE, "PYTHONUNBUFFERED": "1"}
         with log.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "signer.cli", *args],
+                [sys.executable, "-m", module, *args],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

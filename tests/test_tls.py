@@ -198,3 +198,8 @@ def test_cli_issue_with_a_damaged_ca_key_fails_cleanly(
     (tmp_path / "ca.key").write_text("garbage\n")
     assert main(["certs", "issue", "--dir", str(tmp_path), "--role", "admin", "--name", "a"]) == 1
     assert "not an unencrypted EC private key" in capsys.readouterr().err
+
+
+def test_a_certificate_is_valid_for_its_own_name(ca: CA) -> None:
+    cert = issue(ca, "signer", "signer-7")
+    policy(ca).build_server_verifier(DNSName("signer-7")).verify(cert, [])

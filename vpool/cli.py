@@ -9,7 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from vpool import tls
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from vpool import commands, tls
 
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this long before they are made, so peers with slow clocks accept them."""
@@ -67,13 +71,206 @@ def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.set_defaults(handler=_certs_issue)
 
 
+# --- talking to the coordinator ---------------------------------------------------------------
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    return commands.open_channel(args.coordinator, args.cert, args.key, args.ca, args.tls_name)
+
+
+def _show(message: Message, indent: int | None = 2) -> None:
+    """A message as JSON (field names as in the proto; bytes in base64)."""
+    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=indent))
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(
+            commands.withdraw(
+                channel, args.request_id, args.address, args.amount, args.extra_fee, args.timeout
+            )
+        )
+    return 0
+
+
+def _withdrawal_get(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.get_withdrawal(channel, args.request_id, args.timeout))
+    return 0
+
+
+def _withdrawal_list(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(
+            commands.list_withdrawals(
+                channel, args.status, args.page_size, args.page_token, args.timeout
+            )
+        )
+    return 0
+
+
+def _withdrawal_cancel(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.cancel_withdrawal(channel, args.request_id, args.timeout))
+    return 0
+
+
+def _withdrawal_watch(args: argparse.Namespace) -> int:
+    """One JSON line per event until interrupted; resume with --after-cursor."""
+    with _channel(args) as channel:
+        try:
+            for event in commands.watch_withdrawals(channel, args.after_cursor):
+                _show(event, indent=None)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _pool_status(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.pool_status(channel, args.timeout))
+    return 0
+
+
+def _fees(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.fee_statement(channel, args.page_size, args.page_token, args.timeout))
+    return 0
+
+
+def _admin_rounds(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.list_rounds(channel, args.page_size, args.page_token, args.timeout))
+    return 0
+
+
+def _admin_round(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.get_round(channel, args.round_id, args.timeout))
+    return 0
+
+
+def _admin_run_round(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.run_round(channel, args.timeout))
+    return 0
+
+
+def _admin_pause(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.pause_rounds(channel, args.timeout))
+    return 0
+
+
+def _admin_resume(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.resume_rounds(channel, args.timeout))
+    return 0
+
+
+def _admin_add_series(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        _show(commands.add_series(channel, args.series_id, args.receive, args.change, args.timeout))
+    return 0
+
+
+def _connection() -> argparse.ArgumentParser:
+    """The options every coordinator command takes."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection")
+    group.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="its address")
+    group.add_argument("--cert", type=Path, required=True, help="your certificate (PEM)")
+    group.add_argument("--key", type=Path, required=True, help="your private key (PEM)")
+    group.add_argument("--ca", type=Path, required=True, help="the pool's CA certificate")
+    group.add_argument("--tls-name", help="the name in the coordinator's certificate, if not HOST")
+    group.add_argument(
+        "--timeout", type=float, default=commands.DEFAULT_TIMEOUT, help="seconds per call"
+    )
+    return parent
+
+
+def _paging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--page-size", type=int, default=0, help="at most this many (max 1000)")
+    parser.add_argument("--page-token", default="", help="next_page_token of the previous page")
+
+
+def _add_client_commands(
+    subcommands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parent: argparse.ArgumentParser,
+) -> None:
+    withdraw = subcommands.add_parser("withdraw", parents=[parent], help="request a withdrawal")
+    withdraw.add_argument("--request-id", required=True, help="your id for it (idempotency key)")
+    withdraw.add_argument("--address", required=True, help="destination address")
+    withdraw.add_argument("--amount", type=int, required=True, help="satoshis to pay")
+    withdraw.add_argument("--extra-fee", type=int, default=0, help="satoshis added to the fee")
+    withdraw.set_defaults(handler=_withdraw)
+
+    group = subcommands.add_parser("withdrawal", help="your withdrawals")
+    sub = group.add_subparsers(dest="withdrawal_command", metavar="ACTION", required=True)
+    for name, handler, help_text in (
+        ("get", _withdrawal_get, "one withdrawal"),
+        ("cancel", _withdrawal_cancel, "cancel a withdrawal that is not in a round yet"),
+    ):
+        action = sub.add_parser(name, parents=[parent], help=help_text)
+        action.add_argument("--request-id", required=True, help="your id for it")
+        action.set_defaults(handler=handler)
+    listing = sub.add_parser("list", parents=[parent], help="your withdrawals, newest first")
+    listing.add_argument(
+        "--status", action="append", default=[], choices=sorted(commands.STATUS_NAMES),
+        help="only this status (repeatable)",
+    )  # fmt: skip
+    _paging(listing)
+    listing.set_defaults(handler=_withdrawal_list)
+    watch = sub.add_parser("watch", parents=[parent], help="follow status changes (JSON lines)")
+    watch.add_argument("--after-cursor", type=int, default=0, help="the last cursor you saw")
+    watch.set_defaults(handler=_withdrawal_watch)
+
+    pool = subcommands.add_parser("pool", help="the pool")
+    pool_sub = pool.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
+    status = pool_sub.add_parser("status", parents=[parent], help="balances, signers, queue")
+    status.set_defaults(handler=_pool_status)
+
+    fees = subcommands.add_parser("fees", parents=[parent], help="your share of each network fee")
+    _paging(fees)
+    fees.set_defaults(handler=_fees)
+
+
+def _add_admin_commands(
+    subcommands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parent: argparse.ArgumentParser,
+) -> None:
+    admin = subcommands.add_parser("admin", help="operator commands (an admin certificate)")
+    sub = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    rounds = sub.add_parser("rounds", parents=[parent], help="rounds, newest first")
+    _paging(rounds)
+    rounds.set_defaults(handler=_admin_rounds)
+    one = sub.add_parser("round", parents=[parent], help="one round in full")
+    one.add_argument("--round-id", required=True, help="the manifest hash (hex)")
+    one.set_defaults(handler=_admin_round)
+    for name, handler, help_text in (
+        ("run-round", _admin_run_round, "run a round now"),
+        ("pause", _admin_pause, "start no new rounds"),
+        ("resume", _admin_resume, "start rounds again"),
+    ):
+        sub.add_parser(name, parents=[parent], help=help_text).set_defaults(handler=handler)
+    series = sub.add_parser("add-series", parents=[parent], help="add the new active series")
+    series.add_argument("--series-id", type=int, required=True, help="above every existing id")
+    series.add_argument("--receive", required=True, help="receive descriptor (/0/*)")
+    series.add_argument("--change", required=True, help="change descriptor (/1/*)")
+    series.set_defaults(handler=_admin_add_series)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpool",
         description="vpool client and operator tool.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_certs(commands)
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_certs(subcommands)
+    connection = _connection()
+    _add_client_commands(subcommands, connection)
+    _add_admin_commands(subcommands, connection)
     return parser
 
 
@@ -86,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
+    except grpc.RpcError as e:
+        print(f"vpool: error: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
     except (tls.TlsError, OSError) as e:
         print(f"vpool: error: {e}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -108,7 +108,10 @@ def issue_certificate(
         ]
     )
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(role, common_name))]
-    sans += [x509.DNSName(d) for d in dns_names]
+    # The name itself is always a DNS name of the certificate, so that a peer can be dialled by
+    # its name (the coordinator checks a signer's certificate against its configured tls_name).
+    names = [common_name, *(d for d in dns_names if d != common_name)]
+    sans += [x509.DNSName(d) for d in names]
     sans += [x509.IPAddress(ip) for ip in ip_addresses]
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] if role in SERVER_ROLES else []
     usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if role in CLIENT_ROLES else []

@@ -233,7 +233,10 @@ MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver would begin a transaction only at the first write, leaving the reads before it
+    # outside; take control of BEGIN (SQLAlchemy's documented recipe, with _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -242,11 +245,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    # SQLite transactions are serializable here: each holds the single writer lock from its first
+    # statement, so a read followed by a write (a round build, a resubmission, a cancel) can never
+    # be overtaken. Transactions are short; several coordinators need PostgreSQL anyway. Code must
+    # not open a second connection while it holds one (it would wait for itself).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``sqlite:///path`` or ``postgresql+psycopg://...``."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

@@ -128,6 +128,17 @@ def get_by_request(conn: Connection, client_id: str, request_id: str) -> Withdra
     return None if row is None else Withdrawal.from_row(row)
 
 
+def lock_request(conn: Connection, client_id: str, request_id: str) -> Withdrawal | None:
+    """``get_by_request`` with the row locked until the transaction ends (SELECT ... FOR UPDATE
+    on PostgreSQL; SQLite serializes writers anyway): check-then-set without a lost update."""
+    row = conn.execute(
+        select(withdrawals)
+        .where(and_(withdrawals.c.client_id == client_id, withdrawals.c.request_id == request_id))
+        .with_for_update()
+    ).first()
+    return None if row is None else Withdrawal.from_row(row)
+
+
 def list_for_client(
     conn: Connection,
     client_id: str,
@@ -165,6 +176,16 @@ def queue_length(conn: Connection) -> int:
     )
 
 
+def count_with_status(conn: Connection, statuses: Sequence[Status]) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(withdrawals)
+            .where(withdrawals.c.status.in_([s.value for s in statuses]))
+        ).scalar_one()
+    )
+
+
 def in_round(conn: Connection, round_seq: int) -> list[Withdrawal]:
     rows = conn.execute(
         select(withdrawals).where(withdrawals.c.round_seq == round_seq).order_by(withdrawals.c.id)
@@ -191,6 +212,10 @@ def set_status(
         current = get_by_id(conn, withdrawal_id)
         if current is None:
             raise KeyError(f"no withdrawal {withdrawal_id}")
+        if current.status in FINAL and status is not current.status:
+            raise ValueError(
+                f"withdrawal {withdrawal_id} is {current.status.value}, which is final"
+            )
         new_round = None if clear_round else (current.round_seq if round_seq is None else round_seq)
         new_split = current.split if split is None else split
         if (current.status, current.reason, current.round_seq, current.split) == (

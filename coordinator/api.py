@@ -1,0 +1,471 @@
+"""The gRPC services: ``CoordinatorService`` for clients, ``AdminService`` for operators.
+
+The proto's comments are the specification. Callers are authorized before a method runs
+(coordinator.server): a method reads the caller's name from its certificate, and a client only
+ever sees its own withdrawals and fees. Bad input raises ``RpcFailure`` INVALID_ARGUMENT naming
+the field, before any write; every write is one transaction, and a withdrawal's change wakes
+the WatchWithdrawals streams (coordinator.watch).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import grpc
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from coordinator import validation, views
+from coordinator.config import CoordinatorConfig
+from coordinator.health import HealthBoard, quorum
+from coordinator.scheduler import Outcome, RoundBusy, RoundsPaused
+from coordinator.signers import Failure, SignerCallError
+from coordinator.store import chain as cstore
+from coordinator.store import rounds as rstore
+from coordinator.store import withdrawals as wstore
+from coordinator.store.fees import fee_notices
+from coordinator.store.schema import transaction
+from coordinator.store.settings import rounds_paused, set_rounds_paused
+from coordinator.watch import ChangeSignal
+from pool.descriptor import MultisigDescriptor
+from pool.errors import VpoolError
+from pool.networks import Network
+from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from vpool.rpc import RpcFailure, caller_identity, invalid
+from vpool.v1 import coordinator_pb2, coordinator_pb2_grpc, signer_pb2
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+WATCH_BATCH = 100
+"""Events read from the store at a time by a WatchWithdrawals stream."""
+MAX_WATCHES = 32
+"""WatchWithdrawals streams at once (each holds a server thread); more: RESOURCE_EXHAUSTED."""
+_MAX_CURSOR = 2**63 - 1
+
+
+def _caller_name(context: Any) -> str:
+    """The name in the caller's certificate (the gatekeeper has checked its role)."""
+    return caller_identity(context)[1]
+
+
+def _no_withdrawal(request_id: str) -> RpcFailure:
+    return RpcFailure(
+        grpc.StatusCode.NOT_FOUND, f"request_id: you have no withdrawal {request_id!r}"
+    )
+
+
+def _differences(old: wstore.Withdrawal, new: validation.WithdrawalBody) -> list[str]:
+    """The fields in which a resubmitted withdrawal differs from the stored one."""
+    fields = (
+        ("address", old.script_pubkey, new.script_pubkey),
+        ("amount_sat", old.amount, new.amount),
+        ("extra_fee_sat", old.extra_fee, new.extra_fee),
+    )
+    return [name for name, before, after in fields if before != after]
+
+
+class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
+    """What clients call; see proto/vpool/v1/coordinator.proto."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        engine: Engine,
+        board: HealthBoard,
+        changes: ChangeSignal,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._engine = engine
+        self._board = board
+        self._changes = changes
+        self._clock = clock
+        self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
+
+    def SubmitWithdrawal(
+        self, request: coordinator_pb2.SubmitWithdrawalRequest, context: Any
+    ) -> coordinator_pb2.Withdrawal:
+        body = validation.withdrawal(request, self._config.pool, self._config.network)
+        client_id = _caller_name(context)
+        try:
+            stored, message = self._submit(client_id, body)
+        except IntegrityError:
+            # The same request id arrived twice at once and the other call stored it first.
+            stored, message = self._submit(client_id, body)
+        differing = _differences(stored, body)
+        if differing:
+            raise RpcFailure(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"request_id: {body.request_id!r} was submitted before with another "
+                f"{', '.join(differing)}",
+            )
+        return message
+
+    def _submit(
+        self, client_id: str, body: validation.WithdrawalBody
+    ) -> tuple[wstore.Withdrawal, coordinator_pb2.Withdrawal]:
+        """The stored withdrawal of the request id, inserting it when there is none."""
+        with transaction(self._engine) as conn:
+            stored = wstore.get_by_request(conn, client_id, body.request_id)
+            created = stored is None
+            if stored is None:
+                stored = wstore.insert_withdrawal(
+                    conn,
+                    client_id=client_id,
+                    request_id=body.request_id,
+                    address=body.address,
+                    script_pubkey=body.script_pubkey,
+                    amount=body.amount,
+                    extra_fee=body.extra_fee,
+                    now=self._clock(),
+                )
+            message = views.WithdrawalViews(conn).message(stored)
+        if created:
+            log.info("client %s: withdrawal %r queued", client_id, body.request_id)
+            self._changes.notify()
+        return stored, message
+
+    def GetWithdrawal(
+        self, request: coordinator_pb2.GetWithdrawalRequest, context: Any
+    ) -> coordinator_pb2.Withdrawal:
+        request_id = validation.request_id(request.request_id)
+        with self._engine.connect() as conn:
+            found = wstore.get_by_request(conn, _caller_name(context), request_id)
+            if found is None:
+                raise _no_withdrawal(request_id)
+            return views.WithdrawalViews(conn).message(found)
+
+    def ListWithdrawals(
+        self, request: coordinator_pb2.ListWithdrawalsRequest, context: Any
+    ) -> coordinator_pb2.ListWithdrawalsResponse:
+        statuses = []
+        for i, code in enumerate(request.statuses):
+            if code not in views.STATUS_OF_CODE:
+                raise invalid(f"statuses[{i}]", f"unknown withdrawal status {code}")
+            statuses.append(views.STATUS_OF_CODE[code])
+        size = validation.page_size(request.page_size)
+        before = validation.int_page_token(request.page_token)
+        with self._engine.connect() as conn:
+            found = wstore.list_for_client(conn, _caller_name(context), statuses, size + 1, before)
+            page = found[:size]
+            build = views.WithdrawalViews(conn)
+            response = coordinator_pb2.ListWithdrawalsResponse(
+                withdrawals=[build.message(w) for w in page]
+            )
+        if len(found) > size:
+            response.next_page_token = validation.encode_page_token(str(page[-1].id))
+        return response
+
+    def CancelWithdrawal(
+        self, request: coordinator_pb2.CancelWithdrawalRequest, context: Any
+    ) -> coordinator_pb2.Withdrawal:
+        request_id = validation.request_id(request.request_id)
+        client_id = _caller_name(context)
+        with transaction(self._engine) as conn:
+            found = wstore.lock_request(conn, client_id, request_id)
+            if found is None:
+                raise _no_withdrawal(request_id)
+            changed = found.status in wstore.QUEUED
+            if changed:
+                wstore.set_status(
+                    conn, [found.id], wstore.Status.CANCELLED, self._clock(), detail="by the client"
+                )
+            elif found.status is not wstore.Status.CANCELLED:
+                raise RpcFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"request_id: withdrawal {request_id!r} is {found.status.value}; only "
+                    "pending or deferred withdrawals can be cancelled",
+                )
+            cancelled = wstore.get_by_id(conn, found.id)
+            assert cancelled is not None
+            message = views.WithdrawalViews(conn).message(cancelled)
+        if changed:
+            log.info("client %s: withdrawal %r cancelled", client_id, request_id)
+            self._changes.notify()
+        return message
+
+    def WatchWithdrawals(
+        self, request: coordinator_pb2.WatchWithdrawalsRequest, context: Any
+    ) -> Iterator[coordinator_pb2.WithdrawalEvent]:
+        """Streams until the client goes away or the server stops; see coordinator.watch.
+
+        Each event carries the status it recorded and the withdrawal as it is when the event is
+        sent (not as it was then): a client catching up sees the current round, outputs and
+        confirmations with every old event.
+        """
+        client_id = _caller_name(context)
+        if not self._watch_slots.acquire(blocking=False):
+            raise RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_WATCHES} WatchWithdrawals streams are open; retry later",
+            )
+        try:
+            yield from self._watch(client_id, min(request.after_cursor, _MAX_CURSOR), context)
+        finally:
+            self._watch_slots.release()
+
+    def _watch(
+        self, client_id: str, cursor: int, context: Any
+    ) -> Iterator[coordinator_pb2.WithdrawalEvent]:
+        context.add_callback(self._changes.notify)  # wakes this stream when the client leaves
+        while context.is_active() and not self._changes.closed:
+            seen = self._changes.generation
+            with self._engine.connect() as conn:
+                events = wstore.events_after(conn, client_id, cursor, WATCH_BATCH)
+                build = views.WithdrawalViews(conn)
+                messages = [build.event(event) for event in events]
+            yield from messages
+            if events:
+                cursor = events[-1].cursor
+            if len(events) < WATCH_BATCH:
+                self._changes.wait(seen)
+
+    def GetPoolStatus(
+        self, request: coordinator_pb2.GetPoolStatusRequest, context: Any
+    ) -> coordinator_pb2.PoolStatus:
+        network, pool = self._config.network, self._config.pool
+        with self._engine.connect() as conn:
+            tip = views.tip_height(conn)
+            series = cstore.all_series(conn, network)
+            balances = cstore.balances(
+                conn, tip, pool.min_conf, coinbase_maturity=pool.coinbase_maturity
+            )
+            queue = wstore.queue_length(conn)
+            last = rstore.list_rounds(conn, 1)
+            paused = rounds_paused(conn)
+        signers = self._board.snapshot()
+        active = next((s for s in series if s.state is SeriesState.ACTIVE), None)
+        status = coordinator_pb2.PoolStatus(
+            network=views.network_code(network),
+            tip_height=tip,
+            series=[views.series_balance(s, balances[s.id]) for s in series],
+            signers=[views.signer_health(s) for s in signers],
+            quorum=quorum(active, signers),
+            queue_length=queue,
+            rounds_paused=paused,
+        )
+        if last:
+            status.last_round.CopyFrom(views.round_summary(last[0]))
+        return status
+
+    def GetFeeStatement(
+        self, request: coordinator_pb2.GetFeeStatementRequest, context: Any
+    ) -> coordinator_pb2.FeeStatement:
+        size = validation.page_size(request.page_size)
+        after = _fee_position(validation.decode_page_token(request.page_token))
+        with self._engine.connect() as conn:
+            found = fee_notices(conn, _caller_name(context), size + 1, after)
+        page = found[:size]
+        statement = coordinator_pb2.FeeStatement(
+            notices=[
+                coordinator_pb2.FeeNotice(
+                    round_id=n.round_id, txid=n.txid, fee_sat=n.amount, at_unix=int(n.at)
+                )
+                for n in page
+            ],
+            total_sat=sum(n.amount for n in page),
+        )
+        if len(found) > size:
+            last = page[-1]
+            statement.next_page_token = validation.encode_page_token(
+                f"{last.round_seq}:{last.txid}"
+            )
+        return statement
+
+
+def _fee_position(position: str | None) -> tuple[int, str] | None:
+    """``(round_seq, txid)`` of a fee statement page token's position."""
+    if position is None:
+        return None
+    seq, sep, txid = position.partition(":")
+    if not (sep and seq.isdigit() and txid):
+        raise invalid("page_token", "not a token returned by this service")
+    return int(seq), txid
+
+
+class RoundRunner(Protocol):
+    """The part of ``coordinator.scheduler.RoundScheduler`` that RunRoundNow uses."""
+
+    def run_now(self) -> Outcome: ...
+
+
+class SeriesSigners(Protocol):
+    """The part of ``coordinator.signers.SignerPool`` that AddSeries uses."""
+
+    @property
+    def signer_ids(self) -> tuple[str, ...]: ...
+
+    def get_info(self, signer_id: str, timeout: float) -> signer_pb2.SignerInfo: ...
+
+    def register_series(
+        self, signer_id: str, network: Network, series: Series, timeout: float
+    ) -> signer_pb2.RegisterSeriesResponse: ...
+
+
+class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
+    """What the pool's operators call; see proto/vpool/v1/coordinator.proto."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        engine: Engine,
+        runner: RoundRunner,
+        signers: SeriesSigners,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._engine = engine
+        self._runner = runner
+        self._signers = signers
+        self._clock = clock
+
+    def ListRounds(
+        self, request: coordinator_pb2.ListRoundsRequest, context: Any
+    ) -> coordinator_pb2.ListRoundsResponse:
+        size = validation.page_size(request.page_size)
+        before = validation.int_page_token(request.page_token)
+        with self._engine.connect() as conn:
+            found = rstore.list_rounds(conn, size + 1, before)
+            page = found[:size]
+            response = coordinator_pb2.ListRoundsResponse(
+                rounds=[views.round_summary(r) for r in page]
+            )
+            if len(found) > size:
+                seq = rstore.round_seq_of(conn, page[-1].round_id)
+                response.next_page_token = validation.encode_page_token(str(seq))
+        return response
+
+    def GetRound(
+        self, request: coordinator_pb2.GetRoundRequest, context: Any
+    ) -> coordinator_pb2.Round:
+        if not request.round_id:
+            raise invalid("round_id", "missing")
+        with self._engine.connect() as conn:
+            view = rstore.round_view(conn, request.round_id.lower())
+            if view is None:
+                raise RpcFailure(
+                    grpc.StatusCode.NOT_FOUND, f"round_id: no round {request.round_id!r}"
+                )
+            return views.round_message(view, views.tip_height(conn))
+
+    def RunRoundNow(
+        self, request: coordinator_pb2.RunRoundNowRequest, context: Any
+    ) -> coordinator_pb2.RunRoundNowResponse:
+        log.info("admin %s: run a round now", _caller_name(context))
+        try:
+            outcome = self._runner.run_now()
+        except (RoundsPaused, RoundBusy) as e:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
+        except Exception as e:
+            log.exception("RunRoundNow: the round failed")
+            raise RpcFailure(
+                grpc.StatusCode.INTERNAL,
+                f"the round failed ({e.__class__.__name__}); the coordinator's log says why",
+            ) from None
+        return coordinator_pb2.RunRoundNowResponse(
+            round_id=outcome.round_id or "", detail=outcome.detail
+        )
+
+    def PauseRounds(
+        self, request: coordinator_pb2.PauseRoundsRequest, context: Any
+    ) -> coordinator_pb2.RoundsState:
+        return self._set_paused(True, context)
+
+    def ResumeRounds(
+        self, request: coordinator_pb2.ResumeRoundsRequest, context: Any
+    ) -> coordinator_pb2.RoundsState:
+        return self._set_paused(False, context)
+
+    def _set_paused(self, paused: bool, context: Any) -> coordinator_pb2.RoundsState:
+        with transaction(self._engine) as conn:
+            set_rounds_paused(conn, paused)
+        log.info("admin %s: rounds %s", _caller_name(context), "paused" if paused else "resumed")
+        return coordinator_pb2.RoundsState(paused=paused)
+
+    def AddSeries(
+        self, request: coordinator_pb2.AddSeriesRequest, context: Any
+    ) -> coordinator_pb2.SeriesInfo:
+        series = self._parse_series(request)
+        with self._engine.connect() as conn:
+            self._check_new_id(conn, series.id)
+        self._register_on_signers(series)
+        network = self._config.network
+        with transaction(self._engine) as conn:
+            self._check_new_id(conn, series.id)
+            try:
+                cstore.add_series(
+                    conn,
+                    series.id,
+                    request.receive_descriptor,
+                    request.change_descriptor,
+                    SeriesState.ACTIVE,
+                    network,
+                    self._clock(),
+                )
+            except cstore.SeriesExists as e:
+                raise RpcFailure(grpc.StatusCode.ALREADY_EXISTS, str(e)) from None
+            cstore.ensure_lookahead(conn, network, self._config.pool.address_lookahead)
+        log.info("admin %s: series %d added and active", _caller_name(context), series.id)
+        return coordinator_pb2.SeriesInfo(
+            series_id=series.id,
+            state=SeriesState.ACTIVE.value,
+            receive_descriptor=series.descriptor(RECEIVE).to_string(network),
+            change_descriptor=series.descriptor(CHANGE).to_string(network),
+        )
+
+    def _parse_series(self, request: coordinator_pb2.AddSeriesRequest) -> Series:
+        network = self._config.network
+        for field in ("receive_descriptor", "change_descriptor"):
+            text = getattr(request, field)
+            if not text:
+                raise invalid(field, "missing")
+            try:
+                MultisigDescriptor.parse(text, network)
+            except VpoolError as e:
+                raise invalid(field, str(e)) from None
+        try:
+            return Series.from_descriptors(
+                request.series_id,
+                request.receive_descriptor,
+                request.change_descriptor,
+                SeriesState.ACTIVE,
+                network,
+            )
+        except VpoolError as e:
+            raise invalid("change_descriptor", str(e)) from None
+
+    def _check_new_id(self, conn: Connection, series_id: int) -> None:
+        known = [s.id for s in cstore.all_series(conn, self._config.network)]
+        if known and series_id <= max(known):
+            raise invalid("series_id", f"must be greater than {max(known)}, the newest series")
+
+    def _register_on_signers(self, series: Series) -> None:
+        """Register the series on each configured signer that holds one of its keys; every key
+        must have such a signer. Nothing is stored when one of them fails."""
+        timeout = self._config.rounds.sign_deadline_seconds
+        holders = {key.origin.fingerprint.hex() for key in series.keys}
+        registered: set[str] = set()
+        for signer_id in self._signers.signer_ids:
+            try:
+                fingerprint = self._signers.get_info(signer_id, timeout).master_fingerprint
+                if fingerprint in holders:
+                    self._signers.register_series(signer_id, self._config.network, series, timeout)
+                    registered.add(fingerprint)
+            except SignerCallError as e:
+                code = (
+                    grpc.StatusCode.UNAVAILABLE
+                    if e.error.failure in (Failure.DOWN, Failure.TIMEOUT)
+                    else grpc.StatusCode.FAILED_PRECONDITION
+                )
+                raise RpcFailure(code, f"{e}; the series was not added") from None
+        missing = sorted(holders - registered)
+        if missing:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"no configured signer holds the key(s) with fingerprint {', '.join(missing)}; "
+                "the series was not added",
+            )

@@ -1,0 +1,184 @@
+"""The coordinator daemon: the store, the chain, the signers, the rounds and the API, wired.
+
+``serve`` opens (and migrates) the store, creates the configured series on first start, serves
+the API, and runs one background loop: follow the chain (scanner), follow the open rounds
+(track), check the signers' health every ``HEALTH_SECONDS``, and start a round when one is due.
+Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
+ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
+(every step of a round is persisted before its side effect).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from coordinator.api import AdminApi, CoordinatorApi
+from coordinator.chain import BitcoinRPC, ChainError
+from coordinator.config import ConfigError, CoordinatorConfig, load_config
+from coordinator.health import HealthBoard
+from coordinator.rounds import RoundEngine
+from coordinator.scanner import Scanner
+from coordinator.scheduler import RoundScheduler
+from coordinator.server import start_server
+from coordinator.signers import SignerPool
+from coordinator.store import chain as cstore
+from coordinator.store.schema import make_engine, migrate, transaction
+from coordinator.watch import ChangeSignal
+from pool.errors import VpoolError
+from pool.series import SeriesState
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0
+"""On shutdown: how long running calls, and the loop's current step, may take to finish."""
+HEALTH_SECONDS = 10.0
+"""Interval of the signers' health checks."""
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+def open_store(config: CoordinatorConfig) -> Engine:
+    """The migrated store; an SQLite file's directory is created when missing."""
+    if config.database_url.startswith("sqlite"):
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config.database_url)
+    version = migrate(engine)
+    log.info("store %s at schema version %d", engine.url.render_as_string(), version)
+    return engine
+
+
+def create_series(config: CoordinatorConfig, engine: Engine, now: float) -> None:
+    """On a store without series: the configured ones (the highest id active, the others
+    retiring). Later series come through AdminService.AddSeries only."""
+    with transaction(engine) as conn:
+        known = {s.id for s in cstore.all_series(conn, config.network)}
+        if not known:
+            ordered = sorted(enumerate(config.series), key=lambda item: item[1].id)
+            for position, (i, entry) in enumerate(ordered, 1):
+                state = SeriesState.ACTIVE if position == len(ordered) else SeriesState.RETIRING
+                try:
+                    cstore.add_series(
+                        conn, entry.id, entry.receive, entry.change, state, config.network, now
+                    )
+                except VpoolError as e:
+                    raise ConfigError(f"series[{i}]: {e}") from None
+                log.info("series %d created (%s)", entry.id, state.value)
+        else:
+            for entry in config.series:
+                if entry.id not in known:
+                    log.warning(
+                        "series %d of the configuration is not in the store: the configuration "
+                        "creates series on the first start only; use AdminService.AddSeries",
+                        entry.id,
+                    )
+        cstore.ensure_lookahead(conn, config.network, config.pool.address_lookahead)
+
+
+class Loop:
+    """The background thread: scan, track, health checks, rounds; see the module docstring."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        scanner: Scanner,
+        scheduler: RoundScheduler,
+        signers: SignerPool,
+        board: HealthBoard,
+        changes: ChangeSignal,
+    ) -> None:
+        self._poll = config.chain.poll_seconds
+        self._scanner = scanner
+        self._scheduler = scheduler
+        self._signers = signers
+        self._board = board
+        self._changes = changes
+        self._failing: dict[str, str] = {}
+        """What each failing step last failed with."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="coordinator-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Ask the loop to stop and wait up to ``timeout`` seconds for its current step."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning(
+                "the loop is still busy after %g s; exiting (it resumes next start)", timeout
+            )
+
+    def _run(self) -> None:
+        self._step("resuming rounds", self._scheduler.resume)
+        next_health = 0.0
+        while not self._stop.is_set():
+            self._step("scanning the chain", self._scanner.sync)
+            self._changes.notify()
+            if time.monotonic() >= next_health:
+                self._step("checking signers", self._check_signers)
+                next_health = time.monotonic() + HEALTH_SECONDS
+            self._step("running rounds", self._scheduler.tick)
+            self._stop.wait(self._poll)
+
+    def _check_signers(self) -> None:
+        self._board.check(self._signers, HEALTH_TIMEOUT_SECONDS, time.time())
+
+    def _step(self, what: str, step: Callable[[], object]) -> None:
+        """Run one step; a failure is logged (once while it repeats) and the loop goes on."""
+        try:
+            step()
+        except Exception as e:
+            failure = f"{e.__class__.__name__}: {e}"
+            if self._failing.get(what) != failure:
+                self._failing[what] = failure
+                if isinstance(e, ChainError):
+                    log.warning("%s: chain backend: %s", what, e)
+                else:
+                    log.exception("%s failed", what)
+            return
+        if self._failing.pop(what, None) is not None:
+            log.info("%s: working again", what)
+
+
+def serve(config_path: Path) -> int:
+    """Run the coordinator until SIGTERM or SIGINT; the exit status."""
+    config = load_config(config_path)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with ExitStack() as stack:
+        engine = open_store(config)
+        stack.callback(engine.dispose)
+        create_series(config, engine, time.time())
+        chain = BitcoinRPC.from_config(config.chain)
+        signers = stack.enter_context(SignerPool.from_config(config))
+        board = HealthBoard(signers.signer_ids)
+        changes = ChangeSignal()
+        stack.callback(changes.close)
+        rounds = RoundEngine(config, engine, chain, signers, time.time)
+        scheduler = RoundScheduler(rounds, engine, config.rounds, changes)
+        running = start_server(
+            config.server,
+            CoordinatorApi(config, engine, board, changes, time.time),
+            AdminApi(config, engine, scheduler, signers, time.time),
+        )
+        scanner = Scanner(
+            engine, chain, config.network, config.pool, start_height=config.chain.scan_start_height
+        )
+        loop = Loop(config, scanner, scheduler, signers, board, changes)
+        loop.start()
+        print(f"vpool-coordinator serving on {running.address}", flush=True)
+        stop.wait()
+        log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
+        changes.close()  # WatchWithdrawals streams end
+        running.stop(GRACE_SECONDS)
+        loop.stop(GRACE_SECONDS)
+    return 0

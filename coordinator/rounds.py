@@ -1,0 +1,754 @@
+"""The round engine: queued withdrawals → manifest → PSBTs → signatures → transactions → chain.
+
+One round, step by step; each step is committed to the store BEFORE its side effect:
+
+1. Build (one database transaction): the queued withdrawals, the eligible unreserved UTXOs, the
+   pinned tip, the fee rate and the change index make the manifest; ``pool.withdrawal``
+   builds the PSBTs. The round (status ``signing``), its transactions, withdrawal outputs and
+   fee shares are written, its inputs reserved, paid withdrawals moved to ``in_round``, the
+   others to ``deferred``, and the change index advanced. Nothing has left the process yet.
+2. Sign: every signer without a final answer is asked in parallel (``SignerPool``), each call
+   with its deadline; signers that are down or time out are asked again until the round
+   deadline. Every signature is verified against its input's BIP143 sighash before it is
+   stored; one bad signature makes the signer ``faulty`` for the round and all it sent is
+   ignored. Each answer is stored with the signer's outcome
+   (signed / refused / down / timeout / faulty).
+3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
+   is finalized and stored (status ``signed``; its withdrawals ``signed`` once all their
+   transactions are).
+4. When the signers are done: every transaction signed → broadcast. Otherwise, if signers
+   refused single requests, those withdrawals become ``rejected`` (final reasons) or
+   ``pending`` (transient ones), the round is abandoned and rebuilt once without them; else
+   the round is abandoned (inputs released, withdrawals back to ``pending``, its change
+   indexes given back, the detail says which signer failed how). m valid signatures on every
+   input win over any refusal: the pool is m-of-n. A round with a signed transaction is never
+   abandoned: its signed transactions are broadcast and it waits for the others.
+5. Broadcast: ``broadcast_at`` is stored (the intent), the transaction sent (a transaction the
+   node already knows counts as sent), then the status ``broadcast`` stored.
+
+``resume`` finishes what a previous process left open; ``track`` (after each scanner sync)
+moves transactions to ``confirmed`` and ``completed`` (at ``pool.maturation`` confirmations),
+back to ``broadcast`` when a reorganisation took them out of the chain (and sends them again),
+and withdrawals and rounds along with them.
+
+The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes).
+
+Test hook: when the environment variable ``VPOOL_CRASH_AT`` is ``after_round_persisted``,
+``after_signatures_persisted`` (m signatures of a transaction are stored, not yet finalized) or
+``after_broadcast`` (a transaction was sent, its status not yet stored), the process kills
+itself with SIGKILL at that point: the crash-safety tests restart it and check that nothing is
+lost or paid twice. Never set it in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from sqlalchemy import Connection, Engine
+
+from coordinator.chain import ChainError
+from coordinator.config import CoordinatorConfig
+from coordinator.signers import Failure, Refusal, SignResult
+from coordinator.store import chain as cstore
+from coordinator.store import rounds as rstore
+from coordinator.store import withdrawals as wstore
+from coordinator.store.rounds import (
+    FINAL_OUTCOMES,
+    TX_ORDER,
+    NewRound,
+    NewTransaction,
+    Outcome,
+    RoundRecord,
+    RoundStatus,
+    TxRecord,
+    TxStatus,
+)
+from coordinator.store.schema import transaction
+from coordinator.store.withdrawals import Status, Withdrawal
+from pool.errors import PsbtError
+from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
+from pool.psbt import Psbt
+from pool.roles import extract, finalize, verify_partial_sigs
+from pool.script import parse_multisig_script
+from pool.series import CHANGE, SeriesState
+from pool.withdrawal import PlannedTransaction, RequestStatus, RoundPlan, build_round
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "VPOOL_CRASH_AT"
+AFTER_ROUND_PERSISTED = "after_round_persisted"
+AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
+AFTER_BROADCAST = "after_broadcast"
+
+RETRY_PAUSE_SECONDS = 1.0
+"""Pause before asking signers that were down or timed out again (within the round deadline)."""
+
+FINAL_REQUEST_REASONS = frozenset(
+    {"REQUEST_LIMIT_EXCEEDED", "DESTINATION_DENIED", "DESTINATION_NOT_ALLOWED"}
+)
+"""Per-request refusal codes (signer/policy.py) that reject a withdrawal for good; any other
+per-request code is transient: the withdrawal goes back to the queue."""
+
+DEFERRED_REASON = "not enough confirmed pool funds after fees"
+
+_ROUND_OF_TX = {
+    TxStatus.UNSIGNED: RoundStatus.SIGNING,
+    TxStatus.SIGNED: RoundStatus.SIGNED,
+    TxStatus.BROADCAST: RoundStatus.BROADCAST,
+    TxStatus.CONFIRMED: RoundStatus.BROADCAST,
+    TxStatus.COMPLETED: RoundStatus.COMPLETED,
+}
+_WITHDRAWAL_OF_TX = {
+    TxStatus.SIGNED: Status.SIGNED,
+    TxStatus.BROADCAST: Status.BROADCAST,
+    TxStatus.CONFIRMED: Status.CONFIRMED,
+    TxStatus.COMPLETED: Status.COMPLETED,
+}
+_FOLLOWED = (Status.IN_ROUND, Status.SIGNED, Status.BROADCAST, Status.CONFIRMED)
+"""Withdrawal statuses that follow their transactions."""
+
+
+class RoundChain(Protocol):
+    """The part of the chain backend (``coordinator.chain.BitcoinRPC``) the engine uses."""
+
+    def tip(self) -> tuple[int, str]: ...
+
+    def estimate_fee_rate(self, target: int, floor: int, ceiling: int) -> int: ...
+
+    def send_raw_transaction(self, raw: bytes) -> str: ...
+
+
+class RoundSigners(Protocol):
+    """The part of ``coordinator.signers.SignerPool`` the engine uses."""
+
+    @property
+    def signer_ids(self) -> tuple[str, ...]: ...
+
+    def sign_round_each(
+        self,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        deadline: float,
+        signer_ids: Iterable[str] | None = None,
+    ) -> Iterable[tuple[str, SignResult]]: ...
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What ``run_round`` did: the round it ran (None when none) and why."""
+
+    round_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """A round being signed: its identity and the PSBTs as sent to the signers."""
+
+    record: RoundRecord
+    manifest_hash: bytes
+    psbts: tuple[Psbt, ...]
+    raw_psbts: tuple[bytes, ...]
+
+
+def crash_point(name: str) -> None:
+    """The test hook of the module docstring."""
+    if os.environ.get(CRASH_ENV) == name:
+        log.warning("%s=%s: killing this process", CRASH_ENV, name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class _RefusedRequest:
+    """The per-request refusals of one withdrawal in a round."""
+
+    final: bool
+    reasons: list[str]
+
+
+class RoundEngine:
+    """Builds, signs, broadcasts and follows rounds; see the module docstring."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        engine: Engine,
+        chain: RoundChain,
+        signers: RoundSigners,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._engine = engine
+        self._chain = chain
+        self._signers = signers
+        self._clock = clock
+
+    # ------------------------------------------------------------------------ entry points
+
+    def run_round(self) -> RoundOutcome:
+        """Finish the open rounds, then build, sign and broadcast a new one."""
+        self._finish_open_rounds()
+        try:
+            built = self._build(rebuilt_from=None)
+        except (ChainError, rstore.ReservationConflict) as exc:
+            return RoundOutcome(None, f"no round built: {exc}")
+        if isinstance(built, RoundOutcome):
+            return built
+        return self._drive(built)
+
+    def resume(self) -> list[RoundOutcome]:
+        """At start: finish, broadcast or abandon every round a previous process left open."""
+        return self._finish_open_rounds()
+
+    def track(self) -> None:
+        """After a scanner sync: confirmations, maturation and reorganisations."""
+        with self._engine.connect() as conn:
+            cursor = cstore.last_block(conn)
+            tracked = rstore.tracked_transactions(conn)
+        if cursor is not None:
+            for tx in tracked:
+                self._track_one(tx, cursor.height)
+
+    def _finish_open_rounds(self) -> list[RoundOutcome]:
+        with self._engine.connect() as conn:
+            records = rstore.open_rounds(conn)
+        done = []
+        for record in records:
+            if record.status is RoundStatus.SIGNING:
+                done.append(self._sign(record.seq))
+            elif record.status is RoundStatus.SIGNED:
+                sent = self._broadcast(record.seq)
+                done.append(RoundOutcome(record.round_id, f"{sent} transactions broadcast"))
+        return done
+
+    # ------------------------------------------------------------------------ 1. build
+
+    def _build(
+        self,
+        rebuilt_from: int | None,
+        before: Callable[[Connection, float], set[int]] | None = None,
+    ) -> int | RoundOutcome:
+        """Persist a new round (step 1); its seq, or why there is none.
+
+        ``before`` runs first in the same database transaction (a rebuild abandons the round it
+        replaces there) and names withdrawals to leave out of this round.
+        """
+        tip_height, tip_hash = self._chain.tip()
+        chain = self._config.chain
+        fee_rate = self._chain.estimate_fee_rate(
+            chain.fee_target_blocks, chain.fee_floor, chain.fee_ceiling
+        )
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            rstore.lock_for_build(conn)
+            exclude = before(conn, now) if before is not None else set()
+            queued = [w for w in wstore.queued(conn) if w.id not in exclude]
+            if not queued:
+                return RoundOutcome(None, "no withdrawals waiting")
+            manifest = self._manifest(conn, queued, tip_height, tip_hash, fee_rate)
+            if manifest is None:
+                return RoundOutcome(None, "the pool has no active series")
+            plan = build_round(manifest)
+            by_key = {(w.client_id, w.request_id): w for w in queued}
+            deferred = _defer(conn, plan, by_key, now)
+            if not plan.transactions:
+                return RoundOutcome(None, f"{deferred} withdrawals deferred: {DEFERRED_REASON}")
+            seq = _persist(conn, manifest, plan, by_key, rebuilt_from, now)
+        log.info(
+            "round %s built: %d transactions, %d inputs, %d withdrawals paid, %d deferred",
+            plan.manifest_hash.hex(),
+            len(plan.transactions),
+            sum(len(t.inputs) for t in plan.transactions),
+            len(queued) - deferred,
+            deferred,
+        )
+        return seq
+
+    def _manifest(
+        self,
+        conn: Connection,
+        queued: Sequence[Withdrawal],
+        tip_height: int,
+        tip_hash: str,
+        fee_rate: int,
+    ) -> Manifest | None:
+        """The manifest of the store at the pinned tip (None without an active series)."""
+        network, pool = self._config.network, self._config.pool
+        series = cstore.all_series(conn, network)
+        active = [s.id for s in series if s.state is SeriesState.ACTIVE]
+        if not active:
+            return None
+        return Manifest(
+            network=network.name,
+            series=tuple(series),
+            utxos=tuple(
+                cstore.eligible_utxos(conn, tip_height, pool.min_conf, pool.coinbase_maturity)
+            ),
+            tip_height=tip_height,
+            tip_hash=bytes.fromhex(tip_hash),
+            fee_rate=fee_rate,
+            change_index=((active[0], cstore.next_index(conn, active[0], CHANGE)),),
+            dust_limit=pool.dust_limit,
+            max_weight=pool.max_weight,
+            min_conf=pool.min_conf,
+            requests=tuple(
+                WithdrawalRequest(w.client_id, w.request_id, w.script_pubkey, w.amount, w.extra_fee)
+                for w in queued
+            ),
+        )
+
+    # ------------------------------------------------------------------------ 2-4. sign
+
+    def _drive(self, seq: int) -> RoundOutcome:
+        """Sign a freshly persisted round, then broadcast, rebuild or abandon it."""
+        crash_point(AFTER_ROUND_PERSISTED)
+        return self._sign(seq)
+
+    def _sign(self, seq: int) -> RoundOutcome:
+        signing = self._load(seq)
+        self._collect(signing)
+        return self._conclude(signing.record.seq)
+
+    def _load(self, seq: int) -> _Signing:
+        with self._engine.connect() as conn:
+            record = rstore.round_by_seq(conn, seq)
+            raw = tuple(tx.psbt for tx in rstore.transactions(conn, seq))
+        psbts = tuple(Psbt.parse(r) for r in raw)
+        return _Signing(record, bytes.fromhex(record.round_id), psbts, raw)
+
+    def _collect(self, signing: _Signing) -> None:
+        """Ask the signers without a final answer until every transaction is signed, every
+        signer has answered for good, or the round deadline passes."""
+        rounds = self._config.rounds
+        deadline = signing.record.created_at + rounds.round_deadline_seconds
+        first = True
+        while not self._finalize_ready(signing):
+            ask = self._to_ask(signing.record.seq)
+            if not ask:
+                return
+            if not first:
+                time.sleep(max(0.0, min(RETRY_PAUSE_SECONDS, deadline - self._clock())))
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            first = False
+            answers = self._signers.sign_round_each(
+                signing.record.manifest,
+                signing.raw_psbts,
+                min(rounds.sign_deadline_seconds, remaining),
+                ask,
+            )
+            for signer_id, result in answers:
+                self._record_answer(signing, signer_id, result)
+                self._finalize_ready(signing)
+
+    def _to_ask(self, seq: int) -> list[str]:
+        """Configured signers without a final outcome in the round."""
+        with self._engine.connect() as conn:
+            done = {o.signer_id for o in rstore.outcomes(conn, seq) if o.outcome in FINAL_OUTCOMES}
+        return [s for s in self._signers.signer_ids if s not in done]
+
+    def _record_answer(self, signing: _Signing, signer_id: str, result: SignResult) -> None:
+        """Verify and store one signer's answer and its outcome."""
+        seq, now = signing.record.seq, self._clock()
+        fault = None if result.error is not None else _fault(signing, result)
+        with transaction(self._engine) as conn:
+            if result.error is not None:
+                timeout = result.error.failure is Failure.TIMEOUT
+                outcome = Outcome.TIMEOUT if timeout else Outcome.DOWN
+                rstore.set_outcome(conn, seq, signer_id, outcome, now, detail=str(result.error))
+            elif fault is not None:
+                rstore.set_outcome(
+                    conn,
+                    seq,
+                    signer_id,
+                    Outcome.FAULTY,
+                    now,
+                    detail=fault,
+                    refusals=result.refusals,
+                )
+            else:
+                found = [
+                    (s.psbt_index, s.input_index, s.pubkey, s.signature) for s in result.signatures
+                ]
+                rstore.add_signatures(conn, seq, signer_id, found)
+                rstore.set_outcome(
+                    conn,
+                    seq,
+                    signer_id,
+                    Outcome.REFUSED if result.refusals else Outcome.SIGNED,
+                    now,
+                    signature_count=len(found),
+                    detail=_refusal_summary(result.refusals),
+                    refusals=result.refusals,
+                )
+        if fault is not None:
+            log.warning(
+                "round %s: signer %s is faulty: %s", signing.record.round_id, signer_id, fault
+            )
+
+    def _finalize_ready(self, signing: _Signing) -> bool:
+        """Finalize the unsigned transactions with m signatures on every input; True when no
+        transaction of the round is left unsigned."""
+        seq = signing.record.seq
+        with self._engine.connect() as conn:
+            unsigned = [
+                tx for tx in rstore.transactions(conn, seq) if tx.status is TxStatus.UNSIGNED
+            ]
+            stored = rstore.round_signatures(conn, seq)
+        ready = [tx for tx in unsigned if _has_quorum(signing.psbts[tx.idx], tx.idx, stored)]
+        if ready:
+            crash_point(AFTER_SIGNATURES_PERSISTED)
+            now = self._clock()
+            with transaction(self._engine) as conn:
+                for tx in ready:
+                    raw = _finalized(signing.psbts[tx.idx], tx, stored)
+                    rstore.set_final_tx(conn, seq, tx.idx, raw, now)
+                _follow(conn, seq, now)
+            log.info("round %s: %d transactions signed", signing.record.round_id, len(ready))
+        return len(ready) == len(unsigned)
+
+    def _conclude(self, seq: int) -> RoundOutcome:
+        """After signing: broadcast what is signed; rebuild or abandon a round left unsigned."""
+        with self._engine.connect() as conn:
+            record = rstore.round_by_seq(conn, seq)
+            txs = rstore.transactions(conn, seq)
+            outcomes = rstore.outcomes(conn, seq)
+        signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
+        if signed == len(txs):
+            sent = self._broadcast(seq)
+            return RoundOutcome(record.round_id, f"{sent} of {len(txs)} transactions broadcast")
+        if signed:
+            self._broadcast(seq)
+            detail = f"{signed} of {len(txs)} transactions signed; waiting for the signers"
+            with transaction(self._engine) as conn:
+                rstore.set_round_status(conn, seq, RoundStatus.SIGNING, self._clock(), detail)
+            return RoundOutcome(record.round_id, detail)
+        refused = _request_refusals(outcomes)
+        if refused and record.rebuilt_from is None:
+            return self._rebuild(record, refused)
+        return self._abandon(record, outcomes, refused)
+
+    # ------------------------------------------------------------------------ refusals, abandon
+
+    def _rebuild(
+        self, record: RoundRecord, refused: dict[tuple[str, str], _RefusedRequest]
+    ) -> RoundOutcome:
+        """Abandon the round and build it again without the refused requests (once)."""
+        detail = f"rebuilt without {len(refused)} refused requests"
+
+        def replace_round(conn: Connection, now: float) -> set[int]:
+            requeued = _apply_refusals(conn, record.seq, refused, now)
+            _give_up(conn, record, detail, now)
+            return requeued
+
+        log.info("round %s: %s", record.round_id, detail)
+        try:
+            built = self._build(record.seq, before=replace_round)
+        except (ChainError, rstore.ReservationConflict) as exc:
+            with self._engine.connect() as conn:
+                outcomes = rstore.outcomes(conn, record.seq)
+            self._abandon(record, outcomes, refused)
+            return RoundOutcome(None, f"{detail}, but no round built: {exc}")
+        if isinstance(built, RoundOutcome):
+            return RoundOutcome(None, f"{detail}; {built.detail}")
+        return self._drive(built)
+
+    def _abandon(
+        self,
+        record: RoundRecord,
+        outcomes: Sequence[rstore.OutcomeRecord],
+        refused: dict[tuple[str, str], _RefusedRequest],
+    ) -> RoundOutcome:
+        """Give the round up cleanly; the detail names what each signer did."""
+        summary = _outcome_summary(self._signers.signer_ids, outcomes)
+        detail = f"too few valid signatures by the round deadline: {summary}"
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            _apply_refusals(conn, record.seq, refused, now)
+            back = _give_up(conn, record, detail, now)
+        log.warning(
+            "round %s abandoned, %d withdrawals requeued: %s", record.round_id, len(back), detail
+        )
+        return RoundOutcome(record.round_id, f"abandoned: {detail}")
+
+    # ------------------------------------------------------------------------ 5. broadcast
+
+    def _broadcast(self, seq: int) -> int:
+        """Send the round's signed transactions; how many of its transactions are out."""
+        with self._engine.connect() as conn:
+            txs = rstore.transactions(conn, seq)
+        out = 0
+        for tx in txs:
+            if tx.status is TxStatus.SIGNED:
+                out += self._send(tx)
+            else:
+                out += TX_ORDER[tx.status] >= TX_ORDER[TxStatus.BROADCAST]
+        return out
+
+    def _send(self, tx: TxRecord) -> bool:
+        """Intent stored, transaction sent, status stored; False when the node refused it."""
+        assert tx.final_tx is not None
+        with transaction(self._engine) as conn:
+            rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+        if not self._push(tx):
+            return False
+        crash_point(AFTER_BROADCAST)
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
+            _follow(conn, tx.round_seq, now)
+        log.info("transaction %s broadcast", tx.txid)
+        return True
+
+    def _push(self, tx: TxRecord) -> bool:
+        """Hand the transaction to the node (one it already has counts as sent); a refusal
+        is written in the round's detail and the transaction is sent again later."""
+        assert tx.final_tx is not None
+        try:
+            self._chain.send_raw_transaction(tx.final_tx)
+        except ChainError as exc:
+            log.warning("transaction %s not sent: %s", tx.txid, exc)
+            with transaction(self._engine) as conn:
+                detail = f"transaction {tx.txid} not sent yet: {exc}"
+                rstore.set_round_detail(conn, tx.round_seq, detail, self._clock())
+            return False
+        return True
+
+    # ------------------------------------------------------------------------ tracking
+
+    def _track_one(self, tx: TxRecord, tip_height: int) -> None:
+        """Move one transaction along its confirmations, or back to ``broadcast`` (and to the
+        node again) when a reorganisation took it out of the chain."""
+        if tx.block_height is not None:
+            done = tx.confirmations(tip_height) >= self._config.pool.maturation
+            status = TxStatus.COMPLETED if done else TxStatus.CONFIRMED
+        elif tx.status is TxStatus.CONFIRMED:
+            status = TxStatus.BROADCAST
+        else:
+            return
+        if status is not tx.status:
+            now = self._clock()
+            with transaction(self._engine) as conn:
+                rstore.set_tx_status(conn, tx.round_seq, tx.idx, status)
+                _follow(conn, tx.round_seq, now)
+        if tx.block_height is None:
+            log.warning("transaction %s left the chain; sending it again", tx.txid)
+            self._push(tx)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _defer(
+    conn: Connection,
+    plan: RoundPlan,
+    by_key: dict[tuple[str, str], Withdrawal],
+    now: float,
+) -> int:
+    """Mark the requests the plan could not pay as deferred; how many there are."""
+    ids = [
+        by_key[(o.client_id, o.request_id)].id
+        for o in plan.requests
+        if o.status is RequestStatus.DEFERRED
+    ]
+    wstore.set_status(conn, ids, Status.DEFERRED, now, detail=DEFERRED_REASON, clear_round=True)
+    return len(ids)
+
+
+def _persist(
+    conn: Connection,
+    manifest: Manifest,
+    plan: RoundPlan,
+    by_key: dict[tuple[str, str], Withdrawal],
+    rebuilt_from: int | None,
+    now: float,
+) -> int:
+    """Write the round, reserve its inputs, move its withdrawals in, advance the change index."""
+    new = NewRound(
+        round_id=plan.manifest_hash.hex(),
+        manifest=encode_manifest(manifest),
+        transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions),
+        rebuilt_from=rebuilt_from,
+    )
+    seq = rstore.create_round(conn, new, now)
+    for outcome in plan.requests:
+        if outcome.status is not RequestStatus.DEFERRED:
+            wstore.set_status(
+                conn,
+                [by_key[(outcome.client_id, outcome.request_id)].id],
+                Status.IN_ROUND,
+                now,
+                round_seq=seq,
+                split=outcome.status is RequestStatus.SPLIT,
+            )
+    cstore.advance_index(conn, manifest.active_series.id, CHANGE, plan.next_change_index)
+    return seq
+
+
+def _give_up(conn: Connection, record: RoundRecord, detail: str, now: float) -> list[int]:
+    """Abandon the round and give back the change indexes it took (so that the same manifest,
+    built again, reopens it); the ids of the withdrawals back in the queue."""
+    back = rstore.abandon_round(conn, record.seq, detail, now)
+    manifest = decode_manifest(record.manifest)
+    active = manifest.active_series.id
+    taken_to = build_round(manifest).next_change_index
+    rstore.rewind_change_index(conn, active, taken_to, manifest.next_change_index(active))
+    return back
+
+
+def _new_transaction(
+    planned: PlannedTransaction, plan: RoundPlan, by_key: dict[tuple[str, str], Withdrawal]
+) -> NewTransaction:
+    txid = planned.txid_hex
+    return NewTransaction(
+        txid=txid,
+        psbt=planned.psbt.serialize(),
+        fee=planned.fee,
+        inputs=tuple((u.outpoint.txid_hex, u.outpoint.vout) for u in planned.inputs),
+        outputs=tuple(
+            (by_key[(o.client_id, o.request_id)].id, paid.vout, paid.amount)
+            for o in plan.requests
+            for paid in o.outputs
+            if paid.txid_hex == txid
+        ),
+        fee_shares=planned.fee_shares,
+    )
+
+
+def _follow(conn: Connection, seq: int, now: float) -> None:
+    """Bring the round's withdrawals and the round itself to where its transactions are."""
+    for withdrawal_id, statuses in rstore.withdrawal_progress(conn, seq).items():
+        target = _WITHDRAWAL_OF_TX.get(min(statuses, key=TX_ORDER.__getitem__))
+        current = wstore.get_by_id(conn, withdrawal_id)
+        if target is None or current is None or current.round_seq != seq:
+            continue
+        if current.status in _FOLLOWED:
+            wstore.set_status(conn, [withdrawal_id], target, now)
+    txs = rstore.transactions(conn, seq)
+    least = min((tx.status for tx in txs), key=TX_ORDER.__getitem__)
+    if rstore.round_by_seq(conn, seq).status is not _ROUND_OF_TX[least]:
+        rstore.set_round_status(conn, seq, _ROUND_OF_TX[least], now)
+
+
+def _with_signatures(psbt: Psbt, by_input: Mapping[int, Mapping[bytes, bytes]]) -> Psbt:
+    """``psbt`` with partial signatures added (input index → public key → signature)."""
+    inputs = list(psbt.inputs)
+    for index, sigs in by_input.items():
+        merged = {**inputs[index].partial_sigs, **sigs}
+        inputs[index] = replace(inputs[index], partial_sigs=merged)
+    return replace(psbt, inputs=tuple(inputs))
+
+
+def _fault(signing: _Signing, result: SignResult) -> str | None:
+    """Why a signer's answer is faulty (a bad signature, or one for nothing), or None."""
+    if result.manifest_hash != signing.manifest_hash:
+        return "answered for another manifest"
+    grouped: dict[int, dict[int, dict[bytes, bytes]]] = {}
+    for s in result.signatures:
+        psbt = signing.psbts[s.psbt_index] if s.psbt_index < len(signing.psbts) else None
+        if psbt is None or s.input_index >= len(psbt.inputs):
+            return (
+                f"a signature for PSBT {s.psbt_index} input {s.input_index}, which does not exist"
+            )
+        by_key = grouped.setdefault(s.psbt_index, {}).setdefault(s.input_index, {})
+        if s.pubkey in by_key:
+            return f"two signatures for PSBT {s.psbt_index} input {s.input_index} by one key"
+        by_key[s.pubkey] = s.signature
+    for index, by_input in grouped.items():
+        try:
+            checked = verify_partial_sigs(_with_signatures(signing.psbts[index], by_input))
+        except PsbtError as exc:
+            return f"PSBT {index}: malformed signature entry: {exc}"
+        for input_index, pubkey, valid in checked:
+            if not valid:
+                return (
+                    f"PSBT {index} input {input_index}: the signature for key {pubkey.hex()} does "
+                    "not verify against the input's sighash"
+                )
+    return None
+
+
+def _has_quorum(
+    psbt: Psbt, tx_idx: int, stored: Mapping[tuple[int, int], Mapping[bytes, bytes]]
+) -> bool:
+    """Every input has signatures by m distinct keys of its witness script."""
+    for index, psbt_input in enumerate(psbt.inputs):
+        assert psbt_input.witness_script is not None
+        m, keys = parse_multisig_script(psbt_input.witness_script)
+        have = stored.get((tx_idx, index), {})
+        if sum(key in have for key in keys) < m:
+            return False
+    return True
+
+
+def _finalized(
+    psbt: Psbt, tx: TxRecord, stored: Mapping[tuple[int, int], Mapping[bytes, bytes]]
+) -> bytes:
+    """The network serialization of the transaction, finalized from the stored signatures."""
+    by_input = {i: stored.get((tx.idx, i), {}) for i in range(len(psbt.inputs))}
+    final = extract(finalize(_with_signatures(psbt, by_input)))
+    if final.txid_hex != tx.txid:
+        raise RuntimeError(f"finalized transaction {final.txid_hex} is not {tx.txid}")
+    return final.serialize()
+
+
+def _request_refusals(
+    outcomes: Sequence[rstore.OutcomeRecord],
+) -> dict[tuple[str, str], _RefusedRequest]:
+    """(client id, request id) → that request's refusals in the round."""
+    refused: dict[tuple[str, str], _RefusedRequest] = {}
+    for o in outcomes:
+        for r in o.refusals:
+            if r.scope != "request":
+                continue
+            entry = refused.setdefault((r.client_id, r.request_id), _RefusedRequest(False, []))
+            entry.final = entry.final or r.reason_code in FINAL_REQUEST_REASONS
+            entry.reasons.append(f"{r.reason_code} by {o.signer_id}: {r.message}")
+    return refused
+
+
+def _apply_refusals(
+    conn: Connection,
+    seq: int,
+    refused: Mapping[tuple[str, str], _RefusedRequest],
+    now: float,
+) -> set[int]:
+    """Reject (final reasons) or requeue (transient ones) the refused withdrawals of the round;
+    the ids of the requeued ones."""
+    requeued: set[int] = set()
+    for key, entry in refused.items():
+        found = wstore.get_by_request(conn, *key)
+        if found is None or found.round_seq != seq:
+            continue
+        status = Status.REJECTED if entry.final else Status.PENDING
+        reason = "; ".join(entry.reasons)
+        wstore.set_status(conn, [found.id], status, now, detail=reason, clear_round=True)
+        if not entry.final:
+            requeued.add(found.id)
+    return requeued
+
+
+def _refusal_summary(refusals: Sequence[Refusal]) -> str:
+    return "; ".join(f"{r.reason_code}: {r.message}" for r in refusals)
+
+
+def _outcome_summary(signer_ids: Sequence[str], outcomes: Sequence[rstore.OutcomeRecord]) -> str:
+    """One phrase per configured signer: what it did in the round."""
+    by_id = {o.signer_id: o for o in outcomes}
+    parts = []
+    for signer_id in signer_ids:
+        o = by_id.get(signer_id)
+        if o is None:
+            parts.append(f"{signer_id} not asked")
+        elif o.outcome is Outcome.SIGNED:
+            parts.append(f"{signer_id} signed ({o.signatures} signatures)")
+        else:
+            parts.append(f"{signer_id} {o.outcome.value}: {o.detail}")
+    return "; ".join(parts)

@@ -1,0 +1,120 @@
+"""When rounds run: on the timer, when the queue passes its threshold, or on RunRoundNow.
+
+The threshold counts pending withdrawals only: deferred ones already had a round (the pool lacked
+funds) and wait for the timer, so a queue of deferred withdrawals does not start round after
+round while nothing changes.
+
+Every call into the round engine (``resume``, ``track``, ``run_round``) goes through one lock,
+so two rounds never run at once and a round never races the tracking of the previous ones. The
+pause switch lives in the store (``settings``), so it survives a restart and every coordinator
+process sharing the database obeys it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from coordinator.config import RoundsConfig
+from coordinator.store.settings import rounds_paused
+from coordinator.store.withdrawals import Status, count_with_status
+from coordinator.watch import ChangeSignal
+
+log = logging.getLogger(__name__)
+
+
+class RoundsPaused(Exception):
+    """An operator paused rounds."""
+
+
+class RoundBusy(Exception):
+    """A round is running already."""
+
+
+class Outcome(Protocol):
+    """What running a round gave (coordinator.rounds.RoundOutcome)."""
+
+    @property
+    def round_id(self) -> str | None: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+class RoundWork(Protocol):
+    """The part of ``coordinator.rounds.RoundEngine`` the scheduler drives."""
+
+    def run_round(self) -> Outcome: ...
+
+    def resume(self) -> object: ...
+
+    def track(self) -> object: ...
+
+
+class RoundScheduler:
+    def __init__(
+        self,
+        work: RoundWork,
+        engine: Engine,
+        config: RoundsConfig,
+        changes: ChangeSignal,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._work = work
+        self._engine = engine
+        self._config = config
+        self._changes = changes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running = False
+        self._last_start = clock()
+
+    def paused(self) -> bool:
+        with self._engine.connect() as conn:
+            return rounds_paused(conn)
+
+    def resume(self) -> None:
+        """Finish or abandon the rounds a previous run left open."""
+        with self._lock:
+            self._work.resume()
+        self._changes.notify()
+
+    def run_now(self) -> Outcome:
+        """Run a round at once; raises ``RoundsPaused`` or ``RoundBusy`` instead."""
+        if self._running:
+            raise RoundBusy("a round is already running")
+        with self._lock:
+            if self.paused():
+                raise RoundsPaused("rounds are paused (AdminService.ResumeRounds starts them)")
+            return self._run()
+
+    def tick(self) -> None:
+        """Follow the open rounds, then start a round if one is due."""
+        with self._lock:
+            self._work.track()
+            self._changes.notify()
+            if self._due():
+                outcome = self._run()
+                log.info("round %s: %s", outcome.round_id or "-", outcome.detail)
+
+    def _due(self) -> bool:
+        if self.paused():
+            return False
+        if self._clock() - self._last_start >= self._config.interval_seconds:
+            return True
+        with self._engine.connect() as conn:
+            return count_with_status(conn, [Status.PENDING]) >= self._config.queue_threshold
+
+    def _run(self) -> Outcome:
+        self._running = True
+        self._last_start = self._clock()
+        try:
+            return self._work.run_round()
+        finally:
+            self._running = False
+            self._changes.notify()

@@ -1,0 +1,343 @@
+"""The coordinator's side of the signer daemons: one mutual-TLS gRPC channel per signer.
+
+Every channel presents the coordinator's own certificate (role "coordinator"), trusts only the
+pool's CA, and checks that the peer's certificate names the signer (``tls_name``, through
+``grpc.ssl_target_name_override``, so signers may be reached by IP address). Every call has a
+deadline. ``sign_round_all`` asks every signer at once, on a thread pool, and never raises: a
+signer that cannot be reached, overruns its deadline or fails otherwise is an answer too.
+
+Logs name signers, status codes and counts only: never keys, signatures, PSBTs or certificates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coordinator.config import CoordinatorConfig, SignerEndpoint, TlsConfig
+from pool.networks import Network
+from pool.series import CHANGE, RECEIVE, Series
+from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+NETWORK_CODES = {
+    "mainnet": common_pb2.NETWORK_MAINNET,
+    "testnet": common_pb2.NETWORK_TESTNET,
+    "signet": common_pb2.NETWORK_SIGNET,
+    "regtest": common_pb2.NETWORK_REGTEST,
+}
+BRANCH_CODES = {RECEIVE: common_pb2.BRANCH_RECEIVE, CHANGE: common_pb2.BRANCH_CHANGE}
+SERVICE_NAME = "vpool.v1.SignerService"
+_SCOPE_NAMES = {
+    signer_pb2.Refusal.SCOPE_ROUND: "round",
+    signer_pb2.Refusal.SCOPE_REQUEST: "request",
+    signer_pb2.Refusal.SCOPE_INPUT: "input",
+}
+_T = TypeVar("_T")
+
+
+class Failure(StrEnum):
+    """Why a call gave no answer."""
+
+    DOWN = "down"
+    """UNAVAILABLE: the signer cannot be reached (or its device is gone)."""
+    TIMEOUT = "timeout"
+    """DEADLINE_EXCEEDED: no answer in time."""
+    ERROR = "error"
+    """Any other status."""
+
+
+@dataclass(frozen=True)
+class CallError:
+    """A failed call: its kind, the gRPC status name and the signer's message."""
+
+    failure: Failure
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+
+class SignerCallError(Exception):
+    """A call to one signer failed (``error`` says how)."""
+
+    def __init__(self, signer_id: str, error: CallError) -> None:
+        super().__init__(f"signer {signer_id}: {error}")
+        self.signer_id = signer_id
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One partial signature of a SignRound answer."""
+
+    psbt_index: int
+    input_index: int
+    pubkey: bytes
+    signature: bytes
+    """DER signature followed by the sighash type byte."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Something a signer refused to sign, as it sent it."""
+
+    scope: str
+    """"round", "request", "input" (or "unspecified" when the signer did not say)."""
+    reason_code: str
+    message: str
+    client_id: str = ""
+    request_id: str = ""
+    psbt_index: int | None = None
+    input_index: int | None = None
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """One signer's answer to SignRound: signatures and/or refusals, or an error."""
+
+    signatures: tuple[Signature, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    manifest_hash: bytes = b""
+    """The round the signer answered for (SHA256 of the manifest it received)."""
+    error: CallError | None = None
+    seconds: float = 0.0
+    """How long the call took."""
+
+
+def _call_error(error: grpc.RpcError) -> CallError:
+    """Classify a failed call by its status code."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else "") or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        failure = Failure.DOWN
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        failure = Failure.TIMEOUT
+    else:
+        failure = Failure.ERROR
+    return CallError(failure, code.name, details)
+
+
+def _refusal_from_message(message: signer_pb2.Refusal) -> Refusal:
+    return Refusal(
+        scope=_SCOPE_NAMES.get(message.scope, "unspecified"),
+        reason_code=message.reason_code,
+        message=message.message,
+        client_id=message.client_id,
+        request_id=message.request_id,
+        psbt_index=message.psbt_index if message.HasField("psbt_index") else None,
+        input_index=message.input_index if message.HasField("input_index") else None,
+    )
+
+
+def _result_from_response(response: signer_pb2.SignRoundResponse, seconds: float) -> SignResult:
+    signatures = tuple(
+        Signature(signed.psbt_index, sig.input_index, bytes(sig.pubkey), bytes(sig.signature))
+        for signed in response.signed_psbts
+        for sig in signed.signatures
+    )
+    return SignResult(
+        signatures=signatures,
+        refusals=tuple(_refusal_from_message(r) for r in response.refusals),
+        manifest_hash=bytes(response.manifest_hash),
+        seconds=seconds,
+    )
+
+
+@dataclass
+class _Signer:
+    endpoint: SignerEndpoint
+    channel: grpc.Channel
+    stub: signer_pb2_grpc.SignerServiceStub
+    health: health_pb2_grpc.HealthStub
+
+
+class SignerPool:
+    """Clients of the configured signers; ``close`` when done."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[SignerEndpoint],
+        tls: TlsConfig,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca.read_bytes(),
+            private_key=tls.key.read_bytes(),
+            certificate_chain=tls.cert.read_bytes(),
+        )
+        self._signers: dict[str, _Signer] = {}
+        for endpoint in endpoints:
+            channel = grpc.secure_channel(
+                endpoint.address,
+                credentials,
+                options=[
+                    ("grpc.ssl_target_name_override", endpoint.tls_name),
+                    ("grpc.max_receive_message_length", max_message_bytes),
+                    ("grpc.max_send_message_length", max_message_bytes),
+                ],
+            )
+            self._signers[endpoint.id] = _Signer(
+                endpoint,
+                channel,
+                signer_pb2_grpc.SignerServiceStub(channel),  # type: ignore[no-untyped-call]
+                health_pb2_grpc.HealthStub(channel),
+            )
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, len(self._signers)), thread_name_prefix="signer-call"
+        )
+
+    @classmethod
+    def from_config(cls, config: CoordinatorConfig) -> SignerPool:
+        return cls(config.signers, config.server.tls, config.server.max_message_bytes)
+
+    @property
+    def signer_ids(self) -> tuple[str, ...]:
+        """The configured signers, in configuration order."""
+        return tuple(self._signers)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for signer in self._signers.values():
+            signer.channel.close()
+
+    def __enter__(self) -> SignerPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ single calls
+
+    def _signer(self, signer_id: str) -> _Signer:
+        try:
+            return self._signers[signer_id]
+        except KeyError:
+            raise KeyError(f"unknown signer {signer_id!r}") from None
+
+    def _call(self, signer_id: str, name: str, call: Callable[[_Signer], _T]) -> _T:
+        """Run the call ``name``; a failed call raises ``SignerCallError``."""
+        signer = self._signer(signer_id)
+        try:
+            return call(signer)
+        except grpc.RpcError as exc:
+            error = _call_error(exc)
+            log.info("signer %s: %s failed (%s)", signer_id, name, error.code)
+            raise SignerCallError(signer_id, error) from None
+
+    def get_info(self, signer_id: str, timeout: float) -> signer_pb2.SignerInfo:
+        """The signer's identity, keys and policy hash."""
+        request = signer_pb2.GetInfoRequest()
+        info: signer_pb2.SignerInfo = self._call(
+            signer_id, "GetInfo", lambda s: s.stub.GetInfo(request, timeout=timeout)
+        )
+        return info
+
+    def health(self, signer_id: str, timeout: float) -> bool:
+        """True when the signer's SignerService reports SERVING."""
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        answer = self._call(signer_id, "Check", lambda s: s.health.Check(request, timeout=timeout))
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def register_series(
+        self, signer_id: str, network: Network, series: Series, timeout: float
+    ) -> signer_pb2.RegisterSeriesResponse:
+        """Register ``series`` on the signer (idempotent on the signer's side)."""
+        request = signer_pb2.RegisterSeriesRequest(
+            network=NETWORK_CODES[network.name],
+            series_id=series.id,
+            receive_descriptor=series.descriptor(RECEIVE).to_string(network),
+            change_descriptor=series.descriptor(CHANGE).to_string(network),
+        )
+        answer: signer_pb2.RegisterSeriesResponse = self._call(
+            signer_id, "RegisterSeries", lambda s: s.stub.RegisterSeries(request, timeout=timeout)
+        )
+        return answer
+
+    def display_address(
+        self,
+        signer_id: str,
+        network: Network,
+        series_id: int,
+        branch: int,
+        index: int,
+        timeout: float,
+    ) -> signer_pb2.DisplayAddressResponse:
+        """The address as the signer's device computes it."""
+        request = signer_pb2.DisplayAddressRequest(
+            network=NETWORK_CODES[network.name],
+            series_id=series_id,
+            branch=BRANCH_CODES[branch],
+            index=index,
+        )
+        answer: signer_pb2.DisplayAddressResponse = self._call(
+            signer_id, "DisplayAddress", lambda s: s.stub.DisplayAddress(request, timeout=timeout)
+        )
+        return answer
+
+    def sign_round(
+        self, signer_id: str, manifest: bytes, psbts: Sequence[bytes], deadline: float
+    ) -> SignResult:
+        """One signer's SignRound answer; never raises for a failed call."""
+        request = signer_pb2.SignRoundRequest(
+            kind=signer_pb2.ROUND_KIND_WITHDRAWAL, manifest=manifest, psbts=list(psbts)
+        )
+        started = time.monotonic()
+        try:
+            response = self._signer(signer_id).stub.SignRound(request, timeout=deadline)
+        except grpc.RpcError as exc:
+            error = _call_error(exc)
+            seconds = time.monotonic() - started
+            log.info(
+                "signer %s: SignRound failed after %.1f s (%s)", signer_id, seconds, error.code
+            )
+            return SignResult(error=error, seconds=seconds)
+        result = _result_from_response(response, time.monotonic() - started)
+        log.info(
+            "signer %s: SignRound answered in %.1f s: %d signatures, %d refusals",
+            signer_id,
+            result.seconds,
+            len(result.signatures),
+            len(result.refusals),
+        )
+        return result
+
+    # ------------------------------------------------------------------------ all signers
+
+    def sign_round_each(
+        self,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        deadline: float,
+        signer_ids: Iterable[str] | None = None,
+    ) -> Iterator[tuple[str, SignResult]]:
+        """Ask every signer (or ``signer_ids``) in parallel; yield each answer as it arrives."""
+        ids = list(self._signers if signer_ids is None else signer_ids)
+        for signer_id in ids:
+            self._signer(signer_id)
+        futures: dict[Future[SignResult], str] = {
+            self._executor.submit(self.sign_round, signer_id, manifest, psbts, deadline): signer_id
+            for signer_id in ids
+        }
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def sign_round_all(
+        self,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        deadline: float,
+        signer_ids: Iterable[str] | None = None,
+    ) -> dict[str, SignResult]:
+        """Every signer's answer (in parallel, each call with ``deadline`` seconds)."""
+        return dict(self.sign_round_each(manifest, psbts, deadline, signer_ids))

@@ -1,0 +1,202 @@
+"""The coordinator for tests: its API in this process, or the whole daemon as a process.
+
+``ApiServer`` serves the real servicers, server, scheduler, health board and store over gRPC
+with mutual TLS on loopback. Chain and signers are absent: the scheduler drives
+``StandInRounds`` (it records RunRoundNow, builds nothing), and the signer pool is empty.
+``CoordinatorDaemon`` runs ``vpool-coordinator serve`` as the operator would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from sqlalchemy import Engine, func, select
+
+from coordinator.api import AdminApi, CoordinatorApi
+from coordinator.config import (
+    ChainConfig,
+    CoordinatorConfig,
+    PoolConfig,
+    RoundsConfig,
+    ServerConfig,
+    SignerEndpoint,
+    TlsConfig,
+)
+from coordinator.health import HealthBoard
+from coordinator.scheduler import RoundScheduler
+from coordinator.server import start_server
+from coordinator.signers import SignerPool
+from coordinator.store.schema import metadata
+from coordinator.watch import ChangeSignal
+from pool.address import encode_segwit_address
+from pool.hashes import sha256
+from pool.networks import REGTEST
+from tests.signer_harness import Pki, Process, client_credentials
+from vpool.v1 import coordinator_pb2_grpc
+
+BTC = 100_000_000
+CLIENTS = ("alice", "bob")
+ADMIN = "ops"
+CALL_TIMEOUT = 20.0
+MAX_WITHDRAWAL = 10 * BTC
+_READY = re.compile(r"vpool-coordinator serving on (\S+)")
+
+
+def address(tag: str) -> str:
+    """A regtest P2WPKH address made from ``tag``."""
+    return encode_segwit_address(REGTEST, 0, sha256(tag.encode())[:20])
+
+
+def make_config(
+    pki: Pki, directory: Path, store_url: str, signers: Sequence[SignerEndpoint] = ()
+) -> CoordinatorConfig:
+    cert, key = pki.issue("coordinator", "coordinator")
+    return CoordinatorConfig(
+        network=REGTEST,
+        data_dir=directory,
+        database_url=store_url,
+        server=ServerConfig(
+            listen="127.0.0.1:0",
+            tls=TlsConfig(cert=cert, key=key, ca=pki.ca_path),
+            clients=frozenset(CLIENTS),
+            admins=frozenset({ADMIN}),
+        ),
+        chain=ChainConfig(rpc_url="http://127.0.0.1:1"),
+        pool=PoolConfig(max_withdrawal=MAX_WITHDRAWAL),
+        rounds=RoundsConfig(),
+        signers=tuple(signers),
+    )
+
+
+@dataclass(frozen=True)
+class StandInOutcome:
+    round_id: str
+    detail: str
+
+
+@dataclass
+class StandInRounds:
+    """Stands in for coordinator.rounds.RoundEngine: counts the rounds it is asked to run."""
+
+    runs: int = 0
+
+    def run_round(self) -> StandInOutcome:
+        self.runs += 1
+        return StandInOutcome("", "stand-in: nothing to do")
+
+    def resume(self) -> None:
+        pass
+
+    def track(self) -> None:
+        pass
+
+
+@dataclass
+class ApiServer:
+    """A running server; ``stop`` it (and start a new one to simulate a restart)."""
+
+    pki: Pki
+    config: CoordinatorConfig
+    engine: Engine
+    rounds: StandInRounds = field(default_factory=StandInRounds)
+
+    def __post_init__(self) -> None:
+        self.changes = ChangeSignal()
+        self.signers = SignerPool.from_config(self.config)
+        self.board = HealthBoard(self.signers.signer_ids)
+        self.scheduler = RoundScheduler(self.rounds, self.engine, self.config.rounds, self.changes)
+        self.running = start_server(
+            self.config.server,
+            CoordinatorApi(self.config, self.engine, self.board, self.changes, time.time),
+            AdminApi(self.config, self.engine, self.scheduler, self.signers, time.time),
+        )
+        self.address = self.running.address
+        self._channels: list[grpc.Channel] = []
+
+    def channel(self, role: str, name: str) -> grpc.Channel:
+        cert, key = self.pki.issue(role, name)
+        channel = grpc.secure_channel(self.address, client_credentials(self.pki.ca_path, cert, key))
+        self._channels.append(channel)
+        return channel
+
+    def client(
+        self, name: str = CLIENTS[0], role: str = "client"
+    ) -> coordinator_pb2_grpc.CoordinatorServiceStub:
+        return coordinator_pb2_grpc.CoordinatorServiceStub(self.channel(role, name))  # type: ignore[no-untyped-call]
+
+    def admin(
+        self, name: str = ADMIN, role: str = "admin"
+    ) -> coordinator_pb2_grpc.AdminServiceStub:
+        return coordinator_pb2_grpc.AdminServiceStub(self.channel(role, name))  # type: ignore[no-untyped-call]
+
+    def stop(self) -> None:
+        self.changes.close()
+        for channel in self._channels:
+            channel.close()
+        self.running.stop(0)
+        self.signers.close()
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows per table: what "nothing was stored" compares."""
+    with engine.connect() as conn:
+        return {
+            name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for name, table in metadata.tables.items()
+        }
+
+
+def write_daemon_config(
+    directory: Path, pki: Pki, store_url: str, rpc_url: str, series: Sequence[tuple[int, str, str]]
+) -> Path:
+    """``directory/coordinator.toml``: loopback port 0, ``CLIENTS`` and ``ADMIN``, no signers,
+    ``series`` as (id, receive descriptor, change descriptor)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = pki.issue("coordinator", "coordinator")
+    entries = "".join(
+        f'\n[[series]]\nid = {i}\nreceive = "{receive}"\nchange = "{change}"\n'
+        for i, receive, change in series
+    )
+    clients = ", ".join(f'"{c}"' for c in CLIENTS)
+    path = directory / "coordinator.toml"
+    path.write_text(
+        f"""network = "regtest"
+data_dir = "data"
+database_url = "{store_url}"
+
+[server]
+listen = "127.0.0.1:0"
+clients = [{clients}]
+admins = ["{ADMIN}"]
+
+[server.tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{pki.ca_path}"
+
+[chain]
+rpc_url = "{rpc_url}"
+poll_seconds = 0.2
+timeout_seconds = 2.0
+
+[pool]
+max_withdrawal = {MAX_WITHDRAWAL}
+{entries}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class CoordinatorDaemon(Process):
+    """``vpool-coordinator serve``; ``address`` is where it listens."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        log = config.parent / "coordinator.log"
+        super().__init__(["serve", "--config", str(config)], log, _READY, "coordinator.cli")
+        self.address = self.match.group(1)

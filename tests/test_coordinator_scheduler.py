@@ -1,0 +1,106 @@
+"""When the daemon loop starts rounds: the timer, the queue threshold, the pause switch."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import Engine
+
+from coordinator.config import RoundsConfig
+from coordinator.scheduler import RoundScheduler, RoundsPaused
+from coordinator.store import withdrawals as wstore
+from coordinator.store.schema import transaction
+from coordinator.store.settings import set_rounds_paused
+from coordinator.watch import ChangeSignal
+from tests.coordinator_harness import StandInRounds
+
+CONFIG = RoundsConfig(interval_seconds=60.0, queue_threshold=3)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _queue(engine: Engine, ids: range) -> None:
+    """Pending withdrawals w-<i> for each i of ``ids``."""
+    with transaction(engine) as conn:
+        for i in ids:
+            wstore.insert_withdrawal(
+                conn,
+                client_id="alice",
+                request_id=f"w-{i}",
+                address="bcrt1q...",
+                script_pubkey=b"\x00\x14" + bytes(20),
+                amount=10_000,
+                extra_fee=0,
+                now=time.time(),
+            )
+
+
+@pytest.fixture
+def setup(engine: Engine) -> tuple[RoundScheduler, StandInRounds, Clock]:
+    rounds, clock = StandInRounds(), Clock()
+    return RoundScheduler(rounds, engine, CONFIG, ChangeSignal(), clock), rounds, clock
+
+
+def test_a_round_starts_when_the_interval_has_passed(
+    setup: tuple[RoundScheduler, StandInRounds, Clock],
+) -> None:
+    scheduler, rounds, clock = setup
+    scheduler.tick()
+    clock.now += 59
+    scheduler.tick()
+    assert rounds.runs == 0
+    clock.now += 1
+    scheduler.tick()
+    scheduler.tick()
+    assert rounds.runs == 1  # the timer restarts with each round
+
+
+def test_a_round_starts_when_the_queue_passes_the_threshold(
+    setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
+) -> None:
+    scheduler, rounds, _ = setup
+    _queue(engine, range(2))
+    scheduler.tick()
+    assert rounds.runs == 0
+    _queue(engine, range(2, 3))
+    scheduler.tick()
+    assert rounds.runs == 1
+
+
+def test_deferred_withdrawals_wait_for_the_timer(
+    setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
+) -> None:
+    scheduler, rounds, clock = setup
+    _queue(engine, range(5))
+    with transaction(engine) as conn:
+        ids = [w.id for w in wstore.queued(conn)]
+        wstore.set_status(conn, ids, wstore.Status.DEFERRED, time.time(), detail="no funds")
+    scheduler.tick()
+    assert rounds.runs == 0
+    clock.now += 60
+    scheduler.tick()
+    assert rounds.runs == 1
+
+
+def test_paused_rounds_never_start(
+    setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
+) -> None:
+    scheduler, rounds, clock = setup
+    with transaction(engine) as conn:
+        set_rounds_paused(conn, True)
+    clock.now += 3600
+    scheduler.tick()
+    with pytest.raises(RoundsPaused):
+        scheduler.run_now()
+    assert rounds.runs == 0
+    with transaction(engine) as conn:
+        set_rounds_paused(conn, False)
+    assert scheduler.run_now().detail == "stand-in: nothing to do"
+    assert rounds.runs == 1

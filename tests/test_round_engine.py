@@ -1,0 +1,539 @@
+"""The round engine end to end, with real parts: a bcoin regtest node, three signer daemons
+(2-of-3, emulator backends, mutual TLS), the scanner, and the store on SQLite and PostgreSQL.
+
+Each test has its own store, whose scanner starts at the node's tip, and funds the pool afresh
+from the session's dev wallet; the node and the signers are shared. Faults come from the
+coordinator's side of the wire: a "down" signer is an address nobody listens on, a faulty or
+stalling one is ``tests.fake_signer`` (a real key, a wrong sighash) in the place of signer-2.
+Signers 0 and 1 deny one destination; signer 2 has no deny list (a refused request is dropped
+only when the refusals keep the round below m signatures: one denying signer is outvoted).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import Engine, select
+
+from coordinator.config import (
+    ChainConfig,
+    CoordinatorConfig,
+    PoolConfig,
+    RoundsConfig,
+    ServerConfig,
+    SignerEndpoint,
+    TlsConfig,
+)
+from coordinator.rounds import (
+    AFTER_BROADCAST,
+    AFTER_ROUND_PERSISTED,
+    AFTER_SIGNATURES_PERSISTED,
+    CRASH_ENV,
+    FINAL_REQUEST_REASONS,
+    RoundEngine,
+    RoundOutcome,
+)
+from coordinator.scanner import Scanner
+from coordinator.signers import SignerPool
+from coordinator.store import chain as cstore
+from coordinator.store import rounds as rstore
+from coordinator.store import withdrawals as wstore
+from coordinator.store.rounds import Outcome, RoundStatus, TxStatus
+from coordinator.store.schema import fee_shares, transaction, utxos
+from coordinator.store.withdrawals import Status
+from pool.address import script_pubkey_to_address
+from pool.networks import REGTEST
+from pool.series import CHANGE, RECEIVE, SeriesState
+from pool.tx import Transaction
+from signer.policy import Reason
+from tests.factories import BTC, make_series, master_key, p2wpkh
+from tests.fake_signer import WrongSighashSigner, serve_fake_signer
+from tests.regtest_fixtures import Regtest
+from tests.signer_harness import (
+    ROOT,
+    Pki,
+    SignerDaemon,
+    emulator_backend,
+    write_config,
+    write_keystore,
+)
+
+SERIES = make_series(1, 2, [0, 1, 2])
+SIGNER_IDS = ("signer-0", "signer-1", "signer-2")
+DENIED = p2wpkh("a destination signers 0 and 1 deny")
+LIMITS = {
+    "max_request_amount": 20 * BTC,
+    "max_round_amount": 1_000 * BTC,
+    "max_daily_amount": 100_000 * BTC,
+}
+POOL = PoolConfig(min_conf=1, maturation=3, coinbase_maturity=100)
+ROUNDS = RoundsConfig(sign_deadline_seconds=10.0, round_deadline_seconds=30.0)
+CALL_TIMEOUT = 20.0
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    pki = Pki(tmp_path_factory.mktemp("pki"))
+    pki.issue("coordinator", "coordinator")
+    return pki
+
+
+@pytest.fixture(scope="module")
+def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict[str, str]]:
+    """Three signer daemons with the series registered (by ``SignerPool``); id → address."""
+    denied = script_pubkey_to_address(DENIED, REGTEST)
+    daemons = []
+    for i, signer_id in enumerate(SIGNER_IDS):
+        directory = tmp_path_factory.mktemp(signer_id)
+        keystore = write_keystore(directory / "keystore.json", master_key(i))
+        policy = {**LIMITS, "deny_destinations": [denied]} if i < 2 else LIMITS
+        config = write_config(
+            directory, pki, signer_id, emulator_backend(keystore), policy, cosigners=SERIES.keys
+        )
+        daemons.append(SignerDaemon(config))
+    addresses = {signer_id: d.address for signer_id, d in zip(SIGNER_IDS, daemons, strict=True)}
+    tls = TlsConfig(*pki_pair(pki), pki.ca_path)
+    with SignerPool(endpoints(addresses), tls) as pool:
+        for signer_id in SIGNER_IDS:
+            assert pool.health(signer_id, CALL_TIMEOUT)
+            info = pool.get_info(signer_id, CALL_TIMEOUT)
+            assert info.signer_id == signer_id
+            assert pool.register_series(signer_id, REGTEST, SERIES, CALL_TIMEOUT).registered
+    yield addresses
+    for daemon in daemons:
+        assert daemon.stop() == 0, daemon.log_text()
+
+
+def pki_pair(pki: Pki) -> tuple[Path, Path]:
+    return pki.directory / "coordinator.pem", pki.directory / "coordinator.key"
+
+
+def endpoints(addresses: dict[str, str]) -> tuple[SignerEndpoint, ...]:
+    """The signers as configured: tls_name is the DNS name in the test certificates."""
+    return tuple(SignerEndpoint(i, addresses[i], "localhost") for i in SIGNER_IDS)
+
+
+def dead_address() -> str:
+    """A loopback address where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextmanager
+def fake_signer(pki: Pki, stall_seconds: float = 0.0) -> Iterator[str]:
+    """Signer 2's key behind a faulty gRPC peer; yields its address."""
+    servicer = WrongSighashSigner(master_key(2), stall_seconds)
+    server, address = serve_fake_signer(pki, "signer-2", servicer)
+    try:
+        yield address
+    finally:
+        server.stop(0)
+
+
+# --------------------------------------------------------------------------- one pool per test
+
+
+@dataclass
+class Pool:
+    """A coordinator store on the shared node and signers, funded by the test."""
+
+    regtest: Regtest
+    engine: Engine
+    config: CoordinatorConfig
+    start_height: int
+    scanner: Scanner
+    next_receive: int = 0
+    funded: int = 0
+    requests: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    """Request id → (client id, destination script)."""
+
+    @contextmanager
+    def rounds(
+        self,
+        addresses: dict[str, str] | None = None,
+        sign_deadline_seconds: float = ROUNDS.sign_deadline_seconds,
+        round_deadline_seconds: float = ROUNDS.round_deadline_seconds,
+    ) -> Iterator[RoundEngine]:
+        """A new RoundEngine (as after a restart) on this store; other signer addresses or
+        deadlines when given."""
+        config = self.config
+        if addresses is not None:
+            config = replace(config, signers=endpoints(addresses))
+        deadlines = replace(
+            ROUNDS,
+            sign_deadline_seconds=sign_deadline_seconds,
+            round_deadline_seconds=round_deadline_seconds,
+        )
+        config = replace(config, rounds=deadlines)
+        with SignerPool.from_config(config) as signer_pool:
+            yield RoundEngine(config, self.engine, self.regtest.node.chain, signer_pool)
+
+    def fund(self, values: Sequence[int]) -> None:
+        """Pay the pool's next receive addresses and confirm."""
+        outputs = []
+        for value in values:
+            outputs.append((SERIES.derive(RECEIVE, self.next_receive).script_pubkey, value))
+            self.next_receive += 1
+        self.regtest.wallet.fund(self.regtest.node, outputs)
+        self.funded += sum(values)
+        self.mine(POOL.min_conf)
+
+    def submit(
+        self, client_id: str, request_id: str, amount: int, script: bytes | None = None
+    ) -> None:
+        script = script or p2wpkh(f"{self.start_height}/{client_id}/{request_id}")
+        self.requests[request_id] = (client_id, script)
+        with transaction(self.engine) as conn:
+            wstore.insert_withdrawal(
+                conn,
+                client_id=client_id,
+                request_id=request_id,
+                address=script_pubkey_to_address(script, REGTEST) or "",
+                script_pubkey=script,
+                amount=amount,
+                extra_fee=0,
+                now=time.time(),
+            )
+
+    def mine(self, blocks: int) -> None:
+        self.regtest.wallet.mine(self.regtest.node, blocks)
+        self.scanner.sync()
+
+    def mature(self, rounds: RoundEngine) -> None:
+        """Mine to the maturation depth of what is broadcast, following each block."""
+        for _ in range(POOL.maturation):
+            self.mine(1)
+            rounds.track()
+
+    def withdrawals(self) -> dict[str, wstore.Withdrawal]:
+        """The submitted withdrawals as stored, by request id."""
+        found = {}
+        with self.engine.connect() as conn:
+            for request_id, (client_id, _) in self.requests.items():
+                withdrawal = wstore.get_by_request(conn, client_id, request_id)
+                assert withdrawal is not None
+                found[request_id] = withdrawal
+        return found
+
+    def paid_on_chain(self) -> dict[bytes, list[int]]:
+        """Destination script → every output paying it since this pool started (from blocks)."""
+        chain = self.regtest.node.chain
+        wanted = {script for _, script in self.requests.values()}
+        paid: dict[bytes, list[int]] = {script: [] for script in wanted}
+        for height in range(self.start_height, chain.tip()[0] + 1):
+            for tx in chain.block(chain.block_hash(height)).transactions:
+                for out in tx.outputs:
+                    if out.script_pubkey in wanted:
+                        paid[out.script_pubkey].append(out.value)
+        return paid
+
+    def view(self, round_id: str | None) -> rstore.RoundView:
+        assert round_id is not None
+        with self.engine.connect() as conn:
+            view = rstore.round_view(conn, round_id)
+        assert view is not None
+        return view
+
+    def reserved(self) -> int:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(utxos.c.txid).where(utxos.c.reserved_round.is_not(None)))
+            return len(rows.all())
+
+
+@pytest.fixture
+def pool(
+    engine: Engine, regtest: Regtest, pki: Pki, signers: dict[str, str], tmp_path: Path
+) -> Pool:
+    start = regtest.node.chain.tip()[0] + 1
+    user, password = regtest.node.credentials
+    config = CoordinatorConfig(
+        network=REGTEST,
+        data_dir=tmp_path,
+        database_url=engine.url.render_as_string(hide_password=False),
+        server=ServerConfig(
+            listen="127.0.0.1:0",
+            tls=TlsConfig(*pki_pair(pki), pki.ca_path),
+            clients=frozenset(),
+            admins=frozenset(),
+        ),
+        chain=ChainConfig(rpc_url=regtest.node.rpc_url, rpc_user=user, rpc_password=password),
+        pool=POOL,
+        rounds=ROUNDS,
+        signers=endpoints(signers),
+    )
+    with transaction(engine) as conn:
+        cstore.add_series(
+            conn,
+            SERIES.id,
+            SERIES.descriptor(RECEIVE).to_string(REGTEST),
+            SERIES.descriptor(CHANGE).to_string(REGTEST),
+            SeriesState.ACTIVE,
+            REGTEST,
+            time.time(),
+        )
+    scanner = Scanner(engine, regtest.node.chain, REGTEST, POOL, start_height=start)
+    scanner.sync()
+    return Pool(regtest, engine, config, start, scanner)
+
+
+def assert_paid_exactly_once(pool: Pool) -> None:
+    """Every withdrawal completed, its destination paid its amount once, read from the node."""
+    paid = pool.paid_on_chain()
+    for request_id, w in pool.withdrawals().items():
+        assert w.status is Status.COMPLETED, (request_id, w)
+        assert paid[w.script_pubkey] == [w.amount], request_id
+
+
+def outcomes(view: rstore.RoundView) -> dict[str, Outcome]:
+    return {o.signer_id: o.outcome for o in view.outcomes}
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_final_request_reasons_are_signer_reason_codes() -> None:
+    assert FINAL_REQUEST_REASONS.issubset(reason.value for reason in Reason)
+
+
+def test_a_round_pays_every_withdrawal_and_completes_at_maturation(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pool.config = replace(pool.config, pool=replace(POOL, max_weight=12_000))
+    pool.fund([BTC // 10] * 30)
+    amounts = {}
+    for i in range(60):
+        client = "alice" if i % 2 else "bob"
+        amounts[f"{client}-{i}"] = 3_000_000 + 10_007 * i
+        pool.submit(client, f"{client}-{i}", amounts[f"{client}-{i}"])
+    with pool.rounds() as rounds:
+        started = time.monotonic()
+        outcome = rounds.run_round()
+        seconds = time.monotonic() - started
+        view = pool.view(outcome.round_id)
+        txs = view.transactions
+        assert outcome.detail == f"{len(txs)} of {len(txs)} transactions broadcast"
+        assert len(txs) > 1 and view.record.status is RoundStatus.BROADCAST
+        assert set(outcomes(view).values()) == {Outcome.SIGNED}
+        assert all(w.status is Status.BROADCAST for w in pool.withdrawals().values())
+        pool.mine(1)
+        rounds.track()
+        assert all(w.status is Status.CONFIRMED for w in pool.withdrawals().values())
+        pool.mature(rounds)
+    view = pool.view(outcome.round_id)
+    assert view.record.status is RoundStatus.COMPLETED
+    assert {tx.status for tx in view.transactions} == {TxStatus.COMPLETED}
+    assert_paid_exactly_once(pool)
+    fees = sum(tx.fee for tx in view.transactions)
+    height = pool.scanner.height()
+    with pool.engine.connect() as conn:
+        shares = sum(conn.execute(select(fee_shares.c.amount)).scalars())
+        balance = cstore.balances(conn, height, POOL.min_conf)[SERIES.id]
+    assert shares == fees
+    assert balance.confirmed + balance.unconfirmed == pool.funded - sum(amounts.values()) - fees
+    with pool.engine.connect() as conn:
+        stored = rstore.round_signatures(conn, pool.view(outcome.round_id).record.seq)
+    wire_data = [sig.hex() for sigs in stored.values() for sig in sigs.values()]
+    wire_data += [(tx.final_tx or b"").hex()[:64] for tx in view.transactions]
+    assert wire_data and not [s for s in wire_data if s in caplog.text]
+    inputs = sum(len(Transaction.parse(tx.final_tx or b"").inputs) for tx in view.transactions)
+    print(f"largest round: {len(amounts)} withdrawals, {inputs} inputs, {seconds:.2f} s")
+
+
+def test_a_transaction_a_reorganisation_takes_out_is_sent_again(pool: Pool) -> None:
+    pool.fund([BTC])
+    for i in range(2):
+        pool.submit("bob", f"bob-reorg-{i}", 15_000_000 + i)
+    node = pool.regtest.node
+    with pool.rounds() as rounds:
+        [txid] = [tx.txid for tx in pool.view(rounds.run_round().round_id).transactions]
+        pool.mine(1)
+        rounds.track()
+        assert {w.status for w in pool.withdrawals().values()} == {Status.CONFIRMED}
+        node.invalidate(node.chain.tip()[1])
+        pool.scanner.sync()
+        rounds.track()
+        assert {w.status for w in pool.withdrawals().values()} == {Status.BROADCAST}
+        with pool.engine.connect() as conn:
+            [tx] = rstore.tracked_transactions(conn)
+        assert (tx.txid, tx.status, tx.block_height) == (txid, TxStatus.BROADCAST, None)
+        assert txid in node.rpc("getrawmempool")
+        pool.mature(rounds)
+    assert_paid_exactly_once(pool)
+
+
+@pytest.mark.parametrize("fault", [Outcome.DOWN, Outcome.FAULTY, Outcome.TIMEOUT], ids=str)
+def test_one_bad_signer_costs_the_round_nothing(
+    pool: Pool, pki: Pki, signers: dict[str, str], fault: Outcome
+) -> None:
+    pool.fund([BTC])
+    for i in range(3):
+        pool.submit("alice", f"alice-{fault}-{i}", 10_000_000 + i)
+    with (
+        _bad_signer_2(pki, fault) as address,
+        pool.rounds({**signers, "signer-2": address}, sign_deadline_seconds=2.0) as rounds,
+    ):
+        outcome = rounds.run_round()
+        view = pool.view(outcome.round_id)
+        assert outcome.detail == "1 of 1 transactions broadcast"
+        assert outcomes(view) == {"signer-0": Outcome.SIGNED, "signer-1": Outcome.SIGNED,
+                                      "signer-2": fault}  # fmt: skip
+        [bad] = [o for o in view.outcomes if o.signer_id == "signer-2"]
+        assert bad.signatures == 0 and bad.detail
+        pool.mature(rounds)
+    assert_paid_exactly_once(pool)
+
+
+@contextmanager
+def _bad_signer_2(pki: Pki, fault: Outcome) -> Iterator[str]:
+    if fault is Outcome.DOWN:
+        yield dead_address()
+        return
+    with fake_signer(pki, stall_seconds=4.0 if fault is Outcome.TIMEOUT else 0.0) as address:
+        yield address
+
+
+def test_two_signers_down_abandon_the_round_and_a_later_round_pays(
+    pool: Pool, signers: dict[str, str]
+) -> None:
+    pool.fund([BTC])
+    for i in range(2):
+        pool.submit("bob", f"bob-down-{i}", 20_000_000 + i)
+    down = {**signers, "signer-1": dead_address(), "signer-2": dead_address()}
+    abandoned = []
+    for _ in range(2):  # the same manifest again: the abandoned round is reopened
+        with pool.rounds(down, sign_deadline_seconds=1.0, round_deadline_seconds=1.0) as rounds:
+            abandoned.append(rounds.run_round())
+        view = pool.view(abandoned[-1].round_id)
+        assert view.record.status is RoundStatus.ABANDONED
+        assert outcomes(view) == {"signer-0": Outcome.SIGNED, "signer-1": Outcome.DOWN,
+                                  "signer-2": Outcome.DOWN}  # fmt: skip
+        assert "signer-1 down: UNAVAILABLE" in view.record.detail
+        assert "signer-2 down: UNAVAILABLE" in view.record.detail
+        assert pool.reserved() == 0
+        for w in pool.withdrawals().values():
+            assert (w.status, w.round_seq) == (Status.PENDING, None)
+    assert abandoned[0].round_id == abandoned[1].round_id
+    # A request too big to pay changes the manifest but not the transaction, which moves to the
+    # new round.
+    pool.submit("bob", "bob-too-big", 100 * BTC)
+    with pool.rounds() as rounds:
+        retried = rounds.run_round()
+        assert retried.detail == "1 of 1 transactions broadcast"
+        assert pool.view(retried.round_id).transactions[0].txid == view.transactions[0].txid
+        assert "rebuilt in round" in pool.view(abandoned[0].round_id).record.detail
+        pool.mature(rounds)
+    assert pool.withdrawals().pop("bob-too-big").status is Status.DEFERRED
+    del pool.requests["bob-too-big"]
+    assert_paid_exactly_once(pool)
+
+
+def test_a_refused_request_is_rejected_and_the_round_rebuilt_without_it(pool: Pool) -> None:
+    pool.fund([BTC])
+    for i in range(3):
+        pool.submit("alice", f"alice-ok-{i}", 5_000_000 + i)
+    pool.submit("alice", "alice-denied", 7_000_000, DENIED)
+    with pool.rounds() as rounds:
+        outcome = rounds.run_round()
+        rebuilt = pool.view(outcome.round_id)
+        first = pool.view(rebuilt.rebuilt_from_id)
+        assert first.record.status is RoundStatus.ABANDONED
+        assert first.record.detail == "rebuilt without 1 refused requests"
+        assert outcomes(first) == {"signer-0": Outcome.REFUSED, "signer-1": Outcome.REFUSED,
+                                   "signer-2": Outcome.SIGNED}  # fmt: skip
+        refusal = next(o for o in first.outcomes if o.signer_id == "signer-0").refusals[0]
+        assert (refusal.scope, refusal.reason_code) == ("request", "DESTINATION_DENIED")
+        assert refusal.request_id == "alice-denied"
+        assert rebuilt.record.status is RoundStatus.BROADCAST
+        denied = pool.withdrawals().pop("alice-denied")
+        assert denied.status is Status.REJECTED and "DESTINATION_DENIED" in denied.reason
+        pool.mature(rounds)
+    assert pool.paid_on_chain()[DENIED] == []
+    del pool.requests["alice-denied"]
+    assert_paid_exactly_once(pool)
+
+
+@pytest.mark.parametrize(
+    "crash_at", [AFTER_ROUND_PERSISTED, AFTER_SIGNATURES_PERSISTED, AFTER_BROADCAST]
+)
+def test_a_coordinator_killed_in_a_round_resumes_and_pays_exactly_once(
+    pool: Pool, crash_at: str, tmp_path: Path
+) -> None:
+    pool.fund([BTC, BTC])
+    for i in range(4):
+        pool.submit("bob", f"bob-{crash_at}-{i}", 30_000_000 + i)
+    config = tmp_path / "config.pickle"
+    config.write_bytes(pickle.dumps(pool.config))
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.round_engine_child", str(config)],
+        cwd=ROOT,
+        env={**os.environ, CRASH_ENV: crash_at},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    _check_crash_state(pool, crash_at)
+    with pool.rounds() as rounds:
+        [resumed] = rounds.resume()
+        assert resumed.detail.endswith("transactions broadcast"), resumed
+        assert rounds.run_round() == RoundOutcome(None, "no withdrawals waiting")
+        pool.mature(rounds)
+    assert_paid_exactly_once(pool)
+    with pool.engine.connect() as conn:
+        assert len(rstore.list_rounds(conn, 10)) == 1
+
+
+def _check_crash_state(pool: Pool, crash_at: str) -> None:
+    """What the killed process left in the store and on the node."""
+    with pool.engine.connect() as conn:
+        [record] = rstore.open_rounds(conn)
+        txs = rstore.transactions(conn, record.seq)
+        stored = rstore.round_signatures(conn, record.seq)
+    assert pool.reserved() > 0
+    assert all(w.status in (Status.IN_ROUND, Status.SIGNED) for w in pool.withdrawals().values())
+    mempool = set(pool.regtest.node.rpc("getrawmempool"))
+    if crash_at == AFTER_ROUND_PERSISTED:
+        assert not stored and {tx.status for tx in txs} == {TxStatus.UNSIGNED}
+    elif crash_at == AFTER_SIGNATURES_PERSISTED:
+        assert stored and {tx.status for tx in txs} == {TxStatus.UNSIGNED}
+    else:
+        assert all(tx.broadcast_at is not None for tx in txs[:1])
+        assert txs[0].txid in mempool
+    if crash_at != AFTER_BROADCAST:
+        assert not {tx.txid for tx in txs} & mempool
+
+
+def test_signer_pool_asks_every_signer_and_reports_each_answer(
+    pki: Pki, signers: dict[str, str]
+) -> None:
+    """The client side on its own: every signer at once, a down one among them."""
+    addresses = {**signers, "signer-2": dead_address()}
+    tls = TlsConfig(*pki_pair(pki), pki.ca_path)
+    with SignerPool(endpoints(addresses), tls) as pool:
+        shown = pool.display_address("signer-0", REGTEST, SERIES.id, CHANGE, 3, CALL_TIMEOUT)
+        assert shown.address == SERIES.address(CHANGE, 3, REGTEST)
+        results = pool.sign_round_all(b"not a manifest", [], deadline=5.0)
+        assert set(results) == set(SIGNER_IDS)
+        assert results["signer-2"].error is not None
+        assert results["signer-2"].error.code == grpc.StatusCode.UNAVAILABLE.name
+        for signer_id in ("signer-0", "signer-1"):
+            [refusal] = results[signer_id].refusals
+            assert refusal.reason_code == "MALFORMED_MANIFEST" and refusal.scope == "round"

@@ -1,0 +1,185 @@
+"""gRPC plumbing shared by the daemons: who may call, and how failures become status codes.
+
+``Gatekeeper`` wraps every method of every service a server hosts (its own services, health and
+reflection alike). It reads the client certificate that mutual TLS has already verified against
+the pool's CA, takes its vpool identity ``(role, name)``, and asks the daemon's ``Authorizer``
+whether that identity may call the method; a refusal ends the call with PERMISSION_DENIED. A
+``RpcFailure`` raised by a method becomes its status code and message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from vpool.tls import TlsError, peer_identity
+
+log = logging.getLogger(__name__)
+
+Identity = tuple[str, str]
+"""``(role, name)`` of a caller, from its certificate."""
+Authorizer = Callable[[str, Identity], str | None]
+"""``(full method name, identity)`` → why the call is refused, or None to allow it."""
+
+_CERT_KEY = "x509_pem_cert"
+_BEHAVIORS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+class RpcFailure(Exception):
+    """End the call with ``code``; ``message`` names the field or the reason."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(field: str, message: str) -> RpcFailure:
+    """INVALID_ARGUMENT whose message starts with the field's name."""
+    return RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
+
+
+def service_of(method: str) -> str:
+    """``vpool.v1.AdminService`` of ``/vpool.v1.AdminService/GetRound``."""
+    return method.lstrip("/").partition("/")[0]
+
+
+def caller_identity(context: Any) -> Identity:
+    """The verified ``(role, name)`` of the caller; raises TlsError when there is none."""
+    certificates = context.auth_context().get(_CERT_KEY)
+    if not certificates:
+        raise TlsError("no client certificate")
+    return peer_identity(certificates[0])
+
+
+class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Authorizes every call; ``authorize`` is None only in insecure development mode.
+
+    It also counts the calls running (a stream until it ends), so that a shutdown can wait for
+    them, and only for them: gRPC's own grace period also waits for idle client connections.
+    """
+
+    def __init__(self, authorize: Authorizer | None) -> None:
+        self._authorize = authorize
+        self._running = 0
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is running; False if some still are after ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        changes = {
+            name: self._guard(method, getattr(handler, name), name.endswith("_stream"))
+            for name in _BEHAVIORS
+            if getattr(handler, name) is not None
+        }
+        return handler._replace(**changes)
+
+    def _guard(
+        self, method: str, behavior: Callable[..., Any], streams: bool
+    ) -> Callable[..., Any]:
+        @functools.wraps(behavior)
+        def guarded(request: Any, context: Any) -> Any:
+            denial = self._deny(method, context)
+            if denial is not None:
+                log.warning("refused %s: %s", method, denial)
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
+            if streams:
+                return self._stream(method, context, behavior, request)
+            with self._counted():
+                try:
+                    return behavior(request, context)
+                except RpcFailure as e:
+                    _fail(method, context, e)
+
+        return guarded
+
+    def _stream(
+        self, method: str, context: Any, behavior: Callable[..., Any], request: Any
+    ) -> Iterator[Any]:
+        """The responses of a server stream, counted while it runs."""
+        with self._counted():
+            try:
+                yield from behavior(request, context)
+            except RpcFailure as e:
+                _fail(method, context, e)
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def _deny(self, method: str, context: Any) -> str | None:
+        """Why the caller may not call ``method``, or None."""
+        if self._authorize is None:
+            return None
+        try:
+            identity = caller_identity(context)
+        except TlsError as e:
+            return f"client certificate: {e}"
+        return self._authorize(method, identity)
+
+
+def _fail(method: str, context: Any, failure: RpcFailure) -> None:
+    log.info("%s failed: %s: %s", method, failure.code.name, failure.message)
+    context.abort(failure.code, failure.message)
+
+
+def make_server(
+    gatekeeper: Gatekeeper,
+    max_message_bytes: int,
+    workers: int,
+    max_concurrent: int | None = None,
+) -> grpc.Server:
+    """A server whose every call passes ``gatekeeper``, on ``workers`` threads. With
+    ``max_concurrent``, calls beyond it are refused (RESOURCE_EXHAUSTED) instead of queued."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        interceptors=[gatekeeper],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+        maximum_concurrent_rpcs=max_concurrent,
+    )
+
+
+def add_health_and_reflection(server: grpc.Server, services: Sequence[str]) -> HealthServicer:
+    """The standard health service (SERVING for "" and each of ``services``) and reflection."""
+    health_service = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    reflection.enable_server_reflection(
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    for name in ("", *services):
+        health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return health_service
+
+
+def mutual_tls(cert: bytes, key: bytes, ca: bytes) -> grpc.ServerCredentials:
+    """Our certificate and key; callers must present a certificate from the pool's CA."""
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
