@@ -36,7 +36,7 @@ from coordinator.watch import ChangeSignal
 from pool.address import encode_segwit_address
 from pool.hashes import sha256
 from pool.networks import REGTEST
-from tests.signer_harness import Pki, Process, client_credentials
+from vpool.devnet.processes import Pki, client_credentials
 from vpool.v1 import coordinator_pb2_grpc
 
 BTC = 100_000_000
@@ -190,13 +190,3 @@ max_withdrawal = {MAX_WITHDRAWAL}
         encoding="utf-8",
     )
     return path
-
-
-class CoordinatorDaemon(Process):
-    """``vpool-coordinator serve``; ``address`` is where it listens."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        log = config.parent / "coordinator.log"
-        super().__init__(["serve", "--config", str(config)], log, _READY, "coordinator.cli")
-        self.address = self.match.group(1)

@@ -19,7 +19,7 @@ from pool import ecdsa
 from pool.hdkeys import ExtendedPrivateKey
 from pool.psbt import Psbt
 from pool.sighash import SIGHASH_ALL, SegwitV0Sighasher
-from tests.signer_harness import Pki
+from vpool.devnet.processes import Pki
 from vpool.v1 import signer_pb2, signer_pb2_grpc
 
 

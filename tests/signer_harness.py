@@ -6,117 +6,32 @@ on loopback ports the processes pick themselves (port 0) and announce on their r
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import grpc
-from mnemonic import Mnemonic
-
 from pool.descriptor import DescriptorKey
-from pool.hashes import sha256
-from pool.hdkeys import ExtendedPrivateKey
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST
 from pool.psbt import Psbt
 from pool.series import CHANGE, RECEIVE, Series
 from pool.withdrawal import build_round
-from signer.keystore import create_keystore
-from vpool import tls
-from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+from vpool.devnet.processes import (
+    COORDINATOR,
+    PASSPHRASE_ENV,
+    Pki,
+    to_toml,
+)
+from vpool.v1 import common_pb2, signer_pb2
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSPHRASE = "correct horse battery staple"
-PASSPHRASE_ENV = "VPOOL_TEST_KEYSTORE_PASSPHRASE"
-COORDINATOR = "coordinator"
-START_TIMEOUT = 30.0
 CALL_TIMEOUT = 20.0
-_READY = re.compile(r"vpool-signer \S+ serving on (\S+)")
-_JADE_READY = re.compile(r"jade emulator listening on [^:]+:(\d+) ")
 
 
 # --- TLS -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Pki:
-    """A development CA in ``directory`` and the certificates issued from it."""
-
-    directory: Path
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        start = self.now - timedelta(days=30)
-        self.ca_cert, self.ca_key = tls.create_ca("test pool CA", start, timedelta(days=365))
-        tls.save_pair(self.directory, tls.CA_STEM, self.ca_cert, self.ca_key)
-
-    @property
-    def ca_path(self) -> Path:
-        return self.directory / f"{tls.CA_STEM}.pem"
-
-    def issue(
-        self, role: str, name: str, *, start: datetime | None = None, days: float = 30
-    ) -> tuple[Path, Path]:
-        """``(cert, key)`` paths of a new certificate for ``role``/``name`` (on loopback)."""
-        begin = start or self.now - timedelta(days=1)
-        cert, key = tls.issue_certificate(
-            self.ca_cert,
-            self.ca_key,
-            name,
-            role,
-            ["localhost"],
-            [ipaddress.ip_address("127.0.0.1")],
-            begin,
-            begin + timedelta(days=days),
-        )
-        return tls.save_pair(self.directory, name, cert, key, overwrite=True)
-
-    def credentials(self, name: str = COORDINATOR) -> grpc.ChannelCredentials:
-        """Client credentials from the files of ``name`` (issue them first)."""
-        return client_credentials(self.ca_path, *self._pair(name))
-
-    def _pair(self, name: str) -> tuple[Path, Path]:
-        return self.directory / f"{name}.pem", self.directory / f"{name}.key"
-
-
-def client_credentials(
-    ca: Path, cert: Path | None = None, key: Path | None = None
-) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca.read_bytes(),
-        private_key=key.read_bytes() if key else None,
-        certificate_chain=cert.read_bytes() if cert else None,
-    )
-
-
 # --- keys and configs -----------------------------------------------------------------------
-
-
-def mnemonic_for(tag: str) -> str:
-    """A fixed test mnemonic (24 words from SHA256 of ``tag``)."""
-    words: str = Mnemonic("english").to_mnemonic(sha256(tag.encode()))
-    return words
-
-
-def master_of(words: str) -> ExtendedPrivateKey:
-    return ExtendedPrivateKey.from_seed(Mnemonic.to_seed(words, ""))
-
-
-def write_keystore(path: Path, master: ExtendedPrivateKey) -> Path:
-    """A keystore of ``master`` (as a regtest xprv), with a fast scrypt setting."""
-    create_keystore(path, master.to_string(REGTEST), "xprv", PASSPHRASE, "regtest", scrypt_n=16)
-    return path
 
 
 def emulator_backend(keystore: Path) -> dict[str, Any]:
@@ -169,124 +84,7 @@ def write_config(
     return path
 
 
-def to_toml(doc: Mapping[str, Any]) -> str:
-    """TOML for a document of scalars, arrays of scalars and one level of tables."""
-    top = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, Mapping)]
-    tables = [
-        f"\n[{k}]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in v.items())
-        for k, v in doc.items()
-        if isinstance(v, Mapping)
-    ]
-    return "\n".join(top) + "\n" + "".join(tables)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-
-
 # --- processes -------------------------------------------------------------------------------
-
-
-class Process:
-    """A ``python -m <module>`` subprocess (``signer.cli`` by default) that prints one ready
-    line on stdout."""
-
-    def __init__(
-        self, args: Sequence[str], log: Path, ready: re.Pattern[str], module: str = "signer.cli"
-    ) -> None:
-        self.log = log
-        env = {**os.environ, PASSPHRASE_ENV: PASSPHRASE, "PYTHONUNBUFFERED": "1"}
-        with log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        self.match = self._wait_ready(ready)
-
-    def _wait_ready(self, ready: re.Pattern[str]) -> re.Match[str]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if not selector.select(timeout=deadline - time.monotonic()):
-                    break
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                match = ready.search(line)
-                if match:
-                    return match
-        self.stop()
-        raise AssertionError(f"{self.proc.args} did not start:\n{self.log_text()}")
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it does not exit in time; the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-
-class SignerDaemon(Process):
-    """``vpool-signer serve``; ``address`` is where it listens."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        super().__init__(["serve", "--config", str(config)], config.parent / "signer.log", _READY)
-        self.address = self.match.group(1)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.config.parent / "data"
-
-    def restart(self) -> SignerDaemon:
-        self.stop()
-        return SignerDaemon(self.config)
-
-    def stub(self, pki: Pki, name: str = COORDINATOR) -> signer_pb2_grpc.SignerServiceStub:
-        return signer_pb2_grpc.SignerServiceStub(self.channel(pki.credentials(name)))
-
-    def channel(self, credentials: grpc.ChannelCredentials) -> grpc.Channel:
-        return grpc.secure_channel(self.address, credentials)
-
-
-class JadeEmulator(Process):
-    """``vpool-signer emulate-jade`` on a free port (or ``port``)."""
-
-    def __init__(
-        self, directory: Path, words: str, port: int = 0, stall_seconds: float = 0.0
-    ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        words_file = directory / "mnemonic.txt"
-        words_file.write_text(words, encoding="utf-8")
-        args = ["emulate-jade", "--network", "regtest", "--mnemonic-file", str(words_file)]
-        args += ["--port", str(port), "--state-file", str(directory / "registry.json")]
-        args += ["--stall-seconds", str(stall_seconds)]
-        super().__init__(args, directory / "jade.log", _JADE_READY)
-        self.port = int(self.match.group(1))
-        self.fingerprint = master_of(words).fingerprint
 
 
 # --- rounds ----------------------------------------------------------------------------------

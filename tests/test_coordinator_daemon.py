@@ -20,10 +20,10 @@ import pytest
 from coordinator.config import load_config
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
-from tests.coordinator_harness import ADMIN, CoordinatorDaemon, address, write_daemon_config
+from tests.coordinator_harness import ADMIN, address, write_daemon_config
 from tests.factories import make_series
-from tests.signer_harness import ROOT, Pki
 from vpool import cli
+from vpool.devnet.processes import ROOT, CoordinatorDaemon, Pki
 
 SERIES = make_series(1, 2, [0, 1, 2])
 CLOSED_PORT_URL = "http://127.0.0.1:9"

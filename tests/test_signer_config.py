@@ -19,7 +19,7 @@ from signer.config import (
     parse_config,
 )
 from signer.policy import PolicyConfig
-from tests.signer_harness import ROOT, to_toml
+from vpool.devnet.processes import ROOT, to_toml
 
 EXAMPLE = ROOT / "docs" / "signer.example.toml"
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"

@@ -30,16 +30,18 @@ from signer.policy import PolicyConfig
 from tests.factories import BTC, make_series, manifest, master_key, request, utxo
 from tests.signer_harness import (
     CALL_TIMEOUT,
-    PASSPHRASE,
-    PASSPHRASE_ENV,
-    ROOT,
-    Pki,
-    SignerDaemon,
     emulator_backend,
     register_request,
     round_request,
     with_signatures,
     write_config,
+)
+from vpool.devnet.processes import (
+    PASSPHRASE,
+    PASSPHRASE_ENV,
+    ROOT,
+    Pki,
+    SignerDaemon,
     write_keystore,
 )
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc

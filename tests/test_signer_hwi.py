@@ -36,17 +36,19 @@ from signer.keystore import bip48_account_path
 from tests.factories import BTC, manifest, master_key, request, utxo
 from tests.signer_harness import (
     CALL_TIMEOUT,
-    JadeEmulator,
-    Pki,
-    SignerDaemon,
     emulator_backend,
     hwi_backend,
-    master_of,
-    mnemonic_for,
     register_request,
     round_request,
     with_signatures,
     write_config,
+)
+from vpool.devnet.processes import (
+    JadeEmulator,
+    Pki,
+    SignerDaemon,
+    master_of,
+    mnemonic_for,
     write_keystore,
 )
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
@@ -197,7 +199,7 @@ def test_a_device_is_found_by_fingerprint_alone(tmp_path: Path) -> None:
     words = mnemonic_for("jade by fingerprint")
     try:
         jade = JadeEmulator(tmp_path, words, port=HWI_SIMULATOR_PORT)
-    except AssertionError:
+    except RuntimeError:
         pytest.skip(f"port {HWI_SIMULATOR_PORT} is in use")
     try:
         backend = HwiBackend(HwiBackendConfig(jade.fingerprint, None, None, 20, 20), REGTEST)
