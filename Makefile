@@ -4,10 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint proto vectors clean help
+.PHONY: test demo lint proto vectors clean help
 
 help:
 	@echo "make test     - create .venv if needed, install vpool with test extras, run the tests"
+	@echo "make demo     - a real regtest pool end to end (bcoin, 3 signers, coordinator)"
 	@echo "make lint     - ruff + mypy"
 	@echo "make proto    - regenerate gRPC code from proto/"
 	@echo "make vectors  - regenerate the golden withdrawal vectors (review the diff!)"
@@ -36,6 +37,11 @@ node_modules: package-lock.json
 
 test: $(STAMP) system-deps node_modules
 	$(PY) -m pytest -q
+
+# A real regtest pool end to end: bcoin, three signers (one behind the Jade-protocol emulator),
+# the coordinator on SQLite, two clients; prints each step and a summary, exits 0.
+demo: $(STAMP) system-deps node_modules
+	$(PY) -m vpool.devnet.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,23 +6,13 @@ on loopback ports the processes pick themselves (port 0) and announce on their r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
-from pool.descriptor import DescriptorKey
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST
 from pool.psbt import Psbt
 from pool.series import CHANGE, RECEIVE, Series
 from pool.withdrawal import build_round
-from vpool.devnet.processes import (
-    COORDINATOR,
-    PASSPHRASE_ENV,
-    Pki,
-    to_toml,
-)
 from vpool.v1 import common_pb2, signer_pb2
 
 CALL_TIMEOUT = 20.0
@@ -32,56 +22,6 @@ CALL_TIMEOUT = 20.0
 
 
 # --- keys and configs -----------------------------------------------------------------------
-
-
-def emulator_backend(keystore: Path) -> dict[str, Any]:
-    return {"kind": "emulator", "keystore": str(keystore), "passphrase_env": PASSPHRASE_ENV}
-
-
-def hwi_backend(port: int, fingerprint: bytes, sign_timeout: float = 60.0) -> dict[str, Any]:
-    return {
-        "kind": "hwi",
-        "device_type": "jade",
-        "device_path": f"tcp:127.0.0.1:{port}",
-        "fingerprint": fingerprint.hex(),
-        "call_timeout_seconds": 20,
-        "sign_timeout_seconds": sign_timeout,
-    }
-
-
-def write_config(
-    directory: Path,
-    pki: Pki,
-    signer_id: str,
-    backend: Mapping[str, Any],
-    policy: Mapping[str, Any] | None = None,
-    allowed: Sequence[str] = (COORDINATOR,),
-    cosigners: Sequence[DescriptorKey] = (),
-) -> Path:
-    """``directory/signer.toml`` for a signer on a free loopback port, with its certificate.
-
-    ``cosigners`` are the keys of the series the tests will register (the signer's own key among
-    them is harmless): the policy registers only series made of its own and these keys.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = pki.issue("signer", signer_id)
-    doc: dict[str, Any] = {
-        "signer_id": signer_id,
-        "network": "regtest",
-        "data_dir": "data",
-        "server": {
-            "listen": "127.0.0.1:0",
-            "cert": str(cert),
-            "key": str(key),
-            "ca": str(pki.ca_path),
-            "allowed_coordinators": list(allowed),
-        },
-        "backend": dict(backend),
-        "policy": {**(policy or {}), "cosigners": [k.to_string(REGTEST) for k in cosigners]},
-    }
-    path = directory / "signer.toml"
-    path.write_text(to_toml(doc), encoding="utf-8")
-    return path
 
 
 # --- processes -------------------------------------------------------------------------------

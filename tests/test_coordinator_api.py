@@ -40,8 +40,7 @@ from tests.coordinator_harness import (
     row_counts,
 )
 from tests.factories import make_series, master_key
-from tests.signer_harness import emulator_backend, write_config
-from vpool.devnet.processes import Pki, SignerDaemon, write_keystore
+from vpool.devnet.processes import Pki, SignerDaemon, emulator_backend, write_config, write_keystore
 from vpool.v1 import common_pb2
 from vpool.v1 import coordinator_pb2 as pb
 

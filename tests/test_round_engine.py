@@ -62,8 +62,14 @@ from signer.policy import Reason
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.fake_signer import WrongSighashSigner, serve_fake_signer
 from tests.regtest_fixtures import Regtest
-from tests.signer_harness import emulator_backend, write_config
-from vpool.devnet.processes import ROOT, Pki, SignerDaemon, write_keystore
+from vpool.devnet.processes import (
+    ROOT,
+    Pki,
+    SignerDaemon,
+    emulator_backend,
+    write_config,
+    write_keystore,
+)
 
 SERIES = make_series(1, 2, [0, 1, 2])
 SIGNER_IDS = ("signer-0", "signer-1", "signer-2")

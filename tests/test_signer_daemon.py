@@ -28,20 +28,15 @@ from pool.withdrawal import build_round
 from signer.keystore import bip48_account_path
 from signer.policy import PolicyConfig
 from tests.factories import BTC, make_series, manifest, master_key, request, utxo
-from tests.signer_harness import (
-    CALL_TIMEOUT,
-    emulator_backend,
-    register_request,
-    round_request,
-    with_signatures,
-    write_config,
-)
+from tests.signer_harness import CALL_TIMEOUT, register_request, round_request, with_signatures
 from vpool.devnet.processes import (
     PASSPHRASE,
     PASSPHRASE_ENV,
     ROOT,
     Pki,
     SignerDaemon,
+    emulator_backend,
+    write_config,
     write_keystore,
 )
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc

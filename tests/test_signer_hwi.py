@@ -34,21 +34,16 @@ from signer.config import HwiBackendConfig
 from signer.jade_emulator import HWI_SIMULATOR_PORT
 from signer.keystore import bip48_account_path
 from tests.factories import BTC, manifest, master_key, request, utxo
-from tests.signer_harness import (
-    CALL_TIMEOUT,
-    emulator_backend,
-    hwi_backend,
-    register_request,
-    round_request,
-    with_signatures,
-    write_config,
-)
+from tests.signer_harness import CALL_TIMEOUT, register_request, round_request, with_signatures
 from vpool.devnet.processes import (
     JadeEmulator,
     Pki,
     SignerDaemon,
+    emulator_backend,
+    hwi_backend,
     master_of,
     mnemonic_for,
+    write_config,
     write_keystore,
 )
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc

@@ -14,13 +14,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.factories import master_key
-from tests.signer_harness import CALL_TIMEOUT, emulator_backend, write_config
+from tests.signer_harness import CALL_TIMEOUT
 from vpool.devnet.processes import (
     ROOT,
     Pki,
     SignerDaemon,
     client_credentials,
+    emulator_backend,
     to_toml,
+    write_config,
     write_keystore,
 )
 from vpool.v1 import signer_pb2, signer_pb2_grpc

@@ -13,6 +13,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 from mnemonic import Mnemonic
 
+from pool.descriptor import DescriptorKey
 from pool.hashes import sha256
 from pool.hdkeys import ExtendedPrivateKey
 from pool.networks import REGTEST
@@ -98,6 +100,14 @@ def client_credentials(
     )
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 # --- keys and configs -----------------------------------------------------------------------
 
 
@@ -138,6 +148,57 @@ def _toml_value(value: Any) -> str:
     return "[" + ", ".join(_toml_value(v) for v in value) + "]"
 
 
+def emulator_backend(keystore: Path) -> dict[str, Any]:
+    return {"kind": "emulator", "keystore": str(keystore), "passphrase_env": PASSPHRASE_ENV}
+
+
+def hwi_backend(port: int, fingerprint: bytes, sign_timeout: float = 60.0) -> dict[str, Any]:
+    return {
+        "kind": "hwi",
+        "device_type": "jade",
+        "device_path": f"tcp:127.0.0.1:{port}",
+        "fingerprint": fingerprint.hex(),
+        "call_timeout_seconds": 20,
+        "sign_timeout_seconds": sign_timeout,
+    }
+
+
+def write_config(
+    directory: Path,
+    pki: Pki,
+    signer_id: str,
+    backend: Mapping[str, Any],
+    policy: Mapping[str, Any] | None = None,
+    allowed: Sequence[str] = (COORDINATOR,),
+    cosigners: Sequence[DescriptorKey] = (),
+    listen: str = "127.0.0.1:0",
+) -> Path:
+    """``directory/signer.toml`` for a signer on a free loopback port, with its certificate.
+
+    ``cosigners`` are the keys of the series the tests will register (the signer's own key among
+    them is harmless): the policy registers only series made of its own and these keys.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = pki.issue("signer", signer_id)
+    doc: dict[str, Any] = {
+        "signer_id": signer_id,
+        "network": "regtest",
+        "data_dir": "data",
+        "server": {
+            "listen": listen,
+            "cert": str(cert),
+            "key": str(key),
+            "ca": str(pki.ca_path),
+            "allowed_coordinators": list(allowed),
+        },
+        "backend": dict(backend),
+        "policy": {**(policy or {}), "cosigners": [k.to_string(REGTEST) for k in cosigners]},
+    }
+    path = directory / "signer.toml"
+    path.write_text(to_toml(doc), encoding="utf-8")
+    return path
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -146,10 +207,15 @@ class Process:
     line on stdout."""
 
     def __init__(
-        self, args: Sequence[str], log: Path, ready: re.Pattern[str], module: str = "signer.cli"
+        self,
+        args: Sequence[str],
+        log: Path,
+        ready: re.Pattern[str],
+        module: str = "signer.cli",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.log = log
-        env = {**os.environ, PASSPHRASE_ENV: PASSPHRASE, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, PASSPHRASE_ENV: PASSPHRASE, "PYTHONUNBUFFERED": "1", **(env or {})}
         with log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args],
@@ -241,10 +307,9 @@ class JadeEmulator(Process):
 class CoordinatorDaemon(Process):
     """``vpool-coordinator serve``; ``address`` is where it listens."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
         self.config = config
         log = config.parent / "coordinator.log"
-        super().__init__(
-            ["serve", "--config", str(config)], log, _COORDINATOR_READY, "coordinator.cli"
-        )
+        args = ["serve", "--config", str(config)]
+        super().__init__(args, log, _COORDINATOR_READY, "coordinator.cli", env)
         self.address = self.match.group(1)

@@ -1,0 +1,176 @@
+"""The whole pool, end to end: a bcoin regtest node, three signer daemons (two software keystores,
+one HWI backend driving the Jade-protocol emulator), the coordinator daemon, and its clients over
+mutual TLS. Nothing is stood in for; each test reads its results back from the node.
+
+One pool per store (SQLite, the machine's PostgreSQL), shared by the tests of this module; each
+test uses its own withdrawals and destinations and leaves every signer running.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from pool.address import address_to_script_pubkey, encode_segwit_address
+from pool.hashes import sha256
+from pool.networks import REGTEST
+from tests.store_fixtures import PG_ADMIN
+from vpool.devnet.pool import BTC, CALL_TIMEOUT, CLIENTS, DevPool
+from vpool.v1 import coordinator_pb2 as pb
+
+MATURATION = 3
+COMPLETED = pb.WITHDRAWAL_STATUS_COMPLETED
+
+
+def destination(tag: str) -> str:
+    return encode_segwit_address(REGTEST, 0, sha256(tag.encode())[:20])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def devpool(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevPool]:
+    url = ""
+    if request.param == "postgresql":
+        base: str = request.getfixturevalue("postgres_database")
+        schema = f"e2e_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(
+            base.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{base}?options=-csearch_path%3D{schema}"
+    pool = DevPool(tmp_path_factory.mktemp("devpool"), database_url=url, round_deadline_seconds=6)
+    pool.pool_settings["maturation"] = MATURATION
+    with pool:
+        pool.fund([2 * BTC] * 12)
+        yield pool
+
+
+def submit(pool: DevPool, client: str, request_id: str, address: str, amount: int) -> None:
+    pool.client(client).SubmitWithdrawal(
+        pb.SubmitWithdrawalRequest(request_id=request_id, address=address, amount_sat=amount),
+        timeout=CALL_TIMEOUT,
+    )
+
+
+def status(pool: DevPool, client: str, request_id: str) -> pb.Withdrawal:
+    found: pb.Withdrawal = pool.client(client).GetWithdrawal(
+        pb.GetWithdrawalRequest(request_id=request_id), timeout=CALL_TIMEOUT
+    )
+    return found
+
+
+def mature(pool: DevPool, withdrawals: list[tuple[str, str]]) -> None:
+    pool.mine(MATURATION)
+    pool.wait_until(
+        lambda: all(status(pool, c, r).status == COMPLETED for c, r in withdrawals) or None,
+        "the withdrawals to complete",
+    )
+
+
+def round_fees(pool: DevPool) -> int:
+    rounds = pool.admin().ListRounds(pb.ListRoundsRequest(page_size=1000), timeout=CALL_TIMEOUT)
+    return sum(r.fee_sat for r in rounds.rounds if r.status != pb.ROUND_STATUS_ABANDONED)
+
+
+def outcomes(pool: DevPool, round_id: str) -> dict[str, str]:
+    found = pool.admin().GetRound(pb.GetRoundRequest(round_id=round_id), timeout=CALL_TIMEOUT)
+    return {s.signer_id: s.outcome for s in found.signers}
+
+
+def test_sixty_withdrawals_from_two_clients_are_paid_exactly(devpool: DevPool) -> None:
+    start = devpool.node.chain.tip()[0] + 1
+    payments: dict[tuple[str, str], tuple[str, int]] = {}
+    for k in range(60):
+        client = CLIENTS[k % 2]
+        request_id = f"sixty-{k}"
+        address = destination(f"{devpool.directory}/sixty/{k}")
+        amount = 1_000_000 + 7_919 * k
+        submit(devpool, client, request_id, address, amount)
+        payments[(client, request_id)] = (address, amount)
+    response = devpool.run_round()
+    assert response.round_id, response.detail
+    assert set(outcomes(devpool, response.round_id).values()) == {"signed"}
+    mature(devpool, list(payments))
+    for address, amount in payments.values():
+        spk = address_to_script_pubkey(address, REGTEST)
+        assert devpool.received_by(spk, start) == amount
+    paid = sum(amount for _, amount in payments.values())
+    devpool.wait_until(
+        lambda: devpool.pool_balance() == devpool.funded - paid - round_fees(devpool) or None,
+        "the pool balance to settle",
+    )
+
+
+def test_a_round_completes_with_one_signer_down_and_names_it(devpool: DevPool) -> None:
+    devpool.stop_signer("signer-2")
+    try:
+        submit(devpool, CLIENTS[0], "one-down", destination("one-down"), 3_000_000)
+        response = devpool.run_round()
+        assert outcomes(devpool, response.round_id)["signer-2"] == "down"
+        assert status(devpool, CLIENTS[0], "one-down").status == pb.WITHDRAWAL_STATUS_BROADCAST
+    finally:
+        devpool.restart_signer("signer-2")
+    mature(devpool, [(CLIENTS[0], "one-down")])
+
+
+def test_with_two_signers_down_the_round_is_abandoned_and_paid_later(devpool: DevPool) -> None:
+    devpool.stop_signer("signer-1")
+    devpool.stop_signer("signer-3")
+    try:
+        submit(devpool, CLIENTS[1], "two-down", destination("two-down"), 4_000_000)
+        response = devpool.run_round()
+        assert "abandon" in response.detail or outcomes(devpool, response.round_id)
+        found = devpool.admin().GetRound(
+            pb.GetRoundRequest(round_id=response.round_id), timeout=CALL_TIMEOUT
+        )
+        assert found.status == pb.ROUND_STATUS_ABANDONED
+        assert status(devpool, CLIENTS[1], "two-down").status == pb.WITHDRAWAL_STATUS_PENDING
+    finally:
+        devpool.restart_signer("signer-1")
+        devpool.restart_signer("signer-3")
+    again = devpool.run_round()
+    assert again.round_id, again.detail
+    mature(devpool, [(CLIENTS[1], "two-down")])
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["after_round_persisted", "after_signatures_persisted", "after_broadcast"]
+)
+def test_a_coordinator_killed_mid_round_pays_exactly_once(devpool: DevPool, crash_at: str) -> None:
+    start = devpool.node.chain.tip()[0] + 1
+    address = destination(f"{devpool.directory}/crash/{crash_at}")
+    request_id = f"crash-{crash_at}"
+    submit(devpool, CLIENTS[0], request_id, address, 5_000_000)
+    assert devpool.coordinator is not None
+    devpool.coordinator.stop()
+    crashing = devpool.start_coordinator(env={"VPOOL_CRASH_AT": crash_at})
+    with pytest.raises(grpc.RpcError):
+        devpool.run_round()
+    assert crashing.proc.wait(timeout=30) != 0  # killed by SIGKILL at the crash point
+    devpool.start_coordinator()
+    devpool.wait_until(
+        lambda: (
+            status(devpool, CLIENTS[0], request_id).status
+            not in (pb.WITHDRAWAL_STATUS_PENDING, pb.WITHDRAWAL_STATUS_IN_ROUND)
+            or None
+        ),
+        "the restarted coordinator to finish the round",
+    )
+    mature(devpool, [(CLIENTS[0], request_id)])
+    assert devpool.received_by(address_to_script_pubkey(address, REGTEST), start) == 5_000_000
+
+
+def test_store_is_the_configured_one(devpool: DevPool, request: pytest.FixtureRequest) -> None:
+    """Guard: the PostgreSQL variant really runs on PostgreSQL."""
+    config = Path(devpool.directory / "coordinator" / "coordinator.toml").read_text()
+    expects_pg = "postgresql" in request.node.callspec.id
+    assert ("postgresql+psycopg" in config) == expects_pg
+    if expects_pg:
+        with psycopg.connect(PG_ADMIN) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -1,0 +1,326 @@
+"""A whole vpool on this machine: a bcoin regtest node, a development CA, n signer daemons (software
+keystores and Jade-protocol emulators behind the HWI backend), the coordinator, and gRPC stubs for
+its clients and operators. Every part is the real program, started as an operator starts it.
+
+``DevPool`` is what ``make demo`` narrates and what the end-to-end tests drive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from pool.descriptor import DescriptorKey
+from pool.hdkeys import KeyOrigin
+from pool.networks import REGTEST
+from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from signer.keystore import bip48_account_path
+from vpool.devnet.bcoin import BcoinNode
+from vpool.devnet.processes import (
+    CoordinatorDaemon,
+    JadeEmulator,
+    Pki,
+    SignerDaemon,
+    emulator_backend,
+    free_port,
+    hwi_backend,
+    master_of,
+    mnemonic_for,
+    write_config,
+    write_keystore,
+)
+from vpool.devnet.wallet import DevWallet
+from vpool.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+CLIENTS = ("exchange-a", "custodian-b")
+ADMIN = "ops"
+SERIES_ID = 1
+CALL_TIMEOUT = 30.0
+BTC = 100_000_000
+SIGNER_POLICY = {
+    "max_request_amount": 10 * BTC,
+    "max_round_amount": 500 * BTC,
+    "max_daily_amount": 1000 * BTC,
+}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SignerSpec:
+    """One cosigner: ``kind`` is "emulator" (software keystore) or "jade" (HWI over the Jade
+    emulator)."""
+
+    signer_id: str
+    kind: str
+    words: str
+
+
+def default_signers(n: int = 3, jades: int = 1) -> tuple[SignerSpec, ...]:
+    """``n`` signers, the last ``jades`` of them behind Jade-protocol emulators."""
+    return tuple(
+        SignerSpec(
+            f"signer-{i}",
+            "jade" if i > n - jades else "emulator",
+            mnemonic_for(f"vpool devnet signer {i}"),
+        )
+        for i in range(1, n + 1)
+    )
+
+
+@dataclass
+class DevPool:
+    """Start with ``start()``, stop with ``stop()`` (or use it as a context manager)."""
+
+    directory: Path
+    m: int = 2
+    signers: tuple[SignerSpec, ...] = field(default_factory=default_signers)
+    database_url: str = ""
+    pool_settings: dict[str, int] = field(
+        default_factory=lambda: {"min_conf": 1, "maturation": 3, "dust_limit": 546}
+    )
+    sign_deadline_seconds: float = 20.0
+    round_deadline_seconds: float = 60.0
+    say: Callable[[str], None] = lambda _text: None
+
+    node: BcoinNode = field(init=False)
+    wallet: DevWallet = field(init=False)
+    pki: Pki = field(init=False)
+    series: Series = field(init=False)
+    jades: dict[str, JadeEmulator] = field(init=False, default_factory=dict)
+    daemons: dict[str, SignerDaemon] = field(init=False, default_factory=dict)
+    coordinator: CoordinatorDaemon | None = field(init=False, default=None)
+    funded: int = field(init=False, default=0)
+    _next_receive: int = field(init=False, default=0)
+    _coordinator_config: Path = field(init=False)
+
+    # ------------------------------------------------------------------------------ start/stop
+
+    def start(self) -> DevPool:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.say("starting a bcoin regtest node and mining past segwit activation (block 432)")
+        self.node = BcoinNode().start()
+        self.wallet = DevWallet()
+        self.wallet.mine(self.node, 500)
+        self.pki = Pki(self.directory / "pki")
+        self.series = self._make_series()
+        self.say(
+            f"series {SERIES_ID}: {self.m}-of-{len(self.signers)} "
+            f"{self.series.descriptor(RECEIVE).to_string(REGTEST)[:48]}..."
+        )
+        for spec in self.signers:
+            self._start_signer(spec)
+        self._coordinator_config = self._write_coordinator_config()
+        self.start_coordinator()
+        self.admin().AddSeries(
+            coordinator_pb2.AddSeriesRequest(
+                series_id=SERIES_ID,
+                receive_descriptor=self.series.descriptor(RECEIVE).to_string(REGTEST),
+                change_descriptor=self.series.descriptor(CHANGE).to_string(REGTEST),
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        self.say("series registered on every signer (each checked its cosigner list first)")
+
+    def _make_series(self) -> Series:
+        path = bip48_account_path(REGTEST)
+        keys = []
+        for spec in self.signers:
+            master = master_of(spec.words)
+            keys.append(
+                DescriptorKey(
+                    KeyOrigin(master.fingerprint, path), master.derive_path(path).public()
+                )
+            )
+        return Series(SERIES_ID, self.m, tuple(keys), SeriesState.ACTIVE)
+
+    def _start_signer(self, spec: SignerSpec) -> None:
+        base = self.directory / spec.signer_id
+        base.mkdir(parents=True, exist_ok=True)
+        if spec.kind == "jade":
+            jade = JadeEmulator(base / "jade", spec.words)
+            self.jades[spec.signer_id] = jade
+            backend = hwi_backend(jade.port, jade.fingerprint)
+            what = f"HWI backend driving a Jade-protocol emulator on port {jade.port}"
+        else:
+            keystore = write_keystore(base / "keystore.json", master_of(spec.words))
+            backend = emulator_backend(keystore)
+            what = "software keystore (emulator backend)"
+        config = write_config(
+            base,
+            self.pki,
+            spec.signer_id,
+            backend,
+            SIGNER_POLICY,
+            cosigners=self.series.keys,
+            listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
+        )
+        self.daemons[spec.signer_id] = SignerDaemon(config)
+        self.say(f"{spec.signer_id}: {what}, serving on {self.daemons[spec.signer_id].address}")
+
+    def _write_coordinator_config(self) -> Path:
+        directory = self.directory / "coordinator"
+        directory.mkdir(parents=True, exist_ok=True)
+        cert, key = self.pki.issue("coordinator", "coordinator")
+        for client in CLIENTS:
+            self.pki.issue("client", client)
+        self.pki.issue("admin", ADMIN)
+        user, password = self.node.credentials
+        tip = self.node.chain.tip()[0]
+        signers = "".join(
+            f'\n[[signers]]\nid = "{sid}"\naddress = "{daemon.address}"\n'
+            for sid, daemon in self.daemons.items()
+        )
+        pool = "".join(f"{k} = {v}\n" for k, v in self.pool_settings.items())
+        path = directory / "coordinator.toml"
+        path.write_text(
+            f"""network = "regtest"
+data_dir = "data"
+database_url = "{self.database_url}"
+
+[server]
+listen = "127.0.0.1:0"
+clients = [{", ".join(f'"{c}"' for c in CLIENTS)}]
+admins = ["{ADMIN}"]
+
+[server.tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{self.pki.ca_path}"
+
+[chain]
+rpc_url = "{self.node.rpc_url}"
+rpc_user = "{user}"
+rpc_password = "{password}"
+poll_seconds = 0.2
+scan_start_height = {tip}
+
+[pool]
+{pool}
+[rounds]
+interval_seconds = 3600.0
+queue_threshold = 100000
+sign_deadline_seconds = {self.sign_deadline_seconds}
+round_deadline_seconds = {self.round_deadline_seconds}
+{signers}""",
+            encoding="utf-8",
+        )
+        return path
+
+    def start_coordinator(self, env: dict[str, str] | None = None) -> CoordinatorDaemon:
+        """(Re)start the coordinator daemon, with extra environment variables if given."""
+        self.coordinator = CoordinatorDaemon(self._coordinator_config, env=env)
+        self.say(f"coordinator serving on {self.coordinator.address}")
+        return self.coordinator
+
+    def stop_signer(self, signer_id: str) -> None:
+        self.daemons[signer_id].stop()
+        self.say(f"{signer_id} stopped")
+
+    def restart_signer(self, signer_id: str) -> None:
+        self.daemons[signer_id] = self.daemons[signer_id].restart()
+        self.say(f"{signer_id} restarted on {self.daemons[signer_id].address}")
+
+    def stop(self) -> None:
+        if self.coordinator is not None:
+            self.coordinator.stop()
+        for daemon in self.daemons.values():
+            daemon.stop()
+        for jade in self.jades.values():
+            jade.stop()
+        if hasattr(self, "node"):
+            self.node.stop()
+
+    def __enter__(self) -> DevPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------ gRPC
+
+    def _channel(self, name: str) -> grpc.Channel:
+        assert self.coordinator is not None, "the coordinator is not running"
+        return grpc.secure_channel(self.coordinator.address, self.pki.credentials(name))
+
+    def client(self, name: str = CLIENTS[0]) -> coordinator_pb2_grpc.CoordinatorServiceStub:
+        return coordinator_pb2_grpc.CoordinatorServiceStub(self._channel(name))  # type: ignore[no-untyped-call]
+
+    def admin(self) -> coordinator_pb2_grpc.AdminServiceStub:
+        return coordinator_pb2_grpc.AdminServiceStub(self._channel(ADMIN))  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------------------ chain
+
+    def fund(self, amounts: Sequence[int]) -> str:
+        """Pay ``amounts`` to fresh receive addresses of the pool and mine them; the txid."""
+        outputs = []
+        for amount in amounts:
+            outputs.append((self.series.derive(RECEIVE, self._next_receive).script_pubkey, amount))
+            self._next_receive += 1
+        txid = self.wallet.fund(self.node, outputs)
+        self.mine(1)
+        self.funded += sum(amounts)
+        self.wait_until(
+            lambda: self.confirmed_balance() >= self.funded or None,
+            "the coordinator to see the funding",
+        )
+        return txid
+
+    def mine(self, blocks: int) -> list[str]:
+        return self.wallet.mine(self.node, blocks)
+
+    def confirmed_balance(self) -> int:
+        status = self.client().GetPoolStatus(
+            coordinator_pb2.GetPoolStatusRequest(), timeout=CALL_TIMEOUT
+        )
+        return sum(s.confirmed_sat for s in status.series)
+
+    def pool_balance(self) -> int:
+        status = self.client().GetPoolStatus(
+            coordinator_pb2.GetPoolStatusRequest(), timeout=CALL_TIMEOUT
+        )
+        return sum(s.confirmed_sat + s.unconfirmed_sat for s in status.series)
+
+    def received_by(self, script_pubkey: bytes, from_height: int) -> int:
+        """Satoshis paid to ``script_pubkey`` in blocks from ``from_height`` to the tip, read
+        from the node's blocks."""
+        chain = self.node.chain
+        tip = chain.tip()[0]
+        total = 0
+        for height in range(from_height, tip + 1):
+            block = chain.block(chain.block_hash(height))
+            for tx in block.transactions:
+                total += sum(o.value for o in tx.outputs if o.script_pubkey == script_pubkey)
+        return total
+
+    # ------------------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+        """Poll ``check`` until it returns something other than None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result is not None:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.2)
+
+    def run_round(self) -> coordinator_pb2.RunRoundNowResponse:
+        response: Any = self.admin().RunRoundNow(
+            coordinator_pb2.RunRoundNowRequest(), timeout=CALL_TIMEOUT * 4
+        )
+        return response  # type: ignore[no-any-return]
