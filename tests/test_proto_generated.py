@@ -45,6 +45,10 @@ def test_signer_service_offers_the_contract_rpcs() -> None:
         "RegisterSeries": ("RegisterSeriesRequest", "RegisterSeriesResponse"),
         "DisplayAddress": ("DisplayAddressRequest", "DisplayAddressResponse"),
         "SignRound": ("SignRoundRequest", "SignRoundResponse"),
+        "RegisterDepositAddress": (
+            "RegisterDepositAddressRequest",
+            "RegisterDepositAddressResponse",
+        ),
     }
 
 

@@ -30,3 +30,21 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: object) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     eng.dispose()
+
+
+def test_a_version_1_database_is_upgraded_in_place(store_url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from coordinator.store.schema import _migration_1
+
+    eng = make_engine(store_url)
+    with eng.begin() as conn:
+        _migration_1(conn)
+        conn.execute(schema_version.insert().values(id=1, version=1))
+        conn.execute(text("ALTER TABLE rounds DROP COLUMN kind"))  # the shape version 1 shipped
+        conn.execute(text("ALTER TABLE blocks DROP COLUMN time"))
+    assert migrate(eng) == len(MIGRATIONS)
+    columns = {c["name"] for c in inspect(eng).get_columns("rounds")}
+    assert "kind" in columns
+    assert "deposits" in inspect(eng).get_table_names()
+    eng.dispose()

@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
@@ -92,6 +93,7 @@ blocks = Table(
     Column("hash", String(64), nullable=False, unique=True),
     Column("prev_hash", String(64), nullable=False),
     Column("processed_at", Float, nullable=False),
+    Column("time", Integer, nullable=False, default=0),  # migration 2: the header's timestamp
 )
 
 # The pool's UTXO set, built from blocks: an output stays here once spent (spent_* set), so a
@@ -165,6 +167,7 @@ rounds = Table(
     Column("manifest", LargeBinary, nullable=False),
     Column("status", String(16), nullable=False),
     Column("rebuilt_from", Integer, nullable=True),
+    Column("kind", String(16), nullable=False, default="withdrawal"),  # migration 2
     Column("detail", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
@@ -219,6 +222,102 @@ fee_shares = Table(
 )
 
 
+# --- migration 2: deposits, signer liveness, refunds, alerts -----------------------------------
+
+# A receive address handed out to a client's user, with the refund address registered with it.
+deposit_addresses = Table(
+    "deposit_addresses",
+    metadata,
+    Column("script_pubkey", LargeBinary, primary_key=True),
+    Column("series_id", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("client_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("refund_address", String(128), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+Index("deposit_addresses_user", deposit_addresses.c.client_id, deposit_addresses.c.user_id)
+
+# Every output paying a receive address (branch 0) of a pool series.
+deposits = Table(
+    "deposits",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+    Column("vout", Integer, primary_key=True, autoincrement=False),
+    Column("script_pubkey", LargeBinary, nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("block_hash", String(64), nullable=False),
+    Column("deposit_tx", LargeBinary, nullable=False),
+    Column("client_id", String(128), nullable=False, default=""),
+    Column("user_id", String(128), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("refund_address", String(128), nullable=False, default=""),
+    Column("refund_source", String(16), nullable=False, default=""),
+    Column("refund_round_seq", Integer, nullable=True),
+    Column("refund_txid", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("deposits_status", deposits.c.status)
+
+deposit_events = Table(
+    "deposit_events",
+    metadata,
+    Column("cursor", Integer, primary_key=True, autoincrement=True),
+    Column("txid", String(64), nullable=False),
+    Column("vout", Integer, nullable=False),
+    Column("client_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("at", Float, nullable=False),
+)
+Index("deposit_events_client", deposit_events.c.client_id, deposit_events.c.cursor)
+
+# Each signer's current liveness state, and every change of it.
+signer_health = Table(
+    "signer_health",
+    metadata,
+    Column("signer_id", String(128), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("since", Float, nullable=False),
+    Column("missed", Integer, nullable=False, default=0),
+    Column("maintenance", Boolean, nullable=False, default=False),
+    Column("last_seen", Float, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+signer_health_history = Table(
+    "signer_health_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("signer_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+# Every change of the pool's quorum ("ok" / "degraded"): deposits are judged against it.
+quorum_history = Table(
+    "quorum_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("state", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+
 def _migration_1(conn: Connection) -> None:
     """The first schema. Later migrations create their own tables by name, never all."""
     v1 = [
@@ -229,7 +328,25 @@ def _migration_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=v1)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    """ALTER TABLE ... ADD COLUMN unless the column is there (a database created after the
+    column joined the table definition has it from migration 1)."""
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+def _migration_2(conn: Connection) -> None:
+    """Deposits, signer liveness, quorum history, alerts; round kinds; block times."""
+    v2 = [
+        deposit_addresses, deposits, deposit_events, signer_health, signer_health_history,
+        quorum_history, alerts,
+    ]  # fmt: skip
+    metadata.create_all(conn, tables=v2)
+    _add_column(conn, "rounds", "kind", "VARCHAR(16) NOT NULL DEFAULT 'withdrawal'")
+    _add_column(conn, "blocks", "time", "INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 
 

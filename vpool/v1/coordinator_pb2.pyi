@@ -29,6 +29,19 @@ class RoundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUND_STATUS_BROADCAST: _ClassVar[RoundStatus]
     ROUND_STATUS_COMPLETED: _ClassVar[RoundStatus]
     ROUND_STATUS_ABANDONED: _ClassVar[RoundStatus]
+
+class DepositStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPOSIT_STATUS_UNSPECIFIED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_SEEN: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_CONFIRMING: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_CREDITED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_REFUND_PENDING: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_REFUND_PROPOSED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_REFUND_SIGNED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_REFUNDED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_DUST: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_REORGED: _ClassVar[DepositStatus]
 WITHDRAWAL_STATUS_UNSPECIFIED: WithdrawalStatus
 WITHDRAWAL_STATUS_PENDING: WithdrawalStatus
 WITHDRAWAL_STATUS_IN_ROUND: WithdrawalStatus
@@ -45,6 +58,16 @@ ROUND_STATUS_SIGNED: RoundStatus
 ROUND_STATUS_BROADCAST: RoundStatus
 ROUND_STATUS_COMPLETED: RoundStatus
 ROUND_STATUS_ABANDONED: RoundStatus
+DEPOSIT_STATUS_UNSPECIFIED: DepositStatus
+DEPOSIT_STATUS_SEEN: DepositStatus
+DEPOSIT_STATUS_CONFIRMING: DepositStatus
+DEPOSIT_STATUS_CREDITED: DepositStatus
+DEPOSIT_STATUS_REFUND_PENDING: DepositStatus
+DEPOSIT_STATUS_REFUND_PROPOSED: DepositStatus
+DEPOSIT_STATUS_REFUND_SIGNED: DepositStatus
+DEPOSIT_STATUS_REFUNDED: DepositStatus
+DEPOSIT_STATUS_DUST: DepositStatus
+DEPOSIT_STATUS_REORGED: DepositStatus
 
 class SubmitWithdrawalRequest(_message.Message):
     __slots__ = ("request_id", "address", "amount_sat", "extra_fee_sat")
@@ -199,7 +222,7 @@ class RoundSummary(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., status: _Optional[_Union[RoundStatus, str]] = ..., transactions: _Optional[int] = ..., withdrawals: _Optional[int] = ..., fee_sat: _Optional[int] = ..., created_unix: _Optional[int] = ...) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused")
+    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     TIP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +231,7 @@ class PoolStatus(_message.Message):
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     LAST_ROUND_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
     network: _common_pb2.Network
     tip_height: int
     series: _containers.RepeatedCompositeFieldContainer[SeriesBalance]
@@ -216,7 +240,8 @@ class PoolStatus(_message.Message):
     queue_length: int
     last_round: RoundSummary
     rounds_paused: bool
-    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ...) -> None: ...
+    alerts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetFeeStatementRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -369,3 +394,135 @@ class SeriesInfo(_message.Message):
     receive_descriptor: str
     change_descriptor: str
     def __init__(self, series_id: _Optional[int] = ..., state: _Optional[str] = ..., receive_descriptor: _Optional[str] = ..., change_descriptor: _Optional[str] = ...) -> None: ...
+
+class GetDepositAddressRequest(_message.Message):
+    __slots__ = ("user_id", "refund_address", "verify_on_signers")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_ON_SIGNERS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    refund_address: str
+    verify_on_signers: bool
+    def __init__(self, user_id: _Optional[str] = ..., refund_address: _Optional[str] = ..., verify_on_signers: bool = ...) -> None: ...
+
+class DepositAddress(_message.Message):
+    __slots__ = ("address", "user_id", "series_id", "index", "refund_address", "verified_by")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_BY_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    user_id: str
+    series_id: int
+    index: int
+    refund_address: str
+    verified_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., user_id: _Optional[str] = ..., series_id: _Optional[int] = ..., index: _Optional[int] = ..., refund_address: _Optional[str] = ..., verified_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Deposit(_message.Message):
+    __slots__ = ("txid", "vout", "amount_sat", "address", "user_id", "status", "reason", "height", "confirmations", "refund_address", "refund_source", "refund_txid", "refund_signed_by", "created_unix", "updated_unix")
+    TXID_FIELD_NUMBER: _ClassVar[int]
+    VOUT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_SAT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATIONS_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REFUND_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_TXID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    txid: str
+    vout: int
+    amount_sat: int
+    address: str
+    user_id: str
+    status: DepositStatus
+    reason: str
+    height: int
+    confirmations: int
+    refund_address: str
+    refund_source: str
+    refund_txid: str
+    refund_signed_by: _containers.RepeatedScalarFieldContainer[str]
+    created_unix: int
+    updated_unix: int
+    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., amount_sat: _Optional[int] = ..., address: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[DepositStatus, str]] = ..., reason: _Optional[str] = ..., height: _Optional[int] = ..., confirmations: _Optional[int] = ..., refund_address: _Optional[str] = ..., refund_source: _Optional[str] = ..., refund_txid: _Optional[str] = ..., refund_signed_by: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., updated_unix: _Optional[int] = ...) -> None: ...
+
+class ListDepositsRequest(_message.Message):
+    __slots__ = ("user_id", "statuses", "page_size", "page_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    statuses: _containers.RepeatedScalarFieldContainer[DepositStatus]
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[DepositStatus, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDepositsResponse(_message.Message):
+    __slots__ = ("deposits", "next_page_token")
+    DEPOSITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deposits: _containers.RepeatedCompositeFieldContainer[Deposit]
+    next_page_token: str
+    def __init__(self, deposits: _Optional[_Iterable[_Union[Deposit, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchDepositsRequest(_message.Message):
+    __slots__ = ("after_cursor",)
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    after_cursor: int
+    def __init__(self, after_cursor: _Optional[int] = ...) -> None: ...
+
+class DepositEvent(_message.Message):
+    __slots__ = ("cursor", "status", "deposit", "at_unix")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DEPOSIT_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    cursor: int
+    status: DepositStatus
+    deposit: Deposit
+    at_unix: int
+    def __init__(self, cursor: _Optional[int] = ..., status: _Optional[_Union[DepositStatus, str]] = ..., deposit: _Optional[_Union[Deposit, _Mapping]] = ..., at_unix: _Optional[int] = ...) -> None: ...
+
+class SetSignerMaintenanceRequest(_message.Message):
+    __slots__ = ("signer_id", "maintenance")
+    SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
+    signer_id: str
+    maintenance: bool
+    def __init__(self, signer_id: _Optional[str] = ..., maintenance: bool = ...) -> None: ...
+
+class ProposeRefundRequest(_message.Message):
+    __slots__ = ("txid", "vout", "address")
+    TXID_FIELD_NUMBER: _ClassVar[int]
+    VOUT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    txid: str
+    vout: int
+    address: str
+    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ListRefundsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRefundsResponse(_message.Message):
+    __slots__ = ("deposits", "next_page_token")
+    DEPOSITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deposits: _containers.RepeatedCompositeFieldContainer[Deposit]
+    next_page_token: str
+    def __init__(self, deposits: _Optional[_Iterable[_Union[Deposit, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

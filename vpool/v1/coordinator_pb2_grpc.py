@@ -50,6 +50,21 @@ class CoordinatorServiceStub(object):
                 request_serializer=vpool_dot_v1_dot_coordinator__pb2.GetFeeStatementRequest.SerializeToString,
                 response_deserializer=vpool_dot_v1_dot_coordinator__pb2.FeeStatement.FromString,
                 )
+        self.GetDepositAddress = channel.unary_unary(
+                '/vpool.v1.CoordinatorService/GetDepositAddress',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.GetDepositAddressRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.DepositAddress.FromString,
+                )
+        self.ListDeposits = channel.unary_unary(
+                '/vpool.v1.CoordinatorService/ListDeposits',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.ListDepositsRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.ListDepositsResponse.FromString,
+                )
+        self.WatchDeposits = channel.unary_stream(
+                '/vpool.v1.CoordinatorService/WatchDeposits',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.WatchDepositsRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.DepositEvent.FromString,
+                )
 
 
 class CoordinatorServiceServicer(object):
@@ -107,6 +122,28 @@ class CoordinatorServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDepositAddress(self, request, context):
+        """A new deposit address for one of the caller's users (FAILED_PRECONDITION while the pool is
+        degraded: no deposits are invited while too few signers are up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeposits(self, request, context):
+        """The caller's deposits, newest first, by user and status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDeposits(self, request, context):
+        """Every status change of the caller's deposits, in order, from a cursor (as WatchWithdrawals).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +181,21 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetFeeStatement,
                     request_deserializer=vpool_dot_v1_dot_coordinator__pb2.GetFeeStatementRequest.FromString,
                     response_serializer=vpool_dot_v1_dot_coordinator__pb2.FeeStatement.SerializeToString,
+            ),
+            'GetDepositAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDepositAddress,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.GetDepositAddressRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.DepositAddress.SerializeToString,
+            ),
+            'ListDeposits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeposits,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.ListDepositsRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.ListDepositsResponse.SerializeToString,
+            ),
+            'WatchDeposits': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDeposits,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.WatchDepositsRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.DepositEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +327,57 @@ class CoordinatorService(object):
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
+    @staticmethod
+    def GetDepositAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.CoordinatorService/GetDepositAddress',
+            vpool_dot_v1_dot_coordinator__pb2.GetDepositAddressRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.DepositAddress.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListDeposits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.CoordinatorService/ListDeposits',
+            vpool_dot_v1_dot_coordinator__pb2.ListDepositsRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.ListDepositsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchDeposits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/vpool.v1.CoordinatorService/WatchDeposits',
+            vpool_dot_v1_dot_coordinator__pb2.WatchDepositsRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.DepositEvent.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
 
 class AdminServiceStub(object):
     """What the pool's operators call.
@@ -315,6 +418,21 @@ class AdminServiceStub(object):
                 '/vpool.v1.AdminService/AddSeries',
                 request_serializer=vpool_dot_v1_dot_coordinator__pb2.AddSeriesRequest.SerializeToString,
                 response_deserializer=vpool_dot_v1_dot_coordinator__pb2.SeriesInfo.FromString,
+                )
+        self.SetSignerMaintenance = channel.unary_unary(
+                '/vpool.v1.AdminService/SetSignerMaintenance',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.SetSignerMaintenanceRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.SignerHealth.FromString,
+                )
+        self.ProposeRefund = channel.unary_unary(
+                '/vpool.v1.AdminService/ProposeRefund',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.ProposeRefundRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.Deposit.FromString,
+                )
+        self.ListRefunds = channel.unary_unary(
+                '/vpool.v1.AdminService/ListRefunds',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsResponse.FromString,
                 )
 
 
@@ -365,6 +483,28 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSignerMaintenance(self, request, context):
+        """Announces (or ends) a signer's maintenance: it counts as not healthy, without alarms.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeRefund(self, request, context):
+        """Proposes the destination of a refund whose sender could not be derived. Signers sign it only
+        if their own policy allows operator-chosen refunds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefunds(self, request, context):
+        """Deposits that are or were to be refunded, with their refund records.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -397,6 +537,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.AddSeries,
                     request_deserializer=vpool_dot_v1_dot_coordinator__pb2.AddSeriesRequest.FromString,
                     response_serializer=vpool_dot_v1_dot_coordinator__pb2.SeriesInfo.SerializeToString,
+            ),
+            'SetSignerMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSignerMaintenance,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.SetSignerMaintenanceRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.SignerHealth.SerializeToString,
+            ),
+            'ProposeRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeRefund,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.ProposeRefundRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.Deposit.SerializeToString,
+            ),
+            'ListRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefunds,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -508,5 +663,56 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/vpool.v1.AdminService/AddSeries',
             vpool_dot_v1_dot_coordinator__pb2.AddSeriesRequest.SerializeToString,
             vpool_dot_v1_dot_coordinator__pb2.SeriesInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SetSignerMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.AdminService/SetSignerMaintenance',
+            vpool_dot_v1_dot_coordinator__pb2.SetSignerMaintenanceRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.SignerHealth.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ProposeRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.AdminService/ProposeRefund',
+            vpool_dot_v1_dot_coordinator__pb2.ProposeRefundRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.Deposit.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.AdminService/ListRefunds',
+            vpool_dot_v1_dot_coordinator__pb2.ListRefundsRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.ListRefundsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -182,3 +182,23 @@ class Refusal(_message.Message):
     psbt_index: int
     input_index: int
     def __init__(self, scope: _Optional[_Union[Refusal.Scope, str]] = ..., reason_code: _Optional[str] = ..., message: _Optional[str] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ..., psbt_index: _Optional[int] = ..., input_index: _Optional[int] = ...) -> None: ...
+
+class RegisterDepositAddressRequest(_message.Message):
+    __slots__ = ("network", "series_id", "index", "refund_address")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    network: _common_pb2.Network
+    series_id: int
+    index: int
+    refund_address: str
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., series_id: _Optional[int] = ..., index: _Optional[int] = ..., refund_address: _Optional[str] = ...) -> None: ...
+
+class RegisterDepositAddressResponse(_message.Message):
+    __slots__ = ("address", "already_registered")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    already_registered: bool
+    def __init__(self, address: _Optional[str] = ..., already_registered: bool = ...) -> None: ...

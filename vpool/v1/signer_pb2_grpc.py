@@ -40,6 +40,11 @@ class SignerServiceStub(object):
                 request_serializer=vpool_dot_v1_dot_signer__pb2.SignRoundRequest.SerializeToString,
                 response_deserializer=vpool_dot_v1_dot_signer__pb2.SignRoundResponse.FromString,
                 )
+        self.RegisterDepositAddress = channel.unary_unary(
+                '/vpool.v1.SignerService/RegisterDepositAddress',
+                request_serializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressResponse.FromString,
+                )
 
 
 class SignerServiceServicer(object):
@@ -82,6 +87,16 @@ class SignerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterDepositAddress(self, request, context):
+        """Records the refund address of a deposit address handed out by the coordinator. The first
+        registration of an address wins: registering it again with the same refund address succeeds,
+        with another one fails (FAILED_PRECONDITION). Refunds of deposits to this address are signed
+        only to the address registered here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +124,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.SignRound,
                     request_deserializer=vpool_dot_v1_dot_signer__pb2.SignRoundRequest.FromString,
                     response_serializer=vpool_dot_v1_dot_signer__pb2.SignRoundResponse.SerializeToString,
+            ),
+            'RegisterDepositAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDepositAddress,
+                    request_deserializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -203,5 +223,22 @@ class SignerService(object):
         return grpc.experimental.unary_unary(request, target, '/vpool.v1.SignerService/SignRound',
             vpool_dot_v1_dot_signer__pb2.SignRoundRequest.SerializeToString,
             vpool_dot_v1_dot_signer__pb2.SignRoundResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RegisterDepositAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.SignerService/RegisterDepositAddress',
+            vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressRequest.SerializeToString,
+            vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
