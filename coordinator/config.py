@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,29 @@ class RoundsConfig:
 
 
 @dataclass(frozen=True)
+class DepositsConfig:
+    confirmations: int = 3
+    """Confirmations after which a deposit is credited."""
+    min_deposit: int = 10_000
+    """Smaller deposits are refunded (when at least refund_threshold) or recorded as dust."""
+    refund_threshold: int = 2_000
+    """Smaller deposits are dust: a refund would cost about as much as it returns."""
+    outage_deposits: str = "refund"
+    """Deposits confirmed while the pool was degraded: "refund" them, or "credit" them."""
+    retired_grace_blocks: int = 4_032
+    """Deposits to a series that stopped being active longer ago than this are refunded."""
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    health_interval_seconds: float = 30.0
+    down_after_missed: int = 2
+    """A signer that misses this many health checks in a row is down."""
+    quorum_fraction: Fraction = Fraction(2, 3)
+    """The pool is ok while its healthy signers are at least m and more than this share of n."""
+
+
+@dataclass(frozen=True)
 class SignerEndpoint:
     id: str
     address: str
@@ -104,6 +128,8 @@ class CoordinatorConfig:
     rounds: RoundsConfig
     signers: tuple[SignerEndpoint, ...]
     series: tuple[SeriesConfig, ...] = field(default=())
+    deposits: DepositsConfig = field(default_factory=DepositsConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     """Series to create at first start (later ones come through AdminService.AddSeries)."""
 
 
@@ -234,6 +260,37 @@ def load_config(path: Path) -> CoordinatorConfig:
         )
         for i, entry in enumerate(_get(doc, "series", list, "", []))
     )
+    d = _table(doc, "deposits")
+    deposits = DepositsConfig(
+        confirmations=_get(d, "confirmations", int, "deposits.", 3),
+        min_deposit=_get(d, "min_deposit", int, "deposits.", 10_000),
+        refund_threshold=_get(d, "refund_threshold", int, "deposits.", 2_000),
+        outage_deposits=_get(d, "outage_deposits", str, "deposits.", "refund"),
+        retired_grace_blocks=_get(d, "retired_grace_blocks", int, "deposits.", 4_032),
+    )
+    if deposits.outage_deposits not in ("refund", "credit"):
+        raise ConfigError('deposits.outage_deposits: must be "refund" or "credit"')
+    for name in ("confirmations", "min_deposit", "refund_threshold", "retired_grace_blocks"):
+        _positive(getattr(deposits, name), f"deposits.{name}")
+    if deposits.refund_threshold > deposits.min_deposit:
+        raise ConfigError("deposits.refund_threshold: must not exceed deposits.min_deposit")
+
+    lv = _table(doc, "liveness")
+    fraction_text = _get(lv, "quorum_fraction", str, "liveness.", "2/3")
+    try:
+        fraction = Fraction(fraction_text)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError('liveness.quorum_fraction: expected a fraction like "2/3"') from None
+    if not 0 <= fraction < 1:
+        raise ConfigError("liveness.quorum_fraction: must be at least 0 and below 1")
+    liveness = LivenessConfig(
+        health_interval_seconds=_get(lv, "health_interval_seconds", float, "liveness.", 30.0),
+        down_after_missed=_get(lv, "down_after_missed", int, "liveness.", 2),
+        quorum_fraction=fraction,
+    )
+    _positive(liveness.health_interval_seconds, "liveness.health_interval_seconds")
+    _positive(liveness.down_after_missed, "liveness.down_after_missed")
+
     return CoordinatorConfig(
         network=get_network(network_name),
         data_dir=data_dir,
@@ -244,4 +301,6 @@ def load_config(path: Path) -> CoordinatorConfig:
         rounds=rounds,
         signers=tuple(signers),
         series=series,
+        deposits=deposits,
+        liveness=liveness,
     )
