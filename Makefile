@@ -11,7 +11,7 @@ help:
 	@echo "make demo     - a real regtest pool end to end (bcoin, 3 signers, coordinator)"
 	@echo "make lint     - ruff + mypy"
 	@echo "make proto    - regenerate gRPC code from proto/"
-	@echo "make vectors  - regenerate the golden withdrawal vectors (review the diff!)"
+	@echo "make vectors  - regenerate the golden withdrawal and refund vectors (review the diff!)"
 
 # HWI's device scan needs the system libusb; install it where we can (CI and dev machines run as
 # root with apt). Elsewhere, the tests that scan USB skip and say why.
@@ -58,6 +58,7 @@ proto: $(STAMP)
 
 vectors: $(STAMP)
 	$(PY) scripts/gen_vectors.py
+	$(PY) scripts/gen_refund_vectors.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,9 +2,10 @@
 
 The proto's comments are the specification. Callers are authorized before a method runs
 (coordinator.server): a method reads the caller's name from its certificate, and a client only
-ever sees its own withdrawals and fees. Bad input raises ``RpcFailure`` INVALID_ARGUMENT naming
-the field, before any write; every write is one transaction, and a withdrawal's change wakes
-the WatchWithdrawals streams (coordinator.watch).
+ever sees its own withdrawals, deposits and fees. Bad input raises ``RpcFailure``
+INVALID_ARGUMENT naming the field, before any write; every write is one transaction, and a
+change wakes the Watch streams (coordinator.watch). The deposit calls are in
+coordinator.deposit_api.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from sqlalchemy import Connection, Engine
@@ -20,16 +21,21 @@ from sqlalchemy.exc import IntegrityError
 
 from coordinator import validation, views
 from coordinator.config import CoordinatorConfig
-from coordinator.health import HealthBoard, quorum
-from coordinator.scheduler import Outcome, RoundBusy, RoundsPaused
+from coordinator.deposit_api import DepositApi, DepositSigners
+from coordinator.health import HealthBoard
+from coordinator.refund_api import RefundApi
+from coordinator.refund_rounds import RawTransactions, Senders
+from coordinator.scheduler import Outcome, PoolDegraded, RoundBusy, RoundsPaused
 from coordinator.signers import Failure, SignerCallError
 from coordinator.store import chain as cstore
+from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.alerts import recent_alerts
 from coordinator.store.fees import fee_notices
 from coordinator.store.schema import transaction
 from coordinator.store.settings import rounds_paused, set_rounds_paused
-from coordinator.watch import ChangeSignal
+from coordinator.watch import ChangeSignal, follow
 from pool.descriptor import MultisigDescriptor
 from pool.errors import VpoolError
 from pool.networks import Network
@@ -41,10 +47,13 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 WATCH_BATCH = 100
-"""Events read from the store at a time by a WatchWithdrawals stream."""
+"""Events read from the store at a time by a Watch stream."""
 MAX_WATCHES = 32
-"""WatchWithdrawals streams at once (each holds a server thread); more: RESOURCE_EXHAUSTED."""
+"""Watch streams at once, of both kinds (each holds a server thread); more: RESOURCE_EXHAUSTED."""
+ALERTS_SHOWN = 20
+"""GetPoolStatus shows this many of the most recent alerts."""
 _MAX_CURSOR = 2**63 - 1
+_T = TypeVar("_T")
 
 
 def _caller_name(context: Any) -> str:
@@ -76,6 +85,7 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         config: CoordinatorConfig,
         engine: Engine,
         board: HealthBoard,
+        signers: DepositSigners,
         changes: ChangeSignal,
         clock: Clock,
     ) -> None:
@@ -84,6 +94,7 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self._board = board
         self._changes = changes
         self._clock = clock
+        self._deposits = DepositApi(config, engine, board, signers, clock)
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
     def SubmitWithdrawal(
@@ -198,31 +209,33 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         confirmations with every old event.
         """
         client_id = _caller_name(context)
-        if not self._watch_slots.acquire(blocking=False):
-            raise RpcFailure(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{MAX_WATCHES} WatchWithdrawals streams are open; retry later",
-            )
-        try:
-            yield from self._watch(client_id, min(request.after_cursor, _MAX_CURSOR), context)
-        finally:
-            self._watch_slots.release()
 
-    def _watch(
-        self, client_id: str, cursor: int, context: Any
-    ) -> Iterator[coordinator_pb2.WithdrawalEvent]:
-        context.add_callback(self._changes.notify)  # wakes this stream when the client leaves
-        while context.is_active() and not self._changes.closed:
-            seen = self._changes.generation
+        def read(cursor: int) -> list[tuple[int, coordinator_pb2.WithdrawalEvent]]:
             with self._engine.connect() as conn:
                 events = wstore.events_after(conn, client_id, cursor, WATCH_BATCH)
                 build = views.WithdrawalViews(conn)
-                messages = [build.event(event) for event in events]
-            yield from messages
-            if events:
-                cursor = events[-1].cursor
-            if len(events) < WATCH_BATCH:
-                self._changes.wait(seen)
+                return [(event.cursor, build.event(event)) for event in events]
+
+        yield from self._stream(request.after_cursor, context, read)
+
+    def _stream(
+        self,
+        after_cursor: int,
+        context: Any,
+        read: Callable[[int], list[tuple[int, _T]]],
+    ) -> Iterator[_T]:
+        """A Watch stream from ``after_cursor`` (coordinator.watch.follow), holding one of the
+        ``MAX_WATCHES`` slots while it runs."""
+        if not self._watch_slots.acquire(blocking=False):
+            raise RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_WATCHES} Watch streams are open; retry later",
+            )
+        try:
+            cursor = min(after_cursor, _MAX_CURSOR)
+            yield from follow(self._changes, context, cursor, read, WATCH_BATCH)
+        finally:
+            self._watch_slots.release()
 
     def GetPoolStatus(
         self, request: coordinator_pb2.GetPoolStatusRequest, context: Any
@@ -237,20 +250,44 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             queue = wstore.queue_length(conn)
             last = rstore.list_rounds(conn, 1)
             paused = rounds_paused(conn)
-        signers = self._board.snapshot()
-        active = next((s for s in series if s.state is SeriesState.ACTIVE), None)
+            alerts = recent_alerts(conn, ALERTS_SHOWN)
         status = coordinator_pb2.PoolStatus(
             network=views.network_code(network),
             tip_height=tip,
             series=[views.series_balance(s, balances[s.id]) for s in series],
-            signers=[views.signer_health(s) for s in signers],
-            quorum=quorum(active, signers),
+            signers=[views.signer_health(s) for s in self._board.snapshot()],
+            quorum=self._board.quorum().state,
             queue_length=queue,
             rounds_paused=paused,
+            alerts=[str(alert) for alert in alerts],
         )
         if last:
             status.last_round.CopyFrom(views.round_summary(last[0]))
         return status
+
+    def GetDepositAddress(
+        self, request: coordinator_pb2.GetDepositAddressRequest, context: Any
+    ) -> coordinator_pb2.DepositAddress:
+        return self._deposits.get_address(request, _caller_name(context))
+
+    def ListDeposits(
+        self, request: coordinator_pb2.ListDepositsRequest, context: Any
+    ) -> coordinator_pb2.ListDepositsResponse:
+        return self._deposits.list(request, _caller_name(context))
+
+    def WatchDeposits(
+        self, request: coordinator_pb2.WatchDepositsRequest, context: Any
+    ) -> Iterator[coordinator_pb2.DepositEvent]:
+        """As WatchWithdrawals, for the caller's deposits."""
+        client_id = _caller_name(context)
+
+        def read(cursor: int) -> list[tuple[int, coordinator_pb2.DepositEvent]]:
+            with self._engine.connect() as conn:
+                events = dstore.events_after(conn, client_id, cursor, WATCH_BATCH)
+                build = views.DepositViews(conn, self._config.network)
+                return [(event.cursor, build.event(event)) for event in events]
+
+        yield from self._stream(request.after_cursor, context, read)
 
     def GetFeeStatement(
         self, request: coordinator_pb2.GetFeeStatementRequest, context: Any
@@ -315,13 +352,17 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
         engine: Engine,
         runner: RoundRunner,
         signers: SeriesSigners,
+        board: HealthBoard,
+        chain: RawTransactions,
         clock: Clock,
     ) -> None:
         self._config = config
         self._engine = engine
         self._runner = runner
         self._signers = signers
+        self._board = board
         self._clock = clock
+        self._refunds = RefundApi(config, engine, Senders(chain), clock)
 
     def ListRounds(
         self, request: coordinator_pb2.ListRoundsRequest, context: Any
@@ -358,7 +399,7 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
         log.info("admin %s: run a round now", _caller_name(context))
         try:
             outcome = self._runner.run_now()
-        except (RoundsPaused, RoundBusy) as e:
+        except (RoundsPaused, RoundBusy, PoolDegraded) as e:
             raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
         except Exception as e:
             log.exception("RunRoundNow: the round failed")
@@ -416,6 +457,35 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
             receive_descriptor=series.descriptor(RECEIVE).to_string(network),
             change_descriptor=series.descriptor(CHANGE).to_string(network),
         )
+
+    def SetSignerMaintenance(
+        self, request: coordinator_pb2.SetSignerMaintenanceRequest, context: Any
+    ) -> coordinator_pb2.SignerHealth:
+        if not request.signer_id:
+            raise invalid("signer_id", "missing")
+        try:
+            state = self._board.set_maintenance(request.signer_id, request.maintenance)
+        except KeyError:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND, f"signer_id: no configured signer {request.signer_id!r}"
+            ) from None
+        log.info(
+            "admin %s: signer %s %s maintenance",
+            _caller_name(context),
+            request.signer_id,
+            "in" if request.maintenance else "out of",
+        )
+        return views.signer_health(state)
+
+    def ProposeRefund(
+        self, request: coordinator_pb2.ProposeRefundRequest, context: Any
+    ) -> coordinator_pb2.Deposit:
+        return self._refunds.propose(request, _caller_name(context))
+
+    def ListRefunds(
+        self, request: coordinator_pb2.ListRefundsRequest, context: Any
+    ) -> coordinator_pb2.ListRefundsResponse:
+        return self._refunds.list(request)
 
     def _parse_series(self, request: coordinator_pb2.AddSeriesRequest) -> Series:
         network = self._config.network

@@ -72,6 +72,8 @@ class Block:
     prev_hash: str
     """All zeros for the genesis block."""
     transactions: tuple[Transaction, ...]
+    time: int
+    """The timestamp in its header (unix seconds, as the miner set it)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,9 @@ def parse_block(raw: bytes) -> Block:
     """Decode a serialized block; its transactions are re-encoded and decoded strictly."""
     block = CBlock.deserialize(raw)
     transactions = tuple(Transaction.parse(bytes(tx.serialize())) for tx in block.vtx)
-    return Block(str(b2lx(block.GetHash())), str(b2lx(block.hashPrevBlock)), transactions)
+    return Block(
+        str(b2lx(block.GetHash())), str(b2lx(block.hashPrevBlock)), transactions, int(block.nTime)
+    )
 
 
 def _is_not_found(err: ChainError) -> bool:

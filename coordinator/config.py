@@ -35,6 +35,8 @@ class ServerConfig:
     admins: frozenset[str]
     """Certificate names of role "admin" that may call AdminService."""
     max_message_bytes: int = 16 * 1024 * 1024
+    metrics_listen: str = ""
+    """host:port of the Prometheus endpoint (coordinator.metrics); empty: none."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class LivenessConfig:
     down_after_missed: int = 2
     """A signer that misses this many health checks in a row is down."""
     quorum_fraction: Fraction = Fraction(2, 3)
-    """The pool is ok while its healthy signers are at least m and more than this share of n."""
+    """The pool is ok while its healthy signers are at least m and at least this share of n."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,11 @@ def load_config(path: Path) -> CoordinatorConfig:
         clients=frozenset(_get(s, "clients", list, "server.", [])),
         admins=frozenset(_get(s, "admins", list, "server.", [])),
         max_message_bytes=_get(s, "max_message_bytes", int, "server.", 16 * 1024 * 1024),
+        metrics_listen=_get(s, "metrics_listen", str, "server.", ""),
     )
+    host, colon, port = server.metrics_listen.rpartition(":")
+    if server.metrics_listen and not (colon and host and port.isdigit()):
+        raise ConfigError("server.metrics_listen: expected host:port")
 
     c = _table(doc, "chain")
     cookie = c.get("cookie_file")

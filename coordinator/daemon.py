@@ -1,8 +1,11 @@
 """The coordinator daemon: the store, the chain, the signers, the rounds and the API, wired.
 
 ``serve`` opens (and migrates) the store, creates the configured series on first start, serves
-the API, and runs one background loop: follow the chain (scanner), follow the open rounds
-(track), check the signers' health every ``HEALTH_SECONDS``, and start a round when one is due.
+the API, and runs one background loop: check the signers' health every
+``liveness.health_interval_seconds`` (and at once when the active series changes), follow the
+chain (scanner: deposits are classified against the quorum the checks record), follow the open
+rounds (track), start a withdrawal round when one is due, and a refund round when deposits wait
+for one (coordinator.scheduler).
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
 ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
 (every step of a round is persisted before its side effect).
@@ -24,6 +27,7 @@ from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.chain import BitcoinRPC, ChainError
 from coordinator.config import ConfigError, CoordinatorConfig, load_config
 from coordinator.health import HealthBoard
+from coordinator.metrics import MetricsServer
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
 from coordinator.scheduler import RoundScheduler
@@ -39,9 +43,8 @@ log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
 """On shutdown: how long running calls, and the loop's current step, may take to finish."""
-HEALTH_SECONDS = 10.0
-"""Interval of the signers' health checks."""
 HEALTH_TIMEOUT_SECONDS = 5.0
+"""Deadline of one signer's health check (at most the check interval)."""
 
 
 def open_store(config: CoordinatorConfig) -> Engine:
@@ -94,6 +97,7 @@ class Loop:
         changes: ChangeSignal,
     ) -> None:
         self._poll = config.chain.poll_seconds
+        self._health_interval = config.liveness.health_interval_seconds
         self._scanner = scanner
         self._scheduler = scheduler
         self._signers = signers
@@ -120,16 +124,16 @@ class Loop:
         self._step("resuming rounds", self._scheduler.resume)
         next_health = 0.0
         while not self._stop.is_set():
+            if time.monotonic() >= next_health or self._board.series_changed():
+                self._step("checking signers", self._check_signers)
+                next_health = time.monotonic() + self._health_interval
             self._step("scanning the chain", self._scanner.sync)
             self._changes.notify()
-            if time.monotonic() >= next_health:
-                self._step("checking signers", self._check_signers)
-                next_health = time.monotonic() + HEALTH_SECONDS
             self._step("running rounds", self._scheduler.tick)
             self._stop.wait(self._poll)
 
     def _check_signers(self) -> None:
-        self._board.check(self._signers, HEALTH_TIMEOUT_SECONDS, time.time())
+        self._board.check(self._signers, min(HEALTH_TIMEOUT_SECONDS, self._health_interval))
 
     def _step(self, what: str, step: Callable[[], object]) -> None:
         """Run one step; a failure is logged (once while it repeats) and the loop goes on."""
@@ -160,21 +164,30 @@ def serve(config_path: Path) -> int:
         create_series(config, engine, time.time())
         chain = BitcoinRPC.from_config(config.chain)
         signers = stack.enter_context(SignerPool.from_config(config))
-        board = HealthBoard(signers.signer_ids)
+        board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
         stack.callback(changes.close)
         rounds = RoundEngine(config, engine, chain, signers, time.time)
-        scheduler = RoundScheduler(rounds, engine, config.rounds, changes)
+        scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
             config.server,
-            CoordinatorApi(config, engine, board, changes, time.time),
-            AdminApi(config, engine, scheduler, signers, time.time),
+            CoordinatorApi(config, engine, board, signers, changes, time.time),
+            AdminApi(config, engine, scheduler, signers, board, chain, time.time),
         )
         scanner = Scanner(
-            engine, chain, config.network, config.pool, start_height=config.chain.scan_start_height
+            engine,
+            chain,
+            config.network,
+            config.pool,
+            config.deposits,
+            start_height=config.chain.scan_start_height,
         )
         loop = Loop(config, scanner, scheduler, signers, board, changes)
         loop.start()
+        if config.server.metrics_listen:
+            metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
+            stack.callback(metrics.stop)
+            log.info("metrics on http://%s/metrics", metrics.address)
         print(f"vpool-coordinator serving on {running.address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)

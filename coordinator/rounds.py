@@ -1,35 +1,37 @@
-"""The round engine: queued withdrawals → manifest → PSBTs → signatures → transactions → chain.
+"""The round engine: waiting requests → manifest → PSBTs → signatures → transactions → chain.
 
-One round, step by step; each step is committed to the store BEFORE its side effect:
+One machine for every kind of round (``RoundKind``): withdrawal rounds pay queued withdrawals
+(coordinator.withdrawal_rounds), refund rounds send deposits back (coordinator.refund_rounds).
+A small builder per kind (coordinator.round_kinds.RoundBuilder) makes the manifest and the
+PSBTs and moves that kind's requests along; every other step is the engine's, the same for all
+kinds. One round, step by step; each step is committed to the store BEFORE its side effect:
 
-1. Build (one database transaction): the queued withdrawals, the eligible unreserved UTXOs, the
-   pinned tip, the fee rate and the change index make the manifest; ``pool.withdrawal``
-   builds the PSBTs. The round (status ``signing``), its transactions, withdrawal outputs and
-   fee shares are written, its inputs reserved, paid withdrawals moved to ``in_round``, the
-   others to ``deferred``, and the change index advanced. Nothing has left the process yet.
-2. Sign: every signer without a final answer is asked in parallel (``SignerPool``), each call
-   with its deadline; signers that are down or time out are asked again until the round
-   deadline. Every signature is verified against its input's BIP143 sighash before it is
-   stored; one bad signature makes the signer ``faulty`` for the round and all it sent is
-   ignored. Each answer is stored with the signer's outcome
-   (signed / refused / down / timeout / faulty).
+1. Build (one database transaction): the builder makes the round from what waits at the pinned
+   tip and fee rate; the round (status ``signing``, its kind) and its transactions are written,
+   its inputs reserved, and its requests moved into it. Nothing has left the process yet.
+2. Sign: every signer without a final answer is asked in parallel (``SignerPool``, with the
+   round's kind, which selects the signer's policy), each call with its deadline; signers that
+   are down or time out are asked again until the round deadline. Every signature is verified
+   against its input's BIP143 sighash before it is stored; one bad signature makes the signer
+   ``faulty`` for the round and all it sent is ignored. Each answer is stored with the signer's
+   outcome (signed / refused / down / timeout / faulty).
 3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
-   is finalized and stored (status ``signed``; its withdrawals ``signed`` once all their
-   transactions are).
+   is finalized and stored (status ``signed``; its requests follow).
 4. When the signers are done: every transaction signed → broadcast. Otherwise, if signers
-   refused single requests, those withdrawals become ``rejected`` (final reasons) or
-   ``pending`` (transient ones), the round is abandoned and rebuilt once without them; else
-   the round is abandoned (inputs released, withdrawals back to ``pending``, its change
-   indexes given back, the detail says which signer failed how). m valid signatures on every
-   input win over any refusal: the pool is m-of-n. A round with a signed transaction is never
-   abandoned: its signed transactions are broadcast and it waits for the others.
+   refused single requests, the builder takes those out of the round (a withdrawal is
+   ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays to be
+   refunded, with the refusal), the round is abandoned and rebuilt once without them; else the
+   round is abandoned (inputs released, requests put back, the detail says which signer failed
+   how). m valid signatures on every input win over any refusal: the pool is m-of-n. A round
+   with a signed transaction is never abandoned: its signed transactions are broadcast and it
+   waits for the others.
 5. Broadcast: ``broadcast_at`` is stored (the intent), the transaction sent (a transaction the
    node already knows counts as sent), then the status ``broadcast`` stored.
 
-``resume`` finishes what a previous process left open; ``track`` (after each scanner sync)
-moves transactions to ``confirmed`` and ``completed`` (at ``pool.maturation`` confirmations),
-back to ``broadcast`` when a reorganisation took them out of the chain (and sends them again),
-and withdrawals and rounds along with them.
+``resume`` finishes what a previous process left open, whatever its kind; ``track`` (after each
+scanner sync) moves transactions to ``confirmed`` and ``completed`` (at ``pool.maturation``
+confirmations), back to ``broadcast`` when a reorganisation took them out of the chain (and
+sends them again), and the requests and rounds along with them.
 
 The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes).
 
@@ -54,15 +56,14 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
-from coordinator.signers import Failure, Refusal, SignResult
+from coordinator.refund_rounds import RefundBuilder, Senders
+from coordinator.round_kinds import ChainState, RefusedRequest, RequestKey, RoundBuilder
+from coordinator.signers import Failure, Refusal, RoundKind, SignResult
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
-from coordinator.store import withdrawals as wstore
 from coordinator.store.rounds import (
     FINAL_OUTCOMES,
     TX_ORDER,
-    NewRound,
-    NewTransaction,
     Outcome,
     RoundRecord,
     RoundStatus,
@@ -70,14 +71,11 @@ from coordinator.store.rounds import (
     TxStatus,
 )
 from coordinator.store.schema import transaction
-from coordinator.store.withdrawals import Status, Withdrawal
+from coordinator.withdrawal_rounds import WithdrawalBuilder
 from pool.errors import PsbtError
-from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
 from pool.script import parse_multisig_script
-from pool.series import CHANGE, SeriesState
-from pool.withdrawal import PlannedTransaction, RequestStatus, RoundPlan, build_round
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +93,6 @@ FINAL_REQUEST_REASONS = frozenset(
 """Per-request refusal codes (signer/policy.py) that reject a withdrawal for good; any other
 per-request code is transient: the withdrawal goes back to the queue."""
 
-DEFERRED_REASON = "not enough confirmed pool funds after fees"
-
 _ROUND_OF_TX = {
     TxStatus.UNSIGNED: RoundStatus.SIGNING,
     TxStatus.SIGNED: RoundStatus.SIGNED,
@@ -104,14 +100,6 @@ _ROUND_OF_TX = {
     TxStatus.CONFIRMED: RoundStatus.BROADCAST,
     TxStatus.COMPLETED: RoundStatus.COMPLETED,
 }
-_WITHDRAWAL_OF_TX = {
-    TxStatus.SIGNED: Status.SIGNED,
-    TxStatus.BROADCAST: Status.BROADCAST,
-    TxStatus.CONFIRMED: Status.CONFIRMED,
-    TxStatus.COMPLETED: Status.COMPLETED,
-}
-_FOLLOWED = (Status.IN_ROUND, Status.SIGNED, Status.BROADCAST, Status.CONFIRMED)
-"""Withdrawal statuses that follow their transactions."""
 
 
 class RoundChain(Protocol):
@@ -122,6 +110,8 @@ class RoundChain(Protocol):
     def estimate_fee_rate(self, target: int, floor: int, ceiling: int) -> int: ...
 
     def send_raw_transaction(self, raw: bytes) -> str: ...
+
+    def raw_transaction(self, txid: str) -> bytes | None: ...
 
 
 class RoundSigners(Protocol):
@@ -136,12 +126,13 @@ class RoundSigners(Protocol):
         psbts: Sequence[bytes],
         deadline: float,
         signer_ids: Iterable[str] | None = None,
+        kind: RoundKind = RoundKind.WITHDRAWAL,
     ) -> Iterable[tuple[str, SignResult]]: ...
 
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """What ``run_round`` did: the round it ran (None when none) and why."""
+    """What ``run_round`` or ``run_refunds`` did: the round it ran (None when none) and why."""
 
     round_id: str | None
     detail: str
@@ -164,16 +155,8 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@dataclass
-class _RefusedRequest:
-    """The per-request refusals of one withdrawal in a round."""
-
-    final: bool
-    reasons: list[str]
-
-
 class RoundEngine:
-    """Builds, signs, broadcasts and follows rounds; see the module docstring."""
+    """Builds, signs, broadcasts and follows rounds of every kind; see the module docstring."""
 
     def __init__(
         self,
@@ -188,19 +171,22 @@ class RoundEngine:
         self._chain = chain
         self._signers = signers
         self._clock = clock
+        self._builders: dict[RoundKind, RoundBuilder] = {
+            RoundKind.WITHDRAWAL: WithdrawalBuilder(config),
+            RoundKind.REFUND: RefundBuilder(config, engine, Senders(chain)),
+        }
 
     # ------------------------------------------------------------------------ entry points
 
     def run_round(self) -> RoundOutcome:
-        """Finish the open rounds, then build, sign and broadcast a new one."""
+        """Finish the open rounds, then build, sign and broadcast a new withdrawal round."""
         self._finish_open_rounds()
-        try:
-            built = self._build(rebuilt_from=None)
-        except (ChainError, rstore.ReservationConflict) as exc:
-            return RoundOutcome(None, f"no round built: {exc}")
-        if isinstance(built, RoundOutcome):
-            return built
-        return self._drive(built)
+        return self._run(self._builders[RoundKind.WITHDRAWAL])
+
+    def run_refunds(self) -> RoundOutcome:
+        """Build, sign and broadcast a refund round when deposits wait for one
+        (coordinator.refund_rounds); the open rounds hold other deposits than the new one."""
+        return self._run(self._builders[RoundKind.REFUND])
 
     def resume(self) -> list[RoundOutcome]:
         """At start: finish, broadcast or abandon every round a previous process left open."""
@@ -214,6 +200,18 @@ class RoundEngine:
         if cursor is not None:
             for tx in tracked:
                 self._track_one(tx, cursor.height)
+
+    def _run(self, builder: RoundBuilder) -> RoundOutcome:
+        """Build a new round of the builder's kind and drive it."""
+        try:
+            if not builder.ready(self._clock()):
+                return RoundOutcome(None, f"nothing waits for a {builder.kind} round")
+            built = self._build(builder, rebuilt_from=None)
+        except (ChainError, rstore.ReservationConflict) as exc:
+            return RoundOutcome(None, f"no round built: {exc}")
+        if isinstance(built, RoundOutcome):
+            return built
+        return self._drive(built)
 
     def _finish_open_rounds(self) -> list[RoundOutcome]:
         with self._engine.connect() as conn:
@@ -231,77 +229,36 @@ class RoundEngine:
 
     def _build(
         self,
+        builder: RoundBuilder,
         rebuilt_from: int | None,
-        before: Callable[[Connection, float], set[int]] | None = None,
+        before: Callable[[Connection, float], set[RequestKey]] | None = None,
     ) -> int | RoundOutcome:
         """Persist a new round (step 1); its seq, or why there is none.
 
         ``before`` runs first in the same database transaction (a rebuild abandons the round it
-        replaces there) and names withdrawals to leave out of this round.
+        replaces there) and names requests to leave out of this round.
         """
+        chain = self._chain_state()
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            rstore.lock_for_build(conn, builder.kind)
+            exclude = before(conn, now) if before is not None else set()
+            built = builder.build(conn, chain, exclude, rebuilt_from, now)
+            if isinstance(built, str):
+                return RoundOutcome(None, built)
+            seq = rstore.create_round(conn, replace(built.new, rebuilt_from=rebuilt_from), now)
+            built.claim(conn, seq)
+        log.info("%s", built.summary)
+        return seq
+
+    def _chain_state(self) -> ChainState:
+        """The node's tip and fee rate, read before a build."""
         tip_height, tip_hash = self._chain.tip()
         chain = self._config.chain
         fee_rate = self._chain.estimate_fee_rate(
             chain.fee_target_blocks, chain.fee_floor, chain.fee_ceiling
         )
-        now = self._clock()
-        with transaction(self._engine) as conn:
-            rstore.lock_for_build(conn)
-            exclude = before(conn, now) if before is not None else set()
-            queued = [w for w in wstore.queued(conn) if w.id not in exclude]
-            if not queued:
-                return RoundOutcome(None, "no withdrawals waiting")
-            manifest = self._manifest(conn, queued, tip_height, tip_hash, fee_rate)
-            if manifest is None:
-                return RoundOutcome(None, "the pool has no active series")
-            plan = build_round(manifest)
-            by_key = {(w.client_id, w.request_id): w for w in queued}
-            deferred = _defer(conn, plan, by_key, now)
-            if not plan.transactions:
-                return RoundOutcome(None, f"{deferred} withdrawals deferred: {DEFERRED_REASON}")
-            seq = _persist(conn, manifest, plan, by_key, rebuilt_from, now)
-        log.info(
-            "round %s built: %d transactions, %d inputs, %d withdrawals paid, %d deferred",
-            plan.manifest_hash.hex(),
-            len(plan.transactions),
-            sum(len(t.inputs) for t in plan.transactions),
-            len(queued) - deferred,
-            deferred,
-        )
-        return seq
-
-    def _manifest(
-        self,
-        conn: Connection,
-        queued: Sequence[Withdrawal],
-        tip_height: int,
-        tip_hash: str,
-        fee_rate: int,
-    ) -> Manifest | None:
-        """The manifest of the store at the pinned tip (None without an active series)."""
-        network, pool = self._config.network, self._config.pool
-        series = cstore.all_series(conn, network)
-        active = [s.id for s in series if s.state is SeriesState.ACTIVE]
-        if not active:
-            return None
-        return Manifest(
-            network=network.name,
-            series=tuple(series),
-            utxos=tuple(
-                cstore.eligible_utxos(conn, tip_height, pool.min_conf, pool.coinbase_maturity)
-            ),
-            tip_height=tip_height,
-            tip_hash=bytes.fromhex(tip_hash),
-            fee_rate=fee_rate,
-            change_index=((active[0], cstore.next_index(conn, active[0], CHANGE)),),
-            dust_limit=pool.dust_limit,
-            max_weight=pool.max_weight,
-            min_conf=pool.min_conf,
-            requests=tuple(
-                WithdrawalRequest(w.client_id, w.request_id, w.script_pubkey, w.amount, w.extra_fee)
-                for w in queued
-            ),
-        )
+        return ChainState(tip_height, tip_hash, fee_rate)
 
     # ------------------------------------------------------------------------ 2-4. sign
 
@@ -343,6 +300,7 @@ class RoundEngine:
                 signing.raw_psbts,
                 min(rounds.sign_deadline_seconds, remaining),
                 ask,
+                kind=signing.record.kind,
             )
             for signer_id, result in answers:
                 self._record_answer(signing, signer_id, result)
@@ -410,7 +368,7 @@ class RoundEngine:
                 for tx in ready:
                     raw = _finalized(signing.psbts[tx.idx], tx, stored)
                     rstore.set_final_tx(conn, seq, tx.idx, raw, now)
-                _follow(conn, seq, now)
+                self._follow(conn, seq, now)
             log.info("round %s: %d transactions signed", signing.record.round_id, len(ready))
         return len(ready) == len(unsigned)
 
@@ -438,19 +396,20 @@ class RoundEngine:
     # ------------------------------------------------------------------------ refusals, abandon
 
     def _rebuild(
-        self, record: RoundRecord, refused: dict[tuple[str, str], _RefusedRequest]
+        self, record: RoundRecord, refused: dict[RequestKey, RefusedRequest]
     ) -> RoundOutcome:
         """Abandon the round and build it again without the refused requests (once)."""
         detail = f"rebuilt without {len(refused)} refused requests"
+        builder = self._builders[record.kind]
 
-        def replace_round(conn: Connection, now: float) -> set[int]:
-            requeued = _apply_refusals(conn, record.seq, refused, now)
-            _give_up(conn, record, detail, now)
-            return requeued
+        def replace_round(conn: Connection, now: float) -> set[RequestKey]:
+            left_out = builder.apply_refusals(conn, record.seq, refused, now)
+            builder.give_up(conn, record, detail, now)
+            return left_out
 
         log.info("round %s: %s", record.round_id, detail)
         try:
-            built = self._build(record.seq, before=replace_round)
+            built = self._build(builder, record.seq, before=replace_round)
         except (ChainError, rstore.ReservationConflict) as exc:
             with self._engine.connect() as conn:
                 outcomes = rstore.outcomes(conn, record.seq)
@@ -464,17 +423,22 @@ class RoundEngine:
         self,
         record: RoundRecord,
         outcomes: Sequence[rstore.OutcomeRecord],
-        refused: dict[tuple[str, str], _RefusedRequest],
+        refused: dict[RequestKey, RefusedRequest],
     ) -> RoundOutcome:
         """Give the round up cleanly; the detail names what each signer did."""
         summary = _outcome_summary(self._signers.signer_ids, outcomes)
         detail = f"too few valid signatures by the round deadline: {summary}"
+        builder = self._builders[record.kind]
         now = self._clock()
         with transaction(self._engine) as conn:
-            _apply_refusals(conn, record.seq, refused, now)
-            back = _give_up(conn, record, detail, now)
+            builder.apply_refusals(conn, record.seq, refused, now)
+            back = builder.give_up(conn, record, detail, now)
         log.warning(
-            "round %s abandoned, %d withdrawals requeued: %s", record.round_id, len(back), detail
+            "%s round %s abandoned, %d requests put back: %s",
+            record.kind,
+            record.round_id,
+            back,
+            detail,
         )
         return RoundOutcome(record.round_id, f"abandoned: {detail}")
 
@@ -503,7 +467,7 @@ class RoundEngine:
         now = self._clock()
         with transaction(self._engine) as conn:
             rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
-            _follow(conn, tx.round_seq, now)
+            self._follow(conn, tx.round_seq, now)
         log.info("transaction %s broadcast", tx.txid)
         return True
 
@@ -537,104 +501,23 @@ class RoundEngine:
             now = self._clock()
             with transaction(self._engine) as conn:
                 rstore.set_tx_status(conn, tx.round_seq, tx.idx, status)
-                _follow(conn, tx.round_seq, now)
+                self._follow(conn, tx.round_seq, now)
         if tx.block_height is None:
             log.warning("transaction %s left the chain; sending it again", tx.txid)
             self._push(tx)
 
+    def _follow(self, conn: Connection, seq: int, now: float) -> None:
+        """Bring the round's requests (its builder's business) and the round itself to where
+        its transactions are."""
+        record = rstore.round_by_seq(conn, seq)
+        self._builders[record.kind].follow(conn, seq, now)
+        txs = rstore.transactions(conn, seq)
+        least = min((tx.status for tx in txs), key=TX_ORDER.__getitem__)
+        if record.status is not _ROUND_OF_TX[least]:
+            rstore.set_round_status(conn, seq, _ROUND_OF_TX[least], now)
+
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _defer(
-    conn: Connection,
-    plan: RoundPlan,
-    by_key: dict[tuple[str, str], Withdrawal],
-    now: float,
-) -> int:
-    """Mark the requests the plan could not pay as deferred; how many there are."""
-    ids = [
-        by_key[(o.client_id, o.request_id)].id
-        for o in plan.requests
-        if o.status is RequestStatus.DEFERRED
-    ]
-    wstore.set_status(conn, ids, Status.DEFERRED, now, detail=DEFERRED_REASON, clear_round=True)
-    return len(ids)
-
-
-def _persist(
-    conn: Connection,
-    manifest: Manifest,
-    plan: RoundPlan,
-    by_key: dict[tuple[str, str], Withdrawal],
-    rebuilt_from: int | None,
-    now: float,
-) -> int:
-    """Write the round, reserve its inputs, move its withdrawals in, advance the change index."""
-    new = NewRound(
-        round_id=plan.manifest_hash.hex(),
-        manifest=encode_manifest(manifest),
-        transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions),
-        rebuilt_from=rebuilt_from,
-    )
-    seq = rstore.create_round(conn, new, now)
-    for outcome in plan.requests:
-        if outcome.status is not RequestStatus.DEFERRED:
-            wstore.set_status(
-                conn,
-                [by_key[(outcome.client_id, outcome.request_id)].id],
-                Status.IN_ROUND,
-                now,
-                round_seq=seq,
-                split=outcome.status is RequestStatus.SPLIT,
-            )
-    cstore.advance_index(conn, manifest.active_series.id, CHANGE, plan.next_change_index)
-    return seq
-
-
-def _give_up(conn: Connection, record: RoundRecord, detail: str, now: float) -> list[int]:
-    """Abandon the round and give back the change indexes it took (so that the same manifest,
-    built again, reopens it); the ids of the withdrawals back in the queue."""
-    back = rstore.abandon_round(conn, record.seq, detail, now)
-    manifest = decode_manifest(record.manifest)
-    active = manifest.active_series.id
-    taken_to = build_round(manifest).next_change_index
-    rstore.rewind_change_index(conn, active, taken_to, manifest.next_change_index(active))
-    return back
-
-
-def _new_transaction(
-    planned: PlannedTransaction, plan: RoundPlan, by_key: dict[tuple[str, str], Withdrawal]
-) -> NewTransaction:
-    txid = planned.txid_hex
-    return NewTransaction(
-        txid=txid,
-        psbt=planned.psbt.serialize(),
-        fee=planned.fee,
-        inputs=tuple((u.outpoint.txid_hex, u.outpoint.vout) for u in planned.inputs),
-        outputs=tuple(
-            (by_key[(o.client_id, o.request_id)].id, paid.vout, paid.amount)
-            for o in plan.requests
-            for paid in o.outputs
-            if paid.txid_hex == txid
-        ),
-        fee_shares=planned.fee_shares,
-    )
-
-
-def _follow(conn: Connection, seq: int, now: float) -> None:
-    """Bring the round's withdrawals and the round itself to where its transactions are."""
-    for withdrawal_id, statuses in rstore.withdrawal_progress(conn, seq).items():
-        target = _WITHDRAWAL_OF_TX.get(min(statuses, key=TX_ORDER.__getitem__))
-        current = wstore.get_by_id(conn, withdrawal_id)
-        if target is None or current is None or current.round_seq != seq:
-            continue
-        if current.status in _FOLLOWED:
-            wstore.set_status(conn, [withdrawal_id], target, now)
-    txs = rstore.transactions(conn, seq)
-    least = min((tx.status for tx in txs), key=TX_ORDER.__getitem__)
-    if rstore.round_by_seq(conn, seq).status is not _ROUND_OF_TX[least]:
-        rstore.set_round_status(conn, seq, _ROUND_OF_TX[least], now)
 
 
 def _with_signatures(psbt: Psbt, by_input: Mapping[int, Mapping[bytes, bytes]]) -> Psbt:
@@ -699,40 +582,17 @@ def _finalized(
     return final.serialize()
 
 
-def _request_refusals(
-    outcomes: Sequence[rstore.OutcomeRecord],
-) -> dict[tuple[str, str], _RefusedRequest]:
+def _request_refusals(outcomes: Sequence[rstore.OutcomeRecord]) -> dict[RequestKey, RefusedRequest]:
     """(client id, request id) → that request's refusals in the round."""
-    refused: dict[tuple[str, str], _RefusedRequest] = {}
+    refused: dict[RequestKey, RefusedRequest] = {}
     for o in outcomes:
         for r in o.refusals:
             if r.scope != "request":
                 continue
-            entry = refused.setdefault((r.client_id, r.request_id), _RefusedRequest(False, []))
+            entry = refused.setdefault((r.client_id, r.request_id), RefusedRequest(False, []))
             entry.final = entry.final or r.reason_code in FINAL_REQUEST_REASONS
             entry.reasons.append(f"{r.reason_code} by {o.signer_id}: {r.message}")
     return refused
-
-
-def _apply_refusals(
-    conn: Connection,
-    seq: int,
-    refused: Mapping[tuple[str, str], _RefusedRequest],
-    now: float,
-) -> set[int]:
-    """Reject (final reasons) or requeue (transient ones) the refused withdrawals of the round;
-    the ids of the requeued ones."""
-    requeued: set[int] = set()
-    for key, entry in refused.items():
-        found = wstore.get_by_request(conn, *key)
-        if found is None or found.round_seq != seq:
-            continue
-        status = Status.REJECTED if entry.final else Status.PENDING
-        reason = "; ".join(entry.reasons)
-        wstore.set_status(conn, [found.id], status, now, detail=reason, clear_round=True)
-        if not entry.final:
-            requeued.add(found.id)
-    return requeued
 
 
 def _refusal_summary(refusals: Sequence[Refusal]) -> str:

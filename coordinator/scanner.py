@@ -2,13 +2,16 @@
 
 ``Scanner.sync`` processes blocks strictly in height order from the last processed one, never
 skipping a block. Each block is applied in ONE database transaction: its row in ``blocks`` (the
-cursor), the pool outputs it spends and creates, the receive/change indexes it uses (and the
-lookahead they extend), and the round transactions it confirms. A crash therefore loses at most
-the block being applied, which the next ``sync`` applies again.
+cursor, with the header's time), the pool outputs it spends and creates, the deposits among them
+(every output paying a receive address, classified at once: coordinator.deposits), the
+receive/change indexes it uses (and the lookahead they extend), and the round transactions it
+confirms. A crash therefore loses at most the block being applied, which the next ``sync``
+applies again. After the blocks, ``sync`` credits the deposits that have their confirmations.
 
 Reorganisations: before applying block ``h + 1`` its previous-block hash is compared with the
 stored block ``h``; while they differ (or while the stored tip is not on the node's best chain)
-the stored tip is undone, one block per transaction, and the scan goes on from there.
+the stored tip is undone, with its deposits, one block per transaction, and the scan goes on
+from there.
 
 On an empty database the scan starts at ``start_height`` (default 0, the genesis block: right for
 regtest and for the tests; elsewhere pass the height at which the pool's first series was
@@ -26,11 +29,14 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
-from coordinator.config import PoolConfig
+from coordinator import deposits
+from coordinator.config import DepositsConfig, PoolConfig
 from coordinator.store import chain as store
 from coordinator.store.chain import BlockRecord, PoolAddress
+from coordinator.store.deposits import NewDeposit
 from coordinator.store.schema import transaction
 from pool.networks import Network
+from pool.series import RECEIVE
 from pool.tx import Transaction
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,9 @@ class ChainBlock(Protocol):
 
     @property
     def transactions(self) -> Sequence[Transaction]: ...
+
+    @property
+    def time(self) -> int: ...
 
 
 class BlockSource(Protocol):
@@ -74,6 +83,7 @@ class Scanner:
         chain: BlockSource,
         network: Network,
         pool_config: PoolConfig,
+        deposits_config: DepositsConfig,
         *,
         start_height: int = 0,
         clock: Callable[[], float] = time.time,
@@ -82,6 +92,7 @@ class Scanner:
         self._chain = chain
         self._network = network
         self._lookahead = pool_config.address_lookahead
+        self._deposits = deposits_config
         self._start_height = start_height
         self._clock = clock
 
@@ -96,7 +107,10 @@ class Scanner:
             if step is _Step.CAUGHT_UP:
                 break
             applied += step is _Step.APPLIED
-        return self.height()
+        height = self.height()
+        with transaction(self._engine) as conn:
+            deposits.credit_confirmed(conn, self._deposits, height, self._clock())
+        return height
 
     def height(self) -> int:
         """The last processed height (``start_height - 1`` before the first block)."""
@@ -126,11 +140,14 @@ class Scanner:
     def _undo(self, cursor: BlockRecord) -> _Step:
         log.warning("reorganisation: undoing block %d %s", cursor.height, cursor.hash)
         with transaction(self._engine) as conn:
+            deposits.forget_block(conn, cursor, self._clock())
             store.undo_block(conn, cursor)
         return _Step.UNDONE
 
     def _apply(self, conn: Connection, block: ChainBlock, height: int) -> None:
         """Everything block ``height`` does to the pool, and the block row."""
+        now = self._clock()
+        store.stamp_retirements(conn, height)
         txids = [tx.txid_hex for tx in block.transactions]
         watched = self._watched_outputs(conn, block.transactions)
         pool_outpoints = store.unspent_outpoints(
@@ -149,9 +166,19 @@ class Scanner:
                         coinbase=position == 0,
                     )  # fmt: skip
                     pool_outpoints.add((txid, vout))
+                    if address.branch == RECEIVE:
+                        found = NewDeposit(
+                            txid, vout, out.script_pubkey, out.value, height, block.hash,
+                            tx.serialize(),
+                        )  # fmt: skip
+                        mined_at = store.mined_time(block.time, now)
+                        deposits.on_deposit(
+                            conn, self._deposits, found, address.series_id, mined_at, now
+                        )
         confirmed = store.unconfirmed_round_txids(conn).intersection(txids)
         store.confirm_round_transactions(conn, confirmed, height, block.hash)
-        store.add_block(conn, BlockRecord(height, block.hash, block.prev_hash), self._clock())
+        record = BlockRecord(height, block.hash, block.prev_hash)
+        store.add_block(conn, record, now, header_time=block.time)
         log.debug("block %d %s: %d pool outputs", height, block.hash, len(watched))
 
     def _watched_outputs(

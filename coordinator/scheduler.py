@@ -1,13 +1,16 @@
-"""When rounds run: on the timer, when the queue passes its threshold, or on RunRoundNow.
+"""When rounds run: withdrawal rounds on the timer, when the queue passes its threshold, or on
+RunRoundNow; refund rounds at every tick, when deposits wait for one (the refund round's build
+says whether any does: coordinator.refund_rounds). Never while rounds are paused or the pool's
+quorum is degraded (too few signers are healthy: coordinator.health).
 
 The threshold counts pending withdrawals only: deferred ones already had a round (the pool lacked
 funds) and wait for the timer, so a queue of deferred withdrawals does not start round after
 round while nothing changes.
 
-Every call into the round engine (``resume``, ``track``, ``run_round``) goes through one lock,
-so two rounds never run at once and a round never races the tracking of the previous ones. The
-pause switch lives in the store (``settings``), so it survives a restart and every coordinator
-process sharing the database obeys it.
+Every call into the round engine (``resume``, ``track``, ``run_round``, ``run_refunds``) goes
+through one lock, so two rounds never run at once and a round never races the tracking of the
+previous ones. The pause switch lives in the store (``settings``), so it survives a restart and
+every coordinator process sharing the database obeys it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ class RoundBusy(Exception):
     """A round is running already."""
 
 
+class PoolDegraded(Exception):
+    """The pool's quorum is degraded; the message says why."""
+
+
+class Quorum(Protocol):
+    """The part of ``coordinator.health.HealthBoard`` the scheduler asks."""
+
+    def degraded_reason(self) -> str | None: ...
+
+
 class Outcome(Protocol):
     """What running a round gave (coordinator.rounds.RoundOutcome)."""
 
@@ -51,6 +64,8 @@ class RoundWork(Protocol):
 
     def run_round(self) -> Outcome: ...
 
+    def run_refunds(self) -> Outcome: ...
+
     def resume(self) -> object: ...
 
     def track(self) -> object: ...
@@ -63,12 +78,14 @@ class RoundScheduler:
         engine: Engine,
         config: RoundsConfig,
         changes: ChangeSignal,
+        quorum: Quorum,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._work = work
         self._engine = engine
         self._config = config
         self._changes = changes
+        self._quorum = quorum
         self._clock = clock
         self._lock = threading.Lock()
         self._running = False
@@ -85,36 +102,49 @@ class RoundScheduler:
         self._changes.notify()
 
     def run_now(self) -> Outcome:
-        """Run a round at once; raises ``RoundsPaused`` or ``RoundBusy`` instead."""
+        """Run a round at once; raises ``RoundsPaused``, ``RoundBusy`` or ``PoolDegraded``
+        instead."""
         if self._running:
             raise RoundBusy("a round is already running")
         with self._lock:
             if self.paused():
                 raise RoundsPaused("rounds are paused (AdminService.ResumeRounds starts them)")
-            return self._run()
+            degraded = self._quorum.degraded_reason()
+            if degraded is not None:
+                raise PoolDegraded(f"{degraded}; no round is started until it is ok")
+            return self._run(self._work.run_round)
 
     def tick(self) -> None:
-        """Follow the open rounds, then start a round if one is due."""
+        """Follow the open rounds, then start a withdrawal round if one is due, and a refund
+        round if deposits wait for one."""
         with self._lock:
             self._work.track()
             self._changes.notify()
+            if not self._may_start():
+                return
             if self._due():
-                outcome = self._run()
+                outcome = self._run(self._work.run_round)
                 log.info("round %s: %s", outcome.round_id or "-", outcome.detail)
+            refunds = self._run(self._work.run_refunds, timed=False)
+            if refunds.round_id is not None:
+                log.info("refund round %s: %s", refunds.round_id, refunds.detail)
+
+    def _may_start(self) -> bool:
+        return not self.paused() and self._quorum.degraded_reason() is None
 
     def _due(self) -> bool:
-        if self.paused():
-            return False
         if self._clock() - self._last_start >= self._config.interval_seconds:
             return True
         with self._engine.connect() as conn:
             return count_with_status(conn, [Status.PENDING]) >= self._config.queue_threshold
 
-    def _run(self) -> Outcome:
+    def _run(self, run: Callable[[], Outcome], timed: bool = True) -> Outcome:
+        """Run a round; ``timed``: a withdrawal round, which restarts the timer."""
         self._running = True
-        self._last_start = self._clock()
+        if timed:
+            self._last_start = self._clock()
         try:
-            return self._work.run_round()
+            return run()
         finally:
             self._running = False
             self._changes.notify()

@@ -45,6 +45,21 @@ _SCOPE_NAMES = {
 _T = TypeVar("_T")
 
 
+class RoundKind(StrEnum):
+    """What a round does; each kind has its own manifest and its own signer policy."""
+
+    WITHDRAWAL = "withdrawal"
+    """Pays queued withdrawals (``pool.manifest``)."""
+    REFUND = "refund"
+    """Sends deposits back (``pool.refunds``)."""
+
+
+_KIND_CODES = {
+    RoundKind.WITHDRAWAL: signer_pb2.ROUND_KIND_WITHDRAWAL,
+    RoundKind.REFUND: signer_pb2.ROUND_KIND_REFUND,
+}
+
+
 class Failure(StrEnum):
     """Why a call gave no answer."""
 
@@ -264,6 +279,30 @@ class SignerPool:
         )
         return answer
 
+    def register_deposit_address(
+        self,
+        signer_id: str,
+        network: Network,
+        series_id: int,
+        index: int,
+        refund_address: str,
+        timeout: float,
+    ) -> signer_pb2.RegisterDepositAddressResponse:
+        """Register receive address ``index`` of the series with its refund address ("" for
+        none) on the signer; the first registration of an address wins there."""
+        request = signer_pb2.RegisterDepositAddressRequest(
+            network=NETWORK_CODES[network.name],
+            series_id=series_id,
+            index=index,
+            refund_address=refund_address,
+        )
+        answer: signer_pb2.RegisterDepositAddressResponse = self._call(
+            signer_id,
+            "RegisterDepositAddress",
+            lambda s: s.stub.RegisterDepositAddress(request, timeout=timeout),
+        )
+        return answer
+
     def display_address(
         self,
         signer_id: str,
@@ -286,11 +325,17 @@ class SignerPool:
         return answer
 
     def sign_round(
-        self, signer_id: str, manifest: bytes, psbts: Sequence[bytes], deadline: float
+        self,
+        signer_id: str,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        deadline: float,
+        kind: RoundKind = RoundKind.WITHDRAWAL,
     ) -> SignResult:
-        """One signer's SignRound answer; never raises for a failed call."""
+        """One signer's SignRound answer for a round of ``kind``; never raises for a failed
+        call."""
         request = signer_pb2.SignRoundRequest(
-            kind=signer_pb2.ROUND_KIND_WITHDRAWAL, manifest=manifest, psbts=list(psbts)
+            kind=_KIND_CODES[kind], manifest=manifest, psbts=list(psbts)
         )
         started = time.monotonic()
         try:
@@ -320,13 +365,17 @@ class SignerPool:
         psbts: Sequence[bytes],
         deadline: float,
         signer_ids: Iterable[str] | None = None,
+        kind: RoundKind = RoundKind.WITHDRAWAL,
     ) -> Iterator[tuple[str, SignResult]]:
-        """Ask every signer (or ``signer_ids``) in parallel; yield each answer as it arrives."""
+        """Ask every signer (or ``signer_ids``) in parallel to sign a round of ``kind``; yield
+        each answer as it arrives."""
         ids = list(self._signers if signer_ids is None else signer_ids)
         for signer_id in ids:
             self._signer(signer_id)
         futures: dict[Future[SignResult], str] = {
-            self._executor.submit(self.sign_round, signer_id, manifest, psbts, deadline): signer_id
+            self._executor.submit(
+                self.sign_round, signer_id, manifest, psbts, deadline, kind
+            ): signer_id
             for signer_id in ids
         }
         for future in as_completed(futures):
@@ -338,6 +387,8 @@ class SignerPool:
         psbts: Sequence[bytes],
         deadline: float,
         signer_ids: Iterable[str] | None = None,
+        kind: RoundKind = RoundKind.WITHDRAWAL,
     ) -> dict[str, SignResult]:
-        """Every signer's answer (in parallel, each call with ``deadline`` seconds)."""
-        return dict(self.sign_round_each(manifest, psbts, deadline, signer_ids))
+        """Every signer's answer to a round of ``kind`` (in parallel, each call with
+        ``deadline`` seconds)."""
+        return dict(self.sign_round_each(manifest, psbts, deadline, signer_ids, kind))

@@ -35,8 +35,17 @@ class WithdrawalBody:
     extra_fee: int
 
 
+@dataclass(frozen=True)
+class DepositAddressBody:
+    """A checked GetDepositAddressRequest."""
+
+    user_id: str
+    refund_address: str
+    """Empty when none was given."""
+
+
 def request_id(value: str, field: str = "request_id") -> str:
-    """A client request id: 1 to 128 UTF-8 bytes, printable characters only."""
+    """A client request id (or user id): 1 to 128 UTF-8 bytes, printable characters only."""
     if not value:
         raise invalid(field, "missing")
     size = len(value.encode())
@@ -71,6 +80,20 @@ def withdrawal(
     if request.extra_fee_sat > MAX_MONEY:
         raise invalid("extra_fee_sat", f"{request.extra_fee_sat} is above 21,000,000 BTC")
     return WithdrawalBody(rid, request.address, script_pubkey, amount, request.extra_fee_sat)
+
+
+def deposit_address(
+    request: coordinator_pb2.GetDepositAddressRequest, network: Network
+) -> DepositAddressBody:
+    """Check a deposit address request: a user id, and a refund address valid for ``network``
+    when one is given."""
+    user_id = request_id(request.user_id, "user_id")
+    if request.refund_address:
+        try:
+            address_to_script_pubkey(request.refund_address, network)
+        except AddressError as e:
+            raise invalid("refund_address", str(e)) from None
+    return DepositAddressBody(user_id, request.refund_address)
 
 
 def page_size(value: int) -> int:

@@ -6,9 +6,11 @@ from sqlalchemy import Connection
 
 from coordinator.health import SignerState
 from coordinator.signers import NETWORK_CODES, Refusal
+from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
 from coordinator.store.chain import Balance, last_block
+from pool.address import script_pubkey_to_address
 from pool.networks import Network
 from pool.series import Series
 from vpool.v1 import common_pb2, coordinator_pb2, signer_pb2
@@ -23,6 +25,11 @@ _SCOPES = {
     "request": signer_pb2.Refusal.SCOPE_REQUEST,
     "input": signer_pb2.Refusal.SCOPE_INPUT,
 }
+DEPOSIT_STATUSES = {
+    status: coordinator_pb2.DepositStatus.Value(f"DEPOSIT_STATUS_{status.name}")
+    for status in dstore.Status
+}
+DEPOSIT_STATUS_OF_CODE = {code: status for status, code in DEPOSIT_STATUSES.items()}
 ROUND_STATUSES = {
     status: coordinator_pb2.RoundStatus.Value(f"ROUND_STATUS_{status.name}")
     for status in rstore.RoundStatus
@@ -90,6 +97,47 @@ class WithdrawalViews:
             cursor=event.cursor,
             status=WITHDRAWAL_STATUSES[event.status],
             withdrawal=self.message(withdrawal),
+            at_unix=int(event.at),
+        )
+
+
+class DepositViews:
+    """Builds Deposit messages on one connection."""
+
+    def __init__(self, conn: Connection, network: Network) -> None:
+        self._conn = conn
+        self._network = network
+        self._tip = tip_height(conn)
+
+    def message(self, d: dstore.Deposit) -> coordinator_pb2.Deposit:
+        """The deposit as it is now, with its confirmations."""
+        on_chain = d.status not in (dstore.Status.REMOVED, dstore.Status.REORGED)
+        return coordinator_pb2.Deposit(
+            txid=d.txid,
+            vout=d.vout,
+            amount_sat=d.value,
+            address=script_pubkey_to_address(d.script_pubkey, self._network) or "",
+            user_id=d.user_id,
+            status=DEPOSIT_STATUSES[d.status],
+            reason=d.reason,
+            height=d.height,
+            confirmations=max(0, self._tip - d.height + 1) if on_chain else 0,
+            refund_address=d.refund.address,
+            refund_source=d.refund.source,
+            refund_txid=d.refund.txid or "",
+            refund_signed_by=dstore.refund_signers(self._conn, d),
+            created_unix=int(d.created_at),
+            updated_unix=int(d.updated_at),
+        )
+
+    def event(self, event: dstore.Event) -> coordinator_pb2.DepositEvent:
+        """The event, with its deposit as it is now."""
+        deposit = dstore.get(self._conn, event.txid, event.vout)
+        assert deposit is not None  # deposits are never deleted
+        return coordinator_pb2.DepositEvent(
+            cursor=event.cursor,
+            status=DEPOSIT_STATUSES[event.status],
+            deposit=self.message(deposit),
             at_unix=int(event.at),
         )
 

@@ -1,4 +1,4 @@
-"""Wake-ups for WatchWithdrawals streams.
+"""Wake-ups for the Watch streams (WatchWithdrawals, WatchDeposits), and the loop they run.
 
 Writers in this process (the API, the round scheduler, the daemon loop) call ``notify`` after
 they commit; a stream waiting for new events wakes at once. Streams also poll the store every
@@ -9,8 +9,11 @@ missed wake-up) is seen within that time: the store is the truth, the signal onl
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 POLL_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class ChangeSignal:
@@ -48,3 +51,25 @@ class ChangeSignal:
             self._condition.wait_for(
                 lambda: self._closed or self._generation != seen, timeout=timeout
             )
+
+
+def follow(
+    changes: ChangeSignal,
+    context: Any,
+    cursor: int,
+    read: Callable[[int], Sequence[tuple[int, T]]],
+    batch: int,
+) -> Iterator[T]:
+    """The messages of a Watch stream: ``read(cursor)`` gives up to ``batch`` (cursor, message)
+    pairs after ``cursor``; when fewer come, wait for a change. Ends when the client goes away
+    or the signal closes."""
+    context.add_callback(changes.notify)  # wakes this stream when the client leaves
+    while context.is_active() and not changes.closed:
+        seen = changes.generation
+        found = read(cursor)
+        for _, message in found:
+            yield message
+        if found:
+            cursor = found[-1][0]
+        if len(found) < batch:
+            changes.wait(seen)

@@ -27,7 +27,7 @@ lists out of canonical order or with duplicates, trailing bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +146,8 @@ class Manifest:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_range(field_name: str, value: int, low: int, high: int) -> None:
+def check_range(field_name: str, value: int, low: int, high: int) -> None:
+    """Raise ``ManifestError`` naming ``field_name`` unless ``value`` is an int in low..high."""
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ManifestError(field_name, f"must be an integer in {low}..{high}, got {value!r}")
 
@@ -159,13 +160,13 @@ def _validate(m: Manifest) -> None:
     if m.network not in NETWORK_CODES:
         raise ManifestError("network", f"unknown network {m.network!r}")
     _validate_series(m)
-    _check_range("tip_height", m.tip_height, 0, U32)
+    check_range("tip_height", m.tip_height, 0, U32)
     if not isinstance(m.tip_hash, bytes) or len(m.tip_hash) != 32:
         raise ManifestError("tip_hash", "must be 32 bytes")
-    _check_range("fee_rate", m.fee_rate, 1, MAX_MONEY)
-    _check_range("dust_limit", m.dust_limit, 1, MAX_MONEY)
-    _check_range("max_weight", m.max_weight, MIN_MAX_WEIGHT, MAX_STANDARD_WEIGHT)
-    _check_range("min_conf", m.min_conf, 1, U32)
+    check_range("fee_rate", m.fee_rate, 1, MAX_MONEY)
+    check_range("dust_limit", m.dust_limit, 1, MAX_MONEY)
+    check_range("max_weight", m.max_weight, MIN_MAX_WEIGHT, MAX_STANDARD_WEIGHT)
+    check_range("min_conf", m.min_conf, 1, U32)
     _validate_change_index(m)
     _validate_utxos(m)
     _validate_requests(m)
@@ -192,7 +193,7 @@ def _validate_change_index(m: Manifest) -> None:
         if series_id in seen:
             raise ManifestError(f"change_index[{i}]", f"series {series_id} appears twice")
         seen.add(series_id)
-        _check_range(f"change_index[{i}].index", index, 0, MAX_INDEX)
+        check_range(f"change_index[{i}].index", index, 0, MAX_INDEX)
     if m.active_series.id not in seen:
         raise ManifestError("change_index", "missing the next change index of the active series")
 
@@ -206,13 +207,13 @@ def _validate_utxos(m: Manifest) -> None:
         if order == previous:
             raise ManifestError(f"{where}.outpoint", f"outpoint {u.outpoint} appears twice")
         previous = order
-        _check_range(f"{where}.value", u.value, 1, MAX_MONEY)
+        check_range(f"{where}.value", u.value, 1, MAX_MONEY)
         if u.series_id not in known:
             raise ManifestError(f"{where}.series_id", f"unknown series {u.series_id}")
         if u.branch not in (RECEIVE, CHANGE):
             raise ManifestError(f"{where}.branch", f"must be 0 or 1, got {u.branch!r}")
-        _check_range(f"{where}.index", u.index, 0, MAX_INDEX)
-        _check_range(f"{where}.height", u.height, 0, m.tip_height)
+        check_range(f"{where}.index", u.index, 0, MAX_INDEX)
+        check_range(f"{where}.height", u.height, 0, m.tip_height)
 
 
 def _validate_requests(m: Manifest) -> None:
@@ -234,11 +235,23 @@ def _validate_requests(m: Manifest) -> None:
             raise ManifestError(
                 f"{where}.script_pubkey", "must be the scriptPubKey of a standard address"
             )
-        _check_range(f"{where}.amount", r.amount, m.dust_limit, MAX_MONEY)
-        _check_range(f"{where}.extra_fee", r.extra_fee, 0, MAX_MONEY)
+        check_range(f"{where}.amount", r.amount, m.dust_limit, MAX_MONEY)
+        check_range(f"{where}.extra_fee", r.extra_fee, 0, MAX_MONEY)
 
 
 # --------------------------------------------------------------------------- encoding
+
+
+def encode_series_list(series: Sequence[Series], net: Network) -> bytes:
+    """``cs #series``, then each series (id, state, m, keys with their origins and xpubs)."""
+    out = bytearray(compact_size(len(series)))
+    for s in series:
+        out += u32le(s.id) + u8(_STATE_CODES[s.state]) + u8(s.m) + compact_size(len(s.keys))
+        for key in s.keys:
+            out += key.origin.fingerprint + compact_size(len(key.origin.path))
+            out += b"".join(u32le(step) for step in key.origin.path)
+            out += key.xpub.serialize(net)
+    return bytes(out)
 
 
 def encode_manifest(m: Manifest) -> bytes:
@@ -246,13 +259,7 @@ def encode_manifest(m: Manifest) -> bytes:
     net = m.net
     out = bytearray(MAGIC)
     out += u8(ENCODING_VERSION) + u32le(m.version) + u8(NETWORK_CODES[m.network])
-    out += compact_size(len(m.series))
-    for s in m.series:
-        out += u32le(s.id) + u8(_STATE_CODES[s.state]) + u8(s.m) + compact_size(len(s.keys))
-        for key in s.keys:
-            out += key.origin.fingerprint + compact_size(len(key.origin.path))
-            out += b"".join(u32le(step) for step in key.origin.path)
-            out += key.xpub.serialize(net)
+    out += encode_series_list(m.series, net)
     out += u32le(m.tip_height) + m.tip_hash
     out += u64le(m.fee_rate) + u64le(m.dust_limit) + u32le(m.max_weight) + u32le(m.min_conf)
     out += compact_size(len(m.change_index))
@@ -299,6 +306,16 @@ def _decode_series(reader: Reader, net: Network) -> Series:
     return series
 
 
+def decode_series_list(reader: Reader, net: Network) -> list[Series]:
+    """Inverse of ``encode_series_list``; any malformed series is an ``EncodingError``."""
+    try:
+        return [_decode_series(reader, net) for _ in range(reader.compact_size())]
+    except VpoolError as exc:
+        if isinstance(exc, EncodingError):
+            raise
+        raise EncodingError(f"bad series: {exc}") from exc
+
+
 def decode_manifest(data: bytes) -> Manifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
@@ -312,12 +329,7 @@ def decode_manifest(data: bytes) -> Manifest:
         raise EncodingError(f"unknown network code {code}")
     network = _NETWORK_BY_CODE[code]
     net = get_network(network)
-    try:
-        series = [_decode_series(reader, net) for _ in range(reader.compact_size())]
-    except VpoolError as exc:
-        if isinstance(exc, EncodingError):
-            raise
-        raise EncodingError(f"bad series: {exc}") from exc
+    series = decode_series_list(reader, net)
     tip_height, tip_hash = reader.u32(), reader.read(32)
     fee_rate, dust_limit = reader.u64(), reader.u64()
     max_weight, min_conf = reader.u32(), reader.u32()

@@ -14,7 +14,8 @@ from enum import Enum, StrEnum
 
 from pool.fees import largest_remainder
 from pool.manifest import Manifest, Utxo, WithdrawalRequest, manifest_hash
-from pool.psbt import Psbt, PsbtInput, PsbtOutput
+from pool.psbt import Psbt, PsbtOutput
+from pool.psbt_fields import global_xpubs, pool_input, pool_output
 from pool.series import CHANGE, Series, SeriesState
 from pool.tx import Transaction, TxIn, TxOut
 from pool.weights import (
@@ -296,7 +297,6 @@ def _select(
 
 def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | None) -> Psbt:
     """Rules T1-T4: the unsigned transaction and its PSBT fields."""
-    net = manifest.net
     series = draft.series
     tx_inputs = tuple(TxIn(u.outpoint, SEQUENCE_RBF) for u in draft.inputs)
     outputs = [TxOut(p.amount, p.request.script_pubkey) for p in draft.parts]
@@ -306,30 +306,14 @@ def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | 
         series_id, index, value = change
         derived = series[series_id].derive(CHANGE, index)
         outputs.append(TxOut(value, derived.script_pubkey))
-        psbt_outputs.append(
-            PsbtOutput(
-                witness_script=derived.witness_script,
-                bip32_derivations=dict(zip(derived.pubkeys, derived.origins, strict=True)),
-            )
-        )
+        psbt_outputs.append(pool_output(derived))
         used_series.add(series_id)
-    psbt_inputs = []
-    for u in draft.inputs:
-        derived = series[u.series_id].derive(u.branch, u.index)
-        psbt_inputs.append(
-            PsbtInput(
-                witness_utxo=TxOut(u.value, derived.script_pubkey),
-                witness_script=derived.witness_script,
-                bip32_derivations=dict(zip(derived.pubkeys, derived.origins, strict=True)),
-            )
-        )
-    xpubs = {
-        key.xpub.serialize(net): key.origin
-        for series_id in sorted(used_series)
-        for key in series[series_id].keys
-    }
+    psbt_inputs = tuple(
+        pool_input(series[u.series_id], u.branch, u.index, u.value) for u in draft.inputs
+    )
+    xpubs = global_xpubs((series[i] for i in used_series), manifest.net)
     tx = Transaction(TX_VERSION, tx_inputs, tuple(outputs), manifest.tip_height)
-    return Psbt(tx=tx, xpubs=xpubs, inputs=tuple(psbt_inputs), outputs=tuple(psbt_outputs))
+    return Psbt(tx=tx, xpubs=xpubs, inputs=psbt_inputs, outputs=tuple(psbt_outputs))
 
 
 def _fee_shares(draft: _Draft, fee: int) -> tuple[tuple[str, int], ...]:

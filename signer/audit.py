@@ -2,8 +2,9 @@
 
 Each entry carries ``prev``, the hash of the entry before it (64 zeros for the first), and its own
 ``hash``: SHA256 of its canonical JSON (sorted keys, compact separators) without ``hash``. A
-changed, removed or reordered entry breaks the chain. Entries hold hashes, decisions and reason
-codes, never a PSBT or key material.
+changed, removed or reordered entry breaks the chain. Entries hold the round's kind, hashes,
+decisions and reason codes, never a PSBT or key material. Entries written before rounds had a
+kind have no ``kind`` (they are withdrawals) and still verify.
 
 The chain proves the file consistent, not complete: removing entries from the end is only seen by
 comparing the head hash with a copy kept elsewhere.
@@ -29,6 +30,7 @@ FIELDS = frozenset(
     {
         "seq",
         "time",
+        "kind",
         "manifest_hash",
         "psbt_hashes",
         "decision",
@@ -39,6 +41,8 @@ FIELDS = frozenset(
         "hash",
     }
 )
+LEGACY_FIELDS = FIELDS - {"kind"}
+"""The fields of entries written before rounds had a kind."""
 _TAIL_BLOCK = 4096
 
 
@@ -62,6 +66,8 @@ class AuditEntry:
     seq: int
     time: str
     """ISO 8601, UTC."""
+    kind: str
+    """The round's kind: ``withdrawal`` or ``refund``."""
     manifest_hash: str
     """SHA256 (hex) of the manifest as received: the round's manifest hash when it decodes."""
     psbt_hashes: tuple[str, ...]
@@ -118,7 +124,7 @@ def _read_entry(line: bytes) -> dict[str, Any]:
         doc = json.loads(line)
     except ValueError:
         raise _BadEntry("the line is not valid JSON") from None
-    if not isinstance(doc, dict) or set(doc) != FIELDS:
+    if not isinstance(doc, dict) or set(doc) not in (FIELDS, LEGACY_FIELDS):
         raise _BadEntry("the line is not an audit entry (wrong fields)")
     if type(doc["seq"]) is not int or not isinstance(doc["hash"], str):
         raise _BadEntry("the line is not an audit entry (wrong field types)")
@@ -206,6 +212,7 @@ class AuditLog:
     def append(
         self,
         *,
+        kind: str,
         manifest: bytes,
         psbts: Sequence[bytes],
         decision: Decision,
@@ -219,6 +226,7 @@ class AuditLog:
             body: dict[str, Any] = {
                 "seq": self._seq + 1,
                 "time": _iso_utc(now),
+                "kind": str(kind),
                 "manifest_hash": hashlib.sha256(manifest).hexdigest(),
                 "psbt_hashes": tuple(hashlib.sha256(psbt).hexdigest() for psbt in psbts),
                 "decision": Decision(decision),

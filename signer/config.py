@@ -223,6 +223,8 @@ def _policy(t: _Table, network: Network) -> PolicyConfig:
                 except VpoolError as e:
                     raise ConfigError(f"{t.key(name)}[{position}]: {e}") from None
             values[name] = frozenset(addresses)
+        elif name == "allow_operator_refunds":
+            values[name] = t.boolean(name, False)
         else:
             value = t.integer(name)
             if value < 0:

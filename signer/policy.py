@@ -1,8 +1,9 @@
 """The signer's policy: every rule a round must pass before any device is asked to sign.
 
-One module, one entry point (``evaluate_round``). It rebuilds the round from the manifest with the
-pure core and requires the PSBTs it is handed to be exactly what the manifest builds; then it
-applies this signer's own limits. It reads the signer's history (signing log, amounts signed in
+One module, one entry point per kind of round (``evaluate_round`` for withdrawals,
+``evaluate_refund_round`` for refunds). Each rebuilds the round from its manifest with the pure
+core and requires the PSBTs it is handed to be exactly what the manifest builds; then it applies
+this signer's own rules. It reads the signer's history (signing log, amounts signed in
 the rolling window) through the small ``SigningHistory`` interface and changes nothing itself: the
 daemon records an approval only once the device has signed.
 
@@ -17,22 +18,38 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from pool.address import script_pubkey_to_address
+from pool.address import address_to_script_pubkey, script_pubkey_to_address
 from pool.descriptor import DescriptorKey
 from pool.errors import VpoolError
 from pool.hashes import sha256
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
 from pool.networks import Network
 from pool.psbt import Psbt, PsbtInput
+from pool.refunds import (
+    PlannedRefund,
+    RefundRequest,
+    RefundSource,
+    build_refunds,
+    decode_refund_manifest,
+    sender_script,
+)
 from pool.series import Series
 from pool.sighash import SIGHASH_ALL
 from pool.tx import OutPoint, Transaction
 from pool.withdrawal import PlannedTransaction, RoundPlan, build_round
 
-POLICY_RULES_VERSION = 1
-"""Bumped whenever a rule of this module changes meaning; part of the policy hash."""
+POLICY_RULES_VERSION = 2
+"""Bumped whenever a rule of this module changes meaning; part of the policy hash.
+2: refund rounds."""
+
+
+class RoundKind(StrEnum):
+    """The kind of a round; each kind has its own policy. Written in the audit trail."""
+
+    WITHDRAWAL = "withdrawal"
+    REFUND = "refund"
 
 
 class Reason(StrEnum):
@@ -69,6 +86,10 @@ class Reason(StrEnum):
     DAILY_LIMIT_EXCEEDED = "DAILY_LIMIT_EXCEEDED"
     DESTINATION_DENIED = "DESTINATION_DENIED"
     DESTINATION_NOT_ALLOWED = "DESTINATION_NOT_ALLOWED"
+    REFUND_DESTINATION_NOT_REGISTERED = "REFUND_DESTINATION_NOT_REGISTERED"
+    REFUND_ADDRESS_UNKNOWN = "REFUND_ADDRESS_UNKNOWN"
+    REFUND_DESTINATION_NOT_SENDER = "REFUND_DESTINATION_NOT_SENDER"
+    OPERATOR_REFUNDS_NOT_ALLOWED = "OPERATOR_REFUNDS_NOT_ALLOWED"
     DOUBLE_SIGN = "DOUBLE_SIGN"
     NOTHING_TO_SIGN = "NOTHING_TO_SIGN"
     DEVICE_REFUSED = "DEVICE_REFUSED"
@@ -80,6 +101,8 @@ class Reason(StrEnum):
 class Scope(StrEnum):
     ROUND = "round"
     REQUEST = "request"
+    """One withdrawal request (``client_id``, ``request_id``), or in a refund round one deposit:
+    ``request_id`` is its outpoint ``txid:vout`` (txid in display hex), ``client_id`` empty."""
     INPUT = "input"
 
 
@@ -117,6 +140,8 @@ class PolicyConfig:
     a series may be registered only if each of its keys is this signer's or one of these."""
     min_threshold: int = 2
     """The smallest m of a series this signer registers."""
+    allow_operator_refunds: bool = False
+    """Sign refunds to destinations an operator chose (``AdminService.ProposeRefund``)."""
 
     def version_hash(self) -> str:
         """SHA256 over the rules version and every setting: reported, and written in the audit."""
@@ -149,16 +174,20 @@ class SigningHistory(Protocol):
 
 @dataclass(frozen=True)
 class Approval:
-    """A round that passed every rule: what the daemon may sign and must then record."""
+    """A round of any kind that passed every rule: what the daemon may sign and must then
+    record."""
 
-    manifest: Manifest
     manifest_hash: bytes
-    plan: RoundPlan
     psbts: tuple[Psbt, ...]
+    """The round's PSBTs, in order: byte for byte the ones the policy rebuilt."""
+    txids: tuple[str, ...]
+    """The ids of the transactions the policy rebuilt, in order."""
+    change_vouts: tuple[int | None, ...]
+    """Each transaction's change output (None: no change; refunds never have one)."""
     payments: int
     """Satoshis leaving the pool (non-change outputs) in transactions never signed before:
     what this round adds to the limits. Re-signed transactions and fee bumps add nothing, their
-    payments were counted when first signed."""
+    payments were counted when first signed; refunds add nothing (the depositor's own coins)."""
     fee_bumps: tuple[str, ...] = field(default=())
     """Txids signed as fee bumps of transactions signed before."""
 
@@ -198,14 +227,14 @@ def evaluate_round(
     """
     try:
         _check_sizes(config, manifest_bytes, psbts)
-        manifest = _decode_manifest(manifest_bytes, network)
+        manifest = _decode_manifest(decode_manifest, manifest_bytes, network)
         parsed = _parse_psbts(psbts, config)
-        _check_series(manifest, registered, fingerprint)
+        _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
-        _compare_with_rebuild(parsed, plan, registered)
-        if not any(_signs_input(fingerprint, p) for p in parsed):
-            raise _refuse(Reason.NOTHING_TO_SIGN, "no input of this round is this signer's")
-        fresh, bumps = _check_signing_log(parsed, plan, history)
+        change_vouts = [_change_vout(t) for t in plan.transactions]
+        _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
+        _check_something_to_sign(parsed, fingerprint)
+        fresh, bumps = _check_signing_log(parsed, change_vouts, history)
         payments = sum(
             _payments(planned)
             for planned, new in zip(plan.transactions, fresh, strict=True)
@@ -215,13 +244,17 @@ def evaluate_round(
     except _Refused as refused:
         return refused.refusals
     return Approval(
-        manifest=manifest,
         manifest_hash=plan.manifest_hash,
-        plan=plan,
         psbts=tuple(parsed),
+        txids=tuple(t.txid_hex for t in plan.transactions),
+        change_vouts=tuple(change_vouts),
         payments=payments,
         fee_bumps=tuple(bumps),
     )
+
+
+def _change_vout(planned: PlannedTransaction) -> int | None:
+    return None if planned.change is None else planned.change.vout
 
 
 # --------------------------------------------------------------------------- decoding
@@ -246,9 +279,18 @@ def _check_sizes(config: PolicyConfig, manifest_bytes: bytes, psbts: Sequence[by
             )
 
 
-def _decode_manifest(data: bytes, network: Network) -> Manifest:
+class _OfNetwork(Protocol):
+    @property
+    def network(self) -> str: ...
+
+
+_M = TypeVar("_M", bound=_OfNetwork)
+
+
+def _decode_manifest(decode: Callable[[bytes], _M], data: bytes, network: Network) -> _M:
+    """Decode a manifest of either kind (errors name the field at fault) for ``network``."""
     try:
-        manifest = decode_manifest(data)
+        manifest = decode(data)
     except VpoolError as exc:
         raise _refuse(Reason.MALFORMED_MANIFEST, f"manifest does not decode: {exc}") from None
     if manifest.network != network.name:
@@ -274,24 +316,29 @@ def _parse_psbts(psbts: Sequence[bytes], config: PolicyConfig) -> list[Psbt]:
 # --------------------------------------------------------------------------- series
 
 
-def _check_series(manifest: Manifest, registered: Mapping[int, Series], fingerprint: bytes) -> None:
-    """The series this signer signs for, and the active one (it receives the change), are the
-    ones registered with this signer, identical in m and keys."""
-    ours = [s for s in manifest.series if _has_fingerprint(s, fingerprint)]
+def _check_series(
+    series: Sequence[Series],
+    registered: Mapping[int, Series],
+    fingerprint: bytes,
+    also: Sequence[Series] = (),
+) -> None:
+    """The series this signer signs for, and ``also`` (a withdrawal's active series: it receives
+    the change), are the ones registered with this signer, identical in m and keys."""
+    ours = [s for s in series if _has_fingerprint(s, fingerprint)]
     if not ours:
         raise _refuse(Reason.NOT_A_COSIGNER, "this signer's key is in none of the round's series")
-    must_know = {s.id: s for s in [*ours, manifest.active_series]}
-    for series in must_know.values():
-        known = registered.get(series.id)
+    must_know = {s.id: s for s in [*ours, *also]}
+    for one in must_know.values():
+        known = registered.get(one.id)
         if known is None:
             raise _refuse(
                 Reason.SERIES_NOT_REGISTERED,
-                f"series {series.id} is not registered with this signer",
+                f"series {one.id} is not registered with this signer",
             )
-        if (known.m, known.keys) != (series.m, series.keys):
+        if (known.m, known.keys) != (one.m, one.keys):
             raise _refuse(
                 Reason.SERIES_MISMATCH,
-                f"series {series.id} differs from the one registered with this signer",
+                f"series {one.id} differs from the one registered with this signer",
             )
 
 
@@ -323,6 +370,11 @@ def registration_refusal(
     return None
 
 
+def _check_something_to_sign(parsed: Sequence[Psbt], fingerprint: bytes) -> None:
+    if not any(_signs_input(fingerprint, p) for p in parsed):
+        raise _refuse(Reason.NOTHING_TO_SIGN, "no input of this round is this signer's")
+
+
 def _signs_input(fingerprint: bytes, psbt: Psbt) -> bool:
     return any(
         origin.fingerprint == fingerprint
@@ -335,19 +387,22 @@ def _signs_input(fingerprint: bytes, psbt: Psbt) -> bool:
 
 
 def _compare_with_rebuild(
-    parsed: Sequence[Psbt], plan: RoundPlan, registered: Mapping[int, Series]
+    parsed: Sequence[Psbt],
+    wanted: Sequence[Psbt],
+    change_vouts: Sequence[int | None],
+    registered: Mapping[int, Series],
 ) -> None:
-    """The PSBTs must be, byte for byte, the ones the manifest builds."""
-    if len(parsed) != len(plan.transactions):
+    """The PSBTs must be, byte for byte, the ones the manifest builds (``wanted``)."""
+    if len(parsed) != len(wanted):
         raise _refuse(
             Reason.PSBT_COUNT_MISMATCH,
-            f"{len(parsed)} PSBTs sent, the manifest builds {len(plan.transactions)}",
+            f"{len(parsed)} PSBTs sent, the manifest builds {len(wanted)}",
         )
     refusals: list[Refusal] = []
-    for i, (got, planned) in enumerate(zip(parsed, plan.transactions, strict=True)):
-        if got.serialize() == planned.psbt.serialize():
+    for i, (got, want, change_vout) in enumerate(zip(parsed, wanted, change_vouts, strict=True)):
+        if got.serialize() == want.serialize():
             continue
-        found = _differences(got, planned, registered) or [
+        found = _differences(got, want, change_vout, registered) or [
             (Reason.PSBT_MISMATCH, "PSBT fields differ from the manifest's", None)
         ]
         seen: set[Reason] = set()
@@ -368,9 +423,8 @@ _Difference = tuple[Reason, str, int | None]
 
 
 def _differences(
-    got: Psbt, planned: PlannedTransaction, registered: Mapping[int, Series]
+    got: Psbt, want: Psbt, change_vout: int | None, registered: Mapping[int, Series]
 ) -> list[_Difference]:
-    want = planned.psbt
     selected = {i.prevout for i in want.tx.inputs}
     foreign: list[_Difference] = [
         (Reason.INPUT_NOT_IN_POOL, f"input {j} is not a pool output", j)
@@ -388,7 +442,7 @@ def _differences(
         for a, b in zip(g.inputs, w.inputs, strict=False)
     ):
         diffs.append((Reason.TX_FIELDS_MISMATCH, "version, locktime or sequences differ", None))
-    diffs += _output_differences(got, want, planned)
+    diffs += _output_differences(got, want, change_vout)
     if got.xpubs != want.xpubs:
         diffs.append((Reason.DERIVATION_MISMATCH, "global xpubs differ", None))
     return diffs
@@ -448,7 +502,7 @@ def _is_pool_input(inp: PsbtInput, registered: Mapping[int, Series]) -> bool:
     return False
 
 
-def _output_differences(got: Psbt, want: Psbt, planned: PlannedTransaction) -> list[_Difference]:
+def _output_differences(got: Psbt, want: Psbt, change_vout: int | None) -> list[_Difference]:
     g, w = got.tx.outputs, want.tx.outputs
     if len(g) > len(w):
         return [
@@ -456,7 +510,6 @@ def _output_differences(got: Psbt, want: Psbt, planned: PlannedTransaction) -> l
         ]
     if len(g) < len(w):
         return [(Reason.MISSING_OUTPUT, "an output the manifest pays is missing", None)]
-    change_vout = planned.change.vout if planned.change is not None else None
     diffs: list[_Difference] = []
     for k, (go, wo) in enumerate(zip(g, w, strict=True)):
         if go.script_pubkey != wo.script_pubkey:
@@ -486,7 +539,7 @@ def _output_differences(got: Psbt, want: Psbt, planned: PlannedTransaction) -> l
 
 
 def _check_signing_log(
-    parsed: Sequence[Psbt], plan: RoundPlan, history: SigningHistory
+    parsed: Sequence[Psbt], change_vouts: Sequence[int | None], history: SigningHistory
 ) -> tuple[list[bool], list[str]]:
     """Never sign two different spends of one outpoint, except a fee bump of the one signed.
 
@@ -494,7 +547,7 @@ def _check_signing_log(
     """
     fresh: list[bool] = []
     bumps: list[str] = []
-    for i, (psbt, planned) in enumerate(zip(parsed, plan.transactions, strict=True)):
+    for i, (psbt, change_vout) in enumerate(zip(parsed, change_vouts, strict=True)):
         tx, txid = psbt.tx, psbt.tx.txid_hex
         new = False
         for j, txin in enumerate(tx.inputs):
@@ -502,7 +555,7 @@ def _check_signing_log(
             if before is None:
                 new = True
             elif before.txid_hex != txid:
-                if not _is_fee_bump(before, tx, planned):
+                if not _is_fee_bump(before, tx, change_vout):
                     raise _refuse(
                         Reason.DOUBLE_SIGN,
                         f"PSBT {i} input {j} spends {txin.prevout}, already signed in "
@@ -518,13 +571,12 @@ def _check_signing_log(
     return fresh, bumps
 
 
-def _is_fee_bump(before: SignedBefore, tx: Transaction, planned: PlannedTransaction) -> bool:
+def _is_fee_bump(before: SignedBefore, tx: Transaction, new_vout: int | None) -> bool:
     """Same inputs, every payment unchanged, only the change lower (or gone)."""
     if {i.prevout for i in before.tx.inputs} != {i.prevout for i in tx.inputs}:
         return False
     old_change = before.tx.outputs[before.change_vout] if before.change_vout is not None else None
     old_payments = [o for k, o in enumerate(before.tx.outputs) if k != before.change_vout]
-    new_vout = planned.change.vout if planned.change is not None else None
     new_payments = [o for k, o in enumerate(tx.outputs) if k != new_vout]
     if old_payments != new_payments:
         return False
@@ -555,19 +607,11 @@ def _check_limits(
     history: SigningHistory,
     now: float,
 ) -> None:
-    if manifest.fee_rate > config.max_fee_rate:
-        raise _refuse(
-            Reason.FEE_RATE_ABOVE_LIMIT,
-            f"fee rate {manifest.fee_rate} sat/kvB is above this signer's limit of "
-            f"{config.max_fee_rate}",
-        )
+    _check_fee_rate(config, manifest.fee_rate)
     for i, planned in enumerate(plan.transactions):
-        if planned.fee > config.max_fee:
-            raise _refuse(
-                Reason.FEE_ABOVE_LIMIT,
-                f"PSBT {i} pays a fee of {planned.fee} sat, above the limit of {config.max_fee}",
-                psbt_index=i,
-            )
+        excess = _fee_excess(config, i, planned.fee)
+        if excess is not None:
+            raise _refuse(Reason.FEE_ABOVE_LIMIT, excess, psbt_index=i)
     refusals = _request_refusals(config, manifest, plan, network)
     if refusals:
         raise _Refused(refusals)
@@ -583,6 +627,21 @@ def _check_limits(
             f"{window} sat signed in the last {config.daily_window_seconds} s; {payments} more "
             f"would pass the limit of {config.max_daily_amount}",
         )
+
+
+def _check_fee_rate(config: PolicyConfig, fee_rate: int) -> None:
+    if fee_rate > config.max_fee_rate:
+        raise _refuse(
+            Reason.FEE_RATE_ABOVE_LIMIT,
+            f"fee rate {fee_rate} sat/kvB is above this signer's limit of {config.max_fee_rate}",
+        )
+
+
+def _fee_excess(config: PolicyConfig, psbt_index: int, fee: int) -> str | None:
+    """Why the fee of one transaction is too high, or None."""
+    if fee <= config.max_fee:
+        return None
+    return f"PSBT {psbt_index} pays a fee of {fee} sat, above the limit of {config.max_fee}"
 
 
 def _request_refusals(
@@ -624,6 +683,163 @@ def _request_refusal(reason: Reason, message: str, request: WithdrawalRequest) -
         Scope.REQUEST,
         client_id=request.client_id,
         request_id=request.request_id,
+    )
+
+
+# --------------------------------------------------------------------------- refund rounds
+
+
+def evaluate_refund_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered_series: Mapping[int, Series],
+    refund_addresses: Callable[[int, int], str | None],
+    manifest_bytes: bytes,
+    psbts: Sequence[bytes],
+    history: SigningHistory,
+) -> Approval | list[Refusal]:
+    """Apply every rule of a refund round; return an ``Approval`` or the refusals.
+
+    Order: sizes, decoding, network, series, rebuild and byte comparison, fee rate; then, for each
+    refund this signer signs, its destination, the deny list, its fee and the signing log, each
+    refusal scoped to the deposit so that the coordinator can drop it and rebuild.
+    ``refund_addresses(series_id, index)`` is the refund address this signer registered for a
+    deposit address ("" for none, None if never registered). Refunds pay the depositors' own
+    coins back: they count toward no amount limit.
+    """
+    try:
+        _check_sizes(config, manifest_bytes, psbts)
+        manifest = _decode_manifest(decode_refund_manifest, manifest_bytes, network)
+        parsed = _parse_psbts(psbts, config)
+        _check_series(manifest.series, registered_series, fingerprint)
+        plan = build_refunds(manifest)
+        no_change: list[int | None] = [None] * len(plan.transactions)
+        wanted = [t.psbt for t in plan.transactions]
+        _compare_with_rebuild(parsed, wanted, no_change, registered_series)
+        _check_something_to_sign(parsed, fingerprint)
+        _check_fee_rate(config, manifest.fee_rate)
+        refusals = [
+            refusal
+            for i, planned in enumerate(plan.transactions)
+            if _signs_input(fingerprint, planned.psbt)
+            for refusal in _refund_refusals(config, network, refund_addresses, history, i, planned)
+        ]
+        if refusals:
+            raise _Refused(refusals)
+    except _Refused as refused:
+        return refused.refusals
+    return Approval(
+        manifest_hash=plan.manifest_hash,
+        psbts=tuple(parsed),
+        txids=tuple(t.txid_hex for t in plan.transactions),
+        change_vouts=tuple(no_change),
+        payments=0,
+    )
+
+
+_Problem = tuple[Reason, str]
+
+
+def _refund_refusals(
+    config: PolicyConfig,
+    network: Network,
+    refund_addresses: Callable[[int, int], str | None],
+    history: SigningHistory,
+    psbt_index: int,
+    planned: PlannedRefund,
+) -> list[Refusal]:
+    """The rules about one refund, each refusal scoped to its deposit."""
+    refund = planned.refund
+    registered = refund_addresses(refund.series_id, refund.index)
+    address = script_pubkey_to_address(refund.destination, network) or refund.destination.hex()
+    problems = [
+        _destination_problem(config, network, refund, registered, address),
+        _denied(config, address),
+        _fee_problem(config, psbt_index, planned.fee),
+        _refunded_before(history, planned),
+    ]
+    deposit = f"{refund.outpoint.txid_hex}:{refund.outpoint.vout}"
+    return [
+        Refusal(
+            reason,
+            f"deposit {deposit}: {message}",
+            Scope.REQUEST,
+            request_id=deposit,
+            psbt_index=psbt_index,
+        )
+        for reason, message in filter(None, problems)
+    ]
+
+
+def _destination_problem(
+    config: PolicyConfig,
+    network: Network,
+    refund: RefundRequest,
+    registered: str | None,
+    address: str,
+) -> _Problem | None:
+    """A refund address registered with this signer binds every refund of its deposit address,
+    whatever the source; without one, only sender refunds and (if allowed) operator refunds."""
+    deposit_address = f"deposit address {refund.index} of series {refund.series_id}"
+    if refund.source is RefundSource.OPERATOR and not config.allow_operator_refunds:
+        return (
+            Reason.OPERATOR_REFUNDS_NOT_ALLOWED,
+            f"pays {address}, chosen by an operator; this signer's policy does not allow "
+            "operator refunds (allow_operator_refunds)",
+        )
+    if refund.source is RefundSource.SENDER and not _pays_sender(refund):
+        return (
+            Reason.REFUND_DESTINATION_NOT_SENDER,
+            f"pays {address}, not the sender of the deposit",
+        )
+    if registered:
+        if refund.destination != address_to_script_pubkey(registered, network):
+            return (
+                Reason.REFUND_DESTINATION_NOT_REGISTERED,
+                f"pays {address}, not the refund address this signer registered for "
+                f"{deposit_address}",
+            )
+        return None
+    if refund.source is RefundSource.REGISTERED:
+        how = "was never registered" if registered is None else "was registered without one"
+        return (
+            Reason.REFUND_ADDRESS_UNKNOWN,
+            f"this signer has no refund address for {deposit_address} (it {how})",
+        )
+    return None
+
+
+def _pays_sender(refund: RefundRequest) -> bool:
+    """Re-derive the sender from the raw transactions (the manifest's constructor did too)."""
+    try:
+        deposit, previous = Transaction.parse(refund.deposit_tx), Transaction.parse(refund.prev_tx)
+    except VpoolError:
+        return False
+    return sender_script(deposit, previous) == refund.destination
+
+
+def _denied(config: PolicyConfig, address: str) -> _Problem | None:
+    """The deny list applies to refunds; the allow list does not (it restricts withdrawals)."""
+    if address not in config.deny_destinations:
+        return None
+    return Reason.DESTINATION_DENIED, f"{address} is denied"
+
+
+def _fee_problem(config: PolicyConfig, psbt_index: int, fee: int) -> _Problem | None:
+    excess = _fee_excess(config, psbt_index, fee)
+    return None if excess is None else (Reason.FEE_ABOVE_LIMIT, excess)
+
+
+def _refunded_before(history: SigningHistory, planned: PlannedRefund) -> _Problem | None:
+    """A deposit is spent once: a signed refund is final (no fee bump), and a deposit whose
+    spend was signed is never refunded."""
+    before = history.signed_spend(planned.refund.outpoint)
+    if before is None or before.txid_hex == planned.txid_hex:
+        return None
+    return (
+        Reason.DOUBLE_SIGN,
+        f"its spend {before.txid_hex} was signed already; a deposit is spent only once",
     )
 
 

@@ -1,6 +1,7 @@
 """Signing one round: policy, then the device, then checks, then the record, then the answer.
 
-Nothing reaches the device before the policy approves. Every signature the device returns is
+Withdrawal and refund rounds take the same path; only the policy differs with the kind. Nothing
+reaches the device before the policy approves. Every signature the device returns is
 verified against its input's exact BIP143 sighash; a round is recorded in the signing log
 *before* its signatures are handed out, and every request leaves one audit entry.
 """
@@ -25,7 +26,15 @@ from signer.backends.base import (
     new_signatures,
     our_keys,
 )
-from signer.policy import Approval, PolicyConfig, Reason, Refusal, evaluate_round
+from signer.policy import (
+    Approval,
+    PolicyConfig,
+    Reason,
+    Refusal,
+    RoundKind,
+    evaluate_refund_round,
+    evaluate_round,
+)
 from signer.state import SignerState
 
 log = logging.getLogger(__name__)
@@ -72,38 +81,43 @@ class RoundSigner:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def sign_round(self, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
+    def sign_round(self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
         """Sign the round or refuse it; a device that overruns its deadline raises
         ``DeviceTimeout`` (after the audit entry is written)."""
         with self._lock:
-            return self._sign_round(manifest, psbts, self._clock())
+            return self._sign_round(kind, manifest, psbts, self._clock())
 
-    def _sign_round(self, manifest: bytes, psbts: Sequence[bytes], now: float) -> RoundResult:
+    def _sign_round(
+        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes], now: float
+    ) -> RoundResult:
         digest = hashlib.sha256(manifest).digest()
+
+        def audit(decision: Decision, reasons: Sequence[str]) -> None:
+            self._audit_log.append(
+                kind=kind,
+                manifest=manifest,
+                psbts=psbts,
+                decision=decision,
+                reasons=reasons,
+                policy_hash=self.policy_hash,
+                signer_id=self._signer_id,
+                now=now,
+            )
 
         def finish(decision: Decision, refusals: list[Refusal]) -> RoundResult:
             reasons = [str(refusal.reason) for refusal in refusals]
-            self._audit(manifest, psbts, decision, reasons, now)
-            log.info("round %s %s: %s", digest.hex(), decision, ", ".join(reasons))
+            audit(decision, reasons)
+            log.info("%s round %s %s: %s", kind, digest.hex(), decision, ", ".join(reasons))
             return RoundResult(digest, {}, refusals)
 
-        verdict = evaluate_round(
-            self._policy,
-            self._fingerprint,
-            self._network,
-            self._state.registered_series(self._network),
-            manifest,
-            psbts,
-            self._state,
-            now,
-        )
+        verdict = self._evaluate(kind, manifest, psbts, now)
         if isinstance(verdict, list):
             return finish(Decision.REFUSED, verdict)
         try:
             signatures = self._device_sign(verdict)
         except DeviceTimeout as e:
-            self._audit(manifest, psbts, Decision.FAILED, [Reason.DEVICE_TIMEOUT], now)
-            log.warning("round %s failed: %s", digest.hex(), e)
+            audit(Decision.FAILED, [Reason.DEVICE_TIMEOUT])
+            log.warning("%s round %s failed: %s", kind, digest.hex(), e)
             raise
         except DeviceRefused as e:
             return finish(Decision.FAILED, [Refusal(Reason.DEVICE_REFUSED, str(e))])
@@ -112,10 +126,40 @@ class RoundSigner:
         except _BadSignature as e:
             return finish(Decision.FAILED, [Refusal(Reason.BAD_DEVICE_SIGNATURE, str(e))])
         self._state.record_signed(verdict, now)
-        self._audit(manifest, psbts, Decision.SIGNED, [], now)
+        audit(Decision.SIGNED, [])
         count = sum(len(s) for s in signatures.values())
-        log.info("round %s signed: %d signatures", digest.hex(), count)
+        log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
         return RoundResult(digest, signatures, [])
+
+    def _evaluate(
+        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes], now: float
+    ) -> Approval | list[Refusal]:
+        """The policy of the round's kind."""
+        registered = self._state.registered_series(self._network)
+        if kind is RoundKind.REFUND:
+            return evaluate_refund_round(
+                self._policy,
+                self._fingerprint,
+                self._network,
+                registered,
+                self._refund_address,
+                manifest,
+                psbts,
+                self._state,
+            )
+        return evaluate_round(
+            self._policy,
+            self._fingerprint,
+            self._network,
+            registered,
+            manifest,
+            psbts,
+            self._state,
+            now,
+        )
+
+    def _refund_address(self, series_id: int, index: int) -> str | None:
+        return self._state.refund_address(self._network.name, series_id, index)
 
     def _device_sign(self, approval: Approval) -> dict[int, list[Signature]]:
         """The backend's signatures for every PSBT with an input of ours, all verified."""
@@ -132,24 +176,6 @@ class RoundSigner:
             _verify(index, psbt, found)
             signed[index] = [(i, pubkey, sig) for (i, pubkey), sig in sorted(found.items())]
         return signed
-
-    def _audit(
-        self,
-        manifest: bytes,
-        psbts: Sequence[bytes],
-        decision: Decision,
-        reasons: Sequence[str],
-        now: float,
-    ) -> None:
-        self._audit_log.append(
-            manifest=manifest,
-            psbts=psbts,
-            decision=decision,
-            reasons=reasons,
-            policy_hash=self.policy_hash,
-            signer_id=self._signer_id,
-            now=now,
-        )
 
 
 def _verify(index: int, psbt: Psbt, signatures: dict[tuple[int, bytes], bytes]) -> None:

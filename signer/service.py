@@ -1,4 +1,4 @@
-"""``vpool.v1.SignerService``: the signer's five RPCs on top of its backend, state and rounds.
+"""``vpool.v1.SignerService``: the signer's six RPCs on top of its backend, state and rounds.
 
 Bad input raises ``RpcFailure`` (INVALID_ARGUMENT naming the field), which ``signer.rpc`` turns
 into the call's status; a policy refusal is not an error but an answer. A device that overruns
@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from pool.address import address_to_script_pubkey, script_pubkey_to_address
 from pool.descriptor import DescriptorKey, MultisigDescriptor
 from pool.errors import HDKeyError, VpoolError
 from pool.hdkeys import HARDENED, parse_path
@@ -28,7 +29,7 @@ from signer.backends.base import (
 )
 from signer.config import SignerConfig
 from signer.keystore import bip48_account_path
-from signer.policy import Refusal, Scope, registration_refusal
+from signer.policy import Refusal, RoundKind, Scope, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError
@@ -46,6 +47,10 @@ BRANCHES = {common_pb2.BRANCH_RECEIVE: RECEIVE, common_pb2.BRANCH_CHANGE: CHANGE
 BACKEND_KINDS = {
     "emulator": signer_pb2.BACKEND_KIND_EMULATOR,
     "hwi": signer_pb2.BACKEND_KIND_HWI,
+}
+ROUND_KINDS = {
+    signer_pb2.ROUND_KIND_WITHDRAWAL: RoundKind.WITHDRAWAL,
+    signer_pb2.ROUND_KIND_REFUND: RoundKind.REFUND,
 }
 _SCOPES = {
     Scope.ROUND: signer_pb2.Refusal.SCOPE_ROUND,
@@ -162,6 +167,46 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             )
         return signer_pb2.DisplayAddressResponse(address=address, shown_on_device=shown)
 
+    def RegisterDepositAddress(
+        self, request: signer_pb2.RegisterDepositAddressRequest, context: Any
+    ) -> signer_pb2.RegisterDepositAddressResponse:
+        self._check_network(request.network)
+        series = self._state.registered_series(self._network).get(request.series_id)
+        if series is None:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"series_id: series {request.series_id} is not registered with this signer",
+            )
+        if request.index >= HARDENED:
+            raise invalid("index", "must be below 2^31")
+        refund_address = self._canonical_address(request.refund_address)
+        try:
+            new = self._state.register_deposit_address(
+                self._network.name, series.id, request.index, refund_address, self._clock()
+            )
+        except StateError as e:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"refund_address: {e}") from None
+        log.info(
+            "deposit address %d of series %d registered (new %s)", request.index, series.id, new
+        )
+        return signer_pb2.RegisterDepositAddressResponse(
+            address=series.address(RECEIVE, request.index, self._network),
+            already_registered=not new,
+        )
+
+    def _canonical_address(self, address: str) -> str:
+        """``address`` ("" for none) in its canonical spelling, if valid on this network."""
+        if not address:
+            return ""
+        try:
+            script = address_to_script_pubkey(address, self._network)
+        except VpoolError as e:
+            raise invalid("refund_address", str(e)) from None
+        canonical = script_pubkey_to_address(script, self._network)
+        if canonical is None:
+            raise invalid("refund_address", "not a standard address")
+        return canonical
+
     def _check_network(self, code: int) -> None:
         if code != NETWORK_CODES[self._network.name]:
             name = common_pb2.Network.Name(code) if code in common_pb2.Network.values() else code
@@ -203,14 +248,11 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
     def SignRound(
         self, request: signer_pb2.SignRoundRequest, context: Any
     ) -> signer_pb2.SignRoundResponse:
-        if request.kind == signer_pb2.ROUND_KIND_REFUND:
-            raise RpcFailure(
-                grpc.StatusCode.UNIMPLEMENTED, "kind: refund rounds are not signed yet"
-            )
-        if request.kind != signer_pb2.ROUND_KIND_WITHDRAWAL:
-            raise invalid("kind", "must be ROUND_KIND_WITHDRAWAL")
+        kind = ROUND_KINDS.get(request.kind)
+        if kind is None:
+            raise invalid("kind", "must be ROUND_KIND_WITHDRAWAL or ROUND_KIND_REFUND")
         try:
-            result = self._rounds.sign_round(bytes(request.manifest), list(request.psbts))
+            result = self._rounds.sign_round(kind, bytes(request.manifest), list(request.psbts))
         except DeviceTimeout as e:
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
         return signer_pb2.SignRoundResponse(

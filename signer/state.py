@@ -1,4 +1,4 @@
-"""The signer's persistent state: signing log, amounts signed, registered series (SQLite).
+"""The signer's persistent state: signing log, amounts signed, series, deposit addresses (SQLite).
 
 One database per data dir (``signer.db``), opened by one process at a time: an exclusive lock
 on ``signer.lock`` refuses a second daemon. Every write is one transaction; WAL journal with
@@ -53,6 +53,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (network, series_id)
         )""",
     ),
+    (  # 2: deposit addresses and their refund addresses ("" when the user registered none)
+        """CREATE TABLE deposit_addresses (
+            network TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            refund_address TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            PRIMARY KEY (network, series_id, idx)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -102,17 +112,18 @@ def _unlock(fd: int) -> None:
 
 def _signing_rows(approval: Approval, now: float) -> list[_SigningRow]:
     """One signing-log row per input of every PSBT of the approval."""
-    planned = approval.plan.transactions
-    if len(approval.psbts) != len(planned):
+    planned = len(approval.txids)
+    if not len(approval.psbts) == planned == len(approval.change_vouts):
         raise StateError(
-            f"approval has {len(approval.psbts)} PSBTs for {len(planned)} planned transactions"
+            f"approval has {len(approval.psbts)} PSBTs and {len(approval.change_vouts)} change "
+            f"outputs for {planned} planned transactions"
         )
     rows: list[_SigningRow] = []
-    for index, (psbt, plan) in enumerate(zip(approval.psbts, planned, strict=True)):
+    items = zip(approval.psbts, approval.txids, approval.change_vouts, strict=True)
+    for index, (psbt, txid, change_vout) in enumerate(items):
         tx = psbt.tx
-        if tx.txid_hex != plan.txid_hex:
+        if tx.txid_hex != txid:
             raise StateError(f"PSBT {index} is not transaction {index} of the plan")
-        change_vout = None if plan.change is None else plan.change.vout
         raw = tx.serialize_without_witness()
         for txin in tx.inputs:
             prev = txin.prevout
@@ -242,7 +253,8 @@ class SignerState:
         return total
 
     def record_signed(self, approval: Approval, now: float) -> None:
-        """Record a signed round: its spends in the signing log and its payments, atomically.
+        """Record a signed round of any kind: its spends in the signing log and its payments
+        (zero for refunds), atomically.
 
         Recording the same round (same manifest hash) again does not count its payments twice.
         """
@@ -298,3 +310,46 @@ class SignerState:
             )
             for series_id, (receive, change) in self.series_descriptors(network).items()
         }
+
+    # ----------------------------------------------------------------------- deposit addresses
+
+    def register_deposit_address(
+        self, network: str, series_id: int, index: int, refund_address: str, now: float
+    ) -> bool:
+        """Record the refund address ("" for none) of receive address ``index`` of a series;
+        False if this very pair was registered already.
+
+        The first registration wins: another refund address for the same deposit address raises
+        ``StateError``.
+        """
+        key = (network, series_id, index)
+        with self._write() as db:
+            row = db.execute(
+                "SELECT refund_address FROM deposit_addresses "
+                "WHERE network = ? AND series_id = ? AND idx = ?",
+                key,
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO deposit_addresses "
+                    "(network, series_id, idx, refund_address, registered_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*key, refund_address, now),
+                )
+                return True
+        if row[0] != refund_address:
+            raise StateError(
+                f"deposit address {index} of series {series_id} on {network} is already registered "
+                "with another refund address; the first registration wins"
+            )
+        return False
+
+    def refund_address(self, network: str, series_id: int, index: int) -> str | None:
+        """The refund address registered for a deposit address ("" for none), or None if the
+        deposit address was never registered."""
+        rows = self._query(
+            "SELECT refund_address FROM deposit_addresses "
+            "WHERE network = ? AND series_id = ? AND idx = ?",
+            (network, series_id, index),
+        )
+        return None if not rows else str(rows[0][0])

@@ -1,8 +1,9 @@
 """The coordinator for tests: its API in this process, or the whole daemon as a process.
 
 ``ApiServer`` serves the real servicers, server, scheduler, health board and store over gRPC
-with mutual TLS on loopback. Chain and signers are absent: the scheduler drives
-``StandInRounds`` (it records RunRoundNow, builds nothing), and the signer pool is empty.
+with mutual TLS on loopback. The chain is absent: the scheduler drives ``StandInRounds`` (it
+records RunRoundNow, builds nothing); the signer pool has the configured signers (none by
+default), and health checks run only when a test calls ``board.check``.
 ``CoordinatorDaemon`` runs ``vpool-coordinator serve`` as the operator would.
 """
 
@@ -18,6 +19,7 @@ import grpc
 from sqlalchemy import Engine, func, select
 
 from coordinator.api import AdminApi, CoordinatorApi
+from coordinator.chain import BitcoinRPC
 from coordinator.config import (
     ChainConfig,
     CoordinatorConfig,
@@ -75,7 +77,7 @@ def make_config(
 
 @dataclass(frozen=True)
 class StandInOutcome:
-    round_id: str
+    round_id: str | None
     detail: str
 
 
@@ -84,10 +86,15 @@ class StandInRounds:
     """Stands in for coordinator.rounds.RoundEngine: counts the rounds it is asked to run."""
 
     runs: int = 0
+    refund_runs: int = 0
 
     def run_round(self) -> StandInOutcome:
         self.runs += 1
         return StandInOutcome("", "stand-in: nothing to do")
+
+    def run_refunds(self) -> StandInOutcome:
+        self.refund_runs += 1
+        return StandInOutcome(None, "stand-in: no deposit to refund")
 
     def resume(self) -> None:
         pass
@@ -108,12 +115,26 @@ class ApiServer:
     def __post_init__(self) -> None:
         self.changes = ChangeSignal()
         self.signers = SignerPool.from_config(self.config)
-        self.board = HealthBoard(self.signers.signer_ids)
-        self.scheduler = RoundScheduler(self.rounds, self.engine, self.config.rounds, self.changes)
+        self.board = HealthBoard(
+            self.engine, self.config.liveness, self.config.network, self.signers.signer_ids
+        )
+        self.scheduler = RoundScheduler(
+            self.rounds, self.engine, self.config.rounds, self.changes, self.board
+        )
         self.running = start_server(
             self.config.server,
-            CoordinatorApi(self.config, self.engine, self.board, self.changes, time.time),
-            AdminApi(self.config, self.engine, self.scheduler, self.signers, time.time),
+            CoordinatorApi(
+                self.config, self.engine, self.board, self.signers, self.changes, time.time
+            ),
+            AdminApi(
+                self.config,
+                self.engine,
+                self.scheduler,
+                self.signers,
+                self.board,
+                BitcoinRPC.from_config(self.config.chain),
+                time.time,
+            ),
         )
         self.address = self.running.address
         self._channels: list[grpc.Channel] = []

@@ -13,6 +13,7 @@ from pool.hdkeys import HARDENED, ExtendedPrivateKey, KeyOrigin
 from pool.manifest import Manifest, Utxo, WithdrawalRequest
 from pool.networks import get_network
 from pool.psbt import Psbt
+from pool.refunds import RefundManifest
 from pool.roles import combine, extract, finalize, sign_psbt
 from pool.series import Series, SeriesState
 from pool.tx import OutPoint, Transaction
@@ -103,7 +104,7 @@ def manifest(
     )
 
 
-def sign_first_m(psbt: Psbt, m: Manifest) -> Transaction:
+def sign_first_m(psbt: Psbt, m: Manifest | RefundManifest) -> Transaction:
     """Sign with the first m keys (canonical order) of each series spent, finalize, extract."""
     by_fingerprint = {master_key(i).fingerprint: master_key(i) for i in range(20)}
     spent = {k.fingerprint for inp in psbt.inputs for k in inp.bip32_derivations.values()}

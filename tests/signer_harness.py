@@ -11,6 +11,7 @@ from dataclasses import replace
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST
 from pool.psbt import Psbt
+from pool.refunds import RefundManifest, build_refunds, encode_refund_manifest
 from pool.series import CHANGE, RECEIVE, Series
 from pool.withdrawal import build_round
 from vpool.v1 import common_pb2, signer_pb2
@@ -37,6 +38,27 @@ def round_request(m: Manifest) -> signer_pb2.SignRoundRequest:
         kind=signer_pb2.ROUND_KIND_WITHDRAWAL,
         manifest=encode_manifest(m),
         psbts=[t.psbt.serialize() for t in plan.transactions],
+    )
+
+
+def refund_round_request(m: RefundManifest) -> signer_pb2.SignRoundRequest:
+    """The SignRound request of a refund manifest: its encoding and the PSBTs it builds."""
+    plan = build_refunds(m)
+    return signer_pb2.SignRoundRequest(
+        kind=signer_pb2.ROUND_KIND_REFUND,
+        manifest=encode_refund_manifest(m),
+        psbts=[t.psbt.serialize() for t in plan.transactions],
+    )
+
+
+def deposit_address_request(
+    series: Series, index: int, refund_address: str = ""
+) -> signer_pb2.RegisterDepositAddressRequest:
+    return signer_pb2.RegisterDepositAddressRequest(
+        network=common_pb2.NETWORK_REGTEST,
+        series_id=series.id,
+        index=index,
+        refund_address=refund_address,
     )
 
 

@@ -20,10 +20,10 @@ from sqlalchemy import Engine
 
 from coordinator.api import MAX_WATCHES
 from coordinator.config import SignerEndpoint
-from coordinator.health import HEALTHY, QUORUM_DEGRADED, QUORUM_OK, SignerState, quorum
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.liveness import QUORUM_DEGRADED, QUORUM_OK
 from coordinator.store.schema import make_engine, transaction
 from pool.address import address_to_script_pubkey, encode_segwit_address
 from pool.errors import AddressError
@@ -527,23 +527,14 @@ def test_pool_status(api: ApiServer) -> None:
     assert [(s.series_id, s.state, s.m, s.n, s.confirmed_sat) for s in status.series] == [
         (1, "active", 2, 3, 0)
     ]
+    assert status.quorum == QUORUM_OK  # nothing recorded yet
+    api.board.check(api.signers, CALL_TIMEOUT)
+    status = alice.GetPoolStatus(pb.GetPoolStatusRequest(), timeout=CALL_TIMEOUT)
     assert status.quorum == QUORUM_DEGRADED  # no signer is configured
     assert not status.HasField("last_round") and not status.rounds_paused
     round_id = _round(api.engine, "r", [("t", (("alice", 5),))], False)
     status = alice.GetPoolStatus(pb.GetPoolStatusRequest(), timeout=CALL_TIMEOUT)
     assert status.last_round.round_id == round_id
-
-
-def test_quorum_needs_m_healthy_holders_of_the_active_series() -> None:
-    holders = [key.origin.fingerprint.hex() for key in SERIES.keys]
-
-    def state(i: int, fingerprint: str, health: str = HEALTHY) -> SignerState:
-        return SignerState(f"s{i}", health, fingerprint, 1.0, "")
-
-    assert quorum(SERIES, [state(0, holders[0]), state(1, holders[1])]) == QUORUM_OK
-    assert quorum(SERIES, [state(0, holders[0]), state(1, holders[1], "down")]) == QUORUM_DEGRADED
-    assert quorum(SERIES, [state(0, holders[0]), state(1, "00000000")]) == QUORUM_DEGRADED
-    assert quorum(None, [state(0, holders[0]), state(1, holders[1])]) == QUORUM_DEGRADED
 
 
 def _add_series_request(series_id: int = 1, **changes: str) -> pb.AddSeriesRequest:
@@ -661,13 +652,16 @@ def test_pool_status_shows_the_checked_signers_and_quorum(api_with_signers: ApiS
         ("signer-0", "down"),
         ("signer-1", "down"),
     ]  # not checked yet
-    api_with_signers.board.check(api_with_signers.signers, CALL_TIMEOUT, time.time())
+    api_with_signers.board.check(api_with_signers.signers, CALL_TIMEOUT)
     status = client.GetPoolStatus(pb.GetPoolStatusRequest(), timeout=CALL_TIMEOUT)
     assert [(s.signer_id, s.state, s.fingerprint) for s in status.signers] == [
         (f"signer-{i}", "healthy", master_key(i).fingerprint.hex()) for i in (0, 1)
     ]
     assert status.quorum == QUORUM_OK
-    api_with_signers.board.record("signer-1", False, time.time(), detail="UNAVAILABLE")
+    api_with_signers.admin().SetSignerMaintenance(
+        pb.SetSignerMaintenanceRequest(signer_id="signer-1", maintenance=True),
+        timeout=CALL_TIMEOUT,
+    )
     status = client.GetPoolStatus(pb.GetPoolStatusRequest(), timeout=CALL_TIMEOUT)
     assert status.quorum == QUORUM_DEGRADED
-    assert (status.signers[1].state, status.signers[1].detail) == ("down", "UNAVAILABLE")
+    assert status.signers[1].state == "maintenance"

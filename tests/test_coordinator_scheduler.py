@@ -1,4 +1,5 @@
-"""When the daemon loop starts rounds: the timer, the queue threshold, the pause switch."""
+"""When the daemon loop starts rounds: the timer, the queue threshold, the pause switch, the
+quorum."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from coordinator.config import RoundsConfig
-from coordinator.scheduler import RoundScheduler, RoundsPaused
+from coordinator.scheduler import PoolDegraded, RoundScheduler, RoundsPaused
 from coordinator.store import withdrawals as wstore
 from coordinator.store.schema import transaction
 from coordinator.store.settings import set_rounds_paused
@@ -42,10 +43,24 @@ def _queue(engine: Engine, ids: range) -> None:
             )
 
 
+class Quorum:
+    """Stands in for the health board: degraded while ``reason`` is set."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def degraded_reason(self) -> str | None:
+        return self.reason
+
+
+QUORUM = Quorum()
+
+
 @pytest.fixture
 def setup(engine: Engine) -> tuple[RoundScheduler, StandInRounds, Clock]:
     rounds, clock = StandInRounds(), Clock()
-    return RoundScheduler(rounds, engine, CONFIG, ChangeSignal(), clock), rounds, clock
+    QUORUM.reason = None
+    return RoundScheduler(rounds, engine, CONFIG, ChangeSignal(), QUORUM, clock), rounds, clock
 
 
 def test_a_round_starts_when_the_interval_has_passed(
@@ -104,3 +119,35 @@ def test_paused_rounds_never_start(
         set_rounds_paused(conn, False)
     assert scheduler.run_now().detail == "stand-in: nothing to do"
     assert rounds.runs == 1
+
+
+def test_no_round_starts_while_the_pool_is_degraded(
+    setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
+) -> None:
+    scheduler, rounds, clock = setup
+    QUORUM.reason = "the pool is degraded: 1 of 3 signers of series 1 healthy"
+    _queue(engine, range(5))
+    clock.now += 60
+    scheduler.tick()
+    with pytest.raises(PoolDegraded, match="1 of 3 signers of series 1 healthy; no round"):
+        scheduler.run_now()
+    assert rounds.runs == 0
+    QUORUM.reason = None
+    scheduler.tick()
+    assert rounds.runs == 1
+
+
+def test_refund_rounds_are_tried_at_every_tick_unless_paused_or_degraded(
+    setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
+) -> None:
+    scheduler, rounds, _ = setup
+    scheduler.tick()
+    scheduler.tick()
+    assert (rounds.refund_runs, rounds.runs) == (2, 0)  # refunds do not wait for the timer
+    QUORUM.reason = "the pool is degraded: 1 of 3 signers of series 1 healthy"
+    scheduler.tick()
+    QUORUM.reason = None
+    with transaction(engine) as conn:
+        set_rounds_paused(conn, True)
+    scheduler.tick()
+    assert rounds.refund_runs == 2

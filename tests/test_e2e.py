@@ -154,10 +154,14 @@ def test_a_coordinator_killed_mid_round_pays_exactly_once(devpool: DevPool, cras
         devpool.run_round()
     assert crashing.proc.wait(timeout=30) != 0  # killed by SIGKILL at the crash point
     devpool.start_coordinator()
-    devpool.wait_until(
+    devpool.wait_until(  # broadcast, not just signed: blocks mined before would miss it
         lambda: (
             status(devpool, CLIENTS[0], request_id).status
-            not in (pb.WITHDRAWAL_STATUS_PENDING, pb.WITHDRAWAL_STATUS_IN_ROUND)
+            not in (
+                pb.WITHDRAWAL_STATUS_PENDING,
+                pb.WITHDRAWAL_STATUS_IN_ROUND,
+                pb.WITHDRAWAL_STATUS_SIGNED,
+            )
             or None
         ),
         "the restarted coordinator to finish the round",

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, select
 from coordinator.config import (
     ChainConfig,
     CoordinatorConfig,
+    DepositsConfig,
     PoolConfig,
     RoundsConfig,
     ServerConfig,
@@ -80,6 +81,8 @@ LIMITS = {
     "max_daily_amount": 100_000 * BTC,
 }
 POOL = PoolConfig(min_conf=1, maturation=3, coinbase_maturity=100)
+DEPOSITS = DepositsConfig(confirmations=1)
+"""Funding is credited in the block that confirms it (``Pool.fund`` mines ``min_conf`` blocks)."""
 ROUNDS = RoundsConfig(sign_deadline_seconds=10.0, round_deadline_seconds=30.0)
 CALL_TIMEOUT = 20.0
 
@@ -288,7 +291,7 @@ def pool(
             REGTEST,
             time.time(),
         )
-    scanner = Scanner(engine, regtest.node.chain, REGTEST, POOL, start_height=start)
+    scanner = Scanner(engine, regtest.node.chain, REGTEST, POOL, DEPOSITS, start_height=start)
     scanner.sync()
     return Pool(regtest, engine, config, start, scanner)
 

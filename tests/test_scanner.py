@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from coordinator.config import PoolConfig
+from coordinator.config import DepositsConfig, PoolConfig
 from coordinator.scanner import Scanner
 from coordinator.store import chain as store
 from coordinator.store.chain import PoolAddress, PoolUtxo
@@ -28,6 +28,8 @@ SERIES = make_series(1, 2, [11, 12, 13])
 LOOKAHEAD = 5
 MINER = p2wpkh("scanner miner")
 NOW = 1_700_000_000.0
+DEPOSITS = DepositsConfig(confirmations=1, min_deposit=1_000, refund_threshold=1_000)
+"""Deposits here are credited (spendable) in their block; deposit rules: test_deposits_scanner."""
 
 
 def script(branch: int, index: int) -> bytes:
@@ -48,7 +50,9 @@ def new_scanner(
     engine: Engine, regtest: Regtest, start: int, clock: Callable[[], float] = lambda: NOW
 ) -> Scanner:
     config = PoolConfig(address_lookahead=LOOKAHEAD)
-    return Scanner(engine, regtest.node.chain, REGTEST, config, start_height=start, clock=clock)
+    return Scanner(
+        engine, regtest.node.chain, REGTEST, config, DEPOSITS, start_height=start, clock=clock
+    )
 
 
 @pytest.fixture

@@ -21,16 +21,22 @@ from signer.audit import (
     verify,
 )
 from signer.cli import main
-from signer.policy import Reason
+from signer.policy import Reason, RoundKind
 
 MANIFEST = b"manifest bytes"
 PSBTS = (b"psbt one: secret-looking bytes", b"psbt two")
 NOW = 1_700_000_000.25
 
 
-def append(log: AuditLog, decision: Decision = Decision.SIGNED, now: float = NOW) -> AuditEntry:
+def append(
+    log: AuditLog,
+    decision: Decision = Decision.SIGNED,
+    now: float = NOW,
+    kind: RoundKind = RoundKind.WITHDRAWAL,
+) -> AuditEntry:
     reasons = () if decision is Decision.SIGNED else (Reason.FEE_ABOVE_LIMIT,)
     return log.append(
+        kind=kind,
         manifest=MANIFEST,
         psbts=PSBTS,
         decision=decision,
@@ -106,6 +112,39 @@ def test_entry_records_hashes_decision_reasons_and_utc_time(path: Path) -> None:
     assert (doc["decision"], doc["reasons"]) == ("refused", ["FEE_ABOVE_LIMIT"])
     assert doc["time"] == "2023-11-14T22:13:20.250Z"
     assert (doc["policy_hash"], doc["signer_id"]) == ("ab" * 32, "73c5da0a")
+
+
+def test_entry_records_the_kind_of_the_round(path: Path) -> None:
+    with AuditLog(path) as log:
+        append(log, kind=RoundKind.REFUND)
+        append(log)
+    kinds = [json.loads(line)["kind"] for line in lines(path)]
+    assert kinds == ["refund", "withdrawal"]
+    assert verify(path).ok
+
+
+def test_entries_written_before_kinds_existed_still_verify_and_continue(path: Path) -> None:
+    legacy, head = [], GENESIS
+    for seq in (1, 2):
+        doc: dict[str, object] = {
+            "seq": seq,
+            "time": "2023-11-14T22:13:20.250Z",
+            "manifest_hash": "00" * 32,
+            "psbt_hashes": [],
+            "decision": "signed",
+            "reasons": [],
+            "policy_hash": "ab" * 32,
+            "signer_id": "73c5da0a",
+            "prev": head,
+        }
+        legacy.append(reseal(doc))
+        head = str(doc["hash"])
+    rewrite(path, legacy)
+    assert verify(path) == VerifyResult(True, 2, None, "", head)
+    with AuditLog(path) as log:
+        entry = append(log, kind=RoundKind.REFUND)
+    assert (entry.seq, entry.prev) == (3, head)
+    assert verify(path).ok
 
 
 def test_entries_never_contain_the_psbts_or_the_manifest(path: Path) -> None:

@@ -81,13 +81,14 @@ def test_hwi_backend_and_policy(base: Path) -> None:
         "device_path": "tcp:127.0.0.1:30121",
         "sign_timeout_seconds": 90,
     }
-    policy = {"max_fee": 5000, "allow_destinations": [ADDRESS]}
+    policy = {"max_fee": 5000, "allow_destinations": [ADDRESS], "allow_operator_refunds": True}
     config = parse_config(_doc(backend=backend, policy=policy), base, base / "signer.toml")
     assert config.backend == HwiBackendConfig(
         bytes.fromhex("73c5da0a"), "jade", "tcp:127.0.0.1:30121", 30.0, 90.0
     )
     assert config.policy.max_fee == 5000
     assert config.policy.allow_destinations == frozenset({ADDRESS})
+    assert config.policy.allow_operator_refunds is True
 
 
 def test_insecure_dev_needs_no_certificates(base: Path) -> None:
@@ -126,6 +127,11 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
         ),
         ({"policy__max_fee": -1}, "policy.max_fee: must not be negative"),
         ({"policy__max_fees": 1}, "policy.max_fees: unknown key"),
+        (
+            {"policy__allow_operator_refunds": 1},
+            "policy.allow_operator_refunds: expected true or false",
+        ),
+        ({"policy__max_fee": True}, "policy.max_fee: expected an integer"),
         ({"policy__deny_destinations": ["bc1qnotanaddress"]}, "policy.deny_destinations[0]: "),
         ({"policy": 3}, "policy: expected a table"),
         ({"policy__cosigners": ["[73c5da0a/48h/1h/0h/2h]xpubnothing"]}, "policy.cosigners[0]: "),

@@ -6,6 +6,7 @@ coordinator, and test key 1 plays a second signer when a transaction must be com
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,17 +19,28 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from pool.address import script_pubkey_to_address
 from pool.manifest import Manifest
 from pool.networks import REGTEST
 from pool.psbt import Psbt
+from pool.refunds import RefundManifest, RefundRequest, build_refunds
 from pool.roles import combine, extract, finalize, sign_psbt, verify_partial_sigs
 from pool.series import RECEIVE
 from pool.tx import TxOut
 from pool.withdrawal import build_round
+from signer.audit import audit_path
 from signer.keystore import bip48_account_path
 from signer.policy import PolicyConfig
-from tests.factories import BTC, make_series, manifest, master_key, request, utxo
-from tests.signer_harness import CALL_TIMEOUT, register_request, round_request, with_signatures
+from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
+from tests.refund_factories import deposit, refund_manifest
+from tests.signer_harness import (
+    CALL_TIMEOUT,
+    deposit_address_request,
+    refund_round_request,
+    register_request,
+    round_request,
+    with_signatures,
+)
 from vpool.devnet.processes import (
     PASSPHRASE,
     PASSPHRASE_ENV,
@@ -155,6 +167,15 @@ def test_get_xpub_at_a_path(stub: signer_pb2_grpc.SignerServiceStub) -> None:
             "receive_descriptor",
         ),
         ("SignRound", signer_pb2.SignRoundRequest(), "kind"),
+        ("RegisterDepositAddress", deposit_address_request(SERIES, 2**31), "index"),
+        ("RegisterDepositAddress", deposit_address_request(SERIES, 1, "bc1qxyz"), "refund_address"),
+        (
+            "RegisterDepositAddress",
+            signer_pb2.RegisterDepositAddressRequest(
+                network=common_pb2.NETWORK_MAINNET, series_id=1
+            ),
+            "network",
+        ),
     ],
 )
 def test_bad_requests_are_invalid_arguments_naming_the_field(
@@ -221,15 +242,13 @@ def test_another_series_under_a_registered_id_is_refused(
 # --- rounds ----------------------------------------------------------------------------------
 
 
-def _complete(m: Manifest, response: signer_pb2.SignRoundResponse) -> list[Psbt]:
+def _complete(unsigned: list[Psbt], response: signer_pb2.SignRoundResponse) -> list[Psbt]:
     """Each PSBT of the round with the daemon's signatures and a second cosigner's."""
     psbts = []
-    for transaction, signed in zip(build_round(m).transactions, response.signed_psbts, strict=True):
-        ours = with_signatures(transaction.psbt, signed)
+    for psbt, signed in zip(unsigned, response.signed_psbts, strict=True):
+        ours = with_signatures(psbt, signed)
         theirs = sign_psbt(
-            transaction.psbt,
-            COSIGNER.fingerprint,
-            lambda path: COSIGNER.derive_path(path).private_key,
+            psbt, COSIGNER.fingerprint, lambda path: COSIGNER.derive_path(path).private_key
         )
         psbts.append(combine([ours, theirs]))
     return psbts
@@ -244,7 +263,7 @@ def test_an_honest_round_is_signed_and_its_signatures_verify(
     assert len(response.signed_psbts) == 1
     [signed] = response.signed_psbts
     assert sorted(s.input_index for s in signed.signatures) == [0, 1]
-    for psbt in _complete(m, response):
+    for psbt in _complete([t.psbt for t in build_round(m).transactions], response):
         assert all(valid for _, _, valid in verify_partial_sigs(psbt))
         tx = extract(finalize(psbt))
         assert all(len(witness) == 4 for witness in tx.witnesses)
@@ -264,6 +283,97 @@ def test_a_tampered_psbt_is_refused_with_amount_mismatch(
     assert not response.signed_all and not response.signed_psbts
     assert "AMOUNT_MISMATCH" in _reasons(response)
     assert _sign(stub, m).signed_all  # the honest round is still signed
+
+
+# --- deposit addresses and refund rounds ----------------------------------------------------
+
+
+def _address(tag: str) -> str:
+    text = script_pubkey_to_address(p2wpkh(tag), REGTEST)
+    assert text is not None
+    return text
+
+
+def _registered_deposit(
+    stub: signer_pb2_grpc.SignerServiceStub, tag: str, index: int
+) -> RefundRequest:
+    """A deposit to receive address ``index`` whose refund address is registered with the signer."""
+    refund = deposit(tag, SERIES, index, BTC)
+    register = deposit_address_request(SERIES, index, _address(f"{tag}/refund"))
+    stub.RegisterDepositAddress(register, timeout=CALL_TIMEOUT)
+    return refund
+
+
+def _sign_refunds(
+    stub: signer_pb2_grpc.SignerServiceStub, m: RefundManifest
+) -> signer_pb2.SignRoundResponse:
+    response: signer_pb2.SignRoundResponse = stub.SignRound(
+        refund_round_request(m), timeout=CALL_TIMEOUT
+    )
+    return response
+
+
+def test_register_deposit_address_returns_the_address_and_is_idempotent(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    request = deposit_address_request(SERIES, 1, _address("user 1").upper())
+    first = stub.RegisterDepositAddress(request, timeout=CALL_TIMEOUT)
+    assert first.address == SERIES.address(RECEIVE, 1, REGTEST)
+    assert not first.already_registered
+    again = stub.RegisterDepositAddress(
+        deposit_address_request(SERIES, 1, _address("user 1")), timeout=CALL_TIMEOUT
+    )
+    assert (again.address, again.already_registered) == (first.address, True)
+
+
+@pytest.mark.parametrize("second", [_address("mallory"), ""])
+def test_the_first_refund_address_of_a_deposit_address_wins(
+    stub: signer_pb2_grpc.SignerServiceStub, second: str
+) -> None:
+    stub.RegisterDepositAddress(
+        deposit_address_request(SERIES, 2, _address("user 2")), timeout=CALL_TIMEOUT
+    )
+    conflicting = deposit_address_request(SERIES, 2, second)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RegisterDepositAddress(conflicting, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.value.details().startswith("refund_address: ")
+
+
+def test_a_deposit_address_of_an_unregistered_series_is_refused(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RegisterDepositAddress(deposit_address_request(OTHER_SERIES, 0), timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.value.details().startswith("series_id: ")
+
+
+def test_a_refund_round_is_signed_verifies_and_is_audited_as_a_refund(
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub
+) -> None:
+    m = refund_manifest([SERIES], [_registered_deposit(stub, "refund 20", 20)])
+    response = _sign_refunds(stub, m)
+    assert response.signed_all and not response.refusals
+    [psbt] = _complete([t.psbt for t in build_refunds(m).transactions], response)
+    assert all(valid for _, _, valid in verify_partial_sigs(psbt))
+    assert len(extract(finalize(psbt)).witnesses[0]) == 4
+    last = audit_path(daemon.data_dir).read_bytes().splitlines()[-1]
+    assert (json.loads(last)["kind"], json.loads(last)["decision"]) == ("refund", "signed")
+
+
+def test_a_signer_refuses_a_refund_to_an_address_that_is_not_the_registered_one(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    honest = _registered_deposit(stub, "refund 21", 21)
+    hostile = refund_manifest([SERIES], [replace(honest, destination=p2wpkh("mallory"))])
+    response = _sign_refunds(stub, hostile)
+    assert not response.signed_all and not response.signed_psbts
+    [refusal] = response.refusals
+    assert refusal.reason_code == "REFUND_DESTINATION_NOT_REGISTERED"
+    assert refusal.scope == signer_pb2.Refusal.SCOPE_REQUEST
+    assert refusal.request_id == f"{honest.outpoint.txid_hex}:{honest.outpoint.vout}"
+    assert _sign_refunds(stub, refund_manifest([SERIES], [honest])).signed_all
 
 
 def test_the_rolling_limit_survives_a_restart(tmp_path: Path, pki: Pki) -> None:

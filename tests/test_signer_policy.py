@@ -49,8 +49,7 @@ class MemoryHistory:
         return sum(a for t, a in self.amounts if t >= since)
 
     def record(self, approval: Approval, now: float) -> None:
-        for psbt, planned in zip(approval.psbts, approval.plan.transactions, strict=True):
-            change = planned.change.vout if planned.change else None
+        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
             for txin in psbt.tx.inputs:
                 self.spends[txin.prevout] = SignedBefore(psbt.tx.txid_hex, psbt.tx, change)
         self.amounts.append((now, approval.payments))
@@ -471,6 +470,7 @@ def test_policy_hash_changes_with_any_setting() -> None:
         base.version_hash()
         != PolicyConfig(deny_destinations=frozenset({"bcrt1qexample"})).version_hash()
     )
+    assert base.version_hash() != PolicyConfig(allow_operator_refunds=True).version_hash()
 
 
 # --------------------------------------------------------------------------- series registration

@@ -12,14 +12,19 @@ import pytest
 
 from pool.manifest import Manifest
 from pool.networks import MAINNET, REGTEST, Network
+from pool.refunds import build_refunds
 from pool.series import CHANGE, RECEIVE, Series
+from pool.tx import OutPoint
 from pool.withdrawal import build_round
 from signer.policy import Approval
 from signer.state import DB_FILE, SCHEMA_VERSION, SignerState, StateError
 from tests.factories import BTC, make_series, manifest, request, utxo
+from tests.refund_factories import deposit, refund_manifest
 
 S1 = make_series(1, 2, (0, 1, 2))
 NOW = 1_700_000_000.0
+REFUND = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+OTHER_REFUND = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry"
 
 
 def approval(m: Manifest) -> Approval:
@@ -32,10 +37,10 @@ def approval(m: Manifest) -> Approval:
         if t.change is None or vout != t.change.vout
     )
     return Approval(
-        manifest=m,
         manifest_hash=plan.manifest_hash,
-        plan=plan,
         psbts=tuple(t.psbt for t in plan.transactions),
+        txids=tuple(t.txid_hex for t in plan.transactions),
+        change_vouts=tuple(None if t.change is None else t.change.vout for t in plan.transactions),
         payments=payments,
     )
 
@@ -53,6 +58,22 @@ def two_transactions() -> Approval:
     result = approval(manifest([S1], utxos, requests, max_weight=4000))
     assert len(result.psbts) == 2
     return result
+
+
+def refund_approval(fee_rate: int = 2000) -> Approval:
+    """The approval of a refund round of one deposit: no change, no payments counted."""
+    plan = build_refunds(refund_manifest([S1], [deposit("d", S1, 3, BTC)], fee_rate=fee_rate))
+    return Approval(
+        manifest_hash=plan.manifest_hash,
+        psbts=tuple(t.psbt for t in plan.transactions),
+        txids=tuple(t.txid_hex for t in plan.transactions),
+        change_vouts=(None,),
+        payments=0,
+    )
+
+
+def first_outpoint(signed: Approval) -> OutPoint:
+    return signed.psbts[0].tx.inputs[0].prevout
 
 
 def descriptors(series: Series, network: Network = REGTEST) -> tuple[str, str]:
@@ -74,12 +95,12 @@ def test_signed_spend_returns_the_signed_transaction_and_its_change_vout(
 ) -> None:
     signed = one_payment()
     state.record_signed(signed, NOW)
-    planned = signed.plan.transactions[0]
-    before = state.signed_spend(planned.inputs[0].outpoint)
+    tx = signed.psbts[0].tx
+    before = state.signed_spend(tx.inputs[0].prevout)
     assert before is not None
-    assert (before.txid_hex, before.tx) == (planned.txid_hex, planned.psbt.tx)
-    assert planned.change is not None
-    assert before.change_vout == planned.change.vout
+    assert (before.txid_hex, before.tx) == (signed.txids[0], tx)
+    assert signed.change_vouts[0] is not None
+    assert before.change_vout == signed.change_vouts[0]
 
 
 def test_signed_spend_is_none_for_an_outpoint_never_signed(state: SignerState) -> None:
@@ -92,18 +113,18 @@ def test_every_input_of_every_psbt_is_logged_with_its_own_transaction(
 ) -> None:
     signed = two_transactions()
     state.record_signed(signed, NOW)
-    for planned in signed.plan.transactions:
-        for spent in planned.inputs:
-            before = state.signed_spend(spent.outpoint)
+    for psbt, txid in zip(signed.psbts, signed.txids, strict=True):
+        for txin in psbt.tx.inputs:
+            before = state.signed_spend(txin.prevout)
             assert before is not None
-            assert before.txid_hex == planned.txid_hex
+            assert before.txid_hex == txid
 
 
 def test_change_vout_is_none_for_a_transaction_without_change(state: SignerState) -> None:
     signed = one_payment(amount=BTC - 600)
-    assert signed.plan.transactions[0].change is None
+    assert signed.change_vouts[0] is None
     state.record_signed(signed, NOW)
-    before = state.signed_spend(signed.plan.transactions[0].inputs[0].outpoint)
+    before = state.signed_spend(first_outpoint(signed))
     assert before is not None
     assert before.change_vout is None
 
@@ -112,10 +133,9 @@ def test_fee_bump_replaces_the_signing_log_entry(state: SignerState) -> None:
     original, bump = one_payment(fee_rate=2000), one_payment(fee_rate=5000)
     state.record_signed(original, NOW)
     state.record_signed(bump, NOW + 600)
-    outpoint = original.plan.transactions[0].inputs[0].outpoint
-    before = state.signed_spend(outpoint)
+    before = state.signed_spend(first_outpoint(original))
     assert before is not None
-    assert before.txid_hex == bump.plan.transactions[0].txid_hex != original.psbts[0].tx.txid_hex
+    assert before.txid_hex == bump.txids[0] != original.psbts[0].tx.txid_hex
 
 
 def test_psbts_that_are_not_the_plans_transactions_are_refused(state: SignerState) -> None:
@@ -123,14 +143,23 @@ def test_psbts_that_are_not_the_plans_transactions_are_refused(state: SignerStat
     swapped = dataclasses.replace(signed, psbts=signed.psbts[::-1])
     with pytest.raises(StateError, match="PSBT 0 is not transaction 0"):
         state.record_signed(swapped, NOW)
-    assert state.signed_spend(signed.plan.transactions[0].inputs[0].outpoint) is None
+    assert state.signed_spend(first_outpoint(signed)) is None
 
 
 def test_record_signed_is_all_or_nothing(state: SignerState) -> None:
     broken = dataclasses.replace(one_payment(), payments=-1)  # the spends row fails its CHECK
     with pytest.raises(sqlite3.IntegrityError):
         state.record_signed(broken, NOW)
-    assert state.signed_spend(broken.plan.transactions[0].inputs[0].outpoint) is None
+    assert state.signed_spend(first_outpoint(broken)) is None
+
+
+def test_a_signed_refund_is_logged_without_change_and_counts_nothing(state: SignerState) -> None:
+    signed = refund_approval()
+    state.record_signed(signed, NOW)
+    before = state.signed_spend(first_outpoint(signed))
+    assert before is not None
+    assert (before.txid_hex, before.change_vout) == (signed.txids[0], None)
+    assert state.amount_signed_since(0) == 0
 
 
 # --------------------------------------------------------------------------- amounts signed
@@ -161,7 +190,7 @@ def test_recording_the_same_round_twice_counts_its_amount_once(state: SignerStat
 
 def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
     signed = one_payment()
-    outpoint = signed.plan.transactions[0].inputs[0].outpoint
+    outpoint = first_outpoint(signed)
     with SignerState(tmp_path) as state:
         state.record_signed(signed, NOW)
         state.register_series(1, "regtest", *descriptors(S1), NOW)
@@ -188,7 +217,21 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         db.close()
-    assert tables == {"signing_log", "spends", "series"}
+    assert tables == {"signing_log", "spends", "series", "deposit_addresses"}
+
+
+def test_a_database_of_schema_1_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
+    signed = one_payment()
+    with SignerState(tmp_path) as state:
+        state.record_signed(signed, NOW)
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("DROP TABLE deposit_addresses")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    with SignerState(tmp_path) as migrated:
+        assert migrated.signed_spend(first_outpoint(signed)) is not None
+        assert migrated.register_deposit_address("regtest", 1, 0, REFUND, NOW) is True
+        assert migrated.refund_address("regtest", 1, 0) == REFUND
 
 
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -271,3 +314,39 @@ def test_series_are_registered_per_network(state: SignerState) -> None:
     assert state.register_series(1, "mainnet", *descriptors(mainnet, MAINNET), NOW) is True
     assert state.registered_series(MAINNET) == {1: mainnet}
     assert state.registered_series(REGTEST) == {1: S1}
+
+
+# --------------------------------------------------------------------------- deposit addresses
+
+
+def test_a_deposit_address_is_registered_once_and_read_back(state: SignerState) -> None:
+    assert state.register_deposit_address("regtest", 1, 4, REFUND, NOW) is True
+    assert state.register_deposit_address("regtest", 1, 4, REFUND, NOW + 1) is False
+    assert state.refund_address("regtest", 1, 4) == REFUND
+
+
+def test_a_deposit_address_without_refund_address_reads_back_empty(state: SignerState) -> None:
+    state.register_deposit_address("regtest", 1, 4, "", NOW)
+    assert state.refund_address("regtest", 1, 4) == ""
+
+
+def test_a_deposit_address_never_registered_has_no_refund_address(state: SignerState) -> None:
+    state.register_deposit_address("regtest", 1, 4, REFUND, NOW)
+    assert state.refund_address("regtest", 1, 5) is None
+    assert state.refund_address("regtest", 2, 4) is None
+    assert state.refund_address("mainnet", 1, 4) is None
+
+
+@pytest.mark.parametrize("second", [OTHER_REFUND, ""])
+def test_the_first_registration_of_a_deposit_address_wins(state: SignerState, second: str) -> None:
+    state.register_deposit_address("regtest", 1, 4, REFUND, NOW)
+    with pytest.raises(StateError, match="deposit address 4 of series 1 on regtest"):
+        state.register_deposit_address("regtest", 1, 4, second, NOW + 1)
+    assert state.refund_address("regtest", 1, 4) == REFUND
+
+
+def test_deposit_addresses_survive_close_and_reopen(tmp_path: Path) -> None:
+    with SignerState(tmp_path) as state:
+        state.register_deposit_address("regtest", 1, 4, REFUND, NOW)
+    with SignerState(tmp_path) as reopened:
+        assert reopened.refund_address("regtest", 1, 4) == REFUND

@@ -7,7 +7,8 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from coordinator.store import chain as store
 from coordinator.store.chain import BlockRecord, PoolAddress
-from coordinator.store.schema import addresses, round_transactions, rounds, utxos
+from coordinator.store.deposits import Status as DepositStatus
+from coordinator.store.schema import addresses, deposits, round_transactions, rounds, utxos
 from pool.errors import DescriptorError
 from pool.manifest import Utxo
 from pool.networks import MAINNET, REGTEST
@@ -40,9 +41,19 @@ def add_utxo(
     series_id: int = 1,
     coinbase: bool = False,
     vout: int = 0,
+    deposit: DepositStatus | None = None,
 ) -> None:
-    address = PoolAddress(series_id, RECEIVE, n)
+    """A pool output: change, or a receive output that is a deposit in status ``deposit``."""
+    address = PoolAddress(series_id, CHANGE if deposit is None else RECEIVE, n)
     store.add_utxo(conn, txid(n), vout, value, b"\x00\x20" + bytes(32), address, height, coinbase)
+    if deposit is not None:
+        conn.execute(
+            insert(deposits).values(
+                txid=txid(n), vout=vout, script_pubkey=b"\x00\x20" + bytes(32), value=value,
+                height=height, block_hash="", deposit_tx=b"", status=deposit.value,
+                created_at=NOW, updated_at=NOW,
+            )
+        )  # fmt: skip
 
 
 def add_round_tx(conn: Connection, tx: str) -> None:
@@ -166,6 +177,29 @@ def test_advance_index_never_goes_back(engine: Engine) -> None:
         assert store.next_index(conn, 1, RECEIVE) == 5
 
 
+def test_take_index_hands_out_each_index_once(engine: Engine) -> None:
+    with engine.begin() as conn:
+        add(conn, S1)
+        store.advance_index(conn, 1, RECEIVE, 2)
+        assert [store.take_index(conn, 1, RECEIVE) for _ in range(3)] == [2, 3, 4]
+        assert store.next_index(conn, 1, RECEIVE) == 5
+        with pytest.raises(KeyError):
+            store.take_index(conn, 9, RECEIVE)
+
+
+def test_a_retired_series_gets_the_height_of_the_next_processed_block(engine: Engine) -> None:
+    with engine.begin() as conn:
+        add(conn, S1)
+        store.stamp_retirements(conn, 10)
+        assert store.retirement_heights(conn) == {}  # S1 is active
+        add(conn, S2)  # retires S1
+        store.stamp_retirements(conn, 11)
+        store.stamp_retirements(conn, 12)
+        assert store.retirement_heights(conn) == {1: 11}
+        store.activate_series(conn, 1)
+        assert store.retirement_heights(conn) == {}  # S2 retired: stamped at the next block
+
+
 def test_next_index_of_an_unknown_series_is_a_key_error(engine: Engine) -> None:
     with engine.begin() as conn, pytest.raises(KeyError):
         store.next_index(conn, 9, RECEIVE)
@@ -229,7 +263,7 @@ def test_add_utxo_stores_an_unspent_unreserved_output(engine: Engine) -> None:
     assert row is not None
     assert (row.value, row.address, row.height, row.coinbase) == (
         5_000,
-        PoolAddress(1, RECEIVE, 7),
+        PoolAddress(1, CHANGE, 7),
         10,
         True,
     )
@@ -268,7 +302,7 @@ def test_utxo_to_manifest_utxo_keeps_outpoint_and_position(engine: Engine) -> No
     assert row is not None
     utxo = row.to_manifest_utxo()
     assert (utxo.outpoint.txid_hex, utxo.outpoint.vout, utxo.value) == (txid(3), 1, 5_000)
-    assert (utxo.series_id, utxo.branch, utxo.index, utxo.height) == (1, RECEIVE, 3, 10)
+    assert (utxo.series_id, utxo.branch, utxo.index, utxo.height) == (1, CHANGE, 3, 10)
 
 
 # --------------------------------------------------------------------------- eligibility
@@ -304,6 +338,16 @@ def test_eligible_coinbase_outputs_need_coinbase_maturity(engine: Engine) -> Non
         add_utxo(conn, 3, 5_000, 190)  # not coinbase: min_conf is enough
         eligible = store.eligible_utxos(conn, 200, 6, 100)
     assert outpoints(eligible) == [(txid(1), 0), (txid(3), 0)]
+
+
+def test_eligible_receive_outputs_are_credited_deposits_only(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for n, status in enumerate(DepositStatus, 1):
+            add_utxo(conn, n, 5_000, 10, deposit=status)
+        add_utxo(conn, 99, 5_000, 10)  # change
+        eligible = store.eligible_utxos(conn, 100, 1, 100)
+    credited = list(DepositStatus).index(DepositStatus.CREDITED) + 1
+    assert outpoints(eligible) == sorted([(txid(credited), 0), (txid(99), 0)])
 
 
 def test_eligible_utxos_come_in_height_txid_vout_order(engine: Engine) -> None:
@@ -352,6 +396,20 @@ def test_balances_count_immature_coinbase_as_unconfirmed(engine: Engine) -> None
     assert totals == {1: store.Balance(0, 1_000, 1)}
 
 
+def test_balances_count_deposits_being_confirmed_as_unconfirmed_and_leave_out_refunds(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        add(conn, S1)
+        add_utxo(conn, 1, 1_000, 10, deposit=DepositStatus.CREDITED)
+        add_utxo(conn, 2, 20_000, 10, deposit=DepositStatus.CONFIRMING)
+        for n, status in enumerate(
+            [DepositStatus.REFUND_PENDING, DepositStatus.DUST, DepositStatus.REFUND_PROPOSED], 3
+        ):
+            add_utxo(conn, n, 300_000, 10, deposit=status)
+        assert store.balances(conn, 100, 6) == {1: store.Balance(1_000, 20_000, 2)}
+
+
 def test_balances_list_every_series_and_keep_series_apart(engine: Engine) -> None:
     with engine.begin() as conn:
         add(conn, S1)
@@ -367,14 +425,21 @@ def test_balances_list_every_series_and_keep_series_apart(engine: Engine) -> Non
 def test_last_block_is_the_highest_processed_block(engine: Engine) -> None:
     with engine.begin() as conn:
         assert store.last_block(conn) is None
-        store.add_block(conn, block(1), NOW)
-        store.add_block(conn, block(2), NOW)
+        store.add_block(conn, block(1), NOW, header_time=1)
+        store.add_block(conn, block(2), NOW, header_time=2)
         assert store.last_block(conn) == block(2)
+
+
+def test_blocks_were_mined_at_their_header_time_unless_processed_before(engine: Engine) -> None:
+    with engine.begin() as conn:
+        store.add_block(conn, block(1), NOW, header_time=int(NOW) - 600)
+        store.add_block(conn, block(2), NOW + 0.5, header_time=int(NOW) + 90)
+        assert store.mined_times(conn, [2, 1, 3]) == {1: NOW - 600, 2: NOW + 0.5}
 
 
 def test_block_at_finds_a_processed_block_by_height(engine: Engine) -> None:
     with engine.begin() as conn:
-        store.add_block(conn, block(1), NOW)
+        store.add_block(conn, block(1), NOW, header_time=1)
         assert (store.block_at(conn, 1), store.block_at(conn, 2)) == (block(1), None)
 
 
@@ -394,8 +459,8 @@ def test_confirm_round_transactions_records_the_block(engine: Engine) -> None:
 
 def test_undo_block_deletes_the_outputs_it_created(engine: Engine) -> None:
     with engine.begin() as conn:
-        store.add_block(conn, block(10), NOW)
-        store.add_block(conn, block(11), NOW)
+        store.add_block(conn, block(10), NOW, header_time=10)
+        store.add_block(conn, block(11), NOW, header_time=11)
         add_utxo(conn, 1, 1_000, 10)
         add_utxo(conn, 2, 1_000, 11)
         store.undo_block(conn, block(11))
@@ -405,7 +470,7 @@ def test_undo_block_deletes_the_outputs_it_created(engine: Engine) -> None:
 
 def test_undo_block_unspends_the_outputs_it_spent(engine: Engine) -> None:
     with engine.begin() as conn:
-        store.add_block(conn, block(11), NOW)
+        store.add_block(conn, block(11), NOW, header_time=11)
         add_utxo(conn, 1, 1_000, 10)
         store.spend_utxo(conn, txid(1), 0, txid(99), 11)
         store.undo_block(conn, block(11))
@@ -415,7 +480,7 @@ def test_undo_block_unspends_the_outputs_it_spent(engine: Engine) -> None:
 
 def test_undo_block_clears_the_round_transactions_it_confirmed(engine: Engine) -> None:
     with engine.begin() as conn:
-        store.add_block(conn, block(11), NOW)
+        store.add_block(conn, block(11), NOW, header_time=11)
         add_round_tx(conn, txid(5))
         store.confirm_round_transactions(conn, [txid(5)], 11, block(11).hash)
         store.undo_block(conn, block(11))
@@ -424,15 +489,15 @@ def test_undo_block_clears_the_round_transactions_it_confirmed(engine: Engine) -
 
 def test_undo_block_moves_the_cursor_back(engine: Engine) -> None:
     with engine.begin() as conn:
-        store.add_block(conn, block(10), NOW)
-        store.add_block(conn, block(11), NOW)
+        store.add_block(conn, block(10), NOW, header_time=10)
+        store.add_block(conn, block(11), NOW, header_time=11)
         store.undo_block(conn, block(11))
         assert store.last_block(conn) == block(10)
 
 
 def test_undo_block_refuses_a_block_below_the_tip(engine: Engine) -> None:
     with engine.begin() as conn:
-        store.add_block(conn, block(10), NOW)
-        store.add_block(conn, block(11), NOW)
+        store.add_block(conn, block(10), NOW, header_time=10)
+        store.add_block(conn, block(11), NOW, header_time=11)
         with pytest.raises(ValueError, match="not the last processed block"):
             store.undo_block(conn, block(10))

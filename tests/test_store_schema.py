@@ -48,3 +48,31 @@ def test_a_version_1_database_is_upgraded_in_place(store_url: str) -> None:
     assert "kind" in columns
     assert "deposits" in inspect(eng).get_table_names()
     eng.dispose()
+
+
+def test_version_2_receive_outputs_become_credited_deposits(store_url: str) -> None:
+    """Receive outputs a version 2 store holds were spendable: they stay so, as credited."""
+    from sqlalchemy import insert
+
+    from coordinator.store.schema import MIGRATIONS, blocks, deposits, utxos
+
+    eng = make_engine(store_url)
+    with eng.begin() as conn:
+        for migration in MIGRATIONS[:2]:
+            migration(conn)
+        conn.execute(schema_version.insert().values(id=1, version=2))
+        conn.execute(
+            insert(blocks).values(height=7, hash="ab" * 32, prev_hash="00" * 32, processed_at=1.0)
+        )
+        for vout, branch in enumerate((0, 1)):
+            conn.execute(
+                insert(utxos).values(
+                    txid="cd" * 32, vout=vout, value=5_000, script_pubkey=b"s", series_id=1,
+                    branch=branch, idx=0, height=7, coinbase=False,
+                )
+            )  # fmt: skip
+    assert migrate(eng) == len(MIGRATIONS)
+    with eng.connect() as conn:
+        rows = conn.execute(select(deposits.c.vout, deposits.c.status, deposits.c.block_hash))
+        assert [tuple(r) for r in rows] == [(0, "credited", "ab" * 32)]
+    eng.dispose()

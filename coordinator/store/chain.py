@@ -29,9 +29,11 @@ from sqlalchemy import (
     update,
 )
 
+from coordinator.store.deposits import Status as DepositStatus
 from coordinator.store.schema import (
     addresses,
     blocks,
+    deposits,
     round_transactions,
     series,
     series_indexes,
@@ -170,11 +172,41 @@ def activate_series(conn: Connection, series_id: int) -> None:
     conn.execute(
         update(series)
         .where(and_(series.c.state == SeriesState.ACTIVE.value, series.c.id != series_id))
-        .values(state=SeriesState.RETIRING.value)
+        .values(state=SeriesState.RETIRING.value, retired_height=None)
     )
     conn.execute(
-        update(series).where(series.c.id == series_id).values(state=SeriesState.ACTIVE.value)
+        update(series)
+        .where(series.c.id == series_id)
+        .values(state=SeriesState.ACTIVE.value, retired_height=None)
     )
+
+
+def active_series_id(conn: Connection) -> int | None:
+    """The id of the active series (None when there is none)."""
+    found = conn.execute(
+        select(series.c.id).where(series.c.state == SeriesState.ACTIVE.value)
+    ).scalar()
+    return None if found is None else int(found)
+
+
+def stamp_retirements(conn: Connection, height: int) -> None:
+    """Give every retiring series without a retirement height this one: the first block
+    processed after it stopped being active (its deposits' grace period counts from there)."""
+    conn.execute(
+        update(series)
+        .where(
+            and_(series.c.state == SeriesState.RETIRING.value, series.c.retired_height.is_(None))
+        )
+        .values(retired_height=height)
+    )
+
+
+def retirement_heights(conn: Connection) -> dict[int, int]:
+    """Series id → retirement height, for the retiring series that have one."""
+    rows = conn.execute(
+        select(series.c.id, series.c.retired_height).where(series.c.retired_height.is_not(None))
+    )
+    return {int(r.id): int(r.retired_height) for r in rows}
 
 
 def _series_from_row(row: Row[tuple[object, ...]], network: Network) -> Series:
@@ -223,6 +255,21 @@ def advance_index(conn: Connection, series_id: int, branch: int, to: int) -> Non
             .where(and_(series_indexes.c.series_id == series_id, series_indexes.c.branch == branch))
             .values(next_index=to)
         )
+
+
+def take_index(conn: Connection, series_id: int, branch: int) -> int:
+    """The branch's next index, taken: the next index moves past it in the same statement, so
+    concurrent callers never get the same one."""
+    where = and_(series_indexes.c.series_id == series_id, series_indexes.c.branch == branch)
+    after = conn.execute(
+        update(series_indexes)
+        .where(where)
+        .values(next_index=series_indexes.c.next_index + 1)
+        .returning(series_indexes.c.next_index)
+    ).scalar()
+    if after is None:
+        raise KeyError(f"no series {series_id} branch {branch}")
+    return int(after) - 1
 
 
 def ensure_lookahead(conn: Connection, network: Network, lookahead: int) -> int:
@@ -375,18 +422,33 @@ def _spendable(tip_height: int, min_conf: int, coinbase_maturity: int) -> Column
     )
 
 
+_WITH_DEPOSITS = utxos.outerjoin(
+    deposits, and_(deposits.c.txid == utxos.c.txid, deposits.c.vout == utxos.c.vout)
+)
+"""Pool outputs with the deposit each receive output is (change outputs have none)."""
+
+
+def _of_status(*statuses: DepositStatus) -> ColumnElement[bool]:
+    """Change outputs, and receive outputs whose deposit is in one of ``statuses``."""
+    return or_(utxos.c.branch == CHANGE, deposits.c.status.in_([s.value for s in statuses]))
+
+
 def eligible_utxos(
     conn: Connection, tip_height: int, min_conf: int, coinbase_maturity: int
 ) -> list[Utxo]:
     """Unspent, unreserved outputs with ``min_conf`` confirmations at ``tip_height`` (coinbase
-    outputs: also ``coinbase_maturity``), in (height, txid, vout) order: a round's snapshot."""
+    outputs: also ``coinbase_maturity``) that are the pool's own: change, and credited deposits
+    (never one waiting for confirmations or a refund, nor dust). In (height, txid, vout) order:
+    a round's snapshot."""
     rows = conn.execute(
         select(utxos)
+        .select_from(_WITH_DEPOSITS)
         .where(
             and_(
                 utxos.c.spent_txid.is_(None),
                 utxos.c.reserved_round.is_(None),
                 _spendable(tip_height, min_conf, coinbase_maturity),
+                _of_status(DepositStatus.CREDITED),
             )
         )
         .order_by(utxos.c.height, utxos.c.txid, utxos.c.vout)
@@ -397,10 +459,14 @@ def eligible_utxos(
 def balances(
     conn: Connection, tip_height: int, min_conf: int, *, coinbase_maturity: int = 0
 ) -> dict[int, Balance]:
-    """Per series id (every series, zeros included): unspent value that is spendable as in
-    ``eligible_utxos`` but reserved or not, the rest, and the number of unspent outputs.
-    Reserved outputs count: they are the pool's until a spending transaction is in a block."""
-    ok = _spendable(tip_height, min_conf, coinbase_maturity)
+    """Per series id (every series, zeros included), over the unspent outputs that are or will
+    be the pool's (change, credited deposits, deposits being confirmed): the value spendable as
+    in ``eligible_utxos`` but reserved or not, the rest, and their number. Reserved outputs
+    count: they are the pool's until a spending transaction is in a block. Deposits to be
+    refunded, dust and removed deposits do not count."""
+    ok = and_(
+        _spendable(tip_height, min_conf, coinbase_maturity), _of_status(DepositStatus.CREDITED)
+    )
     rows = conn.execute(
         select(
             utxos.c.series_id,
@@ -408,7 +474,13 @@ def balances(
             func.sum(case((ok, 0), else_=utxos.c.value)),
             func.count(),
         )
-        .where(utxos.c.spent_txid.is_(None))
+        .select_from(_WITH_DEPOSITS)
+        .where(
+            and_(
+                utxos.c.spent_txid.is_(None),
+                _of_status(DepositStatus.CREDITED, DepositStatus.SEEN, DepositStatus.CONFIRMING),
+            )
+        )
         .group_by(utxos.c.series_id)
     ).all()
     totals = {int(i): Balance(0, 0, 0) for i in conn.execute(select(series.c.id)).scalars()}
@@ -459,12 +531,38 @@ def block_at(conn: Connection, height: int) -> BlockRecord | None:
     return None if row is None else _block_from_row(row)
 
 
-def add_block(conn: Connection, block: BlockRecord, now: float) -> None:
+def add_block(conn: Connection, block: BlockRecord, now: float, *, header_time: int) -> None:
+    """Record a processed block; ``header_time`` is the timestamp in its header."""
     conn.execute(
         insert(blocks).values(
-            height=block.height, hash=block.hash, prev_hash=block.prev_hash, processed_at=now
+            height=block.height,
+            hash=block.hash,
+            prev_hash=block.prev_hash,
+            processed_at=now,
+            time=header_time,
         )
     )
+
+
+def mined_time(header_time: int, processed_at: float) -> float:
+    """When a block was mined, as well as the coordinator can tell: its header time, unless it
+    processed the block before that (miners may set header times ahead of the clock, and a
+    regtest node that mines fast runs minutes ahead)."""
+    return min(float(header_time), processed_at)
+
+
+def mined_times(conn: Connection, heights: Iterable[int]) -> dict[int, float]:
+    """``mined_time`` of the processed blocks at ``heights``."""
+    found: dict[int, float] = {}
+    for chunk in _chunks(sorted(set(heights))):
+        query = select(blocks.c.height, blocks.c.time, blocks.c.processed_at).where(
+            blocks.c.height.in_(chunk)
+        )
+        found.update(
+            (int(r.height), mined_time(int(r.time), float(r.processed_at)))
+            for r in conn.execute(query)
+        )
+    return found
 
 
 def undo_block(conn: Connection, block: BlockRecord) -> None:

@@ -6,12 +6,13 @@ calls it in the same transaction that moves the withdrawals into the round, so a
 with all of that or not at all. Withdrawal statuses change only through
 ``coordinator.store.withdrawals.set_status``.
 
-A round is named by its manifest hash (hex), its round id. Building the same manifest again (a
-round abandoned and retried before anything changed) reopens the abandoned round rather than
-creating a second one with the same id: its signer outcomes start afresh, its signatures stay
-(they are valid: the transactions are the same). A transaction of an abandoned round that a new
-round builds again, byte for byte (same inputs, outputs and locktime), moves to the new round
-(txids are unique).
+A round is named by its manifest hash (hex), its round id, and has a kind (``RoundKind``:
+withdrawal rounds pay withdrawals, refund rounds send deposits back). Building the same
+manifest again (a round abandoned and retried before anything changed) reopens the abandoned
+round rather than creating a second one with the same id: its signer outcomes start afresh, its
+signatures stay (they are valid: the transactions are the same). A transaction of an abandoned
+round that a new round builds again, byte for byte (same inputs, outputs and locktime), moves to
+the new round (txids are unique).
 
 Signer outcomes keep their refusals as JSON in the ``detail`` column:
 ``{"detail": "...", "refusals": [{"scope": ..., "reason_code": ..., ...}]}``.
@@ -26,9 +27,11 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
-from coordinator.signers import Refusal
+from coordinator.signers import Refusal, RoundKind
 from coordinator.store import withdrawals as wstore
+from coordinator.store.deposits import Status as DepositStatus
 from coordinator.store.schema import (
+    deposits,
     fee_shares,
     round_transactions,
     rounds,
@@ -111,6 +114,7 @@ class NewRound:
     manifest: bytes
     transactions: tuple[NewTransaction, ...]
     rebuilt_from: int | None = None
+    kind: RoundKind = RoundKind.WITHDRAWAL
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class RoundRecord:
     detail: str
     created_at: float
     updated_at: float
+    kind: RoundKind
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,7 @@ def _round_from_row(row: Row[tuple[object, ...]]) -> RoundRecord:
         detail=str(m["detail"]),
         created_at=float(m["created_at"]),
         updated_at=float(m["updated_at"]),
+        kind=RoundKind(m["kind"]),
     )
 
 
@@ -226,17 +232,21 @@ def _outcome_from_row(row: Row[tuple[object, ...]]) -> OutcomeRecord:
 # --------------------------------------------------------------------------- creating
 
 
-def lock_for_build(conn: Connection) -> None:
-    """Take the locks a round build needs before it reads anything.
+def lock_for_build(conn: Connection, kind: RoundKind) -> None:
+    """Take the locks a round build of ``kind`` needs before it reads anything.
 
-    PostgreSQL: the queued withdrawals' rows (a concurrent cancel waits, or is seen). SQLite
-    transactions hold the writer lock from their first statement (``make_engine``).
+    PostgreSQL: the queued withdrawals' rows (a concurrent cancel waits, or is seen), or the
+    rows of the deposits waiting for a refund (a concurrent ProposeRefund waits, or is seen).
+    SQLite transactions hold the writer lock from their first statement (``make_engine``).
     """
-    if conn.dialect.name == "postgresql":
-        queued = [s.value for s in wstore.QUEUED]
-        conn.execute(
-            select(withdrawals.c.id).where(withdrawals.c.status.in_(queued)).with_for_update()
-        )
+    if conn.dialect.name != "postgresql":
+        return
+    if kind is RoundKind.REFUND:
+        pending = deposits.c.status == DepositStatus.REFUND_PENDING.value
+        conn.execute(select(deposits.c.txid).where(pending).with_for_update())
+        return
+    queued = [s.value for s in wstore.QUEUED]
+    conn.execute(select(withdrawals.c.id).where(withdrawals.c.status.in_(queued)).with_for_update())
 
 
 def create_round(conn: Connection, new: NewRound, now: float) -> int:
@@ -255,6 +265,7 @@ def create_round(conn: Connection, new: NewRound, now: float) -> int:
                     manifest=new.manifest,
                     status=RoundStatus.SIGNING.value,
                     rebuilt_from=new.rebuilt_from,
+                    kind=new.kind.value,
                     detail="",
                     created_at=now,
                     updated_at=now,

@@ -31,9 +31,14 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
+    exists,
+    func,
+    insert,
     inspect,
+    literal,
     select,
     text,
 )
@@ -63,6 +68,9 @@ series = Table(
     Column("change_descriptor", Text, nullable=False),
     Column("state", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
+    # migration 3: the first block processed after the series stopped being active (NULL while
+    # active, and until the scanner processes that block): its deposits' grace period starts there
+    Column("retired_height", Integer, nullable=True),
 )
 
 # Next unused index per (series, branch); branch 1's is the change index of the manifest.
@@ -346,7 +354,30 @@ def _migration_2(conn: Connection) -> None:
     _add_column(conn, "blocks", "time", "INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
+def _migration_3(conn: Connection) -> None:
+    """Series retirement heights; receive outputs found before deposits were tracked become
+    credited deposits (they were spendable then; their raw transaction is not kept)."""
+    _add_column(conn, "series", "retired_height", "INTEGER")
+    tracked = select(deposits.c.txid).where(
+        and_(deposits.c.txid == utxos.c.txid, deposits.c.vout == utxos.c.vout)
+    )
+    found = (
+        select(
+            utxos.c.txid, utxos.c.vout, utxos.c.script_pubkey, utxos.c.value, utxos.c.height,
+            func.coalesce(blocks.c.hash, ""), literal(b""), literal("credited"), literal(0.0),
+            literal(0.0),
+        )
+        .select_from(utxos.outerjoin(blocks, blocks.c.height == utxos.c.height))
+        .where(and_(utxos.c.branch == 0, ~exists(tracked)))
+    )  # fmt: skip
+    columns = [
+        "txid", "vout", "script_pubkey", "value", "height", "block_hash", "deposit_tx", "status",
+        "created_at", "updated_at",
+    ]  # fmt: skip
+    conn.execute(insert(deposits).from_select(columns, found))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 
 

@@ -3,7 +3,9 @@
 bcoin regtest, three signer daemons (two software keystores and one HWI backend driving the
 Jade-protocol emulator), the coordinator on SQLite; two clients withdraw over mutual TLS; a round
 is built, signed by the signers (each rebuilding it from the manifest), broadcast, mined and
-followed to completion; every figure in the summary is read back from the node.
+followed to completion. Then an outage: two signers stop, the pool turns degraded and hands out
+no deposit address, a deposit confirms anyway; the signers return and a refund round sends it
+back to its user's refund address. Every figure in the summary is read back from the node.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from vpool.devnet.pool import BTC, CALL_TIMEOUT, CLIENTS, DevPool
 from vpool.v1 import coordinator_pb2 as pb
 
 MATURATION = 3
+OUTAGE = ("signer-2", "signer-3")
+LIVENESS: dict[str, int | float | str] = {"health_interval_seconds": 1.0, "down_after_missed": 2}
+"""Health checks every second, a signer down after two missed: the outage shows at once."""
 STATUS = {v: k.removeprefix("WITHDRAWAL_STATUS_").lower() for k, v in pb.WithdrawalStatus.items()}
 
 
@@ -47,7 +52,10 @@ def run(directory: Path) -> int:
     out = Narrator()
     out.heading("Start the pool: node, signers, coordinator")
     with DevPool(
-        directory, say=out.say, pool_settings={"min_conf": 1, "maturation": MATURATION}
+        directory,
+        say=out.say,
+        pool_settings={"min_conf": 1, "maturation": MATURATION},
+        liveness_settings=LIVENESS,
     ) as pool:
         out.heading("Fund the pool: deposits to fresh 2-of-3 P2WSH receive addresses")
         deposits = [3 * BTC, 2 * BTC, 2 * BTC, BTC, BTC // 2]
@@ -117,6 +125,8 @@ def run(directory: Path) -> int:
         )
         out.say("every withdrawal is completed")
 
+        refund = _outage_and_refund(pool, out)
+
         out.heading("Summary (read back from the node)")
         paid = 0
         for (_client, request_id), (address, amount) in sorted(requests.items()):
@@ -139,9 +149,60 @@ def run(directory: Path) -> int:
         out.say(f"fees {fees} sat; pool balance {_btc(balance)} = funding - payments - fees")
         for tx in found.transactions:
             out.say(f"txid {tx.txid}")
-        out.say(f"tip height {tip}; {MATURATION} confirmations on every round transaction")
+        out.say(f"tip height {tip}; {MATURATION}+ confirmations on every round transaction")
+        out.say(refund)
     print("\ndemo finished: exit 0", flush=True)
     return 0
+
+
+def _outage_and_refund(pool: DevPool, out: Narrator) -> str:
+    """Two signers down, a deposit during the outage, its refund; the summary's refund line."""
+    out.heading("An outage: two of three signers stop")
+    refund_to = encode_segwit_address(REGTEST, 0, sha256(b"demo user refund address")[:20])
+    address = pool.deposit_address("demo-user", refund_to)
+    out.say(f"deposit address {address} handed out to demo-user, refund address {refund_to}")
+    for signer_id in OUTAGE:
+        pool.stop_signer(signer_id)
+    status = pool.wait_until(lambda: _with_quorum(pool, "degraded"), "the pool to degrade")
+    states = ", ".join(f"{s.signer_id} {s.state}" for s in status.signers)
+    out.say(f"GetPoolStatus: quorum {status.quorum} ({states})")
+    try:
+        pool.deposit_address("demo-user")
+    except grpc.RpcError as refused:
+        out.say(f"GetDepositAddress refused: {refused.code().name}: {refused.details()}")
+    else:
+        raise SystemExit("GetDepositAddress handed out an address while the pool was degraded")
+    outpoint = pool.pay({address: BTC // 4})[address]
+    pool.mine(3)
+    pending = pool.wait_for_deposit("demo-user", outpoint, pb.DEPOSIT_STATUS_REFUND_PENDING)
+    out.say(f"the deposit {outpoint} confirmed anyway: refund_pending ({pending.reason})")
+
+    out.heading("The signers return: a refund round sends the deposit back")
+    for signer_id in OUTAGE:
+        pool.restart_signer(signer_id)
+    pool.wait_until(lambda: _with_quorum(pool, "ok"), "the pool to be ok")
+    out.say("GetPoolStatus: quorum ok")
+    signed = pool.wait_for_deposit("demo-user", outpoint, pb.DEPOSIT_STATUS_REFUND_SIGNED)
+    out.say(
+        f"refund {signed.refund_txid} to the {signed.refund_source} address, signed by "
+        f"{', '.join(signed.refund_signed_by)}; broadcast"
+    )
+    pool.mine(1)
+    done = pool.wait_for_deposit("demo-user", outpoint, pb.DEPOSIT_STATUS_REFUNDED)
+    [paid] = pool.transaction(done.refund_txid).outputs
+    if paid.script_pubkey != address_to_script_pubkey(refund_to, REGTEST):
+        raise SystemExit(f"the refund {done.refund_txid} does not pay {refund_to}")
+    fee = done.amount_sat - paid.value
+    out.say(f"the deposit is refunded: {refund_to} holds {paid.value} sat on the node")
+    return (
+        f"refund: {done.amount_sat} sat deposit - {fee} sat fee = {paid.value} sat to {refund_to}"
+    )
+
+
+def _with_quorum(pool: DevPool, quorum: str) -> pb.PoolStatus | None:
+    """The pool's status if its quorum is ``quorum``."""
+    status = pool.status()
+    return status if status.quorum == quorum else None
 
 
 def main(argv: list[str] | None = None) -> int:

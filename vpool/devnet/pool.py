@@ -7,6 +7,7 @@ its clients and operators. Every part is the real program, started as an operato
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,13 @@ from typing import Any, TypeVar
 
 import grpc
 
+from coordinator.config import DepositsConfig
+from pool.address import address_to_script_pubkey
 from pool.descriptor import DescriptorKey
 from pool.hdkeys import KeyOrigin
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.tx import OutPoint, Transaction
 from signer.keystore import bip48_account_path
 from vpool.devnet.bcoin import BcoinNode
 from vpool.devnet.processes import (
@@ -47,6 +51,8 @@ SIGNER_POLICY = {
     "max_round_amount": 500 * BTC,
     "max_daily_amount": 1000 * BTC,
 }
+START_BLOCKS = 500
+"""Mined at the start: past segwit activation (block 432), and mature coins for the wallet."""
 T = TypeVar("T")
 
 
@@ -83,6 +89,12 @@ class DevPool:
     pool_settings: dict[str, int] = field(
         default_factory=lambda: {"min_conf": 1, "maturation": 3, "dust_limit": 546}
     )
+    deposit_settings: dict[str, int | str] = field(default_factory=dict)
+    """The coordinator's [deposits] table (its defaults where empty)."""
+    liveness_settings: dict[str, int | float | str] = field(default_factory=dict)
+    """The coordinator's [liveness] table (its defaults where empty)."""
+    signer_policy: dict[str, Any] = field(default_factory=lambda: dict(SIGNER_POLICY))
+    """Every signer's [policy] table (cosigners added)."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
     say: Callable[[str], None] = lambda _text: None
@@ -113,7 +125,7 @@ class DevPool:
         self.say("starting a bcoin regtest node and mining past segwit activation (block 432)")
         self.node = BcoinNode().start()
         self.wallet = DevWallet()
-        self.wallet.mine(self.node, 500)
+        self._mine_start_blocks()
         self.pki = Pki(self.directory / "pki")
         self.series = self._make_series()
         self.say(
@@ -133,6 +145,22 @@ class DevPool:
             timeout=CALL_TIMEOUT,
         )
         self.say("series registered on every signer (each checked its cosigner list first)")
+        self.wait_until(self._quorum_recorded_ok, "the coordinator to see its signers")
+
+    def _quorum_recorded_ok(self) -> bool | None:
+        """True once a check found every signer healthy and recorded the quorum ok."""
+        status = self.status()
+        healthy = all(s.state == "healthy" for s in status.signers)
+        return (healthy and status.quorum == "ok") or None
+
+    def _mine_start_blocks(self) -> None:
+        """Mine ``START_BLOCKS`` with the node's clock set back: a block's time is at least one
+        second past the median of the 11 before it, so a burst of blocks at the real time would
+        leave the chain's clock a minute and more ahead of the real one (and deposits are judged
+        by the quorum at their block's time)."""
+        self.node.rpc("setmocktime", int(time.time()) - START_BLOCKS // 4)
+        self.wallet.mine(self.node, START_BLOCKS)
+        self.node.rpc("setmocktime", int(time.time()))
 
     def _make_series(self) -> Series:
         path = bip48_account_path(REGTEST)
@@ -163,7 +191,7 @@ class DevPool:
             self.pki,
             spec.signer_id,
             backend,
-            SIGNER_POLICY,
+            self.signer_policy,
             cosigners=self.series.keys,
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
         )
@@ -183,7 +211,9 @@ class DevPool:
             f'\n[[signers]]\nid = "{sid}"\naddress = "{daemon.address}"\n'
             for sid, daemon in self.daemons.items()
         )
-        pool = "".join(f"{k} = {v}\n" for k, v in self.pool_settings.items())
+        pool = _toml_table(self.pool_settings)
+        deposits = _toml_table(self.deposit_settings)
+        liveness = _toml_table(self.liveness_settings)
         path = directory / "coordinator.toml"
         path.write_text(
             f"""network = "regtest"
@@ -209,6 +239,10 @@ scan_start_height = {tip}
 
 [pool]
 {pool}
+[deposits]
+{deposits}
+[liveness]
+{liveness}
 [rounds]
 interval_seconds = 3600.0
 queue_threshold = 100000
@@ -264,34 +298,43 @@ round_deadline_seconds = {self.round_deadline_seconds}
     # ------------------------------------------------------------------------------ chain
 
     def fund(self, amounts: Sequence[int]) -> str:
-        """Pay ``amounts`` to fresh receive addresses of the pool and mine them; the txid."""
+        """Pay ``amounts`` to fresh receive addresses of the pool and mine until the coordinator
+        credits them (``deposits.confirmations`` blocks); the txid."""
         outputs = []
         for amount in amounts:
             outputs.append((self.series.derive(RECEIVE, self._next_receive).script_pubkey, amount))
             self._next_receive += 1
         txid = self.wallet.fund(self.node, outputs)
-        self.mine(1)
+        confirmations = self.deposit_settings.get("confirmations", DepositsConfig().confirmations)
+        self.mine(int(confirmations))
         self.funded += sum(amounts)
         self.wait_until(
             lambda: self.confirmed_balance() >= self.funded or None,
-            "the coordinator to see the funding",
+            "the coordinator to credit the funding",
         )
         return txid
 
     def mine(self, blocks: int) -> list[str]:
         return self.wallet.mine(self.node, blocks)
 
-    def confirmed_balance(self) -> int:
-        status = self.client().GetPoolStatus(
+    def status(self) -> coordinator_pb2.PoolStatus:
+        status: coordinator_pb2.PoolStatus = self.client().GetPoolStatus(
             coordinator_pb2.GetPoolStatusRequest(), timeout=CALL_TIMEOUT
         )
-        return sum(s.confirmed_sat for s in status.series)
+        return status
+
+    def confirmed_balance(self) -> int:
+        return sum(s.confirmed_sat for s in self.status().series)
 
     def pool_balance(self) -> int:
-        status = self.client().GetPoolStatus(
-            coordinator_pb2.GetPoolStatusRequest(), timeout=CALL_TIMEOUT
-        )
-        return sum(s.confirmed_sat + s.unconfirmed_sat for s in status.series)
+        return sum(s.confirmed_sat + s.unconfirmed_sat for s in self.status().series)
+
+    def transaction(self, txid: str) -> Transaction:
+        """A transaction from the node (its mempool, or its chain: bcoin indexes them)."""
+        raw = self.node.chain.raw_transaction(txid)
+        if raw is None:
+            raise KeyError(f"the node has no transaction {txid}")
+        return Transaction.parse(raw)
 
     def received_by(self, script_pubkey: bytes, from_height: int) -> int:
         """Satoshis paid to ``script_pubkey`` in blocks from ``from_height`` to the tip, read
@@ -304,6 +347,48 @@ round_deadline_seconds = {self.round_deadline_seconds}
             for tx in block.transactions:
                 total += sum(o.value for o in tx.outputs if o.script_pubkey == script_pubkey)
         return total
+
+    # ------------------------------------------------------------------------------ deposits
+
+    def deposit_address(self, user: str, refund_address: str = "", client: str = CLIENTS[0]) -> str:
+        """A deposit address for a client's user (CoordinatorService.GetDepositAddress)."""
+        request = coordinator_pb2.GetDepositAddressRequest(
+            user_id=user, refund_address=refund_address
+        )
+        answer: coordinator_pb2.DepositAddress = self.client(client).GetDepositAddress(
+            request, timeout=CALL_TIMEOUT
+        )
+        return answer.address
+
+    def pay(self, payments: dict[str, int]) -> dict[str, OutPoint]:
+        """Pay each address its amount from the wallet, in one transaction (not mined yet);
+        address → the output paying it."""
+        scripts = {address: address_to_script_pubkey(address, REGTEST) for address in payments}
+        txid = self.wallet.fund(self.node, [(scripts[a], v) for a, v in payments.items()])
+        outputs = [o.script_pubkey for o in self.transaction(txid).outputs]
+        return {a: OutPoint.from_hex(txid, outputs.index(s)) for a, s in scripts.items()}
+
+    def deposit(
+        self, user: str, outpoint: OutPoint, client: str = CLIENTS[0]
+    ) -> coordinator_pb2.Deposit | None:
+        """The user's deposit at ``outpoint`` as the coordinator reports it (None: not seen)."""
+        found = self.client(client).ListDeposits(
+            coordinator_pb2.ListDepositsRequest(user_id=user), timeout=CALL_TIMEOUT
+        )
+        key = (outpoint.txid_hex, outpoint.vout)
+        return next((d for d in found.deposits if (d.txid, d.vout) == key), None)
+
+    def wait_for_deposit(
+        self, user: str, outpoint: OutPoint, status: int, client: str = CLIENTS[0]
+    ) -> coordinator_pb2.Deposit:
+        """Wait until the user's deposit at ``outpoint`` has ``status`` (a DepositStatus)."""
+
+        def check() -> coordinator_pb2.Deposit | None:
+            found = self.deposit(user, outpoint, client)
+            return found if found is not None and found.status == status else None
+
+        name = coordinator_pb2.DepositStatus.Name(status)
+        return self.wait_until(check, f"deposit {outpoint} to be {name}")
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -324,3 +409,8 @@ round_deadline_seconds = {self.round_deadline_seconds}
             coordinator_pb2.RunRoundNowRequest(), timeout=CALL_TIMEOUT * 4
         )
         return response  # type: ignore[no-any-return]
+
+
+def _toml_table(settings: dict[str, Any]) -> str:
+    """``key = value`` lines (strings quoted) for a coordinator.toml table."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())

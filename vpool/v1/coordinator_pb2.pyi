@@ -42,6 +42,7 @@ class DepositStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPOSIT_STATUS_REFUNDED: _ClassVar[DepositStatus]
     DEPOSIT_STATUS_DUST: _ClassVar[DepositStatus]
     DEPOSIT_STATUS_REORGED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_REMOVED: _ClassVar[DepositStatus]
 WITHDRAWAL_STATUS_UNSPECIFIED: WithdrawalStatus
 WITHDRAWAL_STATUS_PENDING: WithdrawalStatus
 WITHDRAWAL_STATUS_IN_ROUND: WithdrawalStatus
@@ -68,6 +69,7 @@ DEPOSIT_STATUS_REFUND_SIGNED: DepositStatus
 DEPOSIT_STATUS_REFUNDED: DepositStatus
 DEPOSIT_STATUS_DUST: DepositStatus
 DEPOSIT_STATUS_REORGED: DepositStatus
+DEPOSIT_STATUS_REMOVED: DepositStatus
 
 class SubmitWithdrawalRequest(_message.Message):
     __slots__ = ("request_id", "address", "amount_sat", "extra_fee_sat")
