@@ -36,11 +36,9 @@ from coordinator.store.fees import fee_notices
 from coordinator.store.schema import transaction
 from coordinator.store.settings import rounds_paused, set_rounds_paused
 from coordinator.watch import ChangeSignal, follow
-from pool.descriptor import MultisigDescriptor
-from pool.errors import VpoolError
 from pool.networks import Network
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
-from vpool.rpc import RpcFailure, caller_identity, invalid
+from vpool.rpc import RpcFailure, caller_identity, invalid, series_from_descriptors
 from vpool.v1 import coordinator_pb2, coordinator_pb2_grpc, signer_pb2
 
 log = logging.getLogger(__name__)
@@ -488,25 +486,12 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
         return self._refunds.list(request)
 
     def _parse_series(self, request: coordinator_pb2.AddSeriesRequest) -> Series:
-        network = self._config.network
-        for field in ("receive_descriptor", "change_descriptor"):
-            text = getattr(request, field)
-            if not text:
-                raise invalid(field, "missing")
-            try:
-                MultisigDescriptor.parse(text, network)
-            except VpoolError as e:
-                raise invalid(field, str(e)) from None
-        try:
-            return Series.from_descriptors(
-                request.series_id,
-                request.receive_descriptor,
-                request.change_descriptor,
-                SeriesState.ACTIVE,
-                network,
-            )
-        except VpoolError as e:
-            raise invalid("change_descriptor", str(e)) from None
+        return series_from_descriptors(
+            request.series_id,
+            request.receive_descriptor,
+            request.change_descriptor,
+            self._config.network,
+        )
 
     def _check_new_id(self, conn: Connection, series_id: int) -> None:
         known = [s.id for s in cstore.all_series(conn, self._config.network)]

@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
-from pool.descriptor import DescriptorKey, MultisigDescriptor
+from pool.descriptor import DescriptorKey
 from pool.errors import HDKeyError, VpoolError
 from pool.hdkeys import HARDENED, parse_path
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.series import CHANGE, RECEIVE, Series
 from signer.audit import AuditLog
 from signer.backends.base import (
     Backend,
@@ -33,6 +33,7 @@ from signer.policy import Refusal, RoundKind, Scope, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError
+from vpool.rpc import series_from_descriptors
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -213,21 +214,12 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             raise invalid("network", f"this signer serves {self._network.name}, not {name}")
 
     def _parse_series(self, request: signer_pb2.RegisterSeriesRequest) -> Series:
-        for field in ("receive_descriptor", "change_descriptor"):
-            try:
-                MultisigDescriptor.parse(getattr(request, field), self._network)
-            except VpoolError as e:
-                raise invalid(field, str(e)) from None
-        try:
-            return Series.from_descriptors(
-                request.series_id,
-                request.receive_descriptor,
-                request.change_descriptor,
-                SeriesState.ACTIVE,
-                self._network,
-            )
-        except VpoolError as e:
-            raise invalid("change_descriptor", str(e)) from None
+        return series_from_descriptors(
+            request.series_id,
+            request.receive_descriptor,
+            request.change_descriptor,
+            self._network,
+        )
 
     def _check_registration(self, series: Series) -> None:
         """The policy's rule: own keys and configured cosigners only, m at least the minimum."""

@@ -22,6 +22,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from pool.descriptor import MultisigDescriptor
+from pool.errors import VpoolError
+from pool.networks import Network
+from pool.series import Series, SeriesState
 from vpool.tls import TlsError, peer_identity
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,21 @@ class RpcFailure(Exception):
 def invalid(field: str, message: str) -> RpcFailure:
     """INVALID_ARGUMENT whose message starts with the field's name."""
     return RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
+
+
+def series_from_descriptors(series_id: int, receive: str, change: str, network: Network) -> Series:
+    """A series from the two descriptors of a request; INVALID_ARGUMENT names the bad one."""
+    for field, text in (("receive_descriptor", receive), ("change_descriptor", change)):
+        if not text:
+            raise invalid(field, "missing")
+        try:
+            MultisigDescriptor.parse(text, network)
+        except VpoolError as e:
+            raise invalid(field, str(e)) from None
+    try:
+        return Series.from_descriptors(series_id, receive, change, SeriesState.ACTIVE, network)
+    except VpoolError as e:
+        raise invalid("change_descriptor", str(e)) from None
 
 
 def service_of(method: str) -> str:
