@@ -4,11 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint proto vectors clean help
+.PHONY: test demo bench lint proto vectors clean help
 
 help:
 	@echo "make test     - create .venv if needed, install vpool with test extras, run the tests"
 	@echo "make demo     - a real regtest pool end to end (bcoin, 3 signers, coordinator)"
+	@echo "make bench    - benchmarks (ratios in one run)"
 	@echo "make lint     - ruff + mypy"
 	@echo "make proto    - regenerate gRPC code from proto/"
 	@echo "make vectors  - regenerate the golden withdrawal and refund vectors (review the diff!)"
@@ -42,6 +43,10 @@ test: $(STAMP) system-deps node_modules
 # the coordinator on SQLite, two clients; prints each step and a summary, exits 0.
 demo: $(STAMP) system-deps node_modules
 	$(PY) -m vpool.devnet.demo
+
+# Benchmarks: ratios measured in one run (precomputed against naive BIP143 sighash per input).
+bench: $(STAMP)
+	$(PY) scripts/sighash_cost.py 10 100 1000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
