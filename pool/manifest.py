@@ -26,7 +26,6 @@ lists out of canonical order or with duplicates, trailing bytes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,19 +151,45 @@ def check_range(field_name: str, value: int, low: int, high: int) -> None:
         raise ManifestError(field_name, f"must be an integer in {low}..{high}, got {value!r}")
 
 
+def check_shared_fields(
+    network: str,
+    series: Sequence[Series],
+    tip_height: int,
+    tip_hash: bytes,
+    fee_rate: int,
+    dust_limit: int,
+) -> None:
+    """Validate the fields a round manifest shares with a refund manifest (pool/refunds.py)."""
+    if network not in NETWORK_CODES:
+        raise ManifestError("network", f"unknown network {network!r}")
+    ids = [s.id for s in series]
+    for i, s in enumerate(series):
+        if ids.count(s.id) > 1:
+            raise ManifestError(f"series[{i}].id", f"series id {s.id} appears twice")
+    check_range("tip_height", tip_height, 0, U32)
+    if not isinstance(tip_hash, bytes) or len(tip_hash) != 32:
+        raise ManifestError("tip_hash", "must be 32 bytes")
+    check_range("fee_rate", fee_rate, 1, MAX_MONEY)
+    check_range("dust_limit", dust_limit, 1, MAX_MONEY)
+
+
+def check_script_pubkey(field_name: str, script_pubkey: bytes, net: Network) -> None:
+    """Raise ``ManifestError`` naming ``field_name`` unless it is a standard address's script."""
+    if not isinstance(script_pubkey, bytes) or not (
+        0 < len(script_pubkey) <= MAX_SCRIPT_PUBKEY_LEN
+        and script_pubkey_to_address(script_pubkey, net) is not None
+    ):
+        raise ManifestError(field_name, "must be the scriptPubKey of a standard address")
+
+
 def _validate(m: Manifest) -> None:
     if m.version != ALGORITHM_VERSION:
         raise ManifestError(
-            "version", f"algorithm version {m.version} is not supported (this is version 2)"
+            "version",
+            f"algorithm version {m.version} is not supported (this is version {ALGORITHM_VERSION})",
         )
-    if m.network not in NETWORK_CODES:
-        raise ManifestError("network", f"unknown network {m.network!r}")
+    check_shared_fields(m.network, m.series, m.tip_height, m.tip_hash, m.fee_rate, m.dust_limit)
     _validate_series(m)
-    check_range("tip_height", m.tip_height, 0, U32)
-    if not isinstance(m.tip_hash, bytes) or len(m.tip_hash) != 32:
-        raise ManifestError("tip_hash", "must be 32 bytes")
-    check_range("fee_rate", m.fee_rate, 1, MAX_MONEY)
-    check_range("dust_limit", m.dust_limit, 1, MAX_MONEY)
     check_range("max_weight", m.max_weight, MIN_MAX_WEIGHT, MAX_STANDARD_WEIGHT)
     check_range("min_conf", m.min_conf, 1, U32)
     _validate_change_index(m)
@@ -175,10 +200,6 @@ def _validate(m: Manifest) -> None:
 def _validate_series(m: Manifest) -> None:
     if not m.series:
         raise ManifestError("series", "a manifest needs at least one series")
-    ids = [s.id for s in m.series]
-    for i, s in enumerate(m.series):
-        if ids.count(s.id) > 1:
-            raise ManifestError(f"series[{i}].id", f"series id {s.id} appears twice")
     active = [s.id for s in m.series if s.state is SeriesState.ACTIVE]
     if len(active) != 1:
         raise ManifestError("series", f"exactly one series must be active, found {len(active)}")
@@ -228,13 +249,7 @@ def _validate_requests(m: Manifest) -> None:
                 f"{where}.request_id",
                 f"request {r.request_id!r} of client {r.client_id!r} appears twice",
             )
-        if not isinstance(r.script_pubkey, bytes) or not (
-            0 < len(r.script_pubkey) <= MAX_SCRIPT_PUBKEY_LEN
-            and script_pubkey_to_address(r.script_pubkey, net) is not None
-        ):
-            raise ManifestError(
-                f"{where}.script_pubkey", "must be the scriptPubKey of a standard address"
-            )
+        check_script_pubkey(f"{where}.script_pubkey", r.script_pubkey, net)
         check_range(f"{where}.amount", r.amount, m.dust_limit, MAX_MONEY)
         check_range(f"{where}.extra_fee", r.extra_fee, 0, MAX_MONEY)
 
@@ -254,11 +269,29 @@ def encode_series_list(series: Sequence[Series], net: Network) -> bytes:
     return bytes(out)
 
 
+def encode_header(magic: bytes, encoding_version: int, version: int, network: str) -> bytes:
+    """``magic | u8 encoding version | u32 algorithm version | u8 network code``."""
+    return magic + u8(encoding_version) + u32le(version) + u8(NETWORK_CODES[network])
+
+
+def decode_header(
+    reader: Reader, magic: bytes, encoding_version: int, what: str
+) -> tuple[int, str]:
+    """Inverse of ``encode_header``: the algorithm version and the network name."""
+    if reader.read(len(magic)) != magic:
+        raise EncodingError(f"not a vpool {what} (bad magic)")
+    if (enc := reader.u8()) != encoding_version:
+        raise EncodingError(f"unknown {what} encoding version {enc}")
+    version, code = reader.u32(), reader.u8()
+    if code not in _NETWORK_BY_CODE:
+        raise EncodingError(f"unknown network code {code}")
+    return version, _NETWORK_BY_CODE[code]
+
+
 def encode_manifest(m: Manifest) -> bytes:
     """The canonical byte encoding (see the module docstring)."""
     net = m.net
-    out = bytearray(MAGIC)
-    out += u8(ENCODING_VERSION) + u32le(m.version) + u8(NETWORK_CODES[m.network])
+    out = bytearray(encode_header(MAGIC, ENCODING_VERSION, m.version, m.network))
     out += encode_series_list(m.series, net)
     out += u32le(m.tip_height) + m.tip_hash
     out += u64le(m.fee_rate) + u64le(m.dust_limit) + u32le(m.max_weight) + u32le(m.min_conf)
@@ -267,7 +300,7 @@ def encode_manifest(m: Manifest) -> bytes:
         out += u32le(series_id) + u32le(index)
     out += compact_size(len(m.utxos))
     for u in m.utxos:
-        out += u.outpoint.txid + u32le(u.outpoint.vout) + u64le(u.value)
+        out += u.outpoint.serialize() + u64le(u.value)
         out += u32le(u.series_id) + u8(u.branch) + u32le(u.index) + u32le(u.height)
     out += compact_size(len(m.requests))
     for r in m.requests:
@@ -319,15 +352,7 @@ def decode_series_list(reader: Reader, net: Network) -> list[Series]:
 def decode_manifest(data: bytes) -> Manifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
-    if reader.read(4) != MAGIC:
-        raise EncodingError("not a vpool round manifest (bad magic)")
-    if (enc := reader.u8()) != ENCODING_VERSION:
-        raise EncodingError(f"unknown manifest encoding version {enc}")
-    version = reader.u32()
-    code = reader.u8()
-    if code not in _NETWORK_BY_CODE:
-        raise EncodingError(f"unknown network code {code}")
-    network = _NETWORK_BY_CODE[code]
+    version, network = decode_header(reader, MAGIC, ENCODING_VERSION, "round manifest")
     net = get_network(network)
     series = decode_series_list(reader, net)
     tip_height, tip_hash = reader.u32(), reader.read(32)
@@ -336,7 +361,7 @@ def decode_manifest(data: bytes) -> Manifest:
     change = [(reader.u32(), reader.u32()) for _ in range(reader.compact_size())]
     utxos = [
         Utxo(
-            OutPoint(reader.read(32), reader.u32()),
+            OutPoint.read(reader),
             reader.u64(),
             reader.u32(),
             reader.u8(),
@@ -378,21 +403,34 @@ def decode_manifest(data: bytes) -> Manifest:
 # --------------------------------------------------------------------------- JSON form
 
 
+def series_to_json(series: Sequence[Series], net: Network) -> list[dict[str, Any]]:
+    """Each series as its id, state, and receive and change descriptors."""
+    return [
+        {
+            "id": s.id,
+            "state": s.state.value,
+            "receive": s.descriptor(RECEIVE).to_string(net),
+            "change": s.descriptor(CHANGE).to_string(net),
+        }
+        for s in series
+    ]
+
+
+def series_from_json(docs: Iterable[Mapping[str, Any]], net: Network) -> tuple[Series, ...]:
+    """Inverse of ``series_to_json``."""
+    return tuple(
+        Series.from_descriptors(s["id"], s["receive"], s["change"], SeriesState(s["state"]), net)
+        for s in docs
+    )
+
+
 def manifest_to_json(m: Manifest) -> dict[str, Any]:
     """A readable form (descriptors and addresses instead of raw keys and scripts)."""
     net = m.net
     return {
         "version": m.version,
         "network": m.network,
-        "series": [
-            {
-                "id": s.id,
-                "state": s.state.value,
-                "receive": s.descriptor(RECEIVE).to_string(net),
-                "change": s.descriptor(CHANGE).to_string(net),
-            }
-            for s in m.series
-        ],
+        "series": series_to_json(m.series, net),
         "tip": {"height": m.tip_height, "hash": m.tip_hash.hex()},
         "fee_rate_sat_per_kvb": m.fee_rate,
         "dust_limit": m.dust_limit,
@@ -426,23 +464,13 @@ def manifest_to_json(m: Manifest) -> dict[str, Any]:
 def manifest_from_json(doc: Mapping[str, Any]) -> Manifest:
     """Inverse of ``manifest_to_json``."""
     net = get_network(doc["network"])
-
-    def outpoint(text: str) -> OutPoint:
-        txid_hex, _, vout = text.partition(":")
-        return OutPoint.from_hex(txid_hex, int(vout))
-
     return Manifest(
         version=doc["version"],
         network=doc["network"],
-        series=tuple(
-            Series.from_descriptors(
-                s["id"], s["receive"], s["change"], SeriesState(s["state"]), net
-            )
-            for s in doc["series"]
-        ),
+        series=series_from_json(doc["series"], net),
         utxos=tuple(
             Utxo(
-                outpoint(u["outpoint"]),
+                OutPoint.from_str(u["outpoint"]),
                 u["value"],
                 u["series"],
                 u["branch"],
@@ -469,12 +497,3 @@ def manifest_from_json(doc: Mapping[str, Any]) -> Manifest:
             for r in doc["requests"]
         ),
     )
-
-
-def manifest_json_text(m: Manifest) -> str:
-    return json.dumps(manifest_to_json(m), indent=2, sort_keys=False) + "\n"
-
-
-def requests_in_order(requests: Iterable[WithdrawalRequest]) -> list[WithdrawalRequest]:
-    """Requests in processing order (ascending request key)."""
-    return sorted(requests, key=lambda r: r.key)

@@ -27,19 +27,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pool.address import script_pubkey_to_address
 from pool.errors import EncodingError, ManifestError, VpoolError
 from pool.hashes import sha256
 from pool.manifest import (
     MAX_INDEX,
     MAX_MONEY,
     MAX_SCRIPT_PUBKEY_LEN,
-    U32,
     check_range,
+    check_script_pubkey,
+    check_shared_fields,
+    decode_header,
     decode_series_list,
+    encode_header,
     encode_series_list,
 )
-from pool.networks import NETWORK_CODES, Network, get_network
+from pool.networks import Network, get_network
 from pool.psbt import Psbt, PsbtOutput
 from pool.psbt_fields import global_xpubs, pool_input
 from pool.serialize import Reader, compact_size, u8, u32le, u64le, var_bytes
@@ -53,8 +55,6 @@ ENCODING_VERSION = 1
 MAGIC = b"VPRF"
 MAX_RAW_TX_BYTES = 4_000_000
 """The largest raw transaction a refund manifest carries (a whole block's worth)."""
-
-_NETWORK_BY_CODE = {code: name for name, code in NETWORK_CODES.items()}
 
 
 class RefundSource(StrEnum):
@@ -157,17 +157,7 @@ def _validate(m: RefundManifest) -> None:
             f"refund algorithm version {m.version} is not supported"
             f" (this is version {REFUND_ALGORITHM_VERSION})",
         )
-    if m.network not in NETWORK_CODES:
-        raise ManifestError("network", f"unknown network {m.network!r}")
-    ids = [s.id for s in m.series]
-    for i, s in enumerate(m.series):
-        if ids.count(s.id) > 1:
-            raise ManifestError(f"series[{i}].id", f"series id {s.id} appears twice")
-    check_range("tip_height", m.tip_height, 0, U32)
-    if not isinstance(m.tip_hash, bytes) or len(m.tip_hash) != 32:
-        raise ManifestError("tip_hash", "must be 32 bytes")
-    check_range("fee_rate", m.fee_rate, 1, MAX_MONEY)
-    check_range("dust_limit", m.dust_limit, 1, MAX_MONEY)
+    check_shared_fields(m.network, m.series, m.tip_height, m.tip_hash, m.fee_rate, m.dust_limit)
     for i, refund in enumerate(m.refunds):
         if i and _outpoint_order(refund) == _outpoint_order(m.refunds[i - 1]):
             raise ManifestError(
@@ -194,13 +184,7 @@ def _validate_refund(m: RefundManifest, where: str, r: RefundRequest) -> None:
     check_range(f"{where}.index", r.index, 0, MAX_INDEX)
     if not isinstance(r.source, RefundSource):
         raise ManifestError(f"{where}.source", f"must be a RefundSource, got {r.source!r}")
-    if not isinstance(r.destination, bytes) or not (  # V2
-        0 < len(r.destination) <= MAX_SCRIPT_PUBKEY_LEN
-        and script_pubkey_to_address(r.destination, m.net) is not None
-    ):
-        raise ManifestError(
-            f"{where}.destination", "must be the scriptPubKey of a standard address"
-        )
+    check_script_pubkey(f"{where}.destination", r.destination, m.net)  # V2
     deposit = _validate_deposit(m, where, r)
     _validate_source(where, r, deposit)
 
@@ -264,8 +248,7 @@ def _validate_source(where: str, r: RefundRequest, deposit: Transaction) -> None
 
 def encode_refund_manifest(m: RefundManifest) -> bytes:
     """The canonical byte encoding (see the module docstring)."""
-    out = bytearray(MAGIC)
-    out += u8(ENCODING_VERSION) + u32le(m.version) + u8(NETWORK_CODES[m.network])
+    out = bytearray(encode_header(MAGIC, ENCODING_VERSION, m.version, m.network))
     out += encode_series_list(m.series, m.net)
     out += u32le(m.tip_height) + m.tip_hash + u64le(m.fee_rate) + u64le(m.dust_limit)
     out += compact_size(len(m.refunds))
@@ -304,14 +287,7 @@ def _decode_refund(reader: Reader) -> RefundRequest:
 def decode_refund_manifest(data: bytes) -> RefundManifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
-    if reader.read(4) != MAGIC:
-        raise EncodingError("not a vpool refund manifest (bad magic)")
-    if (enc := reader.u8()) != ENCODING_VERSION:
-        raise EncodingError(f"unknown refund manifest encoding version {enc}")
-    version, code = reader.u32(), reader.u8()
-    if code not in _NETWORK_BY_CODE:
-        raise EncodingError(f"unknown network code {code}")
-    network = _NETWORK_BY_CODE[code]
+    version, network = decode_header(reader, MAGIC, ENCODING_VERSION, "refund manifest")
     series = decode_series_list(reader, get_network(network))
     tip_height, tip_hash = reader.u32(), reader.read(32)
     fee_rate, dust_limit = reader.u64(), reader.u64()

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pool.errors import VpoolError
 from pool.hashes import sha256
 
-OP_0 = 0x00
 OP_1 = 0x51
 OP_16 = 0x60
 OP_CHECKMULTISIG = 0xAE
@@ -64,10 +63,6 @@ def parse_multisig_script(script: bytes) -> tuple[int, tuple[bytes, ...]]:
 def p2wsh_script_pubkey(witness_script: bytes) -> bytes:
     """``OP_0 <sha256(witness_script)>``."""
     return b"\x00\x20" + sha256(witness_script)
-
-
-def is_p2wsh(script_pubkey: bytes) -> bool:
-    return len(script_pubkey) == 34 and script_pubkey[:2] == b"\x00\x20"
 
 
 def multisig_witness_script_len(n: int) -> int:

@@ -19,10 +19,6 @@ def u32le(n: int) -> bytes:
     return struct.pack("<I", n)
 
 
-def i32le(n: int) -> bytes:
-    return struct.pack("<i", n)
-
-
 def u64le(n: int) -> bytes:
     return struct.pack("<Q", n)
 
@@ -79,9 +75,6 @@ class Reader:
 
     def u32(self) -> int:
         return int(struct.unpack("<I", self.read(4))[0])
-
-    def i32(self) -> int:
-        return int(struct.unpack("<i", self.read(4))[0])
 
     def u64(self) -> int:
         return int(struct.unpack("<Q", self.read(8))[0])

@@ -48,6 +48,16 @@ class OutPoint:
             raise EncodingError(f"txid {txid_hex!r} is not hex") from None
         return cls(raw[::-1], vout)
 
+    @classmethod
+    def from_str(cls, text: str) -> OutPoint:
+        """Inverse of ``str()``: ``<txid display hex>:<vout>``."""
+        txid_hex, _, vout = text.partition(":")
+        try:
+            index = int(vout)
+        except ValueError:
+            raise EncodingError(f"outpoint {text!r} is not <txid>:<vout>") from None
+        return cls.from_hex(txid_hex, index)
+
     @property
     def txid_hex(self) -> str:
         return self.txid[::-1].hex()

@@ -12,7 +12,6 @@ regenerating vectors is never a fix for a failing vector test.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pool.address import script_pubkey_to_address
+from pool.manifest import series_to_json
 from pool.refunds import (
     RefundManifest,
     RefundSource,
@@ -30,12 +30,13 @@ from pool.refunds import (
     refund_weight,
 )
 from pool.script import p2wsh_script_pubkey
-from pool.series import CHANGE, RECEIVE, SeriesState
+from pool.series import SeriesState
 from pool.weights import fee_for_weight
+from scripts.gen_vectors import ROOT, write_vectors
 from tests.factories import BTC, make_series, p2pkh, p2sh, p2tr, p2wpkh, sign_first_m
 from tests.refund_factories import deposit, refund_manifest
 
-VECTOR_DIR = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "refunds"
+VECTOR_DIR = ROOT / "tests" / "vectors" / "refunds"
 
 
 @dataclass(frozen=True)
@@ -118,15 +119,7 @@ def manifest_json(m: RefundManifest) -> dict[str, Any]:
     return {
         "version": m.version,
         "network": m.network,
-        "series": [
-            {
-                "id": s.id,
-                "state": s.state.value,
-                "receive": s.descriptor(RECEIVE).to_string(net),
-                "change": s.descriptor(CHANGE).to_string(net),
-            }
-            for s in m.series
-        ],
+        "series": series_to_json(m.series, net),
         "tip": {"height": m.tip_height, "hash": m.tip_hash.hex()},
         "fee_rate_sat_per_kvb": m.fee_rate,
         "dust_limit": m.dust_limit,
@@ -176,13 +169,7 @@ def vector(case: Case) -> dict[str, Any]:
 
 
 def main() -> int:
-    VECTOR_DIR.mkdir(parents=True, exist_ok=True)
-    for old in VECTOR_DIR.glob("*.json"):
-        old.unlink()
-    for case in cases():
-        path = VECTOR_DIR / f"{case.name}.json"
-        path.write_text(json.dumps(vector(case), indent=2) + "\n")
-        print(f"wrote {path.relative_to(VECTOR_DIR.parent.parent.parent)}")
+    write_vectors(VECTOR_DIR, (vector(case) for case in cases()))
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ from tests.factories import (
     utxo,
 )
 
-VECTOR_DIR = Path(__file__).resolve().parent.parent / "tests" / "vectors"
+ROOT = Path(__file__).resolve().parent.parent
+VECTOR_DIR = ROOT / "tests" / "vectors"
 S1 = make_series(1, 2, (0, 1, 2))
 
 
@@ -307,14 +309,19 @@ def vector(case: Case) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    VECTOR_DIR.mkdir(parents=True, exist_ok=True)
-    for old in VECTOR_DIR.glob("*.json"):
+def write_vectors(directory: Path, vectors: Iterable[dict[str, Any]]) -> None:
+    """Replace the JSON files in ``directory`` with one file per vector, named after it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.json"):
         old.unlink()
-    for case in cases():
-        path = VECTOR_DIR / f"{case.name}.json"
-        path.write_text(json.dumps(vector(case), indent=2) + "\n")
-        print(f"wrote {path.relative_to(VECTOR_DIR.parent.parent)}")
+    for doc in vectors:
+        path = directory / f"{doc['name']}.json"
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main() -> int:
+    write_vectors(VECTOR_DIR, (vector(case) for case in cases()))
     return 0
 
 

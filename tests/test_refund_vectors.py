@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pool.address import address_to_script_pubkey
+from pool.manifest import series_from_json
 from pool.networks import get_network
 from pool.refunds import (
     RefundManifest,
@@ -25,7 +26,6 @@ from pool.refunds import (
     encode_refund_manifest,
     refund_manifest_hash,
 )
-from pool.series import Series, SeriesState
 from pool.tx import OutPoint
 from tests.factories import sign_first_m
 
@@ -50,9 +50,8 @@ def from_readable(doc: dict[str, Any]) -> RefundManifest:
     net = get_network(doc["network"])
 
     def refund(r: dict[str, Any]) -> RefundRequest:
-        txid_hex, _, vout = r["outpoint"].partition(":")
         return RefundRequest(
-            outpoint=OutPoint.from_hex(txid_hex, int(vout)),
+            outpoint=OutPoint.from_str(r["outpoint"]),
             value=r["value"],
             series_id=r["series"],
             index=r["index"],
@@ -65,12 +64,7 @@ def from_readable(doc: dict[str, Any]) -> RefundManifest:
     return RefundManifest(
         version=doc["version"],
         network=doc["network"],
-        series=tuple(
-            Series.from_descriptors(
-                s["id"], s["receive"], s["change"], SeriesState(s["state"]), net
-            )
-            for s in doc["series"]
-        ),
+        series=series_from_json(doc["series"], net),
         tip_height=doc["tip"]["height"],
         tip_hash=bytes.fromhex(doc["tip"]["hash"]),
         fee_rate=doc["fee_rate_sat_per_kvb"],

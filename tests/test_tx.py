@@ -245,6 +245,17 @@ def test_outpoint_serializes_txid_then_little_endian_vout() -> None:
     assert outpoint.serialize() == bytes(range(32)) + b"\x04\x03\x02\x01"
 
 
+def test_outpoint_from_str_is_the_inverse_of_str() -> None:
+    outpoint = OutPoint.from_hex(GENESIS_COINBASE_TXID, 7)
+    assert OutPoint.from_str(str(outpoint)) == outpoint
+
+
+@pytest.mark.parametrize("text", [GENESIS_COINBASE_TXID, f"{GENESIS_COINBASE_TXID}:x", "zz:1"])
+def test_outpoint_from_str_refuses_what_is_not_txid_colon_vout(text: str) -> None:
+    with pytest.raises(EncodingError):
+        OutPoint.from_str(text)
+
+
 def test_outpoint_refuses_a_short_txid() -> None:
     with pytest.raises(EncodingError, match="32 bytes"):
         OutPoint(bytes(31), 0)
