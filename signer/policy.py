@@ -23,7 +23,6 @@ from typing import Protocol, TypeVar
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
 from pool.descriptor import DescriptorKey
 from pool.errors import VpoolError
-from pool.hashes import sha256
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
 from pool.networks import Network
 from pool.psbt import Psbt, PsbtInput
@@ -841,8 +840,3 @@ def _refunded_before(history: SigningHistory, planned: PlannedRefund) -> _Proble
         Reason.DOUBLE_SIGN,
         f"its spend {before.txid_hex} was signed already; a deposit is spent only once",
     )
-
-
-def psbt_hash(raw: bytes) -> str:
-    """The hash under which a PSBT is named in logs and the audit trail."""
-    return sha256(raw).hex()

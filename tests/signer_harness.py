@@ -1,31 +1,24 @@
-"""Real signer daemons and Jade emulators for integration tests: processes, TLS, configs, stubs.
+"""Shared pieces of the signer's tests: the SignRound and registration requests the daemon tests
+send, and an in-memory signing history for the policy tests.
 
-Everything runs as the operator would run it (``python -m signer.cli serve``/``emulate-jade``)
-on loopback ports the processes pick themselves (port 0) and announce on their ready line.
+The signer processes, PKI and configs themselves live in ``vpool.devnet``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST
 from pool.psbt import Psbt
 from pool.refunds import RefundManifest, build_refunds, encode_refund_manifest
 from pool.series import CHANGE, RECEIVE, Series
+from pool.tx import OutPoint
 from pool.withdrawal import build_round
+from signer.policy import Approval, Reason, Refusal, SignedBefore
 from vpool.v1 import common_pb2, signer_pb2
 
 CALL_TIMEOUT = 20.0
-
-
-# --- TLS -------------------------------------------------------------------------------------
-
-
-# --- keys and configs -----------------------------------------------------------------------
-
-
-# --- processes -------------------------------------------------------------------------------
 
 
 # --- rounds ----------------------------------------------------------------------------------
@@ -79,3 +72,33 @@ def with_signatures(psbt: Psbt, signed: signer_pb2.SignedPsbt) -> Psbt:
         partial = {**current.partial_sigs, bytes(sig.pubkey): bytes(sig.signature)}
         inputs[sig.input_index] = replace(current, partial_sigs=partial)
     return replace(psbt, inputs=tuple(inputs))
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryHistory:
+    """An in-memory stand-in for the signing history of ``signer.state.SignerState``."""
+
+    spends: dict[OutPoint, SignedBefore] = field(default_factory=dict)
+    amounts: list[tuple[float, int]] = field(default_factory=list)
+    """(when, satoshis) of each approval recorded."""
+
+    def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
+        return self.spends.get(outpoint)
+
+    def amount_signed_since(self, since: float) -> int:
+        return sum(a for t, a in self.amounts if t >= since)
+
+    def record(self, approval: Approval, now: float = 0.0) -> None:
+        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
+            for txin in psbt.tx.inputs:
+                self.spends[txin.prevout] = SignedBefore(psbt.tx.txid_hex, psbt.tx, change)
+        self.amounts.append((now, approval.payments))
+
+
+def reasons(result: Approval | list[Refusal]) -> list[Reason]:
+    """The reason codes of a refusal."""
+    assert isinstance(result, list), "expected a refusal, the round was approved"
+    return [r.reason for r in result]

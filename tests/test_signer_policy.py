@@ -8,7 +8,7 @@ tests and the daemon's integration tests cover the persisted path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
@@ -25,38 +25,16 @@ from signer.policy import (
     Reason,
     Refusal,
     Scope,
-    SignedBefore,
     evaluate_round,
     registration_refusal,
 )
 from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
+from tests.signer_harness import MemoryHistory, reasons
 
 S1 = make_series(1, 2, (0, 1, 2))
 FOREIGN = make_series(1, 2, (7, 8, 9))
 OURS = master_key(0).fingerprint
 NOW = 1_800_000_000.0
-
-
-@dataclass
-class MemoryHistory:
-    spends: dict[OutPoint, SignedBefore]
-    amounts: list[tuple[float, int]]
-
-    def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
-        return self.spends.get(outpoint)
-
-    def amount_signed_since(self, since: float) -> int:
-        return sum(a for t, a in self.amounts if t >= since)
-
-    def record(self, approval: Approval, now: float) -> None:
-        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
-            for txin in psbt.tx.inputs:
-                self.spends[txin.prevout] = SignedBefore(psbt.tx.txid_hex, psbt.tx, change)
-        self.amounts.append((now, approval.payments))
-
-
-def empty_history() -> MemoryHistory:
-    return MemoryHistory({}, [])
 
 
 def honest_manifest(**changes: object) -> Manifest:
@@ -96,14 +74,9 @@ def evaluate(
         registered if registered is not None else {1: S1},
         manifest_bytes,
         psbts,
-        history or empty_history(),
+        history or MemoryHistory(),
         NOW,
     )
-
-
-def reasons(result: Approval | list[Refusal]) -> list[Reason]:
-    assert isinstance(result, list), "expected a refusal, the round was approved"
-    return [r.reason for r in result]
 
 
 def mutate(change: Callable[[Psbt], Psbt], m: Manifest | None = None) -> list[bytes]:
@@ -137,7 +110,7 @@ def test_honest_round_is_approved() -> None:
 
 
 def test_signing_the_same_round_again_is_approved_and_not_counted_twice() -> None:
-    history = empty_history()
+    history = MemoryHistory()
     first = evaluate(honest_manifest(), history=history)
     assert isinstance(first, Approval)
     history.record(first, NOW)
@@ -147,7 +120,7 @@ def test_signing_the_same_round_again_is_approved_and_not_counted_twice() -> Non
 
 
 def test_fee_bump_of_a_signed_round_is_approved() -> None:
-    history = empty_history()
+    history = MemoryHistory()
     first = evaluate(honest_manifest(), history=history)
     assert isinstance(first, Approval)
     history.record(first, NOW)
@@ -157,7 +130,7 @@ def test_fee_bump_of_a_signed_round_is_approved() -> None:
 
 
 def test_fee_bump_adds_nothing_to_the_limits() -> None:
-    history = empty_history()
+    history = MemoryHistory()
     first = evaluate(honest_manifest(), history=history)
     assert isinstance(first, Approval)
     history.record(first, NOW)
@@ -361,7 +334,7 @@ def test_wrong_network_is_refused() -> None:
 
 
 def test_replayed_round_with_different_outputs_is_refused() -> None:
-    history = empty_history()
+    history = MemoryHistory()
     first = evaluate(honest_manifest(), history=history)
     assert isinstance(first, Approval)
     history.record(first, NOW)

@@ -8,7 +8,7 @@ for ``signer.state.SignerState``; the daemon's integration tests cover the persi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 
@@ -24,7 +24,7 @@ from pool.refunds import (
 )
 from pool.serialize import u64le
 from pool.series import Series
-from pool.tx import OutPoint, TxOut
+from pool.tx import TxOut
 from signer.policy import (
     Approval,
     PolicyConfig,
@@ -36,26 +36,11 @@ from signer.policy import (
 )
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.refund_factories import deposit, refund_manifest
+from tests.signer_harness import MemoryHistory, reasons
 
 S1 = make_series(1, 2, (0, 1, 2))
 FOREIGN = make_series(2, 2, (7, 8, 9))
 OURS = master_key(0).fingerprint
-
-
-@dataclass
-class MemoryHistory:
-    spends: dict[OutPoint, SignedBefore] = field(default_factory=dict)
-
-    def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
-        return self.spends.get(outpoint)
-
-    def amount_signed_since(self, since: float) -> int:
-        return 0
-
-    def record(self, approval: Approval) -> None:
-        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
-            for txin in psbt.tx.inputs:
-                self.spends[txin.prevout] = SignedBefore(psbt.tx.txid_hex, psbt.tx, change)
 
 
 def address(script: bytes) -> str:
@@ -97,11 +82,6 @@ def evaluate(
 
 def refunds(*requests: RefundRequest, **changes: int) -> RefundManifest:
     return refund_manifest([S1], requests, **changes)  # type: ignore[arg-type]
-
-
-def reasons(result: Approval | list[Refusal]) -> list[Reason]:
-    assert isinstance(result, list), "expected a refusal, the round was approved"
-    return [r.reason for r in result]
 
 
 def deposit_id(refund: RefundRequest) -> str:
