@@ -10,7 +10,7 @@ the address is not handed out and its receive index is skipped (never handed out
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
@@ -171,38 +171,56 @@ class DepositApi:
         """Register the address and its refund address on every holder; each must derive the
         same address."""
         network, timeout = self._config.network, self._config.rounds.sign_deadline_seconds
-        for signer_id in holders:
-            try:
-                answer = self._signers.register_deposit_address(
+        self._ask_each(
+            holders,
+            series,
+            index,
+            "registered",
+            lambda signer_id: (
+                self._signers.register_deposit_address(
                     signer_id, network, series.id, index, refund, timeout
-                )
-            except SignerCallError as e:
-                raise _signer_failure(e, index, series.id) from None
-            self._check_same(signer_id, "registered", answer.address, series, index)
+                ).address
+            ),
+        )
 
     def _verify(self, holders: list[str], series: Series, index: int) -> list[str]:
         """Every holder's device computes (and shows, if it can) the address; the holders."""
         network, timeout = self._config.network, self._config.rounds.sign_deadline_seconds
-        for signer_id in holders:
-            try:
-                answer = self._signers.display_address(
+        self._ask_each(
+            holders,
+            series,
+            index,
+            "computed",
+            lambda signer_id: (
+                self._signers.display_address(
                     signer_id, network, series.id, RECEIVE, index, timeout
-                )
-            except SignerCallError as e:
-                raise _signer_failure(e, index, series.id) from None
-            self._check_same(signer_id, "computed", answer.address, series, index)
+                ).address
+            ),
+        )
         return holders
 
-    def _check_same(
-        self, signer_id: str, how: str, theirs: str, series: Series, index: int
+    def _ask_each(
+        self,
+        holders: list[str],
+        series: Series,
+        index: int,
+        how: str,
+        ask: Callable[[str], str],
     ) -> None:
+        """Ask every holder for receive address ``index`` of ``series`` (``ask``); each must
+        answer with ours."""
         ours = series.address(RECEIVE, index, self._config.network)
-        if theirs != ours:
-            raise RpcFailure(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"signer {signer_id} {how} {theirs!r} for receive index {index} of series "
-                f"{series.id}, not {ours!r}; the address was not handed out",
-            )
+        for signer_id in holders:
+            try:
+                theirs = ask(signer_id)
+            except SignerCallError as e:
+                raise _signer_failure(e, index, series.id) from None
+            if theirs != ours:
+                raise RpcFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"signer {signer_id} {how} {theirs!r} for receive index {index} of series "
+                    f"{series.id}, not {ours!r}; the address was not handed out",
+                )
 
     def list(
         self, request: coordinator_pb2.ListDepositsRequest, client_id: str
@@ -213,32 +231,52 @@ class DepositApi:
             if code not in views.DEPOSIT_STATUS_OF_CODE:
                 raise invalid(f"statuses[{i}]", f"unknown deposit status {code}")
             statuses.append(views.DEPOSIT_STATUS_OF_CODE[code])
-        size = validation.page_size(request.page_size)
-        after = page_position(validation.decode_page_token(request.page_token))
-        with self._engine.connect() as conn:
-            found = dstore.list_deposits(
-                conn,
-                client_id=client_id,
-                user_id=user_id,
-                statuses=statuses,
-                limit=size + 1,
-                after=after,
-            )
-            page = found[:size]
-            build = views.DepositViews(conn, self._config.network)
-            response = coordinator_pb2.ListDepositsResponse(
-                deposits=[build.message(d) for d in page]
-            )
-        if len(found) > size:
-            last = page[-1]
-            response.next_page_token = validation.encode_page_token(
-                f"{last.height}:{last.txid}:{last.vout}"
-            )
-        return response
+        deposits, token = deposit_page(
+            self._engine,
+            self._config.network,
+            request.page_size,
+            request.page_token,
+            client_id=client_id,
+            user_id=user_id,
+            statuses=statuses,
+        )
+        return coordinator_pb2.ListDepositsResponse(deposits=deposits, next_page_token=token)
 
 
-def page_position(token: str | None) -> dstore.Position | None:
-    """The (height, txid, vout) of a ListDeposits (or ListRefunds) page token."""
+def deposit_page(
+    engine: Engine,
+    network: Network,
+    page_size: int,
+    page_token: str,
+    *,
+    client_id: str | None,
+    user_id: str = "",
+    statuses: Sequence[dstore.Status],
+) -> tuple[list[coordinator_pb2.Deposit], str]:
+    """A ListDeposits (or ListRefunds) page, newest first, and the token of the next one ("" on
+    the last page); the filters are those of ``store.deposits.list_deposits``."""
+    size = validation.page_size(page_size)
+    after = _page_position(validation.decode_page_token(page_token))
+    with engine.connect() as conn:
+        found = dstore.list_deposits(
+            conn,
+            client_id=client_id,
+            user_id=user_id,
+            statuses=statuses,
+            limit=size + 1,
+            after=after,
+        )
+        page = found[:size]
+        build = views.DepositViews(conn, network)
+        messages = [build.message(d) for d in page]
+    if len(found) <= size:
+        return messages, ""
+    last = page[-1]
+    return messages, validation.encode_page_token(f"{last.height}:{last.txid}:{last.vout}")
+
+
+def _page_position(token: str | None) -> dstore.Position | None:
+    """The (height, txid, vout) of a token made by ``deposit_page``."""
     if token is None:
         return None
     height, _, rest = token.partition(":")

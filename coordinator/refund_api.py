@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from coordinator import validation, views
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
-from coordinator.deposit_api import page_position
+from coordinator.deposit_api import deposit_page
 from coordinator.refund_rounds import (
     Senders,
     base_reason,
@@ -30,10 +30,9 @@ from coordinator.refund_rounds import (
 from coordinator.store import deposits as dstore
 from coordinator.store.deposits import Deposit, Refund, Status
 from coordinator.store.schema import transaction
-from pool.address import address_to_script_pubkey, script_pubkey_to_address
-from pool.errors import AddressError
+from pool.address import script_pubkey_to_address
 from pool.refunds import RefundSource
-from vpool.rpc import RpcFailure, invalid
+from vpool.rpc import RpcFailure
 from vpool.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -46,14 +45,6 @@ REFUND_STATUSES = (
     Status.DUST,
 )
 """What ListRefunds lists: deposits that are or were to be refunded, and those not worth it."""
-_HEX = frozenset("0123456789abcdef")
-
-
-def _txid(value: str) -> str:
-    txid = value.lower()
-    if len(txid) != 64 or not set(txid) <= _HEX:
-        raise invalid("txid", "must be a transaction id: 64 hex digits")
-    return txid
 
 
 class RefundApi:
@@ -73,13 +64,8 @@ class RefundApi:
         self, request: coordinator_pb2.ProposeRefundRequest, admin: str
     ) -> coordinator_pb2.Deposit:
         """Store an operator's refund destination for a deposit that has none."""
-        txid, vout = _txid(request.txid), request.vout
-        if not request.address:
-            raise invalid("address", "missing")
-        try:
-            address_to_script_pubkey(request.address, self._config.network)
-        except AddressError as e:
-            raise invalid("address", str(e)) from None
+        txid, vout = validation.txid(request.txid), request.vout
+        validation.address(request.address, self._config.network)
         with self._engine.connect() as conn:
             found = dstore.get(conn, txid, vout)
         if found is None:
@@ -140,20 +126,12 @@ class RefundApi:
         self, request: coordinator_pb2.ListRefundsRequest
     ) -> coordinator_pb2.ListRefundsResponse:
         """Every client's deposits with a refund reason, newest first."""
-        size = validation.page_size(request.page_size)
-        after = page_position(validation.decode_page_token(request.page_token))
-        with self._engine.connect() as conn:
-            found = dstore.list_deposits(
-                conn, client_id=None, statuses=REFUND_STATUSES, limit=size + 1, after=after
-            )
-            page = found[:size]
-            build = views.DepositViews(conn, self._config.network)
-            response = coordinator_pb2.ListRefundsResponse(
-                deposits=[build.message(d) for d in page]
-            )
-        if len(found) > size:
-            last = page[-1]
-            response.next_page_token = validation.encode_page_token(
-                f"{last.height}:{last.txid}:{last.vout}"
-            )
-        return response
+        deposits, token = deposit_page(
+            self._engine,
+            self._config.network,
+            request.page_size,
+            request.page_token,
+            client_id=None,
+            statuses=REFUND_STATUSES,
+        )
+        return coordinator_pb2.ListRefundsResponse(deposits=deposits, next_page_token=token)

@@ -3,7 +3,7 @@
 Every channel presents the coordinator's own certificate (role "coordinator"), trusts only the
 pool's CA, and checks that the peer's certificate names the signer (``tls_name``, through
 ``grpc.ssl_target_name_override``, so signers may be reached by IP address). Every call has a
-deadline. ``sign_round_all`` asks every signer at once, on a thread pool, and never raises: a
+deadline. ``sign_round_each`` asks every signer at once, on a thread pool, and never raises: a
 signer that cannot be reached, overruns its deadline or fails otherwise is an answer too.
 
 Logs name signers, status codes and counts only: never keys, signatures, PSBTs or certificates.
@@ -380,15 +380,3 @@ class SignerPool:
         }
         for future in as_completed(futures):
             yield futures[future], future.result()
-
-    def sign_round_all(
-        self,
-        manifest: bytes,
-        psbts: Sequence[bytes],
-        deadline: float,
-        signer_ids: Iterable[str] | None = None,
-        kind: RoundKind = RoundKind.WITHDRAWAL,
-    ) -> dict[str, SignResult]:
-        """Every signer's answer to a round of ``kind`` (in parallel, each call with
-        ``deadline`` seconds)."""
-        return dict(self.sign_round_each(manifest, psbts, deadline, signer_ids, kind))

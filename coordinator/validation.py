@@ -22,6 +22,7 @@ from vpool.v1 import coordinator_pb2
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _TOKEN_PREFIX = "v1:"
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,30 @@ def request_id(value: str, field: str = "request_id") -> str:
     return value
 
 
+def address(value: str, network: Network, field: str = "address") -> bytes:
+    """The scriptPubKey of an address valid for ``network``."""
+    if not value:
+        raise invalid(field, "missing")
+    try:
+        return address_to_script_pubkey(value, network)
+    except AddressError as e:
+        raise invalid(field, str(e)) from None
+
+
+def txid(value: str) -> str:
+    """A transaction id: 64 hex digits (returned in lower case)."""
+    lowered = value.lower()
+    if len(lowered) != 64 or not set(lowered) <= _HEX:
+        raise invalid("txid", "must be a transaction id: 64 hex digits")
+    return lowered
+
+
 def withdrawal(
     request: coordinator_pb2.SubmitWithdrawalRequest, pool: PoolConfig, network: Network
 ) -> WithdrawalBody:
     """Check every field of a withdrawal request (uint64 fields cannot be negative)."""
     rid = request_id(request.request_id)
-    if not request.address:
-        raise invalid("address", "missing")
-    try:
-        script_pubkey = address_to_script_pubkey(request.address, network)
-    except AddressError as e:
-        raise invalid("address", str(e)) from None
+    script_pubkey = address(request.address, network)
     amount = request.amount_sat
     if amount <= 0:
         raise invalid("amount_sat", "must be positive")
@@ -89,10 +103,7 @@ def deposit_address(
     when one is given."""
     user_id = request_id(request.user_id, "user_id")
     if request.refund_address:
-        try:
-            address_to_script_pubkey(request.refund_address, network)
-        except AddressError as e:
-            raise invalid("refund_address", str(e)) from None
+        address(request.refund_address, network, "refund_address")
     return DepositAddressBody(user_id, request.refund_address)
 
 

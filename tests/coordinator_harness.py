@@ -10,8 +10,9 @@ default), and health checks run only when a test calls ``board.check``.
 from __future__ import annotations
 
 import re
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,24 @@ _READY = re.compile(r"vpool-coordinator serving on (\S+)")
 def address(tag: str) -> str:
     """A regtest P2WPKH address made from ``tag``."""
     return encode_segwit_address(REGTEST, 0, sha256(tag.encode())[:20])
+
+
+def coordinator_tls(pki: Pki) -> TlsConfig:
+    """The coordinator's certificate (issued as role and name "coordinator") and the CA."""
+    directory = pki.directory
+    return TlsConfig(directory / "coordinator.pem", directory / "coordinator.key", pki.ca_path)
+
+
+def signer_endpoints(addresses: Mapping[str, str]) -> tuple[SignerEndpoint, ...]:
+    """Signer id → address as configured: tls_name is the DNS name in the test certificates."""
+    return tuple(SignerEndpoint(i, address, "localhost") for i, address in addresses.items())
+
+
+def dead_address() -> str:
+    """A loopback address where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def make_config(

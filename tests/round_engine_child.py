@@ -9,15 +9,18 @@ coordinator.rounds). Exit status 0 means the round ran to its end.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
 from coordinator.chain import BitcoinRPC
 from coordinator.config import CoordinatorConfig
-from coordinator.rounds import RoundEngine
+from coordinator.rounds import CRASH_ENV, RoundEngine
 from coordinator.signers import RoundKind, SignerPool
 from coordinator.store.schema import make_engine
+from vpool.devnet.processes import ROOT
 
 
 def main(config_path: Path, kind: RoundKind) -> int:
@@ -28,6 +31,23 @@ def main(config_path: Path, kind: RoundKind) -> int:
         outcome = rounds.run_refunds() if kind is RoundKind.REFUND else rounds.run_round()
     print(f"round {outcome.round_id}: {outcome.detail}", flush=True)
     return 0
+
+
+def run_child(
+    config: CoordinatorConfig, kind: RoundKind, crash_at: str, directory: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run this module on ``config`` (pickled into ``directory``), one round of ``kind``, the
+    process killing itself at ``crash_at``."""
+    path = directory / "config.pickle"
+    path.write_bytes(pickle.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", "tests.round_engine_child", str(path), kind.value],
+        cwd=ROOT,
+        env={**os.environ, CRASH_ENV: crash_at},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate
+from pool.networks import REGTEST
+from pool.series import CHANGE, RECEIVE, Series, SeriesState
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
@@ -57,3 +60,10 @@ def engine(store_url: str) -> Iterator[Engine]:
     migrate(eng)
     yield eng
     eng.dispose()
+
+
+def add_active_series(engine: Engine, series: Series, at: float = 0.0) -> None:
+    """Record ``series`` as the store's active (regtest) series."""
+    receive, change = (series.descriptor(b).to_string(REGTEST) for b in (RECEIVE, CHANGE))
+    with engine.begin() as conn:
+        cstore.add_series(conn, series.id, receive, change, SeriesState.ACTIVE, REGTEST, at)

@@ -19,9 +19,10 @@ from coordinator.store import deposits as dstore
 from coordinator.store import liveness as lstore
 from coordinator.store.deposits import DepositAddress, Status
 from pool.networks import REGTEST
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.series import CHANGE, RECEIVE, Series
 from tests.factories import make_series, p2wpkh
 from tests.regtest_fixtures import Regtest
+from tests.store_fixtures import add_active_series
 
 S1 = make_series(1, 2, [11, 12, 13])
 S2 = make_series(2, 2, [14, 15, 16])
@@ -31,16 +32,10 @@ RULES = DepositsConfig(
 )
 
 
-def add_series(engine: Engine, series: Series) -> None:
-    receive, change = (series.descriptor(b).to_string(REGTEST) for b in (RECEIVE, CHANGE))
-    with engine.begin() as conn:
-        cstore.add_series(conn, series.id, receive, change, SeriesState.ACTIVE, REGTEST, 0.0)
-
-
 @pytest.fixture
 def pool_engine(engine: Engine) -> Engine:
     """A store that knows S1 (active), its receive address 0 handed to alice's user u1."""
-    add_series(engine, S1)
+    add_active_series(engine, S1)
     with engine.begin() as conn:
         address = DepositAddress(S1.derive(RECEIVE, 0).script_pubkey, 1, 0, "alice", "u1", "", 0.0)
         dstore.record_address(conn, address)
@@ -198,7 +193,7 @@ def test_in_credit_mode_an_outage_deposit_is_credited_once_quorum_returns(
 def test_deposits_to_a_series_past_its_grace_period_are_to_be_refunded(
     scanner: Scanner, regtest: Regtest, pool_engine: Engine
 ) -> None:
-    add_series(pool_engine, S2)  # S1 retires: its grace (1 block) counts from the next block
+    add_active_series(pool_engine, S2)  # S1 retires: its grace (1 block) counts from the next block
     regtest.node.mine(1, MINER)
     retired = scanner.sync()
     within = pay(regtest, (receive(S1, 1), 50_000))

@@ -21,12 +21,11 @@ from coordinator.health import (
 )
 from coordinator.metrics import MetricsServer
 from coordinator.signers import CallError, Failure, SignerCallError
-from coordinator.store import chain as cstore
 from coordinator.store import liveness as lstore
 from coordinator.store.liveness import QUORUM_DEGRADED, QUORUM_OK
 from pool.networks import REGTEST
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
 from tests.factories import make_series, master_key
+from tests.store_fixtures import add_active_series
 from vpool.v1 import signer_pb2
 
 SERIES = make_series(1, 2, [0, 1, 2])
@@ -64,12 +63,6 @@ class Clock:
         return self.now
 
 
-def add_series(engine: Engine, series: Series = SERIES) -> None:
-    receive, change = (series.descriptor(b).to_string(REGTEST) for b in (RECEIVE, CHANGE))
-    with engine.begin() as conn:
-        cstore.add_series(conn, series.id, receive, change, SeriesState.ACTIVE, REGTEST, 0.0)
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -77,7 +70,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def board(engine: Engine, clock: Clock) -> HealthBoard:
-    add_series(engine)
+    add_active_series(engine, SERIES)
     return HealthBoard(engine, CONFIG, REGTEST, IDS, clock)
 
 
@@ -256,7 +249,7 @@ def test_a_new_active_series_is_seen_and_judged_at_the_next_check(
     check(board, signers, clock)
     assert board.quorum() == Quorum(QUORUM_DEGRADED, "there is no active series")
     assert not board.series_changed()
-    add_series(engine)
+    add_active_series(engine, SERIES)
     assert board.series_changed()
     check(board, signers, clock, 1.0)
     assert (board.quorum().state, board.series_changed()) == (QUORUM_OK, False)

@@ -10,12 +10,7 @@ refund is one signature short and refused. A "down" signer is an address nobody 
 from __future__ import annotations
 
 import itertools
-import os
-import pickle
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,15 +28,12 @@ from coordinator.config import (
     PoolConfig,
     RoundsConfig,
     ServerConfig,
-    SignerEndpoint,
-    TlsConfig,
 )
 from coordinator.refund_rounds import WAITING_NOTE
 from coordinator.rounds import (
     AFTER_BROADCAST,
     AFTER_ROUND_PERSISTED,
     AFTER_SIGNATURES_PERSISTED,
-    CRASH_ENV,
     RoundEngine,
 )
 from coordinator.scanner import Scanner
@@ -55,12 +47,14 @@ from coordinator.store.schema import transaction, utxos
 from pool.address import script_pubkey_to_address
 from pool.networks import REGTEST
 from pool.refunds import RefundSource
-from pool.series import CHANGE, RECEIVE, SeriesState
+from pool.series import RECEIVE
 from pool.tx import Transaction
+from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.regtest_fixtures import Regtest
+from tests.round_engine_child import run_child
+from tests.store_fixtures import add_active_series
 from vpool.devnet.processes import (
-    ROOT,
     Pki,
     SignerDaemon,
     emulator_backend,
@@ -106,27 +100,10 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict
         assert daemon.stop() == 0, daemon.log_text()
 
 
-def coordinator_tls(pki: Pki) -> TlsConfig:
-    directory = pki.directory
-    return TlsConfig(directory / "coordinator.pem", directory / "coordinator.key", pki.ca_path)
-
-
-def endpoints(addresses: Mapping[str, str]) -> tuple[SignerEndpoint, ...]:
-    """The signers as configured: tls_name is the DNS name in the test certificates."""
-    return tuple(SignerEndpoint(i, addresses[i], "localhost") for i in SIGNER_IDS)
-
-
 @contextmanager
 def signer_pool(pki: Pki, addresses: Mapping[str, str]) -> Iterator[SignerPool]:
-    with SignerPool(endpoints(addresses), coordinator_tls(pki)) as pool:
+    with SignerPool(signer_endpoints(addresses), coordinator_tls(pki)) as pool:
         yield pool
-
-
-def dead_address() -> str:
-    """A loopback address where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 @dataclass
@@ -147,7 +124,7 @@ class Pool:
         """A RoundEngine on this store (as after a restart); ``down`` signers unreachable."""
         addresses = {i: dead_address() if i in down else a for i, a in self.signers.items()}
         rounds = replace(ROUNDS, round_deadline_seconds=round_deadline_seconds)
-        config = replace(self.config, rounds=rounds, signers=endpoints(addresses))
+        config = replace(self.config, rounds=rounds, signers=signer_endpoints(addresses))
         with SignerPool.from_config(config) as pool:
             yield RoundEngine(config, self.engine, self.regtest.node.chain, pool)
 
@@ -227,11 +204,9 @@ def pool(
         pool=POOL,
         deposits=DEPOSITS,
         rounds=ROUNDS,
-        signers=endpoints(signers),
+        signers=signer_endpoints(signers),
     )
-    with transaction(engine) as conn:
-        receive, change = (SERIES.descriptor(b).to_string(REGTEST) for b in (RECEIVE, CHANGE))
-        cstore.add_series(conn, SERIES.id, receive, change, SeriesState.ACTIVE, REGTEST, 0.0)
+    add_active_series(engine, SERIES)
     scanner = Scanner(engine, regtest.node.chain, REGTEST, POOL, DEPOSITS, start_height=start)
     scanner.sync()
     return Pool(regtest, engine, config, pki, signers, scanner)
@@ -377,16 +352,7 @@ def test_a_coordinator_killed_in_a_refund_round_resumes_and_refunds_once(
     pool: Pool, crash_at: str, tmp_path: Path
 ) -> None:
     deposit = pool.deposit(20_000)
-    config = tmp_path / "config.pickle"
-    config.write_bytes(pickle.dumps(pool.config))
-    child = subprocess.run(
-        [sys.executable, "-m", "tests.round_engine_child", str(config), RoundKind.REFUND],
-        cwd=ROOT,
-        env={**os.environ, CRASH_ENV: crash_at},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    child = run_child(pool.config, RoundKind.REFUND, crash_at, tmp_path)
     assert child.returncode == -signal.SIGKILL, child.stderr
     proposed = pool.again(deposit)
     assert proposed.status is Status.REFUND_PROPOSED and pool.reserved() == 1

@@ -12,12 +12,7 @@ only when the refusals keep the round below m signatures: one denying signer is 
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,20 +30,17 @@ from coordinator.config import (
     PoolConfig,
     RoundsConfig,
     ServerConfig,
-    SignerEndpoint,
-    TlsConfig,
 )
 from coordinator.rounds import (
     AFTER_BROADCAST,
     AFTER_ROUND_PERSISTED,
     AFTER_SIGNATURES_PERSISTED,
-    CRASH_ENV,
     FINAL_REQUEST_REASONS,
     RoundEngine,
     RoundOutcome,
 )
 from coordinator.scanner import Scanner
-from coordinator.signers import SignerPool
+from coordinator.signers import RoundKind, SignerPool
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
@@ -57,14 +49,16 @@ from coordinator.store.schema import fee_shares, transaction, utxos
 from coordinator.store.withdrawals import Status
 from pool.address import script_pubkey_to_address
 from pool.networks import REGTEST
-from pool.series import CHANGE, RECEIVE, SeriesState
+from pool.series import CHANGE, RECEIVE
 from pool.tx import Transaction
 from signer.policy import Reason
+from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.fake_signer import WrongSighashSigner, serve_fake_signer
 from tests.regtest_fixtures import Regtest
+from tests.round_engine_child import run_child
+from tests.store_fixtures import add_active_series
 from vpool.devnet.processes import (
-    ROOT,
     Pki,
     SignerDaemon,
     emulator_backend,
@@ -111,8 +105,8 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict
         )
         daemons.append(SignerDaemon(config))
     addresses = {signer_id: d.address for signer_id, d in zip(SIGNER_IDS, daemons, strict=True)}
-    tls = TlsConfig(*pki_pair(pki), pki.ca_path)
-    with SignerPool(endpoints(addresses), tls) as pool:
+    tls = coordinator_tls(pki)
+    with SignerPool(signer_endpoints(addresses), tls) as pool:
         for signer_id in SIGNER_IDS:
             assert pool.health(signer_id, CALL_TIMEOUT)
             info = pool.get_info(signer_id, CALL_TIMEOUT)
@@ -121,22 +115,6 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict
     yield addresses
     for daemon in daemons:
         assert daemon.stop() == 0, daemon.log_text()
-
-
-def pki_pair(pki: Pki) -> tuple[Path, Path]:
-    return pki.directory / "coordinator.pem", pki.directory / "coordinator.key"
-
-
-def endpoints(addresses: dict[str, str]) -> tuple[SignerEndpoint, ...]:
-    """The signers as configured: tls_name is the DNS name in the test certificates."""
-    return tuple(SignerEndpoint(i, addresses[i], "localhost") for i in SIGNER_IDS)
-
-
-def dead_address() -> str:
-    """A loopback address where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 @contextmanager
@@ -178,7 +156,7 @@ class Pool:
         deadlines when given."""
         config = self.config
         if addresses is not None:
-            config = replace(config, signers=endpoints(addresses))
+            config = replace(config, signers=signer_endpoints(addresses))
         deadlines = replace(
             ROUNDS,
             sign_deadline_seconds=sign_deadline_seconds,
@@ -272,25 +250,16 @@ def pool(
         database_url=engine.url.render_as_string(hide_password=False),
         server=ServerConfig(
             listen="127.0.0.1:0",
-            tls=TlsConfig(*pki_pair(pki), pki.ca_path),
+            tls=coordinator_tls(pki),
             clients=frozenset(),
             admins=frozenset(),
         ),
         chain=ChainConfig(rpc_url=regtest.node.rpc_url, rpc_user=user, rpc_password=password),
         pool=POOL,
         rounds=ROUNDS,
-        signers=endpoints(signers),
+        signers=signer_endpoints(signers),
     )
-    with transaction(engine) as conn:
-        cstore.add_series(
-            conn,
-            SERIES.id,
-            SERIES.descriptor(RECEIVE).to_string(REGTEST),
-            SERIES.descriptor(CHANGE).to_string(REGTEST),
-            SeriesState.ACTIVE,
-            REGTEST,
-            time.time(),
-        )
+    add_active_series(engine, SERIES, time.time())
     scanner = Scanner(engine, regtest.node.chain, REGTEST, POOL, DEPOSITS, start_height=start)
     scanner.sync()
     return Pool(regtest, engine, config, start, scanner)
@@ -482,16 +451,7 @@ def test_a_coordinator_killed_in_a_round_resumes_and_pays_exactly_once(
     pool.fund([BTC, BTC])
     for i in range(4):
         pool.submit("bob", f"bob-{crash_at}-{i}", 30_000_000 + i)
-    config = tmp_path / "config.pickle"
-    config.write_bytes(pickle.dumps(pool.config))
-    child = subprocess.run(
-        [sys.executable, "-m", "tests.round_engine_child", str(config)],
-        cwd=ROOT,
-        env={**os.environ, CRASH_ENV: crash_at},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    child = run_child(pool.config, RoundKind.WITHDRAWAL, crash_at, tmp_path)
     assert child.returncode == -signal.SIGKILL, child.stderr
     _check_crash_state(pool, crash_at)
     with pool.rounds() as rounds:
@@ -529,11 +489,11 @@ def test_signer_pool_asks_every_signer_and_reports_each_answer(
 ) -> None:
     """The client side on its own: every signer at once, a down one among them."""
     addresses = {**signers, "signer-2": dead_address()}
-    tls = TlsConfig(*pki_pair(pki), pki.ca_path)
-    with SignerPool(endpoints(addresses), tls) as pool:
+    tls = coordinator_tls(pki)
+    with SignerPool(signer_endpoints(addresses), tls) as pool:
         shown = pool.display_address("signer-0", REGTEST, SERIES.id, CHANGE, 3, CALL_TIMEOUT)
         assert shown.address == SERIES.address(CHANGE, 3, REGTEST)
-        results = pool.sign_round_all(b"not a manifest", [], deadline=5.0)
+        results = dict(pool.sign_round_each(b"not a manifest", [], deadline=5.0))
         assert set(results) == set(SIGNER_IDS)
         assert results["signer-2"].error is not None
         assert results["signer-2"].error.code == grpc.StatusCode.UNAVAILABLE.name
