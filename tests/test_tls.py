@@ -167,6 +167,7 @@ def test_save_pair_refuses_to_overwrite_and_leaves_files_alone(ca: CA, tmp_path:
 
 
 def test_cli_init_then_issue_writes_a_certificate_the_ca_verifies(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "certs"  # made by init, as in the README
     assert main(["certs", "init", "--dir", str(tmp_path)]) == 0
     args = ["--role", "signer", "--name", "signer-1", "--dns", "localhost", "--ip", "127.0.0.1"]
     assert main(["certs", "issue", "--dir", str(tmp_path), *args]) == 0
@@ -203,3 +204,29 @@ def test_cli_issue_with_a_damaged_ca_key_fails_cleanly(
 def test_a_certificate_is_valid_for_its_own_name(ca: CA) -> None:
     cert = issue(ca, "signer", "signer-7")
     policy(ca).build_server_verifier(DNSName("signer-7")).verify(cert, [])
+
+
+CONNECTION = ["--coordinator", "localhost:1", "--cert", "c.pem", "--key", "c.key", "--ca", "ca.pem"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "certs init --dir certs --days 0",
+        "certs issue --dir certs --role admin --name a --days 1e9",
+        "withdraw --request-id w --address a --amount -5",
+        "withdraw --request-id w --address a --amount 1 --extra-fee x",
+        f"fees --page-size {2**32}",
+        "withdrawal watch --after-cursor -1",
+        "admin add-series --receive r --change c --series-id -1",
+    ],
+)
+def test_cli_refuses_a_bad_number_naming_its_option(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = command.split()
+    option = argv[-2]  # the bad value comes last
+    with pytest.raises(SystemExit) as exited:
+        main(argv if argv[0] == "certs" else [*argv, *CONNECTION])
+    assert exited.value.code == 2
+    assert f"error: argument {option}: " in capsys.readouterr().err

@@ -17,9 +17,28 @@ from vpool import commands, tls
 
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this long before they are made, so peers with slow clocks accept them."""
+MAX_DAYS = 36_500
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (argparse names the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, not {value}")
+        return value
+
+    return parse
 
 
 def _certs_init(args: argparse.Namespace) -> int:
+    args.dir.mkdir(parents=True, exist_ok=True)
     start = datetime.now(UTC) - CLOCK_SKEW
     cert, key = tls.create_ca(args.common_name, start, timedelta(days=args.days))
     paths = tls.save_pair(args.dir, tls.CA_STEM, cert, key, overwrite=args.force)
@@ -54,7 +73,9 @@ def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init = sub.add_parser("init", help="create a development CA (DIR/ca.pem, DIR/ca.key)")
     init.add_argument("--dir", type=Path, required=True, help="directory for the files")
     init.add_argument("--common-name", default="vpool development CA", help="the CA's name")
-    init.add_argument("--days", type=int, default=tls.CA_VALIDITY.days, help="validity in days")
+    init.add_argument(
+        "--days", type=_integer(1, MAX_DAYS), default=tls.CA_VALIDITY.days, help="validity in days"
+    )
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     init.set_defaults(handler=_certs_init)
 
@@ -66,7 +87,7 @@ def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.add_argument(
         "--ip", action="append", default=[], type=ipaddress.ip_address, help="an IP (repeatable)"
     )
-    issue.add_argument("--days", type=int, default=365, help="validity in days")
+    issue.add_argument("--days", type=_integer(1, MAX_DAYS), default=365, help="validity in days")
     issue.add_argument("--force", action="store_true", help="replace existing files")
     issue.set_defaults(handler=_certs_issue)
 
@@ -83,36 +104,41 @@ def _show(message: Message, indent: int | None = 2) -> None:
     print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=indent))
 
 
-def _withdraw(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(
-            commands.withdraw(
-                channel, args.request_id, args.address, args.amount, args.extra_fee, args.timeout
-            )
-        )
-    return 0
+def _rpc(
+    call: Callable[[grpc.Channel, argparse.Namespace], Message],
+) -> Callable[[argparse.Namespace], int]:
+    """A command's handler: one call to the coordinator, its answer printed as JSON."""
+
+    def handler(args: argparse.Namespace) -> int:
+        with _channel(args) as channel:
+            _show(call(channel, args))
+        return 0
+
+    return handler
 
 
-def _withdrawal_get(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.get_withdrawal(channel, args.request_id, args.timeout))
-    return 0
+@_rpc
+def _withdraw(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.withdraw(
+        channel, args.request_id, args.address, args.amount, args.extra_fee, args.timeout
+    )
 
 
-def _withdrawal_list(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(
-            commands.list_withdrawals(
-                channel, args.status, args.page_size, args.page_token, args.timeout
-            )
-        )
-    return 0
+@_rpc
+def _withdrawal_get(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.get_withdrawal(channel, args.request_id, args.timeout)
 
 
-def _withdrawal_cancel(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.cancel_withdrawal(channel, args.request_id, args.timeout))
-    return 0
+@_rpc
+def _withdrawal_list(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.list_withdrawals(
+        channel, args.status, args.page_size, args.page_token, args.timeout
+    )
+
+
+@_rpc
+def _withdrawal_cancel(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.cancel_withdrawal(channel, args.request_id, args.timeout)
 
 
 def _withdrawal_watch(args: argparse.Namespace) -> int:
@@ -127,52 +153,44 @@ def _withdrawal_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool_status(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.pool_status(channel, args.timeout))
-    return 0
+@_rpc
+def _pool_status(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.pool_status(channel, args.timeout)
 
 
-def _fees(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.fee_statement(channel, args.page_size, args.page_token, args.timeout))
-    return 0
+@_rpc
+def _fees(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.fee_statement(channel, args.page_size, args.page_token, args.timeout)
 
 
-def _admin_rounds(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.list_rounds(channel, args.page_size, args.page_token, args.timeout))
-    return 0
+@_rpc
+def _admin_rounds(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.list_rounds(channel, args.page_size, args.page_token, args.timeout)
 
 
-def _admin_round(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.get_round(channel, args.round_id, args.timeout))
-    return 0
+@_rpc
+def _admin_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.get_round(channel, args.round_id, args.timeout)
 
 
-def _admin_run_round(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.run_round(channel, args.timeout))
-    return 0
+@_rpc
+def _admin_run_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.run_round(channel, args.timeout)
 
 
-def _admin_pause(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.pause_rounds(channel, args.timeout))
-    return 0
+@_rpc
+def _admin_pause(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.pause_rounds(channel, args.timeout)
 
 
-def _admin_resume(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.resume_rounds(channel, args.timeout))
-    return 0
+@_rpc
+def _admin_resume(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.resume_rounds(channel, args.timeout)
 
 
-def _admin_add_series(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        _show(commands.add_series(channel, args.series_id, args.receive, args.change, args.timeout))
-    return 0
+@_rpc
+def _admin_add_series(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.add_series(channel, args.series_id, args.receive, args.change, args.timeout)
 
 
 def _connection() -> argparse.ArgumentParser:
@@ -191,7 +209,9 @@ def _connection() -> argparse.ArgumentParser:
 
 
 def _paging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--page-size", type=int, default=0, help="at most this many (max 1000)")
+    parser.add_argument(
+        "--page-size", type=_integer(0, UINT32_MAX), default=0, help="at most this many (max 1000)"
+    )
     parser.add_argument("--page-token", default="", help="next_page_token of the previous page")
 
 
@@ -202,8 +222,9 @@ def _add_client_commands(
     withdraw = subcommands.add_parser("withdraw", parents=[parent], help="request a withdrawal")
     withdraw.add_argument("--request-id", required=True, help="your id for it (idempotency key)")
     withdraw.add_argument("--address", required=True, help="destination address")
-    withdraw.add_argument("--amount", type=int, required=True, help="satoshis to pay")
-    withdraw.add_argument("--extra-fee", type=int, default=0, help="satoshis added to the fee")
+    sat = _integer(0, UINT64_MAX)
+    withdraw.add_argument("--amount", type=sat, required=True, help="satoshis to pay")
+    withdraw.add_argument("--extra-fee", type=sat, default=0, help="satoshis added to the fee")
     withdraw.set_defaults(handler=_withdraw)
 
     group = subcommands.add_parser("withdrawal", help="your withdrawals")
@@ -223,7 +244,9 @@ def _add_client_commands(
     _paging(listing)
     listing.set_defaults(handler=_withdrawal_list)
     watch = sub.add_parser("watch", parents=[parent], help="follow status changes (JSON lines)")
-    watch.add_argument("--after-cursor", type=int, default=0, help="the last cursor you saw")
+    watch.add_argument(
+        "--after-cursor", type=_integer(0, UINT64_MAX), default=0, help="the last cursor you saw"
+    )
     watch.set_defaults(handler=_withdrawal_watch)
 
     pool = subcommands.add_parser("pool", help="the pool")
@@ -255,7 +278,9 @@ def _add_admin_commands(
     ):
         sub.add_parser(name, parents=[parent], help=help_text).set_defaults(handler=handler)
     series = sub.add_parser("add-series", parents=[parent], help="add the new active series")
-    series.add_argument("--series-id", type=int, required=True, help="above every existing id")
+    series.add_argument(
+        "--series-id", type=_integer(0, UINT32_MAX), required=True, help="above every existing id"
+    )
     series.add_argument("--receive", required=True, help="receive descriptor (/0/*)")
     series.add_argument("--change", required=True, help="change descriptor (/1/*)")
     series.set_defaults(handler=_admin_add_series)

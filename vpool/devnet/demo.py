@@ -28,7 +28,6 @@ MATURATION = 3
 OUTAGE = ("signer-2", "signer-3")
 LIVENESS: dict[str, int | float | str] = {"health_interval_seconds": 1.0, "down_after_missed": 2}
 """Health checks every second, a signer down after two missed: the outage shows at once."""
-STATUS = {v: k.removeprefix("WITHDRAWAL_STATUS_").lower() for k, v in pb.WithdrawalStatus.items()}
 
 
 def _btc(sat: int) -> str:

@@ -49,10 +49,6 @@ class DevWallet:
         self._script_code = b"\x76\xa9\x14" + key_hash + b"\x88\xac"
         self._coins: list[Coin] = []
 
-    @property
-    def coins(self) -> tuple[Coin, ...]:
-        return tuple(self._coins)
-
     def mine(self, node: BcoinNode, blocks: int) -> list[str]:
         """Mine ``blocks`` blocks to this wallet and keep their coinbase outputs; their hashes."""
         start, _ = node.chain.tip()
