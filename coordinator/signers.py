@@ -6,6 +6,11 @@ pool's CA, and checks that the peer's certificate names the signer (``tls_name``
 deadline. ``sign_round_each`` asks every signer at once, on a thread pool, and never raises: a
 signer that cannot be reached, overruns its deadline or fails otherwise is an answer too.
 
+A channel whose signer went away reconnects on gRPC's exponential backoff, which by default grows
+to two minutes: until the next attempt every call fails at once with the last connection error,
+so a signer that came back would stay unreachable for minutes. ``RECONNECT_BACKOFF_MS`` bounds the
+backoff, so a returning signer is reached within about two seconds of answering again.
+
 Logs name signers, status codes and counts only: never keys, signatures, PSBTs or certificates.
 """
 
@@ -43,6 +48,8 @@ _SCOPE_NAMES = {
     signer_pb2.Refusal.SCOPE_INPUT: "input",
 }
 _T = TypeVar("_T")
+RECONNECT_BACKOFF_MS = (250, 2_000)
+"""The first and the longest wait between two connection attempts to a signer."""
 
 
 class RoundKind(StrEnum):
@@ -200,6 +207,9 @@ class SignerPool:
                     ("grpc.ssl_target_name_override", endpoint.tls_name),
                     ("grpc.max_receive_message_length", max_message_bytes),
                     ("grpc.max_send_message_length", max_message_bytes),
+                    ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
                 ],
             )
             self._signers[endpoint.id] = _Signer(

@@ -6,6 +6,7 @@ quorum history is written directly (coordinator.store.liveness), as the health c
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -160,7 +161,10 @@ def test_a_deposit_mined_while_the_pool_was_degraded_is_to_be_refunded(
     record_quorum(pool_engine, "degraded", 0.0)
     during = pay(regtest, (receive(S1, 1), 50_000))
     scanner.sync()
-    record_quorum(pool_engine, "ok", time.time())
+    ok_at = time.time() + 0.001  # after the block of `during` was processed
+    record_quorum(pool_engine, "ok", ok_at)
+    while time.time() < math.ceil(ok_at):  # header times are whole seconds: the next is later
+        time.sleep(0.01)
     after = pay(regtest, (receive(S1, 2), 50_000))
     regtest.node.mine(1, MINER)
     scanner.sync()

@@ -270,6 +270,7 @@ def test_a_coordinator_stopped_during_an_outage_misses_nothing(devpool: DevPool)
         for signer_id in OUTAGE:
             devpool.restart_signer(signer_id)
     devpool.start_coordinator()
+    devpool.wait_for_signers(OUTAGE)
     done = refunded(devpool, "frank", outpoint)
     assert done.reason == "mined while the pool was degraded"
     assert_refund_on_chain(devpool, done, address_to_script_pubkey(refund_to, REGTEST))

@@ -264,8 +264,30 @@ round_deadline_seconds = {self.round_deadline_seconds}
         self.say(f"{signer_id} stopped")
 
     def restart_signer(self, signer_id: str) -> None:
+        """Restart the signer; with the coordinator running, return once the coordinator has
+        had an answer from the new process."""
         self.daemons[signer_id] = self.daemons[signer_id].restart()
         self.say(f"{signer_id} restarted on {self.daemons[signer_id].address}")
+        if self.coordinator is not None and self.coordinator.proc.poll() is None:
+            self.wait_for_signers([signer_id])
+
+    def wait_for_signers(self, signer_ids: Sequence[str], timeout: float = 60.0) -> None:
+        """Until the coordinator's last health check of each signer was answered after now."""
+        since = int(time.time())
+
+        def answered() -> bool | None:
+            by_id = {s.signer_id: s for s in self.status().signers}
+            return (
+                all(
+                    by_id[i].state == "healthy"
+                    and not by_id[i].detail
+                    and by_id[i].last_seen_unix >= since
+                    for i in signer_ids
+                )
+                or None
+            )
+
+        self.wait_until(answered, f"the coordinator to hear from {', '.join(signer_ids)}", timeout)
 
     def stop(self) -> None:
         if self.coordinator is not None:
