@@ -173,13 +173,18 @@ def make_server(
     max_concurrent: int | None = None,
 ) -> grpc.Server:
     """A server whose every call passes ``gatekeeper``, on ``workers`` threads. With
-    ``max_concurrent``, calls beyond it are refused (RESOURCE_EXHAUSTED) instead of queued."""
+    ``max_concurrent``, calls beyond it are refused (RESOURCE_EXHAUSTED) instead of queued.
+
+    SO_REUSEPORT is off: gRPC turns it on by default, and two daemons on one port would then
+    share its calls between them (two signers on one key would each keep half of the signing log
+    and of the limits). Binding a port another process holds fails instead."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=[gatekeeper],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=max_concurrent,
     )
