@@ -148,7 +148,7 @@ def test_watch_prints_json_lines_until_interrupted(
     assert event["status"] == "WITHDRAWAL_STATUS_PENDING"
     assert event["withdrawal"]["request_id"] == "w-1"
     watch.send_signal(signal.SIGINT)
-    assert watch.wait(timeout=10) == 0
+    assert watch.wait(timeout=60) == 0
     watch.stdout.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -144,12 +145,23 @@ def _withdrawal_cancel(channel: grpc.Channel, args: argparse.Namespace) -> Messa
 def _withdrawal_watch(args: argparse.Namespace) -> int:
     """One JSON line per event until interrupted; resume with --after-cursor."""
     with _channel(args) as channel:
+        events = commands.watch_withdrawals(channel, args.after_cursor)
+        # SIGINT and SIGTERM cancel the stream, which ends the loop below: a KeyboardInterrupt
+        # raised somewhere inside gRPC's iterator could leave its call hanging instead.
+        cancel: Callable[[], object] = events.cancel  # type: ignore[attr-defined]
+        previous = {
+            s: signal.signal(s, lambda *_: cancel()) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
-            for event in commands.watch_withdrawals(channel, args.after_cursor):
+            for event in events:
                 _show(event, indent=None)
                 sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     return 0
 
 
