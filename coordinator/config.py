@@ -12,7 +12,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from pool.manifest import MAX_MONEY, MAX_STANDARD_WEIGHT, MIN_MAX_WEIGHT
 from pool.networks import NETWORKS, Network, get_network
+
+MIN_FEE_RATE = 1_000
+"""The lowest fee floor, sat per 1000 vB: nodes relay nothing below 1 sat/vB."""
 
 
 class ConfigError(ValueError):
@@ -135,14 +139,46 @@ class CoordinatorConfig:
     """Series to create at first start (later ones come through AdminService.AddSeries)."""
 
 
+_read: dict[int, tuple[str, dict[str, Any], set[str]]] = {}
+"""The tables of the document being loaded: where each is, and the keys read from it (so that
+``_check_no_unknown_keys`` can refuse the others). Filled by ``_get`` and ``_table``."""
+
+
+def _note(doc: dict[str, Any], where: str, key: str) -> None:
+    _read.setdefault(id(doc), (where, doc, set()))[2].add(key)
+
+
+def _check_no_unknown_keys() -> None:
+    """A key nothing read is a typo (``min_confs``, ``[livenes]``): refuse it, as the signer does,
+    instead of silently keeping the default in force."""
+    for where, doc, known in _read.values():
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ConfigError(f"{where}{unknown[0]}: unknown key")
+
+
 def _table(doc: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    _note(doc, where, key)
     value = doc.get(key, {})
     if not isinstance(value, dict):
         raise ConfigError(f"{where}{key}: must be a table")
+    _read.setdefault(id(value), (f"{where}{key}.", value, set()))
     return value
 
 
+def _entries(doc: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+    """The tables of the array ``[[key]]``, each with its place (``signers[0].``)."""
+    entries = []
+    for i, entry in enumerate(_get(doc, key, list, "", [])):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key}[{i}]: must be a table")
+        _read.setdefault(id(entry), (f"{key}[{i}].", entry, set()))
+        entries.append((f"{key}[{i}].", entry))
+    return entries
+
+
 def _get(doc: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+    _note(doc, where, key)
     if key not in doc:
         if default is ...:
             raise ConfigError(f"{where}{key}: missing")
@@ -167,15 +203,35 @@ def _positive(value: int | float, name: str) -> None:
         raise ConfigError(f"{name}: must be positive")
 
 
+def _at_least(value: int | float, low: int | float, name: str, what: str = "") -> None:
+    if value < low:
+        raise ConfigError(f"{name}: must be at least {low}{what}")
+
+
+def _at_most(value: int | float, high: int | float, name: str, what: str = "") -> None:
+    if value > high:
+        raise ConfigError(f"{name}: must be at most {high}{what}")
+
+
 def load_config(path: Path) -> CoordinatorConfig:
-    """Read and check ``coordinator.toml``."""
+    """Read and check ``coordinator.toml``: every key known, typed and within its bounds."""
     try:
         doc = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    base = path.resolve().parent
+    _read.clear()
+    try:
+        config = _load(doc, path.resolve().parent)
+        _check_no_unknown_keys()
+    finally:
+        _read.clear()
+    return config
+
+
+def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
+    _read.setdefault(id(doc), ("", doc, set()))
 
     network_name = _get(doc, "network", str, "")
     if network_name not in NETWORKS:
@@ -217,6 +273,10 @@ def load_config(path: Path) -> CoordinatorConfig:
     )
     if chain.scan_start_height < 0:
         raise ConfigError("chain.scan_start_height: must not be negative")
+    _positive(chain.poll_seconds, "chain.poll_seconds")
+    _positive(chain.timeout_seconds, "chain.timeout_seconds")
+    _at_least(chain.fee_target_blocks, 1, "chain.fee_target_blocks")
+    _at_least(chain.fee_floor, MIN_FEE_RATE, "chain.fee_floor", " sat/1000 vB (1 sat/vB)")
     if chain.fee_floor > chain.fee_ceiling:
         raise ConfigError("chain.fee_floor: must not exceed chain.fee_ceiling")
 
@@ -230,6 +290,9 @@ def load_config(path: Path) -> CoordinatorConfig:
     )
     for name in PoolConfig.__dataclass_fields__:
         _positive(getattr(pool, name), f"pool.{name}")
+    _at_least(pool.max_weight, MIN_MAX_WEIGHT, "pool.max_weight", " weight units")
+    _at_most(pool.max_weight, MAX_STANDARD_WEIGHT, "pool.max_weight", " (the standard limit)")
+    _at_most(pool.max_withdrawal, MAX_MONEY, "pool.max_withdrawal", " sat (21 million BTC)")
 
     r = _table(doc, "rounds")
     rounds = RoundsConfig(
@@ -242,10 +305,7 @@ def load_config(path: Path) -> CoordinatorConfig:
         _positive(getattr(rounds, name), f"rounds.{name}")
 
     signers = []
-    for i, entry in enumerate(_get(doc, "signers", list, "", [])):
-        where = f"signers[{i}]."
-        if not isinstance(entry, dict):
-            raise ConfigError(f"signers[{i}]: must be a table")
+    for where, entry in _entries(doc, "signers"):
         signer_id = _get(entry, "id", str, where)
         signers.append(
             SignerEndpoint(
@@ -260,11 +320,11 @@ def load_config(path: Path) -> CoordinatorConfig:
 
     series = tuple(
         SeriesConfig(
-            id=_get(entry, "id", int, f"series[{i}]."),
-            receive=_get(entry, "receive", str, f"series[{i}]."),
-            change=_get(entry, "change", str, f"series[{i}]."),
+            id=_get(entry, "id", int, where),
+            receive=_get(entry, "receive", str, where),
+            change=_get(entry, "change", str, where),
         )
-        for i, entry in enumerate(_get(doc, "series", list, "", []))
+        for where, entry in _entries(doc, "series")
     )
     d = _table(doc, "deposits")
     deposits = DepositsConfig(
