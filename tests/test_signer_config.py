@@ -18,11 +18,13 @@ from signer.config import (
     load_config,
     parse_config,
 )
-from signer.policy import PolicyConfig
+from signer.policy import PolicyConfig, series_checksum
+from tests.factories import make_series
 from vpool.devnet.processes import ROOT, to_toml
 
 EXAMPLE = ROOT / "docs" / "signer.example.toml"
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+CHECKSUM = series_checksum(make_series(1, 2, (0, 1, 2)), REGTEST)
 
 
 @pytest.fixture
@@ -60,6 +62,7 @@ def _doc(**changes: Any) -> dict[str, Any]:
             "allowed_coordinators": ["coordinator"],
         },
         "backend": {"kind": "emulator", "keystore": "keystore.json", "passphrase_env": "PW"},
+        "policy": {"min_threshold": 2},
     }
     for dotted, value in changes.items():
         *tables, key = dotted.split("__")
@@ -81,7 +84,15 @@ def test_hwi_backend_and_policy(base: Path) -> None:
         "device_path": "tcp:127.0.0.1:30121",
         "sign_timeout_seconds": 90,
     }
-    policy = {"max_fee": 5000, "allow_destinations": [ADDRESS], "allow_operator_refunds": True}
+    policy = {
+        "min_threshold": 3,
+        "max_fee": 5000,
+        "allow_destinations": [ADDRESS],
+        "allow_operator_refunds": True,
+        "approved_series": [CHECKSUM],
+        "max_destination_amount": 7,
+        "max_daily_refund_amount": 8,
+    }
     config = parse_config(_doc(backend=backend, policy=policy), base, base / "signer.toml")
     assert config.backend == HwiBackendConfig(
         bytes.fromhex("73c5da0a"), "jade", "tcp:127.0.0.1:30121", 30.0, 90.0
@@ -89,6 +100,9 @@ def test_hwi_backend_and_policy(base: Path) -> None:
     assert config.policy.max_fee == 5000
     assert config.policy.allow_destinations == frozenset({ADDRESS})
     assert config.policy.allow_operator_refunds is True
+    assert config.policy.min_threshold == 3
+    assert config.policy.approved_series == frozenset({CHECKSUM})
+    assert (config.policy.max_destination_amount, config.policy.max_daily_refund_amount) == (7, 8)
 
 
 def test_insecure_dev_needs_no_certificates(base: Path) -> None:
@@ -134,6 +148,14 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
         ({"policy__max_fee": True}, "policy.max_fee: expected an integer"),
         ({"policy__deny_destinations": ["bc1qnotanaddress"]}, "policy.deny_destinations[0]: "),
         ({"policy": 3}, "policy: expected a table"),
+        ({"policy": None}, "policy: missing"),
+        ({"policy__min_threshold": None}, "policy.min_threshold: missing"),
+        ({"policy__min_threshold": 0}, "policy.min_threshold: must be between 1 and 15"),
+        ({"policy__min_threshold": "2"}, "policy.min_threshold: expected an integer"),
+        ({"policy__approved_series": "abcdefgh"}, "policy.approved_series: expected an array"),
+        ({"policy__approved_series": ["ABCDEFGH"]}, "policy.approved_series[0]: expected the 8"),
+        ({"policy__approved_series": ["qqqqqqq"]}, "policy.approved_series[0]: expected the 8"),
+        ({"policy__max_destination_amount": -1}, "policy.max_destination_amount: must not be"),
         ({"policy__cosigners": ["[73c5da0a/48h/1h/0h/2h]xpubnothing"]}, "policy.cosigners[0]: "),
         ({"policy__cosigners": ["tpubwithoutorigin"]}, "policy.cosigners[0]: key has no"),
     ],

@@ -70,7 +70,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def _start(directory: Path, pki: Pki, policy: dict[str, int]) -> SignerDaemon:
     keystore = write_keystore(directory / "keystore.json", SIGNER)
     config = write_config(
-        directory, pki, "signer-0", emulator_backend(keystore), policy, cosigners=SERIES.keys
+        directory, pki, "signer-0", emulator_backend(keystore), policy, series=[SERIES]
     )
     return SignerDaemon(config)
 

@@ -192,7 +192,7 @@ class DevPool:
             spec.signer_id,
             backend,
             self.signer_policy,
-            cosigners=self.series.keys,
+            series=[self.series],
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
         )
         self.daemons[spec.signer_id] = SignerDaemon(config)
