@@ -18,6 +18,7 @@ from signer.config import (
     load_config,
     parse_config,
 )
+from signer.cli import main
 from signer.policy import PolicyConfig, series_checksum
 from tests.factories import make_series
 from vpool.devnet.processes import ROOT, to_toml
@@ -173,3 +174,26 @@ def test_a_file_that_is_not_toml(tmp_path: Path) -> None:
     path.write_text(to_toml(_doc()))
     with pytest.raises(ConfigError, match=r"^server\.cert: file not found"):
         load_config(path)
+
+
+# --- approving a series ----------------------------------------------------------------------
+
+
+def test_series_checksum_prints_the_canonical_descriptor_and_the_approved_series_entry(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    series = make_series(1, 2, (0, 1, 2))
+    canonical = series.descriptor(0).to_string(REGTEST)
+    body = canonical.partition("#")[0]
+    keys = body.removeprefix("wsh(sortedmulti(2,").removesuffix("))").split(",")
+    shuffled = f"wsh(sortedmulti(2,{','.join(reversed(keys))}))"
+    assert main(["series-checksum", "--network", "regtest", "--receive", shuffled]) == 0
+    assert capsys.readouterr().out == (
+        f'{canonical}\napproved_series entry: "{series_checksum(series, REGTEST)}"\n'
+    )
+
+
+def test_series_checksum_refuses_a_change_descriptor(capsys: pytest.CaptureFixture[str]) -> None:
+    change = make_series(1, 2, (0, 1, 2)).descriptor(1).to_string(REGTEST)
+    assert main(["series-checksum", "--network", "regtest", "--receive", change]) == 1
+    assert "receive descriptor: expected branch 0" in capsys.readouterr().err

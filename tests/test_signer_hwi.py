@@ -101,9 +101,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
     try:
         for tag, jade in zip("ab", jades, strict=True):
             backend = hwi_backend(jade.port, jade.fingerprint)
-            config = write_config(
-                base / f"hwi-{tag}", pki, f"jade-{tag}", backend, series=[series]
-            )
+            config = write_config(base / f"hwi-{tag}", pki, f"jade-{tag}", backend, series=[series])
             signers.append(SignerDaemon(config))
         keystore = write_keystore(base / "soft.keystore", soft_key)
         config = write_config(
