@@ -39,7 +39,7 @@ from pool.series import RECEIVE, Series
 from pool.sighash import SIGHASH_ALL
 from pool.tx import OutPoint, Transaction
 from pool.weights import fee_for_weight, multisig_input_weight, output_weight, tx_weight
-from pool.withdrawal import PlannedTransaction, RoundPlan, build_round
+from pool.withdrawal import PlannedTransaction, RequestOutcome, RoundPlan, build_round
 
 POLICY_RULES_VERSION = 3
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
@@ -775,6 +775,12 @@ class _Flows:
         return {script: amount for script, amount in totals.items() if amount}
 
 
+def _outcomes(manifest: Manifest, plan: RoundPlan) -> dict[bytes, RequestOutcome]:
+    """Each request's outcome in the plan, by request key."""
+    by_ids = {(o.client_id, o.request_id): o for o in plan.requests}
+    return {r.key: by_ids[(r.client_id, r.request_id)] for r in manifest.requests}
+
+
 def _flows(
     manifest: Manifest,
     plan: RoundPlan,
@@ -784,8 +790,9 @@ def _flows(
     txids = {t.txid_hex for t in counted}
     requests: dict[bytes, int] = {}
     by_key = {r.key: r for r in manifest.requests}
-    for request, outcome in zip(manifest.requests, plan.requests, strict=True):
-        amount = sum(o.amount for o in outcome.outputs if o.txid_hex in txids)
+    outcomes = _outcomes(manifest, plan)
+    for request in manifest.requests:
+        amount = sum(o.amount for o in outcomes[request.key].outputs if o.txid_hex in txids)
         if amount:
             requests[request.key] = amount
     change_payments: list[_ChangePayment] = []
@@ -892,7 +899,7 @@ def _whole_fee_refusals(config: PolicyConfig, manifest: Manifest, plan: RoundPla
     pays cause the excess, the refusal is scoped to those requests (the coordinator drops them);
     otherwise to the round."""
     refusals: list[Refusal] = []
-    outcomes = dict(zip((r.key for r in manifest.requests), plan.requests, strict=True))
+    outcomes = _outcomes(manifest, plan)
     for i, planned in enumerate(plan.transactions):
         size, limit = _whole_fee_limit(config, planned.psbt)
         if planned.fee <= limit:
