@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pool.networks import REGTEST
+from signer.cli import main
 from signer.config import (
     ConfigError,
     EmulatorBackendConfig,
@@ -18,7 +19,6 @@ from signer.config import (
     load_config,
     parse_config,
 )
-from signer.cli import main
 from signer.policy import PolicyConfig, series_checksum
 from tests.factories import make_series
 from vpool.devnet.processes import ROOT, to_toml
