@@ -185,6 +185,38 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     check.set_defaults(handler=_audit_verify)
 
 
+def _series_checksum(args: argparse.Namespace) -> int:
+    from pool.descriptor import MultisigDescriptor
+    from pool.errors import VpoolError
+    from pool.series import RECEIVE, Series, SeriesState
+    from signer.policy import series_checksum
+
+    network = NETWORKS[args.network]
+    try:
+        descriptor = MultisigDescriptor.parse(args.receive, network)
+        if descriptor.branch != RECEIVE:
+            raise VpoolError(f"expected branch {RECEIVE} (/0/*), found {descriptor.branch}")
+        series = Series(0, descriptor.m, descriptor.keys, SeriesState.ACTIVE)
+    except VpoolError as e:
+        print(f"vpool-signer: error: receive descriptor: {e}", file=sys.stderr)
+        return 1
+    print(series.descriptor(RECEIVE).to_string(network))
+    print(f'approved_series entry: "{series_checksum(series, network)}"')
+    return 0
+
+
+def _add_series_checksum(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "series-checksum",
+        help="print a series' canonical receive descriptor and its approved_series entry",
+    )
+    parser.add_argument("--network", choices=sorted(NETWORKS), required=True)
+    parser.add_argument(
+        "--receive", required=True, help="the series' receive descriptor (/0/*), any key order"
+    )
+    parser.set_defaults(handler=_series_checksum)
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -226,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keystore(commands)
     _add_emulate_jade(commands)
     _add_audit_commands(commands)
+    _add_series_checksum(commands)
     _add_serve(commands)
     return parser
 

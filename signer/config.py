@@ -114,7 +114,7 @@ def parse_config(doc: Mapping[str, Any], base: Path, path: Path) -> SignerConfig
         data_dir=data_dir,
         server=_server(t.table("server")),
         backend=_backend(t.table("backend")),
-        policy=_policy(t.table("policy", required=False), network),
+        policy=_policy(t.table("policy"), network),
     )
 
 
@@ -201,16 +201,40 @@ def _hwi(t: _Table) -> HwiBackendConfig:
 
 
 _ADDRESS_LISTS = ("allow_destinations", "deny_destinations")
+_REQUIRED_POLICY = ("min_threshold",)
+"""Keys with no default: an operator states them (no threshold is assumed for a pool)."""
+_CHECKSUM = re.compile(r"[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{8}")
+"""A BIP380 descriptor checksum: 8 characters of the bech32 charset."""
 
 
 def _policy(t: _Table, network: Network) -> PolicyConfig:
     names = [f.name for f in dataclasses.fields(PolicyConfig)]
     t.only(*names)
     values: dict[str, Any] = {}
+    for name in _REQUIRED_POLICY:
+        if name not in t.doc:
+            raise ConfigError(
+                f"{t.key(name)}: missing (the smallest m of a series this signer registers; "
+                "set it to the pool's m)"
+            )
     for name in names:
         if name not in t.doc:
             continue
-        if name == "cosigners":
+        if name == "min_threshold":
+            value = t.integer(name)
+            if not 1 <= value <= 15:
+                raise ConfigError(f"{t.key(name)}: must be between 1 and 15")
+            values[name] = value
+        elif name == "approved_series":
+            checksums = t.strings(name)
+            for position, checksum in enumerate(checksums):
+                if not _CHECKSUM.fullmatch(checksum):
+                    raise ConfigError(
+                        f"{t.key(name)}[{position}]: expected the 8-character BIP380 checksum of "
+                        "a receive descriptor"
+                    )
+            values[name] = frozenset(checksums)
+        elif name == "cosigners":
             values[name] = frozenset(
                 _cosigner(t, position, text, network)
                 for position, text in enumerate(t.strings(name))

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
-from pool.descriptor import DescriptorKey
+from pool.descriptor import DescriptorKey, descriptor_checksum, strip_checksum
 from pool.errors import VpoolError
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
 from pool.networks import Network
@@ -34,14 +34,17 @@ from pool.refunds import (
     decode_refund_manifest,
     sender_script,
 )
-from pool.series import Series
+from pool.script import parse_multisig_script
+from pool.series import RECEIVE, Series
 from pool.sighash import SIGHASH_ALL
 from pool.tx import OutPoint, Transaction
-from pool.withdrawal import PlannedTransaction, RoundPlan, build_round
+from pool.weights import fee_for_weight, multisig_input_weight, output_weight, tx_weight
+from pool.withdrawal import PlannedTransaction, RequestOutcome, RoundPlan, build_round
 
-POLICY_RULES_VERSION = 2
+POLICY_RULES_VERSION = 3
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
-2: refund rounds."""
+2: refund rounds. 3: approved series, change classified (internal, move, payment), limits per
+destination, whole-fee rate, refund and move windows, same txid under another manifest."""
 
 
 class RoundKind(StrEnum):
@@ -90,6 +93,26 @@ class Reason(StrEnum):
     REFUND_DESTINATION_NOT_SENDER = "REFUND_DESTINATION_NOT_SENDER"
     OPERATOR_REFUNDS_NOT_ALLOWED = "OPERATOR_REFUNDS_NOT_ALLOWED"
     DOUBLE_SIGN = "DOUBLE_SIGN"
+    SAME_TX_OTHER_MANIFEST = "SAME_TX_OTHER_MANIFEST"
+    """This very transaction was signed under another manifest (a manifest that rebuilds to the
+    same txid while claiming other facts, e.g. other input amounts). Final for this manifest:
+    only the manifest it was signed under may have it signed again."""
+    DESTINATION_LIMIT_EXCEEDED = "DESTINATION_LIMIT_EXCEEDED"
+    """The payments of one round to one scriptPubKey would pass ``max_destination_amount``.
+    Transient: the request fits in a later round."""
+    DESTINATION_DAILY_LIMIT_EXCEEDED = "DESTINATION_DAILY_LIMIT_EXCEEDED"
+    """The payments to one scriptPubKey in the rolling window would pass
+    ``max_destination_daily_amount``. Transient: the window moves on."""
+    TX_FEE_RATE_ABOVE_LIMIT = "TX_FEE_RATE_ABOVE_LIMIT"
+    """A transaction's whole fee (network fee, dust left to the fee, extra fees) per worst-case
+    signed vsize is above ``max_fee_rate``. Transient for the request whose extra fee causes it
+    (scope request); otherwise for the round."""
+    REFUND_DAILY_LIMIT_EXCEEDED = "REFUND_DAILY_LIMIT_EXCEEDED"
+    """The refunds signed in the rolling window would pass ``max_daily_refund_amount``.
+    Transient: the window moves on."""
+    MOVE_DAILY_LIMIT_EXCEEDED = "MOVE_DAILY_LIMIT_EXCEEDED"
+    """The value moved to another approved series in the rolling window would pass
+    ``max_daily_move_amount``. Transient: the window moves on."""
     NOTHING_TO_SIGN = "NOTHING_TO_SIGN"
     DEVICE_REFUSED = "DEVICE_REFUSED"
     DEVICE_ERROR = "DEVICE_ERROR"
@@ -121,7 +144,8 @@ class PolicyConfig:
     """This signer's limits (``[policy]`` in signer.toml). Amounts in satoshis."""
 
     max_fee_rate: int = 100_000
-    """Satoshis per 1000 vB (100 sat/vB)."""
+    """Satoshis per 1000 vB (100 sat/vB): bounds the manifest's fee rate and, for each
+    transaction, its whole fee per worst-case signed vsize."""
     max_fee: int = 1_000_000
     """Largest absolute fee of one transaction."""
     max_request_amount: int = 10 * 100_000_000
@@ -138,19 +162,39 @@ class PolicyConfig:
     """The pool's other keys, ``[fingerprint/path]xpub`` as ``keystore show-xpub`` prints them:
     a series may be registered only if each of its keys is this signer's or one of these."""
     min_threshold: int = 2
-    """The smallest m of a series this signer registers."""
+    """The smallest m of a series this signer registers (required in signer.toml)."""
+    approved_series: frozenset[str] = frozenset()
+    """BIP380 checksums of the canonical receive descriptors of the series the operator
+    approved (``series_checksum``): the only series this signer registers and pays change to."""
+    max_destination_amount: int = 10 * 100_000_000
+    """Payments of one round to one scriptPubKey, summed."""
+    max_destination_daily_amount: int = 20 * 100_000_000
+    """Payments to one scriptPubKey in the rolling window, summed."""
+    max_daily_refund_amount: int = 100 * 100_000_000
+    """Refunds signed in the rolling window (the value of their outputs)."""
+    max_daily_move_amount: int = 100 * 100_000_000
+    """Value moved to another approved series (change of a transaction that spends none of that
+    series' coins) in the rolling window."""
     allow_operator_refunds: bool = False
     """Sign refunds to destinations an operator chose (``AdminService.ProposeRefund``)."""
 
     def version_hash(self) -> str:
         """SHA256 over the rules version and every setting: reported, and written in the audit."""
         doc = asdict(self)
-        for key in ("allow_destinations", "deny_destinations", "cosigners"):
+        for key in ("allow_destinations", "deny_destinations", "cosigners", "approved_series"):
             value = doc[key]
             doc[key] = None if value is None else sorted(value)
         doc["rules_version"] = POLICY_RULES_VERSION
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def series_checksum(series: Series, network: Network) -> str:
+    """What an operator approves a series by: the BIP380 checksum of its receive descriptor in
+    canonical spelling (keys in the series' canonical order, origins in h notation), as
+    ``Series.descriptor(RECEIVE).to_string`` writes it and the coordinator's ``AddSeries`` prints
+    it. The change descriptor follows from it (same m and keys, branch 1)."""
+    return descriptor_checksum(strip_checksum(series.descriptor(RECEIVE).to_string(network)))
 
 
 @dataclass(frozen=True)
@@ -161,14 +205,27 @@ class SignedBefore:
     tx: Transaction
     """The unsigned transaction signed then."""
     change_vout: int | None
+    manifest_hash: bytes
+    """The manifest it was signed under."""
 
 
 class SigningHistory(Protocol):
-    """The persisted facts the policy needs (implemented by ``signer.state``)."""
+    """The persisted facts the policy needs (implemented by ``signer.state``). Amounts are
+    satoshis of the rounds recorded at or after ``since`` (unix seconds)."""
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None: ...
 
-    def amount_signed_since(self, since: float) -> int: ...
+    def amount_signed_since(self, since: float) -> int:
+        """Payments (withdrawals, and change that counts as a payment)."""
+        ...
+
+    def amount_paid_to_since(self, script_pubkey: bytes, since: float) -> int:
+        """Payments to one scriptPubKey."""
+        ...
+
+    def amount_refunded_since(self, since: float) -> int: ...
+
+    def amount_moved_since(self, since: float) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -184,11 +241,22 @@ class Approval:
     change_vouts: tuple[int | None, ...]
     """Each transaction's change output (None: no change; refunds never have one)."""
     payments: int
-    """Satoshis leaving the pool (non-change outputs) in transactions never signed before:
-    what this round adds to the limits. Re-signed transactions and fee bumps add nothing, their
-    payments were counted when first signed; refunds add nothing (the depositor's own coins)."""
+    """Satoshis leaving the pool in transactions never signed before (request outputs, and
+    change to a series that is not approved): what this round adds to the payment limits.
+    Re-signed transactions and fee bumps add nothing, their payments were counted when first
+    signed; refunds add nothing here (they have their own window)."""
     fee_bumps: tuple[str, ...] = field(default=())
     """Txids signed as fee bumps of transactions signed before."""
+    destinations: tuple[tuple[bytes, int], ...] = field(default=())
+    """``payments`` by scriptPubKey (ascending), for the per-destination window."""
+    refunds: int = 0
+    """Satoshis refunded by the refunds this signer signs for the first time."""
+    moves: int = 0
+    """Satoshis moved to another approved series in transactions never signed before."""
+
+
+_Problem = tuple[Reason, str]
+"""A reason and its message, before it is scoped."""
 
 
 class _Refused(Exception):
@@ -221,7 +289,7 @@ def evaluate_round(
 ) -> Approval | list[Refusal]:
     """Apply every rule; return an ``Approval`` or the list of refusals (never both).
 
-    Order: sizes, decoding, network, series, rebuild and byte comparison, limits, signing log.
+    Order: sizes, decoding, network, series, rebuild and byte comparison, signing log, limits.
     Each stage runs only when the previous ones passed, so a refusal names the first problem.
     """
     try:
@@ -233,13 +301,15 @@ def evaluate_round(
         change_vouts = [_change_vout(t) for t in plan.transactions]
         _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
         _check_something_to_sign(parsed, fingerprint)
-        fresh, bumps = _check_signing_log(parsed, change_vouts, history)
-        payments = sum(
-            _payments(planned)
+        fresh, bumps = _check_signing_log(parsed, change_vouts, history, plan.manifest_hash)
+        counted = [
+            planned
             for planned, new in zip(plan.transactions, fresh, strict=True)
             if new and planned.txid_hex not in bumps
-        )
-        _check_limits(config, manifest, plan, network, payments, history, now)
+        ]
+        approved = approved_series_ids(config, registered, network, fingerprint)
+        flows = _flows(manifest, plan, counted, approved)
+        _check_limits(config, manifest, plan, network, flows, history, now)
     except _Refused as refused:
         return refused.refusals
     return Approval(
@@ -247,8 +317,10 @@ def evaluate_round(
         psbts=tuple(parsed),
         txids=tuple(t.txid_hex for t in plan.transactions),
         change_vouts=tuple(change_vouts),
-        payments=payments,
+        payments=flows.payments,
         fee_bumps=tuple(bumps),
+        destinations=tuple(sorted(flows.by_destination().items())),
+        moves=flows.moves,
     )
 
 
@@ -321,15 +393,20 @@ def _check_series(
     fingerprint: bytes,
     also: Sequence[Series] = (),
 ) -> None:
-    """The series this signer signs for, and ``also`` (a withdrawal's active series: it receives
-    the change), are the ones registered with this signer, identical in m and keys."""
+    """The series this signer signs for are the ones registered with this signer, identical in
+    m and keys; a series of ``also`` (a withdrawal's active series: it receives the change) need
+    not be registered, but if its id is, it must be identical too (an unregistered series gets
+    change only as a payment, see ``_change_kind``)."""
     ours = [s for s in series if _has_fingerprint(s, fingerprint)]
     if not ours:
         raise _refuse(Reason.NOT_A_COSIGNER, "this signer's key is in none of the round's series")
-    must_know = {s.id: s for s in [*ours, *also]}
-    for one in must_know.values():
+    must_know = {s.id: s for s in ours}
+    may_know = {s.id: s for s in also if s.id not in must_know}
+    for one in [*must_know.values(), *may_know.values()]:
         known = registered.get(one.id)
         if known is None:
+            if one.id in may_know:
+                continue
             raise _refuse(
                 Reason.SERIES_NOT_REGISTERED,
                 f"series {one.id} is not registered with this signer",
@@ -353,20 +430,49 @@ def registration_refusal(
 ) -> str | None:
     """Why this signer must not register ``series``, or None if it may.
 
-    A registered series is trusted as "the pool" (change may pay it), so a coordinator must not be
-    able to slip in a series with its own key: every key must be this signer's own (checked by
-    ``is_own_key`` against the device) or a cosigner the operator configured.
+    A registered series is trusted as "the pool" (change may pay it), so a coordinator, even with
+    some signers on its side, must not be able to slip in a series of its choosing: the series
+    holds this signer's own key (checked by ``is_own_key`` against the device), its m is at
+    least ``min_threshold``, every other key is a cosigner the operator configured, and the
+    operator approved it by the checksum of its receive descriptor (``approved_series``).
     """
+    own = [position for position, key in enumerate(series.keys) if is_own_key(key)]
+    if not own:
+        return "the series does not hold this signer's key"
     if series.m < config.min_threshold:
         return f"threshold {series.m} is below this signer's minimum of {config.min_threshold}"
     allowed = {DescriptorKey.parse(text, network) for text in config.cosigners}
     for position, key in enumerate(series.keys):
-        if key not in allowed and not is_own_key(key):
+        if position not in own and key not in allowed:
             return (
                 f"key {position} ([{key.origin.to_string()}]) is neither this signer's key nor "
                 "one of its configured cosigners"
             )
+    checksum = series_checksum(series, network)
+    if checksum not in config.approved_series:
+        return (
+            f"series checksum {checksum} (of the receive descriptor) is not in this signer's "
+            "approved_series"
+        )
     return None
+
+
+def approved_series_ids(
+    config: PolicyConfig,
+    registered: Mapping[int, Series],
+    network: Network,
+    fingerprint: bytes,
+) -> frozenset[int]:
+    """The registered series this signer may pay change to, under its configuration now: they
+    hold its key, their m is at least ``min_threshold`` and the operator approves them.
+    (A series registered before the operator withdrew its approval is no longer one.)"""
+    return frozenset(
+        series_id
+        for series_id, series in registered.items()
+        if _has_fingerprint(series, fingerprint)
+        and series.m >= config.min_threshold
+        and series_checksum(series, network) in config.approved_series
+    )
 
 
 def _check_something_to_sign(parsed: Sequence[Psbt], fingerprint: bytes) -> None:
@@ -538,9 +644,13 @@ def _output_differences(got: Psbt, want: Psbt, change_vout: int | None) -> list[
 
 
 def _check_signing_log(
-    parsed: Sequence[Psbt], change_vouts: Sequence[int | None], history: SigningHistory
+    parsed: Sequence[Psbt],
+    change_vouts: Sequence[int | None],
+    history: SigningHistory,
+    manifest_hash: bytes,
 ) -> tuple[list[bool], list[str]]:
-    """Never sign two different spends of one outpoint, except a fee bump of the one signed.
+    """Never sign two different spends of one outpoint, except a fee bump of the one signed;
+    never sign one transaction under two manifests.
 
     Returns, per transaction, whether it is new (not signed before), and the fee bumps' txids.
     """
@@ -553,7 +663,9 @@ def _check_signing_log(
             before = history.signed_spend(txin.prevout)
             if before is None:
                 new = True
-            elif before.txid_hex != txid:
+            elif before.txid_hex == txid:
+                _check_same_manifest(before, manifest_hash, i, j)
+            else:
                 if not _is_fee_bump(before, tx, change_vout):
                     raise _refuse(
                         Reason.DOUBLE_SIGN,
@@ -568,6 +680,23 @@ def _check_signing_log(
                     bumps.append(txid)
         fresh.append(new)
     return fresh, bumps
+
+
+def _check_same_manifest(
+    before: SignedBefore, manifest_hash: bytes, psbt_index: int, input_index: int
+) -> None:
+    """A transaction signed before may be signed again under its own manifest only: another
+    manifest that rebuilds to the same txid claims other facts the txid does not commit to (an
+    input's amount: BIP143 signs only its own input's amount), the segwit v0 fee attack."""
+    if before.manifest_hash != manifest_hash:
+        raise _refuse(
+            Reason.SAME_TX_OTHER_MANIFEST,
+            f"PSBT {psbt_index} is transaction {before.txid_hex}, signed already under manifest "
+            f"{before.manifest_hash.hex()}, not this one",
+            scope=Scope.INPUT,
+            psbt_index=psbt_index,
+            input_index=input_index,
+        )
 
 
 def _is_fee_bump(before: SignedBefore, tx: Transaction, new_vout: int | None) -> bool:
@@ -592,9 +721,97 @@ def _is_fee_bump(before: SignedBefore, tx: Transaction, new_vout: int | None) ->
 # --------------------------------------------------------------------------- limits
 
 
-def _payments(planned: PlannedTransaction) -> int:
-    change = planned.change.value if planned.change is not None else 0
-    return planned.psbt.tx.total_output_value - change
+class ChangeKind(StrEnum):
+    """What a withdrawal transaction's change is, for the limits."""
+
+    INTERNAL = "internal"
+    """To an approved series whose coins the transaction spends: counts toward nothing."""
+    MOVE = "move"
+    """To another approved series (a sweep to a successor): counts in the move window."""
+    PAYMENT = "payment"
+    """To any other series: a payment to its scriptPubKey, counted like one."""
+
+
+def _change_kind(planned: PlannedTransaction, approved: frozenset[int]) -> ChangeKind:
+    assert planned.change is not None
+    series_id = planned.change.series_id
+    if series_id not in approved:
+        return ChangeKind.PAYMENT
+    if any(u.series_id == series_id for u in planned.inputs):
+        return ChangeKind.INTERNAL
+    return ChangeKind.MOVE
+
+
+@dataclass(frozen=True)
+class _ChangePayment:
+    psbt_index: int
+    script_pubkey: bytes
+    value: int
+
+
+@dataclass(frozen=True)
+class _Flows:
+    """Where the value of a round's counted transactions (never signed before, no fee bumps)
+    goes."""
+
+    requests: Mapping[bytes, int]
+    """Satoshis paid per request (by request key)."""
+    change_payments: tuple[_ChangePayment, ...]
+    destinations_of_requests: Mapping[bytes, bytes]
+    """Request key → scriptPubKey."""
+    moves: int
+
+    @property
+    def payments(self) -> int:
+        return sum(self.requests.values()) + sum(c.value for c in self.change_payments)
+
+    def by_destination(self) -> dict[bytes, int]:
+        totals: dict[bytes, int] = {}
+        for key, amount in self.requests.items():
+            script = self.destinations_of_requests[key]
+            totals[script] = totals.get(script, 0) + amount
+        for change in self.change_payments:
+            totals[change.script_pubkey] = totals.get(change.script_pubkey, 0) + change.value
+        return {script: amount for script, amount in totals.items() if amount}
+
+
+def _outcomes(manifest: Manifest, plan: RoundPlan) -> dict[bytes, RequestOutcome]:
+    """Each request's outcome in the plan, by request key."""
+    by_ids = {(o.client_id, o.request_id): o for o in plan.requests}
+    return {r.key: by_ids[(r.client_id, r.request_id)] for r in manifest.requests}
+
+
+def _flows(
+    manifest: Manifest,
+    plan: RoundPlan,
+    counted: Sequence[PlannedTransaction],
+    approved: frozenset[int],
+) -> _Flows:
+    txids = {t.txid_hex for t in counted}
+    requests: dict[bytes, int] = {}
+    by_key = {r.key: r for r in manifest.requests}
+    outcomes = _outcomes(manifest, plan)
+    for request in manifest.requests:
+        amount = sum(o.amount for o in outcomes[request.key].outputs if o.txid_hex in txids)
+        if amount:
+            requests[request.key] = amount
+    change_payments: list[_ChangePayment] = []
+    moves = 0
+    for index, planned in enumerate(plan.transactions):
+        if planned.txid_hex not in txids or planned.change is None:
+            continue
+        kind = _change_kind(planned, approved)
+        if kind is ChangeKind.MOVE:
+            moves += planned.change.value
+        elif kind is ChangeKind.PAYMENT:
+            script = planned.psbt.tx.outputs[planned.change.vout].script_pubkey
+            change_payments.append(_ChangePayment(index, script, planned.change.value))
+    return _Flows(
+        requests=requests,
+        change_payments=tuple(change_payments),
+        destinations_of_requests={key: by_key[key].script_pubkey for key in requests},
+        moves=moves,
+    )
 
 
 def _check_limits(
@@ -602,7 +819,7 @@ def _check_limits(
     manifest: Manifest,
     plan: RoundPlan,
     network: Network,
-    payments: int,
+    flows: _Flows,
     history: SigningHistory,
     now: float,
 ) -> None:
@@ -611,20 +828,32 @@ def _check_limits(
         excess = _fee_excess(config, i, planned.fee)
         if excess is not None:
             raise _refuse(Reason.FEE_ABOVE_LIMIT, excess, psbt_index=i)
-    refusals = _request_refusals(config, manifest, plan, network)
+    destinations = _DestinationWindow(config, history, now)
+    refusals = _whole_fee_refusals(config, manifest, plan)
+    refusals += _request_refusals(config, manifest, plan, network, flows, destinations)
     if refusals:
         raise _Refused(refusals)
+    _check_change_payments(config, network, flows, destinations)
+    payments = flows.payments
     if payments > config.max_round_amount:
         raise _refuse(
             Reason.ROUND_LIMIT_EXCEEDED,
             f"round pays {payments} sat, above the per-round limit of {config.max_round_amount}",
         )
-    window = history.amount_signed_since(now - config.daily_window_seconds)
+    since = now - config.daily_window_seconds
+    window = history.amount_signed_since(since)
     if window + payments > config.max_daily_amount:
         raise _refuse(
             Reason.DAILY_LIMIT_EXCEEDED,
             f"{window} sat signed in the last {config.daily_window_seconds} s; {payments} more "
             f"would pass the limit of {config.max_daily_amount}",
+        )
+    moved = history.amount_moved_since(since) if flows.moves else 0
+    if moved + flows.moves > config.max_daily_move_amount:
+        raise _refuse(
+            Reason.MOVE_DAILY_LIMIT_EXCEEDED,
+            f"{moved} sat moved to other series in the last {config.daily_window_seconds} s; "
+            f"{flows.moves} more would pass the limit of {config.max_daily_move_amount}",
         )
 
 
@@ -643,36 +872,154 @@ def _fee_excess(config: PolicyConfig, psbt_index: int, fee: int) -> str | None:
     return f"PSBT {psbt_index} pays a fee of {fee} sat, above the limit of {config.max_fee}"
 
 
+def signed_vsize(psbt: Psbt) -> int:
+    """Worst-case vsize of the transaction once signed (``pool.weights``): every input a P2WSH
+    m-of-n multisig of its PSBT witness script with m signatures of the largest size."""
+    inputs_weight = 0
+    for j, inp in enumerate(psbt.inputs):
+        if inp.witness_script is None:
+            raise VpoolError(f"input {j} has no witness script")
+        m, keys = parse_multisig_script(inp.witness_script)
+        inputs_weight += multisig_input_weight(m, len(keys))
+    outputs = psbt.tx.outputs
+    outputs_weight = sum(output_weight(len(o.script_pubkey)) for o in outputs)
+    weight = tx_weight(len(psbt.tx.inputs), len(outputs), inputs_weight, outputs_weight)
+    return (weight + 3) // 4
+
+
+def _whole_fee_limit(config: PolicyConfig, psbt: Psbt) -> tuple[int, int]:
+    """(vsize, the largest whole fee ``max_fee_rate`` allows for it, rounded up as F1 does)."""
+    size = signed_vsize(psbt)
+    return size, fee_for_weight(4 * size, config.max_fee_rate)
+
+
+def _whole_fee_refusals(config: PolicyConfig, manifest: Manifest, plan: RoundPlan) -> list[Refusal]:
+    """Each transaction's whole fee (network fee, dust left to the fee, every extra fee) per
+    worst-case signed vsize is at most ``max_fee_rate``. When the extra fees of the requests it
+    pays cause the excess, the refusal is scoped to those requests (the coordinator drops them);
+    otherwise to the round."""
+    refusals: list[Refusal] = []
+    outcomes = _outcomes(manifest, plan)
+    for i, planned in enumerate(plan.transactions):
+        size, limit = _whole_fee_limit(config, planned.psbt)
+        if planned.fee <= limit:
+            continue
+        rate = planned.fee * 1000 // size
+        message = (
+            f"PSBT {i} pays {planned.fee} sat for {size} vB ({rate} sat/kvB with extra fees), "
+            f"above this signer's limit of {config.max_fee_rate}"
+        )
+        extra = [
+            r
+            for r in manifest.requests
+            if r.extra_fee and any(o.txid_hex == planned.txid_hex for o in outcomes[r.key].outputs)
+        ]
+        if not extra or planned.fee - sum(r.extra_fee for r in extra) > limit:
+            raise _refuse(Reason.TX_FEE_RATE_ABOVE_LIMIT, message, psbt_index=i)
+        refusals += [_request_refusal(Reason.TX_FEE_RATE_ABOVE_LIMIT, message, r) for r in extra]
+    return refusals
+
+
+class _DestinationWindow:
+    """Running sums of the payments to each scriptPubKey: this round's, and the window's."""
+
+    def __init__(self, config: PolicyConfig, history: SigningHistory, now: float) -> None:
+        self._config = config
+        self._history = history
+        self._since = now - config.daily_window_seconds
+        self._round: dict[bytes, int] = {}
+        self._window: dict[bytes, int] = {}
+
+    def problem(self, script_pubkey: bytes, amount: int, address: str) -> _Problem | None:
+        """Why ``amount`` more to ``script_pubkey`` passes a limit (then it is not added)."""
+        config = self._config
+        in_round = self._round.get(script_pubkey, 0) + amount
+        if in_round > config.max_destination_amount:
+            return (
+                Reason.DESTINATION_LIMIT_EXCEEDED,
+                f"{address} would be paid {in_round} sat in this round, above the "
+                f"per-destination limit of {config.max_destination_amount}",
+            )
+        if script_pubkey not in self._window:
+            self._window[script_pubkey] = self._history.amount_paid_to_since(
+                script_pubkey, self._since
+            )
+        in_window = self._window[script_pubkey] + in_round
+        if in_window > config.max_destination_daily_amount:
+            return (
+                Reason.DESTINATION_DAILY_LIMIT_EXCEEDED,
+                f"{address} would be paid {in_window} sat in the last "
+                f"{config.daily_window_seconds} s, above the per-destination limit of "
+                f"{config.max_destination_daily_amount}",
+            )
+        self._round[script_pubkey] = in_round
+        return None
+
+
+def _destination_list_problem(config: PolicyConfig, address: str) -> _Problem | None:
+    if address in config.deny_destinations:
+        return Reason.DESTINATION_DENIED, f"{address} is denied"
+    if config.allow_destinations is not None and address not in config.allow_destinations:
+        return Reason.DESTINATION_NOT_ALLOWED, f"{address} is not on the allow list"
+    return None
+
+
 def _request_refusals(
-    config: PolicyConfig, manifest: Manifest, plan: RoundPlan, network: Network
+    config: PolicyConfig,
+    manifest: Manifest,
+    plan: RoundPlan,
+    network: Network,
+    flows: _Flows,
+    destinations: _DestinationWindow,
 ) -> list[Refusal]:
-    """Rules about one request: the coordinator can drop it and rebuild the round."""
+    """Rules about one request: the coordinator can drop it and rebuild the round. Requests are
+    taken in the manifest's canonical order; a refused request adds nothing to the sums per
+    destination, so the requests after it are judged as the rebuilt round will have them."""
     paid = {(o.client_id, o.request_id) for o in plan.requests if o.outputs}
     refusals = []
     for request in manifest.requests:
         if (request.client_id, request.request_id) not in paid:
             continue
         address = script_pubkey_to_address(request.script_pubkey, network) or "?"
+        problems: list[_Problem] = []
         if request.amount > config.max_request_amount:
-            refusals.append(
-                _request_refusal(
+            problems.append(
+                (
                     Reason.REQUEST_LIMIT_EXCEEDED,
                     f"request pays {request.amount} sat, above the per-request limit of "
                     f"{config.max_request_amount}",
-                    request,
                 )
             )
-        if address in config.deny_destinations:
-            refusals.append(
-                _request_refusal(Reason.DESTINATION_DENIED, f"{address} is denied", request)
-            )
-        elif config.allow_destinations is not None and address not in config.allow_destinations:
-            refusals.append(
-                _request_refusal(
-                    Reason.DESTINATION_NOT_ALLOWED, f"{address} is not on the allow list", request
-                )
-            )
+        listed = _destination_list_problem(config, address)
+        if listed is not None:
+            problems.append(listed)
+        amount = flows.requests.get(request.key, 0)
+        if not problems and amount:
+            limited = destinations.problem(request.script_pubkey, amount, address)
+            if limited is not None:
+                problems.append(limited)
+        refusals += [_request_refusal(reason, message, request) for reason, message in problems]
     return refusals
+
+
+def _check_change_payments(
+    config: PolicyConfig, network: Network, flows: _Flows, destinations: _DestinationWindow
+) -> None:
+    """Change to a series that is not approved is a payment: the destination lists and the
+    per-destination limits apply to it, for the round (no request to drop)."""
+    for change in flows.change_payments:
+        address = script_pubkey_to_address(change.script_pubkey, network) or "?"
+        problem = _destination_list_problem(config, address) or destinations.problem(
+            change.script_pubkey, change.value, address
+        )
+        if problem is not None:
+            reason, message = problem
+            raise _refuse(
+                reason,
+                f"PSBT {change.psbt_index}: change to a series this signer has not approved is "
+                f"a payment: {message}",
+                psbt_index=change.psbt_index,
+            )
 
 
 def _request_refusal(reason: Reason, message: str, request: WithdrawalRequest) -> Refusal:
@@ -697,15 +1044,17 @@ def evaluate_refund_round(
     manifest_bytes: bytes,
     psbts: Sequence[bytes],
     history: SigningHistory,
+    now: float,
 ) -> Approval | list[Refusal]:
     """Apply every rule of a refund round; return an ``Approval`` or the refusals.
 
     Order: sizes, decoding, network, series, rebuild and byte comparison, fee rate; then, for each
-    refund this signer signs, its destination, the deny list, its fee and the signing log, each
-    refusal scoped to the deposit so that the coordinator can drop it and rebuild.
-    ``refund_addresses(series_id, index)`` is the refund address this signer registered for a
-    deposit address ("" for none, None if never registered). Refunds pay the depositors' own
-    coins back: they count toward no amount limit.
+    refund this signer signs, its destination, the deny list, its fee, its whole fee rate, the
+    signing log and the refund window, each refusal scoped to the deposit so that the
+    coordinator can drop it and rebuild. ``refund_addresses(series_id, index)`` is the refund
+    address this signer registered for a deposit address ("" for none, None if never
+    registered). Refunds count toward no payment limit, only toward their own window
+    (``max_daily_refund_amount``).
     """
     try:
         _check_sizes(config, manifest_bytes, psbts)
@@ -718,11 +1067,14 @@ def evaluate_refund_round(
         _compare_with_rebuild(parsed, wanted, no_change, registered_series)
         _check_something_to_sign(parsed, fingerprint)
         _check_fee_rate(config, manifest.fee_rate)
+        window = _RefundWindow(config, history, now)
         refusals = [
             refusal
             for i, planned in enumerate(plan.transactions)
             if _signs_input(fingerprint, planned.psbt)
-            for refusal in _refund_refusals(config, network, refund_addresses, history, i, planned)
+            for refusal in _refund_refusals(
+                config, network, refund_addresses, history, i, planned, window, plan.manifest_hash
+            )
         ]
         if refusals:
             raise _Refused(refusals)
@@ -734,10 +1086,38 @@ def evaluate_refund_round(
         txids=tuple(t.txid_hex for t in plan.transactions),
         change_vouts=tuple(no_change),
         payments=0,
+        refunds=window.added,
     )
 
 
-_Problem = tuple[Reason, str]
+class _RefundWindow:
+    """The refunds signed in the rolling window, and those this round adds (first signatures
+    only: re-signing a refund adds nothing)."""
+
+    def __init__(self, config: PolicyConfig, history: SigningHistory, now: float) -> None:
+        self._config = config
+        self._history = history
+        self._since = now - config.daily_window_seconds
+        self._before: int | None = None
+        self.added = 0
+
+    def problem(self, planned: PlannedRefund, history: SigningHistory) -> _Problem | None:
+        """Why this refund passes the window (then it is not added), or None."""
+        if history.signed_spend(planned.refund.outpoint) is not None:
+            return None  # signed before: counted then
+        if self._before is None:
+            self._before = self._history.amount_refunded_since(self._since)
+        total = self._before + self.added + planned.amount
+        config = self._config
+        if total > config.max_daily_refund_amount:
+            return (
+                Reason.REFUND_DAILY_LIMIT_EXCEEDED,
+                f"{self._before + self.added} sat refunded in the last "
+                f"{config.daily_window_seconds} s; {planned.amount} more would pass the limit "
+                f"of {config.max_daily_refund_amount}",
+            )
+        self.added += planned.amount
+        return None
 
 
 def _refund_refusals(
@@ -747,8 +1127,11 @@ def _refund_refusals(
     history: SigningHistory,
     psbt_index: int,
     planned: PlannedRefund,
+    window: _RefundWindow,
+    manifest_hash: bytes,
 ) -> list[Refusal]:
-    """The rules about one refund, each refusal scoped to its deposit."""
+    """The rules about one refund, each refusal scoped to its deposit. The refund window is
+    checked last, and only for a refund no other rule refuses."""
     refund = planned.refund
     registered = refund_addresses(refund.series_id, refund.index)
     address = script_pubkey_to_address(refund.destination, network) or refund.destination.hex()
@@ -756,8 +1139,11 @@ def _refund_refusals(
         _destination_problem(config, network, refund, registered, address),
         _denied(config, address),
         _fee_problem(config, psbt_index, planned.fee),
-        _refunded_before(history, planned),
+        _whole_fee_problem(config, psbt_index, planned),
+        _refunded_before(history, planned, manifest_hash),
     ]
+    if not any(problems):
+        problems.append(window.problem(planned, history))
     deposit = f"{refund.outpoint.txid_hex}:{refund.outpoint.vout}"
     return [
         Refusal(
@@ -830,13 +1216,37 @@ def _fee_problem(config: PolicyConfig, psbt_index: int, fee: int) -> _Problem | 
     return None if excess is None else (Reason.FEE_ABOVE_LIMIT, excess)
 
 
-def _refunded_before(history: SigningHistory, planned: PlannedRefund) -> _Problem | None:
-    """A deposit is spent once: a signed refund is final (no fee bump), and a deposit whose
-    spend was signed is never refunded."""
-    before = history.signed_spend(planned.refund.outpoint)
-    if before is None or before.txid_hex == planned.txid_hex:
+def _whole_fee_problem(
+    config: PolicyConfig, psbt_index: int, planned: PlannedRefund
+) -> _Problem | None:
+    size, limit = _whole_fee_limit(config, planned.psbt)
+    if planned.fee <= limit:
         return None
     return (
-        Reason.DOUBLE_SIGN,
-        f"its spend {before.txid_hex} was signed already; a deposit is spent only once",
+        Reason.TX_FEE_RATE_ABOVE_LIMIT,
+        f"PSBT {psbt_index} pays {planned.fee} sat for {size} vB, above this signer's limit of "
+        f"{config.max_fee_rate} sat/kvB",
     )
+
+
+def _refunded_before(
+    history: SigningHistory, planned: PlannedRefund, manifest_hash: bytes
+) -> _Problem | None:
+    """A deposit is spent once: a signed refund is final (no fee bump), and a deposit whose
+    spend was signed is never refunded; a refund is signed again only under its own manifest
+    (another manifest with the same txid claims another deposit value)."""
+    before = history.signed_spend(planned.refund.outpoint)
+    if before is None:
+        return None
+    if before.txid_hex != planned.txid_hex:
+        return (
+            Reason.DOUBLE_SIGN,
+            f"its spend {before.txid_hex} was signed already; a deposit is spent only once",
+        )
+    if before.manifest_hash != manifest_hash:
+        return (
+            Reason.SAME_TX_OTHER_MANIFEST,
+            f"refund {before.txid_hex} was signed already under manifest "
+            f"{before.manifest_hash.hex()}, not this one",
+        )
+    return None

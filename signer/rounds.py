@@ -146,6 +146,7 @@ class RoundSigner:
                 manifest,
                 psbts,
                 self._state,
+                now,
             )
         return evaluate_round(
             self._policy,

@@ -222,7 +222,9 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         )
 
     def _check_registration(self, series: Series) -> None:
-        """The policy's rule: own keys and configured cosigners only, m at least the minimum."""
+        """The policy's rule (``registration_refusal``): the series holds this signer's key, its
+        m is at least ``min_threshold``, its other keys are configured cosigners, and the operator
+        approved it (``approved_series``)."""
         refusal = registration_refusal(self._policy, series, self._network, self._is_own_key)
         if refusal is not None:
             raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"receive_descriptor: {refusal}")

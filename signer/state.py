@@ -63,6 +63,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (network, series_id, idx)
         )""",
     ),
+    (  # 3: the refund and move windows (per round, beside its payments), payments per destination
+        "ALTER TABLE spends ADD COLUMN refunds INTEGER NOT NULL DEFAULT 0 CHECK (refunds >= 0)",
+        "ALTER TABLE spends ADD COLUMN moves INTEGER NOT NULL DEFAULT 0 CHECK (moves >= 0)",
+        """CREATE TABLE destination_payments (
+            manifest_hash BLOB NOT NULL,
+            script_pubkey BLOB NOT NULL,
+            amount INTEGER NOT NULL CHECK (amount > 0),
+            at REAL NOT NULL,
+            PRIMARY KEY (manifest_hash, script_pubkey)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX destination_payments_at ON destination_payments (script_pubkey, at)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -75,8 +87,13 @@ _UPSERT_SIGNED = """
         manifest_hash = excluded.manifest_hash, signed_at = excluded.signed_at
 """
 _INSERT_SPEND = """
-    INSERT INTO spends (manifest_hash, amount, at) VALUES (?, ?, ?)
+    INSERT INTO spends (manifest_hash, amount, refunds, moves, at) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (manifest_hash) DO NOTHING
+"""
+_INSERT_DESTINATION = """
+    INSERT INTO destination_payments (manifest_hash, script_pubkey, amount, at)
+    VALUES (?, ?, ?, ?)
+    ON CONFLICT (manifest_hash, script_pubkey) DO NOTHING
 """
 
 _SigningRow = tuple[bytes, int, str, bytes, int | None, bytes, float]
@@ -238,30 +255,59 @@ class SignerState:
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         """The last unsigned transaction this signer signed that spends ``outpoint``."""
         rows = self._query(
-            "SELECT txid, tx, change_vout FROM signing_log WHERE prev_txid = ? AND prev_vout = ?",
+            "SELECT txid, tx, change_vout, manifest_hash FROM signing_log "
+            "WHERE prev_txid = ? AND prev_vout = ?",
             (outpoint.txid, outpoint.vout),
         )
         if not rows:
             return None
-        txid_hex, raw, change_vout = rows[0]
-        return SignedBefore(txid_hex, Transaction.parse(raw), change_vout)
+        txid_hex, raw, change_vout, manifest_hash = rows[0]
+        return SignedBefore(txid_hex, Transaction.parse(raw), change_vout, bytes(manifest_hash))
+
+    def _sum_since(self, column: str, since: float) -> int:
+        rows = self._query(f"SELECT COALESCE(SUM({column}), 0) FROM spends WHERE at >= ?", (since,))
+        total: int = rows[0][0]
+        return total
 
     def amount_signed_since(self, since: float) -> int:
         """Satoshis paid by the rounds signed at or after ``since`` (unix seconds)."""
-        rows = self._query("SELECT COALESCE(SUM(amount), 0) FROM spends WHERE at >= ?", (since,))
+        return self._sum_since("amount", since)
+
+    def amount_refunded_since(self, since: float) -> int:
+        """Satoshis refunded by the rounds signed at or after ``since``."""
+        return self._sum_since("refunds", since)
+
+    def amount_moved_since(self, since: float) -> int:
+        """Satoshis moved to other approved series by the rounds signed at or after ``since``."""
+        return self._sum_since("moves", since)
+
+    def amount_paid_to_since(self, script_pubkey: bytes, since: float) -> int:
+        """Satoshis paid to ``script_pubkey`` by the rounds signed at or after ``since``."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(amount), 0) FROM destination_payments "
+            "WHERE script_pubkey = ? AND at >= ?",
+            (script_pubkey, since),
+        )
         total: int = rows[0][0]
         return total
 
     def record_signed(self, approval: Approval, now: float) -> None:
-        """Record a signed round of any kind: its spends in the signing log and its payments
-        (zero for refunds), atomically.
+        """Record a signed round of any kind, atomically: its spends in the signing log, its
+        payments (also per destination), refunds and moves in the windows.
 
-        Recording the same round (same manifest hash) again does not count its payments twice.
+        Recording the same round (same manifest hash) again counts nothing twice.
         """
         rows = _signing_rows(approval, now)
+        spend = (approval.manifest_hash, approval.payments, approval.refunds, approval.moves, now)
+        destinations = [
+            (approval.manifest_hash, script, amount, now)
+            for script, amount in approval.destinations
+            if amount > 0
+        ]
         with self._write() as db:
             db.executemany(_UPSERT_SIGNED, rows)
-            db.execute(_INSERT_SPEND, (approval.manifest_hash, approval.payments, now))
+            if db.execute(_INSERT_SPEND, spend).rowcount:
+                db.executemany(_INSERT_DESTINATION, destinations)
 
     # ----------------------------------------------------------------------- series registry
 

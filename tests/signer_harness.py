@@ -83,7 +83,11 @@ class MemoryHistory:
 
     spends: dict[OutPoint, SignedBefore] = field(default_factory=dict)
     amounts: list[tuple[float, int]] = field(default_factory=list)
-    """(when, satoshis) of each approval recorded."""
+    """(when, satoshis) of each approval recorded: its payments."""
+    paid_to: list[tuple[float, bytes, int]] = field(default_factory=list)
+    """(when, scriptPubKey, satoshis) of the payments per destination."""
+    refunds: list[tuple[float, int]] = field(default_factory=list)
+    moves: list[tuple[float, int]] = field(default_factory=list)
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         return self.spends.get(outpoint)
@@ -91,11 +95,25 @@ class MemoryHistory:
     def amount_signed_since(self, since: float) -> int:
         return sum(a for t, a in self.amounts if t >= since)
 
+    def amount_paid_to_since(self, script_pubkey: bytes, since: float) -> int:
+        return sum(a for t, s, a in self.paid_to if t >= since and s == script_pubkey)
+
+    def amount_refunded_since(self, since: float) -> int:
+        return sum(a for t, a in self.refunds if t >= since)
+
+    def amount_moved_since(self, since: float) -> int:
+        return sum(a for t, a in self.moves if t >= since)
+
     def record(self, approval: Approval, now: float = 0.0) -> None:
         for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
             for txin in psbt.tx.inputs:
-                self.spends[txin.prevout] = SignedBefore(psbt.tx.txid_hex, psbt.tx, change)
+                self.spends[txin.prevout] = SignedBefore(
+                    psbt.tx.txid_hex, psbt.tx, change, approval.manifest_hash
+                )
         self.amounts.append((now, approval.payments))
+        self.paid_to += [(now, script, amount) for script, amount in approval.destinations]
+        self.refunds.append((now, approval.refunds))
+        self.moves.append((now, approval.moves))
 
 
 def reasons(result: Approval | list[Refusal]) -> list[Reason]:

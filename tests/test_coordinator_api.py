@@ -595,7 +595,7 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[list
         directory = tmp_path_factory.mktemp(f"signer-{i}")
         keystore = write_keystore(directory / "keystore.json", master_key(i))
         backend = emulator_backend(keystore)
-        config = write_config(directory, pki, f"signer-{i}", backend, cosigners=SERIES.keys)
+        config = write_config(directory, pki, f"signer-{i}", backend, series=[SERIES, PAIR])
         daemons.append(SignerDaemon(config))
     # The test certificates name hosts (localhost), not signers.
     yield [SignerEndpoint(f"signer-{i}", d.address, "localhost") for i, d in enumerate(daemons)]

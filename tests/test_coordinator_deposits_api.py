@@ -49,7 +49,7 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[list
         directory = tmp_path_factory.mktemp(f"signer-{i}")
         keystore = write_keystore(directory / "keystore.json", master_key(i))
         config = write_config(
-            directory, pki, f"signer-{i}", emulator_backend(keystore), cosigners=SERIES.keys
+            directory, pki, f"signer-{i}", emulator_backend(keystore), series=[SERIES]
         )
         daemons.append(SignerDaemon(config))
     yield [SignerEndpoint(f"signer-{i}", d.address, "localhost") for i, d in enumerate(daemons)]

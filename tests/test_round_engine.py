@@ -101,7 +101,7 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict
         keystore = write_keystore(directory / "keystore.json", master_key(i))
         policy = {**LIMITS, "deny_destinations": [denied]} if i < 2 else LIMITS
         config = write_config(
-            directory, pki, signer_id, emulator_backend(keystore), policy, cosigners=SERIES.keys
+            directory, pki, signer_id, emulator_backend(keystore), policy, series=[SERIES]
         )
         daemons.append(SignerDaemon(config))
     addresses = {signer_id: d.address for signer_id, d in zip(SIGNER_IDS, daemons, strict=True)}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pool.networks import REGTEST
+from signer.cli import main
 from signer.config import (
     ConfigError,
     EmulatorBackendConfig,
@@ -18,11 +19,13 @@ from signer.config import (
     load_config,
     parse_config,
 )
-from signer.policy import PolicyConfig
+from signer.policy import PolicyConfig, series_checksum
+from tests.factories import make_series
 from vpool.devnet.processes import ROOT, to_toml
 
 EXAMPLE = ROOT / "docs" / "signer.example.toml"
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+CHECKSUM = series_checksum(make_series(1, 2, (0, 1, 2)), REGTEST)
 
 
 @pytest.fixture
@@ -60,6 +63,7 @@ def _doc(**changes: Any) -> dict[str, Any]:
             "allowed_coordinators": ["coordinator"],
         },
         "backend": {"kind": "emulator", "keystore": "keystore.json", "passphrase_env": "PW"},
+        "policy": {"min_threshold": 2},
     }
     for dotted, value in changes.items():
         *tables, key = dotted.split("__")
@@ -81,7 +85,15 @@ def test_hwi_backend_and_policy(base: Path) -> None:
         "device_path": "tcp:127.0.0.1:30121",
         "sign_timeout_seconds": 90,
     }
-    policy = {"max_fee": 5000, "allow_destinations": [ADDRESS], "allow_operator_refunds": True}
+    policy = {
+        "min_threshold": 3,
+        "max_fee": 5000,
+        "allow_destinations": [ADDRESS],
+        "allow_operator_refunds": True,
+        "approved_series": [CHECKSUM],
+        "max_destination_amount": 7,
+        "max_daily_refund_amount": 8,
+    }
     config = parse_config(_doc(backend=backend, policy=policy), base, base / "signer.toml")
     assert config.backend == HwiBackendConfig(
         bytes.fromhex("73c5da0a"), "jade", "tcp:127.0.0.1:30121", 30.0, 90.0
@@ -89,6 +101,9 @@ def test_hwi_backend_and_policy(base: Path) -> None:
     assert config.policy.max_fee == 5000
     assert config.policy.allow_destinations == frozenset({ADDRESS})
     assert config.policy.allow_operator_refunds is True
+    assert config.policy.min_threshold == 3
+    assert config.policy.approved_series == frozenset({CHECKSUM})
+    assert (config.policy.max_destination_amount, config.policy.max_daily_refund_amount) == (7, 8)
 
 
 def test_insecure_dev_needs_no_certificates(base: Path) -> None:
@@ -134,6 +149,14 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
         ({"policy__max_fee": True}, "policy.max_fee: expected an integer"),
         ({"policy__deny_destinations": ["bc1qnotanaddress"]}, "policy.deny_destinations[0]: "),
         ({"policy": 3}, "policy: expected a table"),
+        ({"policy": None}, "policy: missing"),
+        ({"policy__min_threshold": None}, "policy.min_threshold: missing"),
+        ({"policy__min_threshold": 0}, "policy.min_threshold: must be between 1 and 15"),
+        ({"policy__min_threshold": "2"}, "policy.min_threshold: expected an integer"),
+        ({"policy__approved_series": "abcdefgh"}, "policy.approved_series: expected an array"),
+        ({"policy__approved_series": ["ABCDEFGH"]}, "policy.approved_series[0]: expected the 8"),
+        ({"policy__approved_series": ["qqqqqqq"]}, "policy.approved_series[0]: expected the 8"),
+        ({"policy__max_destination_amount": -1}, "policy.max_destination_amount: must not be"),
         ({"policy__cosigners": ["[73c5da0a/48h/1h/0h/2h]xpubnothing"]}, "policy.cosigners[0]: "),
         ({"policy__cosigners": ["tpubwithoutorigin"]}, "policy.cosigners[0]: key has no"),
     ],
@@ -151,3 +174,26 @@ def test_a_file_that_is_not_toml(tmp_path: Path) -> None:
     path.write_text(to_toml(_doc()))
     with pytest.raises(ConfigError, match=r"^server\.cert: file not found"):
         load_config(path)
+
+
+# --- approving a series ----------------------------------------------------------------------
+
+
+def test_series_checksum_prints_the_canonical_descriptor_and_the_approved_series_entry(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    series = make_series(1, 2, (0, 1, 2))
+    canonical = series.descriptor(0).to_string(REGTEST)
+    body = canonical.partition("#")[0]
+    keys = body.removeprefix("wsh(sortedmulti(2,").removesuffix("))").split(",")
+    shuffled = f"wsh(sortedmulti(2,{','.join(reversed(keys))}))"
+    assert main(["series-checksum", "--network", "regtest", "--receive", shuffled]) == 0
+    assert capsys.readouterr().out == (
+        f'{canonical}\napproved_series entry: "{series_checksum(series, REGTEST)}"\n'
+    )
+
+
+def test_series_checksum_refuses_a_change_descriptor(capsys: pytest.CaptureFixture[str]) -> None:
+    change = make_series(1, 2, (0, 1, 2)).descriptor(1).to_string(REGTEST)
+    assert main(["series-checksum", "--network", "regtest", "--receive", change]) == 1
+    assert "receive descriptor: expected branch 0" in capsys.readouterr().err

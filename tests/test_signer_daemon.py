@@ -25,12 +25,12 @@ from pool.networks import REGTEST
 from pool.psbt import Psbt
 from pool.refunds import RefundManifest, RefundRequest, build_refunds
 from pool.roles import combine, extract, finalize, sign_psbt, verify_partial_sigs
-from pool.series import RECEIVE
+from pool.series import RECEIVE, Series
 from pool.tx import TxOut
 from pool.withdrawal import build_round
 from signer.audit import audit_path
 from signer.keystore import bip48_account_path
-from signer.policy import PolicyConfig
+from signer.policy import PolicyConfig, series_checksum
 from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
 from tests.refund_factories import deposit, refund_manifest
 from tests.signer_harness import (
@@ -70,7 +70,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def _start(directory: Path, pki: Pki, policy: dict[str, int]) -> SignerDaemon:
     keystore = write_keystore(directory / "keystore.json", SIGNER)
     config = write_config(
-        directory, pki, "signer-0", emulator_backend(keystore), policy, cosigners=SERIES.keys
+        directory, pki, "signer-0", emulator_backend(keystore), policy, series=[SERIES]
     )
     return SignerDaemon(config)
 
@@ -120,6 +120,8 @@ def test_get_info_reports_the_key_and_the_policy(stub: signer_pb2_grpc.SignerSer
         max_request_amount=2 * BTC,
         max_daily_amount=20 * BTC,
         cosigners=frozenset(k.to_string(REGTEST) for k in SERIES.keys),
+        min_threshold=2,
+        approved_series=frozenset({series_checksum(SERIES, REGTEST)}),
     )
     assert info.policy_hash == expected.version_hash()
 
@@ -209,15 +211,36 @@ def test_register_series_is_idempotent_and_display_address_gives_the_pool_addres
     assert not shown.shown_on_device
 
 
+def _registration_refusal(stub: signer_pb2_grpc.SignerServiceStub, series: Series) -> str:
+    """The details of the FAILED_PRECONDITION a RegisterSeries of ``series`` gets."""
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details: str = failure.value.details() or ""
+    assert details.startswith("receive_descriptor: ")
+    return details
+
+
+def test_a_series_without_this_signers_key_is_refused(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    details = _registration_refusal(stub, OTHER_SERIES)
+    assert "the series does not hold this signer's key" in details
+
+
 def test_a_series_of_keys_the_operator_did_not_configure_is_refused(
     stub: signer_pb2_grpc.SignerServiceStub,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as failure:
-        stub.RegisterSeries(register_request(OTHER_SERIES), timeout=CALL_TIMEOUT)
-    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "neither this signer's key nor one of its configured cosigners" in (
-        failure.value.details() or ""
-    )
+    details = _registration_refusal(stub, make_series(3, 2, [0, 1, 3]))
+    assert "neither this signer's key nor one of its configured cosigners" in details
+
+
+def test_a_series_the_operator_did_not_approve_is_refused(
+    stub: signer_pb2_grpc.SignerServiceStub,
+) -> None:
+    unapproved = make_series(3, 3, [0, 1, 2])
+    details = _registration_refusal(stub, unapproved)
+    assert f"series checksum {series_checksum(unapproved, REGTEST)}" in details
 
 
 def test_a_series_below_the_minimum_threshold_is_refused(

@@ -101,13 +101,11 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
     try:
         for tag, jade in zip("ab", jades, strict=True):
             backend = hwi_backend(jade.port, jade.fingerprint)
-            config = write_config(
-                base / f"hwi-{tag}", pki, f"jade-{tag}", backend, cosigners=series.keys
-            )
+            config = write_config(base / f"hwi-{tag}", pki, f"jade-{tag}", backend, series=[series])
             signers.append(SignerDaemon(config))
         keystore = write_keystore(base / "soft.keystore", soft_key)
         config = write_config(
-            base / "soft", pki, "soft", emulator_backend(keystore), cosigners=series.keys
+            base / "soft", pki, "soft", emulator_backend(keystore), series=[series]
         )
         signers.append(SignerDaemon(config))
         registrations = [
@@ -240,7 +238,7 @@ def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
     jade = JadeEmulator(tmp_path / "jade", words, stall_seconds=120)
     backend = hwi_backend(jade.port, jade.fingerprint, sign_timeout=SIGN_TIMEOUT)
     series = _series(2, [master_of(words), master_key(4), master_key(5)])
-    config = write_config(tmp_path / "signer", pki, "jade-s", backend, cosigners=series.keys)
+    config = write_config(tmp_path / "signer", pki, "jade-s", backend, series=[series])
     daemon = SignerDaemon(config)
     try:
         stub = daemon.stub(pki)

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from pool.address import script_pubkey_to_address
-from pool.manifest import Manifest, encode_manifest
+from pool.manifest import Manifest, WithdrawalRequest, encode_manifest
 from pool.networks import REGTEST, TESTNET
 from pool.psbt import Psbt, PsbtOutput
 from pool.series import Series, SeriesState
@@ -27,14 +27,33 @@ from signer.policy import (
     Scope,
     evaluate_round,
     registration_refusal,
+    series_checksum,
+    signed_vsize,
 )
-from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
+from tests.factories import (
+    BTC,
+    make_series,
+    manifest,
+    master_key,
+    p2wpkh,
+    request,
+    sign_first_m,
+    utxo,
+)
 from tests.signer_harness import MemoryHistory, reasons
 
 S1 = make_series(1, 2, (0, 1, 2))
 FOREIGN = make_series(1, 2, (7, 8, 9))
 OURS = master_key(0).fingerprint
 NOW = 1_800_000_000.0
+
+
+APPROVED = frozenset({series_checksum(S1, REGTEST)})
+
+
+def policy(**settings: object) -> PolicyConfig:
+    """This signer's policy: S1 approved, the defaults but for ``settings``."""
+    return PolicyConfig(**{"approved_series": APPROVED, **settings})  # type: ignore[arg-type]
 
 
 def honest_manifest(**changes: object) -> Manifest:
@@ -68,7 +87,7 @@ def evaluate(
         assert not isinstance(m, bytes)
         psbts = psbts_of(m)
     return evaluate_round(
-        config or PolicyConfig(),
+        config or policy(),
         OURS,
         network,  # type: ignore[arg-type]
         registered if registered is not None else {1: S1},
@@ -137,7 +156,7 @@ def test_fee_bump_adds_nothing_to_the_limits() -> None:
     bump = evaluate(
         honest_manifest(fee_rate=10_000),
         history=history,
-        config=PolicyConfig(max_daily_amount=first.payments),
+        config=policy(max_daily_amount=first.payments),
     )
     assert isinstance(bump, Approval)
     assert bump.payments == 0
@@ -194,7 +213,7 @@ def test_missing_output_is_refused() -> None:
 
 
 def test_fee_above_the_cap_is_refused() -> None:
-    result = evaluate(honest_manifest(), config=PolicyConfig(max_fee=500))
+    result = evaluate(honest_manifest(), config=policy(max_fee=500))
     assert reasons(result) == [Reason.FEE_ABOVE_LIMIT]
 
 
@@ -345,7 +364,7 @@ def test_replayed_round_with_different_outputs_is_refused() -> None:
 
 
 def test_request_above_the_per_request_limit_is_refused_for_that_request() -> None:
-    result = evaluate(honest_manifest(), config=PolicyConfig(max_request_amount=25_000_000))
+    result = evaluate(honest_manifest(), config=policy(max_request_amount=25_000_000))
     assert reasons(result) == [Reason.REQUEST_LIMIT_EXCEEDED]
     assert isinstance(result, list)
     assert (result[0].scope, result[0].client_id, result[0].request_id) == (
@@ -356,14 +375,14 @@ def test_request_above_the_per_request_limit_is_refused_for_that_request() -> No
 
 
 def test_round_above_the_per_round_limit_is_refused() -> None:
-    result = evaluate(honest_manifest(), config=PolicyConfig(max_round_amount=50_000_000))
+    result = evaluate(honest_manifest(), config=policy(max_round_amount=50_000_000))
     assert reasons(result) == [Reason.ROUND_LIMIT_EXCEEDED]
 
 
 def test_round_above_the_rolling_daily_limit_is_refused() -> None:
     history = MemoryHistory({}, [(NOW - 3600, 60_000_000)])
     result = evaluate(
-        honest_manifest(), config=PolicyConfig(max_daily_amount=100_000_000), history=history
+        honest_manifest(), config=policy(max_daily_amount=100_000_000), history=history
     )
     assert reasons(result) == [Reason.DAILY_LIMIT_EXCEEDED]
 
@@ -371,7 +390,7 @@ def test_round_above_the_rolling_daily_limit_is_refused() -> None:
 def test_amounts_older_than_the_window_do_not_count() -> None:
     history = MemoryHistory({}, [(NOW - 25 * 3600, 60_000_000)])
     result = evaluate(
-        honest_manifest(), config=PolicyConfig(max_daily_amount=100_000_000), history=history
+        honest_manifest(), config=policy(max_daily_amount=100_000_000), history=history
     )
     assert isinstance(result, Approval)
 
@@ -381,7 +400,7 @@ def test_denied_destination_is_refused_for_that_request() -> None:
     bob = next(r for r in m.requests if (r.client_id, r.request_id) == ("bob", "2"))
     address = script_pubkey_to_address(bob.script_pubkey, REGTEST)
     assert address is not None
-    result = evaluate(m, config=PolicyConfig(deny_destinations=frozenset({address})))
+    result = evaluate(m, config=policy(deny_destinations=frozenset({address})))
     assert reasons(result) == [Reason.DESTINATION_DENIED]
     assert isinstance(result, list) and result[0].request_id == "2"
 
@@ -393,19 +412,19 @@ def test_destination_missing_from_the_allow_list_is_refused() -> None:
         for r in m.requests
         if r.client_id == "bob"
     }
-    result = evaluate(m, config=PolicyConfig(allow_destinations=frozenset(a for a in allowed if a)))
+    result = evaluate(m, config=policy(allow_destinations=frozenset(a for a in allowed if a)))
     assert reasons(result) == [Reason.DESTINATION_NOT_ALLOWED]
     assert isinstance(result, list) and result[0].client_id == "alice"
 
 
 def test_oversized_manifest_is_refused() -> None:
-    result = evaluate(honest_manifest(), config=PolicyConfig(max_manifest_bytes=100))
+    result = evaluate(honest_manifest(), config=policy(max_manifest_bytes=100))
     assert reasons(result) == [Reason.OVERSIZED_MESSAGE]
 
 
 def test_too_many_psbts_are_refused() -> None:
     psbts = psbts_of(honest_manifest())
-    result = evaluate(honest_manifest(), psbts * 3, config=PolicyConfig(max_psbts=2))
+    result = evaluate(honest_manifest(), psbts * 3, config=policy(max_psbts=2))
     assert reasons(result) == [Reason.OVERSIZED_MESSAGE]
 
 
@@ -450,27 +469,66 @@ def test_policy_hash_changes_with_any_setting() -> None:
 
 OUR_KEY = next(k for k in S1.keys if k.origin.fingerprint == OURS)
 OTHERS = frozenset(k.to_string(REGTEST) for k in S1.keys if k != OUR_KEY)
+POOL_KEYS = frozenset(k.to_string(REGTEST) for k in make_series(9, 3, (0, 1, 2, 3, 4)).keys)
 
 
 def own(key: object) -> bool:
     return key == OUR_KEY
 
 
+def registrar(series: Series, **settings: object) -> PolicyConfig:
+    """An operator's policy that approves ``series`` (and S1), with the pool's keys."""
+    approved = {series_checksum(series, REGTEST), *APPROVED}
+    return policy(cosigners=POOL_KEYS, approved_series=frozenset(approved), **settings)
+
+
 def test_series_of_own_and_configured_cosigner_keys_may_be_registered() -> None:
-    config = PolicyConfig(cosigners=OTHERS)
+    config = policy(cosigners=OTHERS)
     assert registration_refusal(config, S1, REGTEST, own) is None
 
 
 def test_series_with_an_unconfigured_key_is_not_registered() -> None:
-    config = PolicyConfig(cosigners=frozenset(sorted(OTHERS)[:1]))
+    config = policy(cosigners=frozenset(sorted(OTHERS)[:1]))
     refusal = registration_refusal(config, S1, REGTEST, own)
     assert refusal is not None and "neither this signer's key nor" in refusal
 
 
 def test_series_below_the_minimum_threshold_is_not_registered() -> None:
     one_of_three = make_series(1, 1, (0, 1, 2))
-    refusal = registration_refusal(PolicyConfig(cosigners=OTHERS), one_of_three, REGTEST, own)
+    refusal = registration_refusal(registrar(one_of_three), one_of_three, REGTEST, own)
     assert refusal is not None and "below this signer's minimum of 2" in refusal
+
+
+def test_a_series_without_this_signers_key_is_not_registered_even_of_configured_keys() -> None:
+    others_only = make_series(2, 2, (3, 4))
+    refusal = registration_refusal(registrar(others_only), others_only, REGTEST, own)
+    assert refusal == "the series does not hold this signer's key"
+
+
+def test_a_series_below_a_raised_minimum_threshold_is_not_registered() -> None:
+    two_of_five = make_series(2, 2, (0, 1, 2, 3, 4))
+    config = registrar(two_of_five, min_threshold=3)
+    refusal = registration_refusal(config, two_of_five, REGTEST, own)
+    assert refusal is not None and "threshold 2 is below this signer's minimum of 3" in refusal
+
+
+def test_a_series_the_operator_did_not_approve_is_not_registered() -> None:
+    three_of_four = make_series(2, 3, (0, 1, 3, 4))
+    config = policy(cosigners=POOL_KEYS, min_threshold=3)
+    refusal = registration_refusal(config, three_of_four, REGTEST, own)
+    checksum = series_checksum(three_of_four, REGTEST)
+    assert refusal is not None and f"series checksum {checksum}" in refusal
+    assert "approved_series" in refusal
+    approved = policy(cosigners=POOL_KEYS, min_threshold=3, approved_series=frozenset({checksum}))
+    assert registration_refusal(approved, three_of_four, REGTEST, own) is None
+
+
+def test_the_series_checksum_is_the_checksum_of_the_canonical_receive_descriptor() -> None:
+    descriptor = S1.descriptor(0).to_string(REGTEST)
+    assert series_checksum(S1, REGTEST) == descriptor.rpartition("#")[2]
+    reordered = Series(1, 2, tuple(reversed(S1.keys)), SeriesState.ACTIVE)
+    assert series_checksum(reordered, REGTEST) == series_checksum(S1, REGTEST)
+    assert series_checksum(make_series(1, 3, (0, 1, 2)), REGTEST) != series_checksum(S1, REGTEST)
 
 
 def test_retiring_series_without_this_signers_key_need_not_be_registered() -> None:
@@ -485,14 +543,199 @@ def test_retiring_series_without_this_signers_key_need_not_be_registered() -> No
     assert isinstance(evaluate(m, registered={2: new}), Approval)
 
 
-def test_active_series_without_this_signers_key_must_be_registered() -> None:
-    old = make_series(1, 2, (0, 1, 2), SeriesState.RETIRING)
-    new = make_series(2, 2, (7, 8, 9))
-    m = manifest(
-        [old, new],
-        [utxo(1, BTC, 100, series=1)],
-        [request("alice", "1", 50_000_000)],
-        change_index=((2, 0),),
+# --------------------------------------------------------------------------- where change goes
+
+THIEVES = make_series(2, 2, (3, 4))
+"""Two colluding operators' keys: what a downgrade would move the pool into."""
+
+
+def sweep_into(active: Series, value: int = 40 * BTC) -> Manifest:
+    """A round spending S1 (retiring) that pays a small request and sends the rest as change to
+    ``active``."""
+    old = replace(S1, state=SeriesState.RETIRING)
+    return manifest(
+        [old, active],
+        [utxo(1, value, 100, series=1)],
+        [request("alice", "1", 20_000)],
+        change_index=((active.id, 0),),
     )
-    assert reasons(evaluate(m, registered={1: old})) == [Reason.SERIES_NOT_REGISTERED]
-    assert isinstance(evaluate(m, registered={1: old, 2: new}), Approval)
+
+
+def test_change_to_the_series_the_coins_come_from_counts_toward_nothing() -> None:
+    result = evaluate(honest_manifest())
+    assert isinstance(result, Approval)
+    assert (result.payments, result.moves) == (55_000_000, 0)
+
+
+def test_change_to_an_unapproved_series_is_a_payment() -> None:
+    m = sweep_into(THIEVES, value=BTC)
+    result = evaluate(m)
+    assert isinstance(result, Approval)
+    change = build_round(m).transactions[0].change
+    assert change is not None
+    assert result.payments == 20_000 + change.value
+    assert result.moves == 0
+
+
+def test_change_to_a_series_of_other_operators_is_refused_as_a_payment_above_the_limit() -> None:
+    result = evaluate(sweep_into(THIEVES))
+    assert reasons(result) == [Reason.DESTINATION_LIMIT_EXCEEDED]
+    assert isinstance(result, list) and (result[0].scope, result[0].psbt_index) == (Scope.ROUND, 0)
+    assert "change to a series this signer has not approved is a payment" in result[0].message
+
+
+def test_change_to_a_registered_series_the_operator_no_longer_approves_is_a_payment() -> None:
+    successor = make_series(2, 2, (0, 1, 3))
+    registered = {1: S1, 2: successor}
+    result = evaluate(sweep_into(successor), registered=registered)
+    assert reasons(result) == [Reason.DESTINATION_LIMIT_EXCEEDED]
+
+
+def test_change_to_an_approved_successor_is_a_move() -> None:
+    successor = make_series(2, 2, (0, 1, 3))
+    approved = frozenset({*APPROVED, series_checksum(successor, REGTEST)})
+    m = sweep_into(successor)
+    result = evaluate(m, registered={1: S1, 2: successor}, config=policy(approved_series=approved))
+    assert isinstance(result, Approval)
+    change = build_round(m).transactions[0].change
+    assert change is not None
+    assert (result.payments, result.moves) == (20_000, change.value)
+
+
+def test_moves_above_the_rolling_move_limit_are_refused() -> None:
+    successor = make_series(2, 2, (0, 1, 3))
+    approved = frozenset({*APPROVED, series_checksum(successor, REGTEST)})
+    history = MemoryHistory(moves=[(NOW - 3600, 30 * BTC)])
+    config = policy(approved_series=approved, max_daily_move_amount=60 * BTC)
+    result = evaluate(
+        sweep_into(successor), registered={1: S1, 2: successor}, config=config, history=history
+    )
+    assert reasons(result) == [Reason.MOVE_DAILY_LIMIT_EXCEEDED]
+
+
+def test_an_active_series_that_differs_from_the_registered_one_is_refused() -> None:
+    impostor = make_series(2, 2, (0, 3, 4))
+    registered = {1: S1, 2: make_series(2, 2, (0, 1, 3))}
+    assert reasons(evaluate(sweep_into(impostor), registered=registered)) == [
+        Reason.SERIES_MISMATCH
+    ]
+
+
+# --------------------------------------------------------------------------- limits that add up
+
+
+def same_destination(*amounts: int, extra_fee: int = 0) -> Manifest:
+    """Requests of ``amounts`` to one address, with enough coins."""
+    requests = [
+        WithdrawalRequest(f"client-{i}", "1", p2wpkh("one address"), amount, extra_fee)
+        for i, amount in enumerate(amounts)
+    ]
+    utxos = [utxo(i, 6 * BTC, 100 + i, index=i) for i in range(2 * len(amounts) + 1)]
+    return manifest([S1], utxos, requests)
+
+
+def test_payments_split_across_requests_to_one_destination_are_summed_in_a_round() -> None:
+    m = same_destination(550_000_000, 550_000_000)
+    result = evaluate(m, config=policy(max_request_amount=10 * BTC))
+    assert reasons(result) == [Reason.DESTINATION_LIMIT_EXCEEDED]
+    assert isinstance(result, list)
+    second = m.requests[1]
+    assert (result[0].scope, result[0].client_id) == (Scope.REQUEST, second.client_id)
+
+
+def test_the_requests_to_a_destination_within_its_limit_are_approved() -> None:
+    result = evaluate(same_destination(5 * BTC, 5 * BTC), config=policy())
+    assert isinstance(result, Approval)
+    assert result.destinations == ((p2wpkh("one address"), 10 * BTC),)
+
+
+def test_a_request_refused_for_another_reason_adds_nothing_to_its_destination() -> None:
+    m = same_destination(11 * BTC, 5 * BTC)
+    result = evaluate(m, config=policy(max_destination_amount=11 * BTC))
+    assert reasons(result) == [Reason.REQUEST_LIMIT_EXCEEDED]
+
+
+def test_payments_to_one_destination_are_summed_over_the_rolling_window() -> None:
+    history = MemoryHistory(paid_to=[(NOW - 3600, p2wpkh("one address"), 15 * BTC)])
+    result = evaluate(same_destination(6 * BTC), history=history)
+    assert reasons(result) == [Reason.DESTINATION_DAILY_LIMIT_EXCEEDED]
+    assert isinstance(result, list) and result[0].scope is Scope.REQUEST
+
+
+def test_payments_to_a_destination_before_the_window_do_not_count() -> None:
+    history = MemoryHistory(paid_to=[(NOW - 25 * 3600, p2wpkh("one address"), 15 * BTC)])
+    assert isinstance(evaluate(same_destination(6 * BTC), history=history), Approval)
+
+
+def test_an_extra_fee_above_the_fee_rate_is_refused_for_its_request() -> None:
+    m = same_destination(BTC, extra_fee=500_000)
+    result = evaluate(m)
+    assert reasons(result) == [Reason.TX_FEE_RATE_ABOVE_LIMIT]
+    assert isinstance(result, list)
+    assert (result[0].scope, result[0].client_id) == (Scope.REQUEST, "client-0")
+
+
+def test_an_extra_fee_within_the_fee_rate_is_approved() -> None:
+    assert isinstance(evaluate(same_destination(BTC, extra_fee=1_000)), Approval)
+
+
+def test_the_whole_fee_is_bounded_per_worst_case_signed_vsize() -> None:
+    m = same_destination(BTC, extra_fee=20_000)
+    planned = build_round(m).transactions[0]
+    size = signed_vsize(planned.psbt)
+    just_enough = (planned.fee - 1) * 1000 // size + 1  # the fee rounds up to the satoshi
+    assert isinstance(evaluate(m, config=policy(max_fee_rate=just_enough)), Approval)
+    assert reasons(evaluate(m, config=policy(max_fee_rate=just_enough - 1))) == [
+        Reason.TX_FEE_RATE_ABOVE_LIMIT
+    ]
+
+
+def test_signed_vsize_is_the_worst_case_of_the_signed_transaction() -> None:
+    m = honest_manifest()
+    for planned in build_round(m).transactions:
+        if planned.change is not None:  # the algorithm's weight counts a change output
+            assert signed_vsize(planned.psbt) == (planned.max_weight + 3) // 4
+        signed = sign_first_m(planned.psbt, m)
+        assert signed.vsize <= signed_vsize(planned.psbt)
+
+
+# --------------------------------------------------------------------------- the signing log
+
+
+def test_the_same_transaction_under_another_manifest_is_refused() -> None:
+    history = MemoryHistory()
+    first = evaluate(honest_manifest(), history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    other_tip = honest_manifest(tip_hash=bytes(32))
+    assert build_round(other_tip).transactions[0].txid_hex == first.txids[0]
+    result = evaluate(other_tip, history=history)
+    assert reasons(result) == [Reason.SAME_TX_OTHER_MANIFEST]
+    assert isinstance(result, list) and result[0].scope is Scope.INPUT
+
+
+def test_an_understated_input_amount_rebuilding_the_signed_transaction_is_refused() -> None:
+    """The segwit v0 fee attack: no change, so an input claimed smaller only lowers the fee the
+    signer sees, and the second manifest rebuilds to the transaction signed under the first."""
+    m = no_change_round(BTC)
+    history = MemoryHistory()
+    first = evaluate(m, history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    lie = no_change_round(BTC - 200, amount_of=m)
+    assert build_round(lie).transactions[0].txid_hex == first.txids[0]
+    assert reasons(evaluate(lie, history=history)) == [Reason.SAME_TX_OTHER_MANIFEST]
+
+
+def no_change_round(value: int, amount_of: Manifest | None = None) -> Manifest:
+    """One coin of ``value`` paying one request with a remainder below the dust limit (left to
+    the fee); ``amount_of`` reuses another such round's request."""
+    if amount_of is not None:
+        requests = amount_of.requests
+    else:
+        probe = manifest([S1], [utxo(1, value, 100)], [request("alice", "1", value // 2)])
+        fee = build_round(probe).transactions[0].fee
+        requests = (request("alice", "1", value - fee - 300),)
+    m = manifest([S1], [utxo(1, value, 100)], requests)
+    assert build_round(m).transactions[0].change is None
+    return m

@@ -41,6 +41,7 @@ from tests.signer_harness import MemoryHistory, reasons
 S1 = make_series(1, 2, (0, 1, 2))
 FOREIGN = make_series(2, 2, (7, 8, 9))
 OURS = master_key(0).fingerprint
+NOW = 1_800_000_000.0
 
 
 def address(script: bytes) -> str:
@@ -77,6 +78,7 @@ def evaluate(
         manifest_bytes,
         psbts,
         history or MemoryHistory(),
+        NOW,
     )
 
 
@@ -264,9 +266,63 @@ def test_a_second_refund_of_a_deposit_is_refused() -> None:
 
 def test_a_deposit_spent_by_another_signed_transaction_is_not_refunded() -> None:
     spend = build_refunds(refunds(replace(ALICE, destination=p2wpkh("elsewhere")))).transactions
-    history = MemoryHistory({ALICE.outpoint: SignedBefore(spend[0].txid_hex, spend[0].psbt.tx, 1)})
+    before = SignedBefore(spend[0].txid_hex, spend[0].psbt.tx, 1, bytes(32))
+    history = MemoryHistory({ALICE.outpoint: before})
     result = evaluate(refunds(ALICE), history=history)
     assert only_refusal(result, ALICE).reason == Reason.DOUBLE_SIGN
+
+
+def test_the_same_refund_under_another_manifest_is_refused() -> None:
+    history = MemoryHistory()
+    first = evaluate(refunds(ALICE), history=history)
+    assert isinstance(first, Approval)
+    history.record(first)
+    other = replace(refunds(ALICE), tip_hash=bytes(32))
+    assert build_refunds(other).transactions[0].txid_hex == first.txids[0]
+    assert only_refusal(evaluate(other, history=history), ALICE).reason == (
+        Reason.SAME_TX_OTHER_MANIFEST
+    )
+    assert isinstance(evaluate(refunds(ALICE), history=history), Approval)
+
+
+# --------------------------------------------------------------------------- the refund window
+
+
+def test_refunds_count_in_their_own_rolling_window() -> None:
+    result = evaluate(refunds(ALICE))
+    assert isinstance(result, Approval)
+    assert (result.refunds, result.payments) == (
+        build_refunds(refunds(ALICE)).transactions[0].amount,
+        0,
+    )
+
+
+def test_refunds_above_the_rolling_refund_limit_are_refused_for_the_deposits_beyond_it() -> None:
+    bob = deposit("bob", S1, 4, BTC)
+    history = MemoryHistory(refunds=[(NOW - 3600, BTC // 2)])
+    config = PolicyConfig(max_daily_refund_amount=2 * BTC)
+    registered = {**REGISTERED, (1, 4): address(bob.destination)}
+    result = evaluate(refunds(ALICE, bob), config=config, history=history, registered=registered)
+    [refusal] = result if isinstance(result, list) else []
+    assert refusal.reason == Reason.REFUND_DAILY_LIMIT_EXCEEDED
+    later = max(ALICE, bob, key=lambda r: (r.outpoint.txid_hex, r.outpoint.vout))
+    assert refusal.request_id == deposit_id(later)
+
+
+def test_refunds_before_the_window_do_not_count() -> None:
+    history = MemoryHistory(refunds=[(NOW - 25 * 3600, 2 * BTC)])
+    config = PolicyConfig(max_daily_refund_amount=2 * BTC)
+    assert isinstance(evaluate(refunds(ALICE), config=config, history=history), Approval)
+
+
+def test_signing_a_refund_again_adds_nothing_to_the_refund_window() -> None:
+    history = MemoryHistory()
+    config = PolicyConfig(max_daily_refund_amount=BTC)
+    first = evaluate(refunds(ALICE), config=config, history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    again = evaluate(refunds(ALICE), config=config, history=history)
+    assert isinstance(again, Approval) and again.refunds == 0
 
 
 # --------------------------------------------------------------------------- decoding and series

@@ -17,7 +17,7 @@ from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
 from pool.withdrawal import build_round
 from signer.policy import Approval
-from signer.state import DB_FILE, SCHEMA_VERSION, SignerState, StateError
+from signer.state import _MIGRATIONS, DB_FILE, SCHEMA_VERSION, SignerState, StateError
 from tests.factories import BTC, make_series, manifest, request, utxo
 from tests.refund_factories import deposit, refund_manifest
 
@@ -185,6 +185,46 @@ def test_recording_the_same_round_twice_counts_its_amount_once(state: SignerStat
     assert state.amount_signed_since(0) == signed.payments == BTC // 2
 
 
+def test_signed_spend_carries_the_manifest_it_was_signed_under(state: SignerState) -> None:
+    signed = one_payment()
+    state.record_signed(signed, NOW)
+    before = state.signed_spend(first_outpoint(signed))
+    assert before is not None and before.manifest_hash == signed.manifest_hash
+
+
+def with_flows(signed: Approval, **flows: object) -> Approval:
+    return dataclasses.replace(signed, **flows)  # type: ignore[arg-type]
+
+
+DEST_A, DEST_B = b"\x00\x14" + bytes(20), b"\x00\x14" + bytes([1] * 20)
+
+
+def test_payments_per_destination_are_summed_over_the_window(state: SignerState) -> None:
+    first = with_flows(one_payment(), destinations=((DEST_A, 3), (DEST_B, 5)))
+    second = with_flows(two_transactions(), destinations=((DEST_A, 7),))
+    state.record_signed(first, NOW)
+    state.record_signed(second, NOW + 100)
+    assert state.amount_paid_to_since(DEST_A, NOW) == 10
+    assert state.amount_paid_to_since(DEST_A, NOW + 1) == 7
+    assert state.amount_paid_to_since(DEST_B, NOW) == 5
+    assert state.amount_paid_to_since(b"\x00", 0) == 0
+
+
+def test_refunds_and_moves_are_counted_in_their_own_windows(state: SignerState) -> None:
+    state.record_signed(with_flows(refund_approval(), refunds=BTC), NOW)
+    state.record_signed(with_flows(one_payment(), moves=2 * BTC), NOW + 100)
+    assert (state.amount_refunded_since(NOW), state.amount_moved_since(NOW)) == (BTC, 2 * BTC)
+    assert (state.amount_refunded_since(NOW + 1), state.amount_moved_since(NOW + 101)) == (0, 0)
+    assert state.amount_signed_since(NOW) == one_payment().payments
+
+
+def test_recording_the_same_round_twice_counts_no_window_twice(state: SignerState) -> None:
+    signed = with_flows(one_payment(), destinations=((DEST_A, 3),), moves=4, refunds=0)
+    state.record_signed(signed, NOW)
+    state.record_signed(signed, NOW + 60)
+    assert (state.amount_paid_to_since(DEST_A, 0), state.amount_moved_since(0)) == (3, 4)
+
+
 # --------------------------------------------------------------------------- persistence
 
 
@@ -194,9 +234,11 @@ def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
     with SignerState(tmp_path) as state:
         state.record_signed(signed, NOW)
         state.register_series(1, "regtest", *descriptors(S1), NOW)
+        state.record_signed(with_flows(refund_approval(), refunds=BTC), NOW)
         answers = (state.signed_spend(outpoint), state.amount_signed_since(0))
     with SignerState(tmp_path) as reopened:
         assert (reopened.signed_spend(outpoint), reopened.amount_signed_since(0)) == answers
+        assert reopened.amount_refunded_since(0) == BTC
         assert reopened.series_descriptors(REGTEST) == {1: descriptors(S1)}
 
 
@@ -217,21 +259,55 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         db.close()
-    assert tables == {"signing_log", "spends", "series", "deposit_addresses"}
+    assert tables == {
+        "signing_log",
+        "spends",
+        "series",
+        "deposit_addresses",
+        "destination_payments",
+    }
 
 
-def test_a_database_of_schema_1_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
-    signed = one_payment()
-    with SignerState(tmp_path) as state:
-        state.record_signed(signed, NOW)
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("DROP TABLE deposit_addresses")
-    db.execute("PRAGMA user_version = 1")
+def database_of_schema(path: Path, version: int, signed: Approval) -> None:
+    """A database as a signer of schema ``version`` left it, holding the round ``signed``
+    (its signing log rows and its payments)."""
+    db = sqlite3.connect(path / DB_FILE)
+    for statements in _MIGRATIONS[:version]:
+        for statement in statements:
+            db.execute(statement)
+    psbt = signed.psbts[0]
+    for txin in psbt.tx.inputs:
+        db.execute(
+            "INSERT INTO signing_log VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                txin.prevout.txid,
+                txin.prevout.vout,
+                signed.txids[0],
+                psbt.tx.serialize_without_witness(),
+                signed.change_vouts[0],
+                signed.manifest_hash,
+                NOW,
+            ),
+        )
+    db.execute("INSERT INTO spends VALUES (?, ?, ?)", (signed.manifest_hash, signed.payments, NOW))
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
     db.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_database_is_migrated_and_keeps_its_records(tmp_path: Path, version: int) -> None:
+    signed = one_payment()
+    database_of_schema(tmp_path, version, signed)
     with SignerState(tmp_path) as migrated:
-        assert migrated.signed_spend(first_outpoint(signed)) is not None
+        before = migrated.signed_spend(first_outpoint(signed))
+        assert before is not None and before.manifest_hash == signed.manifest_hash
+        assert migrated.amount_signed_since(NOW) == signed.payments
+        assert (migrated.amount_refunded_since(0), migrated.amount_moved_since(0)) == (0, 0)
         assert migrated.register_deposit_address("regtest", 1, 0, REFUND, NOW) is True
         assert migrated.refund_address("regtest", 1, 0) == REFUND
+        migrated.record_signed(dataclasses.replace(refund_approval(), refunds=BTC), NOW)
+        assert migrated.amount_refunded_since(NOW) == BTC
 
 
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

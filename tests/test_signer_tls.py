@@ -125,6 +125,7 @@ def test_plaintext_needs_both_the_configuration_and_the_flag(tmp_path: Path, pki
                 "data_dir": "data",
                 "server": {"listen": "127.0.0.1:0", "insecure_dev": True},
                 "backend": emulator_backend(keystore),
+                "policy": {"min_threshold": 2},
             }
         )
     )

@@ -94,7 +94,8 @@ class DevPool:
     liveness_settings: dict[str, int | float | str] = field(default_factory=dict)
     """The coordinator's [liveness] table (its defaults where empty)."""
     signer_policy: dict[str, Any] = field(default_factory=lambda: dict(SIGNER_POLICY))
-    """Every signer's [policy] table (cosigners added)."""
+    """Every signer's [policy] table; ``write_config`` adds min_threshold (the series' m), the
+    series' keys as cosigners and its checksum as the one approved series."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
     say: Callable[[str], None] = lambda _text: None
@@ -144,7 +145,10 @@ class DevPool:
             ),
             timeout=CALL_TIMEOUT,
         )
-        self.say("series registered on every signer (each checked its cosigner list first)")
+        self.say(
+            "series registered on every signer (each checked that it holds its key, meets its "
+            "min_threshold and is in its operator's approved_series first)"
+        )
         self.wait_until(self._quorum_recorded_ok, "the coordinator to see its signers")
 
     def _quorum_recorded_ok(self) -> bool | None:
@@ -192,7 +196,7 @@ class DevPool:
             spec.signer_id,
             backend,
             self.signer_policy,
-            cosigners=self.series.keys,
+            series=[self.series],
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
         )
         self.daemons[spec.signer_id] = SignerDaemon(config)

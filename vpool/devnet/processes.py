@@ -26,11 +26,12 @@ from typing import Any
 import grpc
 from mnemonic import Mnemonic
 
-from pool.descriptor import DescriptorKey
 from pool.hashes import sha256
 from pool.hdkeys import ExtendedPrivateKey
 from pool.networks import REGTEST
+from pool.series import Series
 from signer.keystore import create_keystore
+from signer.policy import series_checksum
 from vpool import tls
 from vpool.v1 import signer_pb2_grpc
 
@@ -170,16 +171,25 @@ def write_config(
     backend: Mapping[str, Any],
     policy: Mapping[str, Any] | None = None,
     allowed: Sequence[str] = (COORDINATOR,),
-    cosigners: Sequence[DescriptorKey] = (),
+    series: Sequence[Series] = (),
     listen: str = "127.0.0.1:0",
 ) -> Path:
     """``directory/signer.toml`` for a signer on a free loopback port, with its certificate.
 
-    ``cosigners`` are the keys of the series the tests will register (the signer's own key among
-    them is harmless): the policy registers only series made of its own and these keys.
+    ``series`` are the series the tests will register, as an operator approves them: their keys
+    become the signer's ``cosigners`` (its own key among them is harmless), their checksums its
+    ``approved_series``, and its ``min_threshold`` their smallest m (2 without series). Keys
+    ``policy`` sets win.
     """
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = pki.issue("signer", signer_id)
+    keys = list(dict.fromkeys(k for one in series for k in one.keys))
+    policy_doc: dict[str, Any] = {
+        "min_threshold": min((one.m for one in series), default=2),
+        "cosigners": [k.to_string(REGTEST) for k in keys],
+        "approved_series": sorted({series_checksum(one, REGTEST) for one in series}),
+        **(policy or {}),
+    }
     doc: dict[str, Any] = {
         "signer_id": signer_id,
         "network": "regtest",
@@ -192,7 +202,7 @@ def write_config(
             "allowed_coordinators": list(allowed),
         },
         "backend": dict(backend),
-        "policy": {**(policy or {}), "cosigners": [k.to_string(REGTEST) for k in cosigners]},
+        "policy": policy_doc,
     }
     path = directory / "signer.toml"
     path.write_text(to_toml(doc), encoding="utf-8")
