@@ -71,6 +71,7 @@ def pinned(
 ) -> Manifest:
     """A withdrawal manifest pinned at the node's tip (its inputs need 1 confirmation)."""
     height, block_hash = tip(regtest)
+    settings.setdefault("change_index", ((series[0].id, 0),))
     m = manifest(series, utxos, requests, tip_height=height, min_conf=1, **settings)
     return replace(m, tip_hash=block_hash)
 
