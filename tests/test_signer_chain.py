@@ -288,7 +288,9 @@ def test_a_manifest_that_lies_about_the_chain_is_refused_and_freezes_nothing(
 
 def test_an_input_refusal_names_the_coin(signers: Signers, regtest: Regtest) -> None:
     coins = fund(regtest, SERIES, [BTC, BTC])
-    m = _invented_coin(regtest, pinned(regtest, [SERIES], coins, [request("a", "r", BTC + BTC // 2)]))
+    m = _invented_coin(
+        regtest, pinned(regtest, [SERIES], coins, [request("a", "r", BTC + BTC // 2)])
+    )
     [response] = [_sign(signers.stub(0), m)]
     [refusal] = response.refusals
     assert refusal.scope == signer_pb2.Refusal.SCOPE_INPUT
