@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pool.errors import VpoolError
 from pool.manifest import decode_manifest
@@ -226,6 +227,10 @@ class ChainReleasedHistory:
 
     def amount_signed_since(self, since: float) -> int:
         return self._history.amount_signed_since(since)
+
+    def __getattr__(self, name: str) -> Any:
+        """Whatever else the history offers, unchanged."""
+        return getattr(self._history, name)
 
 
 def check_round(
