@@ -48,6 +48,7 @@ from tests.signer_harness import (
     round_request,
     with_signatures,
 )
+from vpool.devnet.pool import DevPool
 from vpool.devnet.processes import (
     Pki,
     SignerDaemon,
@@ -402,12 +403,19 @@ def test_a_signer_without_a_node_signs_nothing(tmp_path: Path, pki: Pki, regtest
 
 class _LyingNode(ThreadingHTTPServer):
     """Forwards JSON-RPC to the real node, except that ``getrawtransaction`` answers another
-    transaction."""
+    transaction (when ``wrong_tx_hex`` is given)."""
 
-    def __init__(self, node: JsonRpcClient, wrong_tx_hex: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Forward)
+    def __init__(self, node: JsonRpcClient, wrong_tx_hex: str | None, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Forward)
         self.node = node
         self.wrong_tx_hex = wrong_tx_hex
+
+    def serve(self) -> None:
+        threading.Thread(target=self.serve_forever, args=(0.01,), daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
 
     @property
     def rpc_url(self) -> str:
@@ -424,7 +432,7 @@ class _Forward(BaseHTTPRequestHandler):
         method, params = body["method"], body["params"]
         try:
             result: Any = self.server.node.call(method, *params)
-            if method == "getrawtransaction":
+            if method == "getrawtransaction" and self.server.wrong_tx_hex is not None:
                 result = self.server.wrong_tx_hex
             answer = {"result": result, "error": None, "id": body["id"]}
         except Exception as e:  # the node's error, passed on
@@ -445,8 +453,7 @@ def test_a_previous_transaction_that_is_not_the_one_spent_is_refused(
     block = regtest.node.chain.block(regtest.node.chain.block_hash(1))
     wrong = block.transactions[0].serialize().hex()  # a coinbase, not the coin's funding
     proxy = _LyingNode(regtest.node.chain, wrong)
-    thread = threading.Thread(target=proxy.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
+    proxy.serve()
     daemon = _start_signer(tmp_path, pki, 1, signer_chain(tmp_path, proxy), name="lied-to")
     try:
         coins = fund(regtest, SERIES, [BTC])
@@ -454,8 +461,34 @@ def test_a_previous_transaction_that_is_not_the_one_spent_is_refused(
         assert _refused(_sign(daemon.stub(pki), m)) == [("PREVIOUS_TX_MISMATCH", 0, 0)]
     finally:
         daemon.stop()
-        proxy.shutdown()
-        proxy.server_close()
+        proxy.close()
+
+
+def test_a_signer_serves_again_once_its_node_answers(
+    tmp_path: Path, pki: Pki, regtest: Regtest
+) -> None:
+    port = free_port()
+    chain = signer_chain(tmp_path, _NoNode(f"http://127.0.0.1:{port}/"))
+    daemon = _start_signer(tmp_path, pki, 2, chain, name="returning")
+    health = health_pb2_grpc.HealthStub(daemon.channel(pki.credentials()))
+    Status = health_pb2.HealthCheckResponse
+
+    def status() -> int:
+        answer = health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+        return int(answer.status)
+
+    proxy: _LyingNode | None = None
+    try:
+        assert status() == Status.NOT_SERVING
+        proxy = _LyingNode(regtest.node.chain, None, port)  # the node is back, at its address
+        proxy.serve()
+        DevPool.wait_until(lambda: status() == Status.SERVING or None, "SERVING", timeout=30)
+        node = daemon.stub(pki).GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT).node
+        assert node.reachable and node.tip_height > 0 and not node.error
+    finally:
+        daemon.stop()
+        if proxy is not None:
+            proxy.close()
 
 
 def test_the_previous_transactions_are_not_in_the_psbts_the_coordinator_sends(
