@@ -150,7 +150,7 @@ A, B = OutPoint(sha256(b"a"), 0), OutPoint(sha256(b"b"), 0)
 
 def _signed(*outpoints: OutPoint) -> SignedBefore:
     tx = Transaction(2, tuple(TxIn(o, 0xFFFFFFFD) for o in outpoints), (CLAIMED,), 0)
-    return SignedBefore(tx.txid_hex, tx, None)
+    return SignedBefore(tx.txid_hex, tx, None, b"\x00" * 32)
 
 
 def test_an_old_spend_with_an_input_spent_on_chain_is_released() -> None:
