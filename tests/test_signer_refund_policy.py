@@ -27,6 +27,7 @@ from pool.series import Series
 from pool.tx import TxOut
 from signer.policy import (
     Approval,
+    DepositClaim,
     PolicyConfig,
     Reason,
     Refusal,
@@ -267,6 +268,16 @@ def test_a_deposit_spent_by_another_signed_transaction_is_not_refunded() -> None
     history = MemoryHistory({ALICE.outpoint: SignedBefore(spend[0].txid_hex, spend[0].psbt.tx, 1)})
     result = evaluate(refunds(ALICE), history=history)
     assert only_refusal(result, ALICE).reason == Reason.DOUBLE_SIGN
+
+
+def test_a_refund_of_a_deposit_this_signer_acknowledged_is_refused_as_credited() -> None:
+    history = MemoryHistory()
+    history.acknowledge(DepositClaim(ALICE.outpoint, S1.id, ALICE.index, ALICE.value))
+    bob = deposit("bob", S1, 4, BTC // 2, source=RefundSource.SENDER)
+    result = evaluate(refunds(ALICE, bob), history=history)
+    refusal = only_refusal(result, ALICE)
+    assert refusal.reason == Reason.DEPOSIT_CREDITED
+    assert "acknowledged" in refusal.message
 
 
 # --------------------------------------------------------------------------- decoding and series
