@@ -57,6 +57,7 @@ from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.fake_signer import WrongSighashSigner, serve_fake_signer
 from tests.regtest_fixtures import Regtest
 from tests.round_engine_child import run_child
+from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.store_fixtures import add_active_series
 from vpool.devnet.processes import (
     Pki,
@@ -194,8 +195,11 @@ class Pool:
             )
 
     def mine(self, blocks: int) -> None:
+        """Mine, scan, and credit what is confirmed (the signers' acknowledgements are a test
+        double here: tests/credit_fixtures.py)."""
         self.regtest.wallet.mine(self.regtest.node, blocks)
         self.scanner.sync()
+        credit_as_if_every_signer_acknowledged(self.engine)
 
     def mature(self, rounds: RoundEngine) -> None:
         """Mine to the maturation depth of what is broadcast, following each block."""
