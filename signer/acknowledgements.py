@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 MAX_CLAIMS = 1000
 """Deposits one AcknowledgeDeposits call may name."""
+_Found = ChainUtxo | None | tuple[Reason, str]
+"""A claim's output on the signer's node (None: no such confirmed unspent output), or why the
+node cannot tell."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,13 @@ class Acknowledger:
         log.info("acknowledged %d of %d deposits", acknowledged, len(verdicts))
         return verdicts
 
-    def _look_up(self, claims: Sequence[DepositClaim]) -> dict[DepositClaim, ChainUtxo | None | str]:
+    def _look_up(self, claims: Sequence[DepositClaim]) -> dict[DepositClaim, _Found]:
         """Each claim's output on this signer's node (None: none there), or why the node
-        could not tell (a string)."""
-        found: dict[DepositClaim, ChainUtxo | None | str] = {}
+        could not tell."""
+        found: dict[DepositClaim, _Found] = {}
         if self._chain is None:
-            return {c: "no node is configured ([chain] in signer.toml)" for c in claims}
+            why = (Reason.CHAIN_NOT_CONFIGURED, "this signer runs without a node")
+            return {c: why for c in claims}
         for claim in claims:
             if self._state.acknowledged_deposit(claim.outpoint) is not None:
                 continue  # answered from the record
@@ -97,7 +101,7 @@ class Acknowledger:
                 found[claim] = self._chain.utxo(claim.outpoint)
             except ChainUnavailable as e:
                 log.warning("node unavailable while acknowledging deposits: %s", e)
-                unavailable = f"this signer's node cannot be asked: {e}"
+                unavailable = (Reason.CHAIN_UNAVAILABLE, f"this signer's node cannot be asked: {e}")
                 found.update({c: unavailable for c in claims if c not in found})
                 break
         return found
@@ -105,7 +109,7 @@ class Acknowledger:
     def _decide(
         self,
         claim: DepositClaim,
-        found: ChainUtxo | None | str,
+        found: _Found,
         registered: Mapping[int, Series],
         now: float,
     ) -> Verdict:
@@ -115,10 +119,11 @@ class Acknowledger:
             if refusal is not None:
                 return Verdict(claim, False, refusal=refusal)
             return Verdict(claim, True, already_acknowledged=True)
-        if isinstance(found, str):
+        if isinstance(found, tuple):
+            reason, why = found
             refusal = Refusal(
-                Reason.CHAIN_UNAVAILABLE,
-                f"deposit {claim.key}: {found}",
+                reason,
+                f"deposit {claim.key}: {why}",
                 Scope.REQUEST,
                 request_id=claim.key,
             )

@@ -101,6 +101,18 @@ class NodeChain:
         except (KeyError, TypeError, ValueError):
             raise ChainUnavailable("getblockchaininfo: unexpected answer") from None
 
+    def sync_status(self) -> tuple[int, str, bool]:
+        """The tip (height, hash) and whether the node says it is still syncing (Core's
+        initial block download, or headers ahead of blocks)."""
+        info = self._call("getblockchaininfo")
+        try:
+            height, best = int(info["blocks"]), _hash(info["bestblockhash"])
+            headers = int(info.get("headers", height))
+            syncing = bool(info.get("initialblockdownload", False)) or headers > height
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ChainUnavailable("getblockchaininfo: unexpected answer") from None
+        return height, best, syncing
+
     def block_hash(self, height: int) -> str | None:
         if height < 0:
             return None

@@ -64,7 +64,9 @@ def _emulate_jade(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     master = master_from_mnemonic(args.mnemonic_file.read_text(encoding="utf-8"))
-    faults = Faults(args.stall_seconds, args.stall_all, args.refuse_signing)
+    faults = Faults(
+        args.stall_seconds, args.stall_all, args.refuse_signing, args.require_previous_tx
+    )
     device = JadeDevice(
         master,
         NETWORKS[args.network],
@@ -156,6 +158,11 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--refuse-signing", action="store_true", help="fault: the user rejects every transaction"
+    )
+    parser.add_argument(
+        "--require-previous-tx",
+        action="store_true",
+        help="refuse inputs to sign without their previous transaction, as Trezor and BitBox02 do",
     )
     parser.set_defaults(handler=_emulate_jade)
 

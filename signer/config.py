@@ -8,6 +8,7 @@ the directory of the configuration file.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -70,6 +71,30 @@ class HwiBackendConfig:
 
 BackendConfig = EmulatorBackendConfig | HwiBackendConfig
 
+DEFAULT_CHAIN_MIN_CONF = 6
+DEFAULT_CHAIN_MAX_TIP_LAG = 6
+DEFAULT_CHAIN_TIMEOUT = 10.0
+DEFAULT_CHAIN_PROBE = 10.0
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """This signer's own node (``[chain]``): every round's facts are checked against it.
+
+    ``rpc_url`` is None only in development mode without a node (``dev_without_node``), where
+    every round is refused."""
+
+    rpc_url: str | None
+    rpc_user: str = ""
+    rpc_password: str = dataclasses.field(default="", repr=False)
+    """Read from ``rpc_password_env`` or ``rpc_password_file``; never logged."""
+    cookie_file: Path | None = None
+    min_conf: int = DEFAULT_CHAIN_MIN_CONF
+    max_tip_lag: int = DEFAULT_CHAIN_MAX_TIP_LAG
+    timeout_seconds: float = DEFAULT_CHAIN_TIMEOUT
+    probe_seconds: float = DEFAULT_CHAIN_PROBE
+    """How often the health probe asks the node for its tip."""
+
 
 @dataclass(frozen=True)
 class SignerConfig:
@@ -80,6 +105,7 @@ class SignerConfig:
     server: ServerConfig
     backend: BackendConfig
     policy: PolicyConfig
+    chain: ChainConfig
 
 
 def load_config(path: Path) -> SignerConfig:
@@ -96,7 +122,7 @@ def load_config(path: Path) -> SignerConfig:
 def parse_config(doc: Mapping[str, Any], base: Path, path: Path) -> SignerConfig:
     """The configuration in the TOML document ``doc``; relative paths are resolved in ``base``."""
     t = _Table(doc, "", base)
-    t.only("signer_id", "network", "data_dir", "server", "backend", "policy")
+    t.only("signer_id", "network", "data_dir", "server", "backend", "policy", "chain")
     signer_id = t.string("signer_id")
     try:
         check_name(signer_id)
@@ -115,6 +141,7 @@ def parse_config(doc: Mapping[str, Any], base: Path, path: Path) -> SignerConfig
         server=_server(t.table("server")),
         backend=_backend(t.table("backend")),
         policy=_policy(t.table("policy", required=False), network),
+        chain=_chain(t.table("chain")),
     )
 
 
@@ -197,6 +224,74 @@ def _hwi(t: _Table) -> HwiBackendConfig:
         device_path=device_path,
         call_timeout_seconds=t.seconds("call_timeout_seconds", DEFAULT_CALL_TIMEOUT),
         sign_timeout_seconds=t.seconds("sign_timeout_seconds", DEFAULT_SIGN_TIMEOUT),
+    )
+
+
+def _chain(t: _Table) -> ChainConfig:
+    if t.boolean("dev_without_node", False):
+        t.only("dev_without_node")
+        return ChainConfig(rpc_url=None)
+    t.only(
+        "rpc_url",
+        "rpc_cookie_file",
+        "rpc_user",
+        "rpc_password_env",
+        "rpc_password_file",
+        "min_conf",
+        "max_tip_lag",
+        "timeout_seconds",
+        "probe_seconds",
+        "dev_without_node",
+    )
+    url = t.string("rpc_url")
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"{t.key('rpc_url')}: expected http://host:port/")
+    cookie = None  # Core writes its cookie when it starts: it need not exist yet
+    if "rpc_cookie_file" in t.doc:
+        cookie = t.path("rpc_cookie_file", must_exist=False)
+    user = t.optional_string("rpc_user")
+    password_env = t.optional_string("rpc_password_env")
+    password_file = t.optional_path("rpc_password_file", required=False)
+    password = ""
+    if cookie is not None:
+        if user is not None or password_env is not None or password_file is not None:
+            raise ConfigError(
+                f"{t.prefix}: set either rpc_cookie_file or rpc_user with a password, not both"
+            )
+    else:
+        if user is None:
+            raise ConfigError(f"{t.prefix}: set rpc_cookie_file, or rpc_user and a password")
+        if (password_env is None) == (password_file is None):
+            raise ConfigError(
+                f"{t.prefix}: set exactly one of rpc_password_env and rpc_password_file"
+            )
+        if password_env is not None:
+            value = os.environ.get(password_env)
+            if not value:
+                raise ConfigError(
+                    f"{t.key('rpc_password_env')}: environment variable {password_env} is not set"
+                )
+            password = value
+        else:
+            assert password_file is not None
+            password = password_file.read_text(encoding="utf-8").strip()
+            if not password:
+                raise ConfigError(f"{t.key('rpc_password_file')}: the file is empty")
+    min_conf = t.integer("min_conf", DEFAULT_CHAIN_MIN_CONF)
+    if min_conf < 1:
+        raise ConfigError(f"{t.key('min_conf')}: must be at least 1")
+    max_tip_lag = t.integer("max_tip_lag", DEFAULT_CHAIN_MAX_TIP_LAG)
+    if max_tip_lag < 0:
+        raise ConfigError(f"{t.key('max_tip_lag')}: must not be negative")
+    return ChainConfig(
+        rpc_url=url,
+        rpc_user=user or "",
+        rpc_password=password,
+        cookie_file=cookie,
+        min_conf=min_conf,
+        max_tip_lag=max_tip_lag,
+        timeout_seconds=t.seconds("timeout_seconds", DEFAULT_CHAIN_TIMEOUT),
+        probe_seconds=t.seconds("probe_seconds", DEFAULT_CHAIN_PROBE),
     )
 
 

@@ -95,6 +95,49 @@ class Reason(StrEnum):
     DEVICE_ERROR = "DEVICE_ERROR"
     DEVICE_TIMEOUT = "DEVICE_TIMEOUT"
     BAD_DEVICE_SIGNATURE = "BAD_DEVICE_SIGNATURE"
+    # The manifest's facts against this signer's own node (signer.chain_checks).
+    INPUT_NOT_ON_CHAIN = "INPUT_NOT_ON_CHAIN"
+    """An input is not a confirmed unspent output on this signer's node (spent, unknown, or
+    only in a mempool). Not final: a reorganisation or a lagging node may change it; the
+    coordinator should rebuild without the coin. Scoped to the input."""
+    INPUT_AMOUNT_MISMATCH = "INPUT_AMOUNT_MISMATCH"
+    """An input's amount (the manifest's, in the PSBT's witness UTXO) differs from the value of
+    the output on this signer's node. Final for this manifest. Scoped to the input."""
+    INPUT_SCRIPT_MISMATCH = "INPUT_SCRIPT_MISMATCH"
+    """An input's scriptPubKey (derived from the manifest's series, branch and index) differs
+    from the output's on this signer's node. Final for this manifest. Scoped to the input."""
+    INPUT_HEIGHT_MISMATCH = "INPUT_HEIGHT_MISMATCH"
+    """The manifest's confirmation height of an input differs from this signer's node. Not final
+    (a reorganisation moves coins). Scoped to the input."""
+    INPUT_IMMATURE = "INPUT_IMMATURE"
+    """An input has fewer confirmations on this signer's node than its own ``chain.min_conf``
+    (or a coinbase fewer than 100). Not final: it matures. Scoped to the input."""
+    TIP_AHEAD_OF_NODE = "TIP_AHEAD_OF_NODE"
+    """The manifest's pinned tip is above this signer's tip: its node is behind, or the tip is
+    invented. Not final."""
+    TIP_NOT_ON_CHAIN = "TIP_NOT_ON_CHAIN"
+    """The manifest's pinned tip (height, hash) is not a block of this signer's best chain. Not
+    final (the signer's node may follow later), but never signed as it is."""
+    TIP_TOO_OLD = "TIP_TOO_OLD"
+    """The manifest's pinned tip is more than ``chain.max_tip_lag`` blocks behind this signer's
+    tip. Final for this manifest: rebuild on a newer tip."""
+    LOCKTIME_IN_FUTURE = "LOCKTIME_IN_FUTURE"
+    """A transaction's nLockTime is not below the next block of this signer's chain (it could not
+    be mined now). Not final."""
+    PREVIOUS_TX_UNAVAILABLE = "PREVIOUS_TX_UNAVAILABLE"
+    """This signer's node does not give the transaction an input spends (for the device's
+    ``non_witness_utxo``; the node needs a transaction index). Not final. Scoped to the input."""
+    PREVIOUS_TX_MISMATCH = "PREVIOUS_TX_MISMATCH"
+    """The previous transaction this signer's node gave does not hash to the input's txid, or its
+    output differs from the input's amount and script: the node is not to be trusted. Scoped to
+    the input."""
+    CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
+    """This signer's node is unreachable, refused the credentials, is starting, or answered
+    something unexpected: nothing can be checked, so nothing is signed. Not final: try later."""
+    CHAIN_NOT_CONFIGURED = "CHAIN_NOT_CONFIGURED"
+    """This signer runs without a node (``chain.dev_without_node``, development only): it
+    signs nothing. Final until its operator configures a node."""
+    # Deposit acknowledgements (signer.acknowledgements) and the refunds they forbid.
     DEPOSIT_CREDITED = "DEPOSIT_CREDITED"
     """A refund of a deposit this signer acknowledged (AcknowledgeDeposits): the coordinator may
     have credited it. Final: an acknowledgement is never taken back."""
@@ -118,8 +161,6 @@ class Reason(StrEnum):
     DEPOSIT_CLAIM_MISMATCH = "DEPOSIT_CLAIM_MISMATCH"
     """(AcknowledgeDeposits) The outpoint was acknowledged before with another series, index or
     value. Final."""
-    CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
-    """The signer's own node cannot be asked (unreachable, or it failed). Not final."""
 
 
 class Scope(StrEnum):

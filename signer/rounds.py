@@ -1,7 +1,9 @@
 """Signing one round: policy, then the device, then checks, then the record, then the answer.
 
 Withdrawal and refund rounds take the same path; only the policy differs with the kind. Nothing
-reaches the device before the policy approves. Every signature the device returns is
+reaches the device before the policy approves and the round's facts check out on this signer's
+own node (``signer.chain_checks``); the device then gets each input's previous transaction from
+that node. Every signature the device returns is
 verified against its input's exact BIP143 sighash; a round is recorded in the signing log
 *before* its signatures are handed out, and every request leaves one audit entry.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass, replace
 from pool.networks import Network
 from pool.psbt import Psbt
 from pool.roles import verify_partial_sigs
+from signer import chain_checks
 from signer.audit import AuditLog, Decision
 from signer.backends.base import (
     Backend,
@@ -26,12 +29,15 @@ from signer.backends.base import (
     new_signatures,
     our_keys,
 )
+from signer.chain import ChainUnavailable, ChainView
+from signer.chain_checks import ChainReleasedHistory, ChainRules, RoundChain
 from signer.policy import (
     Approval,
     PolicyConfig,
     Reason,
     Refusal,
     RoundKind,
+    SigningHistory,
     evaluate_refund_round,
     evaluate_round,
 )
@@ -69,7 +75,10 @@ class RoundSigner:
         state: SignerState,
         audit: AuditLog,
         clock: Callable[[], float],
+        chain: ChainView | None,
+        chain_rules: ChainRules,
     ) -> None:
+        """``chain`` is this signer's own node; None (development only) refuses every round."""
         self._signer_id = signer_id
         self._network = network
         self._policy = policy
@@ -79,6 +88,8 @@ class RoundSigner:
         self._state = state
         self._audit_log = audit
         self._clock = clock
+        self._chain = chain
+        self._chain_rules = chain_rules
         self.lock = threading.Lock()
         """Held while a round is evaluated, signed and recorded; deposit acknowledgements take it
         too (signer.acknowledgements), so the two never interleave."""
@@ -112,11 +123,24 @@ class RoundSigner:
             log.info("%s round %s %s: %s", kind, digest.hex(), decision, ", ".join(reasons))
             return RoundResult(digest, {}, refusals)
 
-        verdict = self._evaluate(kind, manifest, psbts, now)
-        if isinstance(verdict, list):
-            return finish(Decision.REFUSED, verdict)
+        if self._chain is None:
+            refusal = Refusal(
+                Reason.CHAIN_NOT_CONFIGURED,
+                "this signer runs without a node (chain.dev_without_node): it signs nothing",
+            )
+            return finish(Decision.REFUSED, [refusal])
+        chain = RoundChain(self._chain)
         try:
-            signatures = self._device_sign(verdict)
+            verdict = self._evaluate(kind, manifest, psbts, now, chain)
+            if isinstance(verdict, list):
+                return finish(Decision.REFUSED, verdict)
+            checked = chain_checks.check_round(chain, self._chain_rules, kind, manifest, verdict)
+        except ChainUnavailable as e:
+            return finish(Decision.REFUSED, [Refusal(Reason.CHAIN_UNAVAILABLE, str(e))])
+        if isinstance(checked, list):
+            return finish(Decision.REFUSED, checked)
+        try:
+            signatures = self._device_sign(checked)
         except DeviceTimeout as e:
             audit(Decision.FAILED, [Reason.DEVICE_TIMEOUT])
             log.warning("%s round %s failed: %s", kind, digest.hex(), e)
@@ -134,10 +158,16 @@ class RoundSigner:
         return RoundResult(digest, signatures, [])
 
     def _evaluate(
-        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes], now: float
+        self,
+        kind: RoundKind,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        now: float,
+        chain: RoundChain,
     ) -> Approval | list[Refusal]:
-        """The policy of the round's kind."""
+        """The policy of the round's kind, reading the signing log as the chain releases it."""
         registered = self._state.registered_series(self._network)
+        history: SigningHistory = ChainReleasedHistory(self._state, chain)
         if kind is RoundKind.REFUND:
             return evaluate_refund_round(
                 self._policy,
@@ -147,7 +177,7 @@ class RoundSigner:
                 self._refund_address,
                 manifest,
                 psbts,
-                self._state,
+                history,
             )
         return evaluate_round(
             self._policy,
@@ -156,17 +186,18 @@ class RoundSigner:
             registered,
             manifest,
             psbts,
-            self._state,
+            history,
             now,
         )
 
     def _refund_address(self, series_id: int, index: int) -> str | None:
         return self._state.refund_address(self._network.name, series_id, index)
 
-    def _device_sign(self, approval: Approval) -> dict[int, list[Signature]]:
-        """The backend's signatures for every PSBT with an input of ours, all verified."""
+    def _device_sign(self, psbts: Sequence[Psbt]) -> dict[int, list[Signature]]:
+        """The backend's signatures for every PSBT with an input of ours, all verified
+        (``psbts`` carry each input's previous transaction, from this signer's node)."""
         signed: dict[int, list[Signature]] = {}
-        for index, psbt in enumerate(approval.psbts):
+        for index, psbt in enumerate(psbts):
             wanted = our_keys(psbt, self._fingerprint)
             if not wanted:
                 continue

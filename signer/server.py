@@ -1,9 +1,11 @@
 """The signer daemon: opens its state, audit log and backend, and serves gRPC over mutual TLS.
 
 Next to ``vpool.v1.SignerService`` it serves the standard ``grpc.health.v1`` health service and
-server reflection. Every call to any of them, health checks included, must come from an allowed
-coordinator (``signer.rpc.Gatekeeper``): a signer has no other legitimate caller, and what it
-reveals (its keys, policy hash and liveness) is nobody else's business. Plaintext is possible
+server reflection. The health is SERVING only while the signer's own node answers (probed every
+``chain.probe_seconds``, ``signer.node_monitor``). Every call to any of them, health checks
+included, must come from an allowed coordinator (``signer.rpc.Gatekeeper``): a signer has no
+other legitimate caller, and what it reveals (its keys, policy hash and liveness) is nobody
+else's business. Plaintext is possible
 only in insecure development mode, which the configuration and the command line must both ask for.
 """
 
@@ -13,15 +15,19 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 
 from signer.audit import AuditLog, audit_path
 from signer.backends import open_backend
-from signer.config import ConfigError, ServerConfig, SignerConfig, load_config
+from signer.chain import NodeChain
+from signer.config import ChainConfig, ConfigError, ServerConfig, SignerConfig, load_config
+from signer.node_monitor import NodeMonitor, NodeStatus
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
 from signer.state import SignerState
@@ -52,11 +58,23 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
         audit = stack.enter_context(AuditLog(audit_path(config.data_dir)))
         backend = open_backend(config.backend, config.network)
         stack.callback(backend.close)
-        service = SignerService(config, backend, state, audit, time.time)
+        chain = _node(config.chain)
+        monitor = NodeMonitor(chain, time.time)
+        service = SignerService(config, backend, state, audit, time.time, chain, monitor)
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
         server, address, health_service = _start(config, service, gatekeeper)
+        probing = threading.Event()
+        stack.callback(probing.set)
+        listener = _health_listener(health_service)
+        listener(monitor.probe())  # the health is right from the ready line on
+        threading.Thread(
+            target=monitor.run,
+            args=(probing, config.chain.probe_seconds, listener),
+            name="node-probe",
+            daemon=True,
+        ).start()
         print(f"vpool-signer {config.signer_id} serving on {address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
@@ -68,6 +86,35 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             gatekeeper.wait_idle(GRACE_SECONDS)
         server.stop(None).wait()
     return 0
+
+
+def _node(config: ChainConfig) -> NodeChain | None:
+    if config.rpc_url is None:
+        log.warning(
+            "!!! DEVELOPMENT MODE WITHOUT A NODE (chain.dev_without_node): this signer cannot "
+            "check any round against the chain, so it refuses every round. !!!"
+        )
+        return None
+    return NodeChain(
+        config.rpc_url,
+        config.rpc_user,
+        config.rpc_password,
+        config.cookie_file,
+        config.timeout_seconds,
+    )
+
+
+def _health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], None]:
+    """SERVING while the node answers; NOT_SERVING (overall and for the signer service) while it
+    does not, or when there is none. The reason is in GetInfo's ``node.error`` and the log."""
+    Status = health_pb2.HealthCheckResponse
+
+    def listen(status: NodeStatus) -> None:
+        serving = Status.SERVING if status.reachable else Status.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            health_service.set(name, serving)
+
+    return listen
 
 
 def _start(

@@ -29,10 +29,12 @@ from signer.backends.base import (
     DeviceRefused,
     DeviceTimeout,
 )
+from signer.chain import NodeChain
+from signer.chain_checks import ChainRules
 from signer.config import SignerConfig
 from signer.keystore import bip48_account_path
 from signer.acknowledgements import MAX_CLAIMS, Acknowledger
-from signer.chain import ChainView
+from signer.node_monitor import NodeMonitor
 from signer.policy import DepositClaim, Refusal, RoundKind, Scope, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
@@ -82,16 +84,29 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         state: SignerState,
         audit: AuditLog,
         clock: Callable[[], float],
-        chain: ChainView | None = None,
+        chain: NodeChain | None,
+        monitor: NodeMonitor,
     ) -> None:
+        """``chain`` is this signer's node (None without one, development only); ``monitor``
+        probes it for GetInfo and health."""
         self._network = config.network
         self._policy = config.policy
         self._backend = backend
         self._state = state
         self._clock = clock
         self._fingerprint = backend.fingerprint()
+        self._monitor = monitor
+        self._chain_rules = ChainRules(config.chain.min_conf, config.chain.max_tip_lag)
         self._rounds = RoundSigner(
-            config.signer_id, config.network, config.policy, backend, state, audit, clock
+            config.signer_id,
+            config.network,
+            config.policy,
+            backend,
+            state,
+            audit,
+            clock,
+            chain,
+            self._chain_rules,
         )
         self._acknowledger = Acknowledger(
             config.network, config.policy, state, chain, self._rounds.lock, clock
@@ -116,7 +131,23 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
     # ------------------------------------------------------------------------------ queries
 
     def GetInfo(self, request: signer_pb2.GetInfoRequest, context: Any) -> signer_pb2.SignerInfo:
-        return self._info
+        node = self._monitor.status
+        info = signer_pb2.SignerInfo()
+        info.CopyFrom(self._info)
+        info.node.CopyFrom(
+            signer_pb2.NodeState(
+                configured=node.configured,
+                reachable=node.reachable,
+                tip_height=node.tip_height,
+                tip_hash=node.tip_hash,
+                syncing=node.syncing,
+                error=node.error,
+                checked_at=node.checked_at,
+                min_conf=self._chain_rules.min_conf,
+                max_tip_lag=self._chain_rules.max_tip_lag,
+            )
+        )
+        return info
 
     def GetXpub(
         self, request: signer_pb2.GetXpubRequest, context: Any

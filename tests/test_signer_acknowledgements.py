@@ -216,5 +216,5 @@ def test_a_signer_without_a_node_acknowledges_nothing(state: SignerState) -> Non
     claim = DepositClaim(OutPoint.from_hex("ab" * 32, 0), SERIES.id, 0, VALUE)
     lonely = Acknowledger(REGTEST, POLICY, state, None, threading.Lock(), time.time)
     [answer] = lonely.acknowledge([claim])
-    assert answer.refusal is not None and answer.refusal.reason == Reason.CHAIN_UNAVAILABLE
+    assert answer.refusal is not None and answer.refusal.reason == Reason.CHAIN_NOT_CONFIGURED
     assert state.acknowledged_deposit(claim.outpoint) is None

@@ -1,6 +1,7 @@
 """The signer daemon as a process, over real gRPC with mutual TLS on loopback (emulator backend).
 
-The signer holds test key 0 of a 2-of-3 series (test keys 0, 1, 2); the test plays the
+The signer holds test key 0 of a 2-of-3 series (test keys 0, 1, 2) and checks every round against
+the bcoin regtest node, where the tests fund the coins they spend; the test plays the
 coordinator, and test key 1 plays a second signer when a transaction must be completed.
 """
 
@@ -31,8 +32,9 @@ from pool.withdrawal import build_round
 from signer.audit import audit_path
 from signer.keystore import bip48_account_path
 from signer.policy import PolicyConfig
-from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
-from tests.refund_factories import deposit, refund_manifest
+from tests.chain_harness import fund, pinned, pinned_refunds, real_deposit, signer_chain
+from tests.factories import BTC, make_series, master_key, p2wpkh, request
+from tests.regtest_fixtures import Regtest
 from tests.signer_harness import (
     CALL_TIMEOUT,
     deposit_address_request,
@@ -67,17 +69,25 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return pki
 
 
-def _start(directory: Path, pki: Pki, policy: dict[str, int]) -> SignerDaemon:
+def _start(directory: Path, pki: Pki, policy: dict[str, int], regtest: Regtest) -> SignerDaemon:
     keystore = write_keystore(directory / "keystore.json", SIGNER)
     config = write_config(
-        directory, pki, "signer-0", emulator_backend(keystore), policy, cosigners=SERIES.keys
+        directory,
+        pki,
+        "signer-0",
+        emulator_backend(keystore),
+        policy,
+        cosigners=SERIES.keys,
+        chain=signer_chain(directory, regtest.node),
     )
     return SignerDaemon(config)
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SignerDaemon]:
-    daemon = _start(tmp_path_factory.mktemp("signer"), pki, POLICY)
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
+) -> Iterator[SignerDaemon]:
+    daemon = _start(tmp_path_factory.mktemp("signer"), pki, POLICY, regtest)
     daemon.stub(pki).RegisterSeries(register_request(SERIES), timeout=CALL_TIMEOUT)
     yield daemon
     assert daemon.stop() == 0, daemon.log_text()
@@ -88,9 +98,10 @@ def stub(daemon: SignerDaemon, pki: Pki) -> signer_pb2_grpc.SignerServiceStub:
     return daemon.stub(pki)
 
 
-def _round(first_utxo: int, amount: int, n_utxos: int = 2) -> Manifest:
-    utxos = [utxo(first_utxo + i, BTC, 100, index=i) for i in range(n_utxos)]
-    return manifest([SERIES], utxos, [request("alice", f"w{first_utxo}", amount)])
+def _round(regtest: Regtest, tag: str, amount: int, n_utxos: int = 2) -> Manifest:
+    """A round paying ``amount`` from ``n_utxos`` new 1 BTC coins of the series."""
+    utxos = fund(regtest, SERIES, [BTC] * n_utxos)
+    return pinned(regtest, [SERIES], utxos, [request("alice", tag, amount)])
 
 
 def _sign(stub: signer_pb2_grpc.SignerServiceStub, m: Manifest) -> signer_pb2.SignRoundResponse:
@@ -122,6 +133,16 @@ def test_get_info_reports_the_key_and_the_policy(stub: signer_pb2_grpc.SignerSer
         cosigners=frozenset(k.to_string(REGTEST) for k in SERIES.keys),
     )
     assert info.policy_hash == expected.version_hash()
+
+
+def test_get_info_reports_the_signers_node(
+    stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
+) -> None:
+    node = stub.GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT).node
+    assert node.configured and node.reachable and not node.error
+    assert 0 < node.tip_height <= regtest.node.chain.tip()[0]
+    assert len(node.tip_hash) == 64
+    assert (node.min_conf, node.max_tip_lag) == (1, 6)
 
 
 def test_health_check_is_serving(daemon: SignerDaemon, pki: Pki) -> None:
@@ -255,9 +276,9 @@ def _complete(unsigned: list[Psbt], response: signer_pb2.SignRoundResponse) -> l
 
 
 def test_an_honest_round_is_signed_and_its_signatures_verify(
-    stub: signer_pb2_grpc.SignerServiceStub,
+    stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
-    m = _round(100, BTC + BTC // 2)
+    m = _round(regtest, "w100", BTC + BTC // 2)
     response = _sign(stub, m)
     assert response.signed_all and not response.refusals
     assert len(response.signed_psbts) == 1
@@ -270,9 +291,9 @@ def test_an_honest_round_is_signed_and_its_signatures_verify(
 
 
 def test_a_tampered_psbt_is_refused_with_amount_mismatch(
-    stub: signer_pb2_grpc.SignerServiceStub,
+    stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
-    m = _round(200, BTC)
+    m = _round(regtest, "w200", BTC)
     request = round_request(m)
     psbt = Psbt.parse(request.psbts[0])
     paid = psbt.tx.outputs[0]
@@ -295,11 +316,11 @@ def _address(tag: str) -> str:
 
 
 def _registered_deposit(
-    stub: signer_pb2_grpc.SignerServiceStub, tag: str, index: int
+    stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest, tag: str
 ) -> RefundRequest:
-    """A deposit to receive address ``index`` whose refund address is registered with the signer."""
-    refund = deposit(tag, SERIES, index, BTC)
-    register = deposit_address_request(SERIES, index, _address(f"{tag}/refund"))
+    """A mined deposit whose refund address is registered with the signer."""
+    refund = real_deposit(regtest, SERIES, BTC, p2wpkh(f"{tag}/refund"))
+    register = deposit_address_request(SERIES, refund.index, _address(f"{tag}/refund"))
     stub.RegisterDepositAddress(register, timeout=CALL_TIMEOUT)
     return refund
 
@@ -350,9 +371,9 @@ def test_a_deposit_address_of_an_unregistered_series_is_refused(
 
 
 def test_a_refund_round_is_signed_verifies_and_is_audited_as_a_refund(
-    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
-    m = refund_manifest([SERIES], [_registered_deposit(stub, "refund 20", 20)])
+    m = pinned_refunds(regtest, [SERIES], [_registered_deposit(stub, regtest, "refund 20")])
     response = _sign_refunds(stub, m)
     assert response.signed_all and not response.refusals
     [psbt] = _complete([t.psbt for t in build_refunds(m).transactions], response)
@@ -363,37 +384,39 @@ def test_a_refund_round_is_signed_verifies_and_is_audited_as_a_refund(
 
 
 def test_a_signer_refuses_a_refund_to_an_address_that_is_not_the_registered_one(
-    stub: signer_pb2_grpc.SignerServiceStub,
+    stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
-    honest = _registered_deposit(stub, "refund 21", 21)
-    hostile = refund_manifest([SERIES], [replace(honest, destination=p2wpkh("mallory"))])
+    honest = _registered_deposit(stub, regtest, "refund 21")
+    hostile = pinned_refunds(regtest, [SERIES], [replace(honest, destination=p2wpkh("mallory"))])
     response = _sign_refunds(stub, hostile)
     assert not response.signed_all and not response.signed_psbts
     [refusal] = response.refusals
     assert refusal.reason_code == "REFUND_DESTINATION_NOT_REGISTERED"
     assert refusal.scope == signer_pb2.Refusal.SCOPE_REQUEST
     assert refusal.request_id == f"{honest.outpoint.txid_hex}:{honest.outpoint.vout}"
-    assert _sign_refunds(stub, refund_manifest([SERIES], [honest])).signed_all
+    assert _sign_refunds(stub, pinned_refunds(regtest, [SERIES], [honest])).signed_all
 
 
-def test_the_rolling_limit_survives_a_restart(tmp_path: Path, pki: Pki) -> None:
-    daemon = _start(tmp_path, pki, {"max_request_amount": 2 * BTC, "max_daily_amount": 2 * BTC})
+def test_the_rolling_limit_survives_a_restart(tmp_path: Path, pki: Pki, regtest: Regtest) -> None:
+    limits = {"max_request_amount": 2 * BTC, "max_daily_amount": 2 * BTC}
+    daemon = _start(tmp_path, pki, limits, regtest)
     try:
         daemon.stub(pki).RegisterSeries(register_request(SERIES), timeout=CALL_TIMEOUT)
-        assert _sign(daemon.stub(pki), _round(300, BTC + BTC // 2)).signed_all
+        assert _sign(daemon.stub(pki), _round(regtest, "w300", BTC + BTC // 2)).signed_all
         daemon = daemon.restart()
-        response = _sign(daemon.stub(pki), _round(310, BTC))
+        response = _sign(daemon.stub(pki), _round(regtest, "w310", BTC))
         assert _reasons(response) == ["DAILY_LIMIT_EXCEEDED"]
     finally:
         assert daemon.stop() == 0, daemon.log_text()
 
 
 def test_the_audit_log_verifies_after_several_rounds(
-    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
-    assert _sign(stub, _round(400, BTC)).signed_all
-    assert _sign(stub, _round(400, BTC)).signed_all  # the same round again: allowed
-    other = _round(410, BTC)
+    first = _round(regtest, "w400", BTC)
+    assert _sign(stub, first).signed_all
+    assert _sign(stub, first).signed_all  # the same round again: allowed
+    other = _round(regtest, "w410", BTC)
     other_request = round_request(other)
     other_request.psbts.append(other_request.psbts[0])
     assert stub.SignRound(other_request, timeout=CALL_TIMEOUT).refusals
@@ -418,9 +441,9 @@ def test_an_oversized_request_is_refused_by_grpc(stub: signer_pb2_grpc.SignerSer
 
 
 def test_the_log_holds_no_psbt_and_no_secret(
-    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
-    request = round_request(_round(500, BTC))
+    request = round_request(_round(regtest, "w500", BTC))
     assert stub.SignRound(request, timeout=CALL_TIMEOUT).signed_all
     log = daemon.log.read_text()
     psbt = Psbt.parse(request.psbts[0])

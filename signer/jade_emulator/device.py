@@ -57,6 +57,9 @@ class Faults:
     stall_all: bool = False
     """Stall every call, not only ``sign_psbt``."""
     refuse_signing: bool = False
+    require_previous_tx: bool = False
+    """Not a fault but a stricter device: refuse an input to sign without its previous
+    transaction (``non_witness_utxo``), as Trezor and BitBox02 refuse segwit v0 inputs."""
 
     def stall_for(self, method: str) -> float:
         return self.stall_seconds if self.stall_all or method == "sign_psbt" else 0.0
@@ -277,7 +280,13 @@ class JadeDevice:
         if not isinstance(raw, bytes) or not raw:
             raise p.bad("Failed to extract psbt bytes from parameters")
         registered = [multisig for _, multisig in self._registry.items()]
-        return sign_request(raw, self._master, registered, refuse=self.faults.refuse_signing)
+        return sign_request(
+            raw,
+            self._master,
+            registered,
+            refuse=self.faults.refuse_signing,
+            require_previous_tx=self.faults.require_previous_tx,
+        )
 
 
 def _signers(value: object, network: Network) -> tuple[Signer, ...]:

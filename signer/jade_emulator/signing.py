@@ -20,25 +20,42 @@ log = logging.getLogger(__name__)
 DECLINED = "User declined to sign psbt"
 
 
+PREVIOUS_TX_MISSING = "Previous transaction missing for input"
+PREVIOUS_TX_MISMATCH = "Previous transaction output does not match the witness utxo"
+
+
 def sign_request(
-    raw: bytes, master: ExtendedPrivateKey, registered: Sequence[Multisig], *, refuse: bool
+    raw: bytes,
+    master: ExtendedPrivateKey,
+    registered: Sequence[Multisig],
+    *,
+    refuse: bool,
+    require_previous_tx: bool = False,
 ) -> bytes:
     """The PSBT ``raw`` with this wallet's signatures added, in the core's canonical encoding.
 
     Refused as Jade refuses: unparsable, an input without its UTXO, a sighash other than ALL on
     an input to sign, outputs worth more than the inputs; and as the user refuses (``refuse``,
-    or an output paying to this wallet that is no registered multisig's change).
+    or an output paying to this wallet that is no registered multisig's change). A previous
+    transaction whose output is not the input's witness UTXO is refused; with
+    ``require_previous_tx`` (as Trezor and BitBox02) so is an input to sign without one.
     """
     try:
         psbt = Psbt.parse(raw)
     except PsbtError:
         raise bad("Failed to extract psbt from passed bytes") from None
     input_amount = sum(_utxo_value(psbt, index) for index in range(len(psbt.inputs)))
-    for psbt_input in psbt.inputs:
+    for psbt_input, txin in zip(psbt.inputs, psbt.tx.inputs, strict=True):
         origins = psbt_input.bip32_derivations.values()
         ours = any(origin.fingerprint == master.fingerprint for origin in origins)
         if ours and psbt_input.sighash_type not in (None, SIGHASH_ALL):
             raise bad("Unsupported sighash")
+        previous = psbt_input.non_witness_utxo
+        if ours and previous is None and require_previous_tx:
+            raise bad(PREVIOUS_TX_MISSING)
+        if previous is not None and psbt_input.witness_utxo is not None:
+            if Transaction.parse(previous).outputs[txin.prevout.vout] != psbt_input.witness_utxo:
+                raise bad(PREVIOUS_TX_MISMATCH)
     if psbt.tx.total_output_value > input_amount:
         raise bad("Invalid input/output amounts")
     if refuse:

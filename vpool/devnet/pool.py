@@ -35,6 +35,7 @@ from vpool.devnet.processes import (
     hwi_backend,
     master_of,
     mnemonic_for,
+    node_chain,
     write_config,
     write_keystore,
 )
@@ -178,7 +179,7 @@ class DevPool:
         base = self.directory / spec.signer_id
         base.mkdir(parents=True, exist_ok=True)
         if spec.kind == "jade":
-            jade = JadeEmulator(base / "jade", spec.words)
+            jade = JadeEmulator(base / "jade", spec.words, require_previous_tx=True)
             self.jades[spec.signer_id] = jade
             backend = hwi_backend(jade.port, jade.fingerprint)
             what = f"HWI backend driving a Jade-protocol emulator on port {jade.port}"
@@ -194,6 +195,7 @@ class DevPool:
             self.signer_policy,
             cosigners=self.series.keys,
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
+            chain=node_chain(base, self.node.rpc_url, *self.node.credentials),
         )
         self.daemons[spec.signer_id] = SignerDaemon(config)
         self.say(f"{spec.signer_id}: {what}, serving on {self.daemons[spec.signer_id].address}")

@@ -163,6 +163,36 @@ def hwi_backend(port: int, fingerprint: bytes, sign_timeout: float = 60.0) -> di
     }
 
 
+NO_NODE: Mapping[str, Any] = {"dev_without_node": True}
+"""A ``[chain]`` table without a node: the signer starts, answers queries, and signs nothing."""
+
+
+def node_chain(
+    directory: Path,
+    url: str,
+    user: str,
+    password: str,
+    *,
+    min_conf: int = 1,
+    max_tip_lag: int = 6,
+    probe_seconds: float = 0.5,
+) -> dict[str, Any]:
+    """A ``[chain]`` table naming a node (the password goes to a file only its owner reads)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = directory / "rpc-password.txt"
+    secret.touch(mode=0o600)
+    secret.write_text(password, encoding="utf-8")
+    return {
+        "rpc_url": url,
+        "rpc_user": user,
+        "rpc_password_file": str(secret),
+        "min_conf": min_conf,
+        "max_tip_lag": max_tip_lag,
+        "timeout_seconds": 10.0,
+        "probe_seconds": probe_seconds,
+    }
+
+
 def write_config(
     directory: Path,
     pki: Pki,
@@ -172,11 +202,13 @@ def write_config(
     allowed: Sequence[str] = (COORDINATOR,),
     cosigners: Sequence[DescriptorKey] = (),
     listen: str = "127.0.0.1:0",
+    chain: Mapping[str, Any] = NO_NODE,
 ) -> Path:
     """``directory/signer.toml`` for a signer on a free loopback port, with its certificate.
 
     ``cosigners`` are the keys of the series the tests will register (the signer's own key among
     them is harmless): the policy registers only series made of its own and these keys.
+    ``chain`` is its ``[chain]`` table (``node_chain``); without a node it signs nothing.
     """
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = pki.issue("signer", signer_id)
@@ -193,6 +225,7 @@ def write_config(
         },
         "backend": dict(backend),
         "policy": {**(policy or {}), "cosigners": [k.to_string(REGTEST) for k in cosigners]},
+        "chain": dict(chain),
     }
     path = directory / "signer.toml"
     path.write_text(to_toml(doc), encoding="utf-8")
@@ -290,7 +323,12 @@ class JadeEmulator(Process):
     """``vpool-signer emulate-jade`` on a free port (or ``port``)."""
 
     def __init__(
-        self, directory: Path, words: str, port: int = 0, stall_seconds: float = 0.0
+        self,
+        directory: Path,
+        words: str,
+        port: int = 0,
+        stall_seconds: float = 0.0,
+        require_previous_tx: bool = False,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -299,6 +337,8 @@ class JadeEmulator(Process):
         args = ["emulate-jade", "--network", "regtest", "--mnemonic-file", str(words_file)]
         args += ["--port", str(port), "--state-file", str(directory / "registry.json")]
         args += ["--stall-seconds", str(stall_seconds)]
+        if require_previous_tx:
+            args.append("--require-previous-tx")
         super().__init__(args, directory / "jade.log", _JADE_READY)
         self.port = int(self.match.group(1))
         self.fingerprint = master_of(words).fingerprint

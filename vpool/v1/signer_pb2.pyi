@@ -30,7 +30,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SignerInfo(_message.Message):
-    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version")
+    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_KIND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class SignerInfo(_message.Message):
     ACCOUNT_XPUBS_FIELD_NUMBER: _ClassVar[int]
     POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     backend_kind: BackendKind
     device_model: str
@@ -45,7 +46,30 @@ class SignerInfo(_message.Message):
     account_xpubs: _containers.RepeatedCompositeFieldContainer[AccountXpub]
     policy_hash: str
     software_version: str
-    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ...) -> None: ...
+    node: NodeState
+    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ...) -> None: ...
+
+class NodeState(_message.Message):
+    __slots__ = ("configured", "reachable", "tip_height", "tip_hash", "syncing", "error", "checked_at", "min_conf", "max_tip_lag")
+    CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    TIP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TIP_HASH_FIELD_NUMBER: _ClassVar[int]
+    SYNCING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONF_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIP_LAG_FIELD_NUMBER: _ClassVar[int]
+    configured: bool
+    reachable: bool
+    tip_height: int
+    tip_hash: str
+    syncing: bool
+    error: str
+    checked_at: float
+    min_conf: int
+    max_tip_lag: int
+    def __init__(self, configured: bool = ..., reachable: bool = ..., tip_height: _Optional[int] = ..., tip_hash: _Optional[str] = ..., syncing: bool = ..., error: _Optional[str] = ..., checked_at: _Optional[float] = ..., min_conf: _Optional[int] = ..., max_tip_lag: _Optional[int] = ...) -> None: ...
 
 class AccountXpub(_message.Message):
     __slots__ = ("network", "origin", "xpub")
