@@ -195,15 +195,10 @@ class Credits:
                 answers = dstore.acknowledgements(conn, *deposit.outpoint)
                 count = len(acknowledging_keys(answers, series[deposit.series_id]))
                 needed = required_acknowledgements(series[deposit.series_id])
-                dstore.set_status(
-                    conn,
-                    answer.txid,
-                    answer.vout,
-                    Status.CONFIRMED,
-                    now,
-                    detail=f"acknowledged by {signer_id}; awaiting acknowledgements: {count} of "
-                    f"{needed}",
+                detail = (
+                    f"acknowledged by {signer_id}; awaiting acknowledgements: {count} of {needed}"
                 )
+                dstore.note(conn, answer.txid, answer.vout, detail, now)
                 log.info("deposit %s acknowledged by %s (%d of %d)", key, signer_id, count, needed)
                 continue
             previous = before.get(signer_id)

@@ -377,6 +377,15 @@ def set_status(
     return changed
 
 
+def note(conn: Connection, txid: str, vout: int, detail: str, now: float) -> None:
+    """Append an event with the deposit's current status and ``detail`` (progress within a
+    status, such as an acknowledgement)."""
+    current = get(conn, txid, vout)
+    if current is None:
+        raise KeyError(f"no deposit {txid}:{vout}")
+    _append_event(conn, txid, vout, current.status, detail, now)
+
+
 def with_status(
     conn: Connection, statuses: Sequence[Status], *, max_height: int | None = None
 ) -> list[Deposit]:
