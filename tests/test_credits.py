@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import Engine
 
@@ -37,6 +38,7 @@ from vpool.devnet.processes import (
     write_config,
     write_keystore,
 )
+from vpool.v1 import common_pb2, signer_pb2
 
 SERIES = make_series(1, 2, [0, 1, 2])
 SIGNER_IDS = ("signer-0", "signer-1", "signer-2")
@@ -55,11 +57,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def signers(
+def daemons(
     tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
-) -> Iterator[dict[str, str]]:
+) -> Iterator[dict[str, SignerDaemon]]:
     """Three signer daemons, each with the regtest node as its own node and the series
-    registered; id → address."""
+    registered; by id."""
     daemons = []
     for i, signer_id in enumerate(SIGNER_IDS):
         directory = tmp_path_factory.mktemp(signer_id)
@@ -78,9 +80,15 @@ def signers(
     with SignerPool(signer_endpoints(addresses), coordinator_tls(pki)) as pool:
         for signer_id in SIGNER_IDS:
             assert pool.register_series(signer_id, REGTEST, SERIES, CALL_TIMEOUT).registered
-    yield addresses
+    yield dict(zip(SIGNER_IDS, daemons, strict=True))
     for daemon in daemons:
         assert daemon.stop() == 0, daemon.log_text()
+
+
+@pytest.fixture(scope="module")
+def signers(daemons: dict[str, SignerDaemon]) -> dict[str, str]:
+    """Signer id → address."""
+    return {signer_id: daemon.address for signer_id, daemon in daemons.items()}
 
 
 class Coordinator:
@@ -206,3 +214,46 @@ def test_a_deposit_classified_for_a_refund_is_never_shown_to_the_signers(
     coordinator.credit()
     assert coordinator.answers(small) == {}
     assert coordinator.refresh(small).status is Status.REFUND_PENDING
+
+
+def claim(**fields: object) -> signer_pb2.DepositClaim:
+    values: dict[str, object] = {"series_id": 1, "index": 0, "txid": "ab" * 32, "value": 1}
+    return signer_pb2.DepositClaim(**{**values, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("deposits", "field"),
+    [
+        ([], "deposits"),
+        ([claim()] * 1001, "deposits"),
+        ([claim(txid="AB" * 32)], "deposits[0].txid"),
+        ([claim(), claim(txid="abc")], "deposits[1].txid"),
+        ([claim(index=2**31)], "deposits[0].index"),
+        ([claim(value=0)], "deposits[0].value"),
+        ([claim(value=21_000_000 * 100_000_000 + 1)], "deposits[0].value"),
+        ([claim(), claim()], "deposits[1].vout"),
+    ],
+)
+def test_bad_acknowledge_requests_are_invalid_arguments_naming_the_field(
+    daemons: dict[str, SignerDaemon], pki: Pki, deposits: list[signer_pb2.DepositClaim], field: str
+) -> None:
+    stub = daemons["signer-0"].stub(pki)
+    request = signer_pb2.AcknowledgeDepositsRequest(
+        network=common_pb2.NETWORK_REGTEST, deposits=deposits
+    )
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.AcknowledgeDeposits(request, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details().startswith(f"{field}: ")
+
+
+def test_an_acknowledge_request_for_another_network_is_an_invalid_argument(
+    daemons: dict[str, SignerDaemon], pki: Pki
+) -> None:
+    request = signer_pb2.AcknowledgeDepositsRequest(
+        network=common_pb2.NETWORK_MAINNET, deposits=[claim()]
+    )
+    with pytest.raises(grpc.RpcError) as failure:
+        daemons["signer-0"].stub(pki).AcknowledgeDeposits(request, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details().startswith("network: ")
