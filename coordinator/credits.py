@@ -84,7 +84,9 @@ def acknowledging_keys(answers: Sequence[Acknowledgement], series: Series) -> se
     return {
         a.fingerprint
         for a in answers
-        if a.acknowledged and claimed[a.fingerprint] == 1 and a.fingerprint in key_fingerprints(series)
+        if a.acknowledged
+        and claimed[a.fingerprint] == 1
+        and a.fingerprint in key_fingerprints(series)
     }
 
 
@@ -101,7 +103,9 @@ def credit_acknowledged(conn: Connection, network: Network, now: float) -> list[
             continue
         by = ", ".join(a.signer_id for a in answers if a.acknowledged and a.fingerprint in keys)
         detail = f"acknowledged by {len(keys)} signers ({by}); {needed} needed"
-        credited.append(dstore.set_status(conn, d.txid, d.vout, Status.CREDITED, now, detail=detail))
+        credited.append(
+            dstore.set_status(conn, d.txid, d.vout, Status.CREDITED, now, detail=detail)
+        )
         log.info("deposit %s:%d credited: %s", d.txid, d.vout, detail)
     return credited
 

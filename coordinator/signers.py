@@ -430,9 +430,7 @@ class SignerPool:
             return AcknowledgeResult(error=error, seconds=time.monotonic() - started)
         seconds = time.monotonic() - started
         answers = tuple(
-            DepositAnswer(
-                r.txid, r.vout, r.acknowledged, r.reason_code, r.message, r.confirmations
-            )
+            DepositAnswer(r.txid, r.vout, r.acknowledged, r.reason_code, r.message, r.confirmations)
             for r in response.results
         )
         if [(a.txid, a.vout) for a in answers] != [(c.txid, c.vout) for c in claims]:

@@ -130,8 +130,7 @@ class Acknowledger:
             return Verdict(claim, False, refusal=refusal)
         series = registered.get(claim.series_id)
         address_registered = (
-            self._state.refund_address(self._network.name, claim.series_id, claim.index)
-            is not None
+            self._state.refund_address(self._network.name, claim.series_id, claim.index) is not None
         )
         refusal = acknowledgement_refusal(
             self._policy, self._network, claim, series, address_registered, found, self._state

@@ -995,9 +995,7 @@ def acknowledgement_refusal(
     return Refusal(reason, f"deposit {claim.key}: {message}", Scope.REQUEST, request_id=claim.key)
 
 
-def repeated_acknowledgement(
-    claim: DepositClaim, prior: AcknowledgedDeposit
-) -> Refusal | None:
+def repeated_acknowledgement(claim: DepositClaim, prior: AcknowledgedDeposit) -> Refusal | None:
     """A deposit acknowledged before is acknowledged again only for the same claim."""
     if prior.claim == claim:
         return None

@@ -22,6 +22,7 @@ from pool.errors import HDKeyError, VpoolError
 from pool.hdkeys import HARDENED, parse_path
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
+from signer.acknowledgements import MAX_CLAIMS, Acknowledger
 from signer.audit import AuditLog
 from signer.backends.base import (
     Backend,
@@ -33,7 +34,6 @@ from signer.chain import NodeChain
 from signer.chain_checks import ChainRules
 from signer.config import SignerConfig
 from signer.keystore import bip48_account_path
-from signer.acknowledgements import MAX_CLAIMS, Acknowledger
 from signer.node_monitor import NodeMonitor
 from signer.policy import DepositClaim, Refusal, RoundKind, Scope, registration_refusal
 from signer.rounds import RoundSigner

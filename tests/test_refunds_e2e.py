@@ -336,7 +336,9 @@ def test_a_hostile_coordinator_gets_no_m_signatures_for_a_refund_of_a_credited_d
         for signer_id, daemon in devpool.daemons.items()
     }
     signed = sorted(i for i, a in answers.items() if a.signed_psbts)
-    assert signed == ["signer-1"], {i: [r.reason_code for r in a.refusals] for i, a in answers.items()}
+    assert signed == ["signer-1"], {
+        i: [r.reason_code for r in a.refusals] for i, a in answers.items()
+    }
     assert len(signed) < devpool.m
     for signer_id in ("signer-2", "signer-3"):
         assert [r.reason_code for r in answers[signer_id].refusals] == ["DEPOSIT_CREDITED"]

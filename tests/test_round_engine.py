@@ -53,11 +53,11 @@ from pool.series import CHANGE, RECEIVE
 from pool.tx import Transaction
 from signer.policy import Reason
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
+from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.fake_signer import WrongSighashSigner, serve_fake_signer
 from tests.regtest_fixtures import Regtest
 from tests.round_engine_child import run_child
-from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.store_fixtures import add_active_series
 from vpool.devnet.processes import (
     Pki,

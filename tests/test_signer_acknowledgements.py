@@ -60,9 +60,7 @@ def node_chain(regtest: Regtest) -> NodeChain:
 
 
 def acknowledger(state: SignerState, regtest: Regtest) -> Acknowledger:
-    return Acknowledger(
-        REGTEST, POLICY, state, node_chain(regtest), threading.Lock(), time.time
-    )
+    return Acknowledger(REGTEST, POLICY, state, node_chain(regtest), threading.Lock(), time.time)
 
 
 def deposit(
