@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pool.errors import VpoolError
 from pool.manifest import decode_manifest
@@ -239,6 +240,10 @@ class ChainReleasedHistory:
     def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
         """Acknowledgements are never released: a credited deposit stays unrefundable."""
         return self._history.acknowledged_deposit(outpoint)
+
+    def __getattr__(self, name: str) -> Any:
+        """Whatever else the history offers, unchanged."""
+        return getattr(self._history, name)
 
 
 def check_round(

@@ -4,7 +4,7 @@
 probes every ``chain.probe_seconds`` until stopped and tells a listener each time the node's
 reachability changes, which the daemon turns into its health (SERVING only while the node
 answers: a signer that cannot check the chain signs nothing). Without a node
-(``chain.dev_without_node``) the status says so and the health is NOT_SERVING.
+(``chain.dev_without_node``, development only) the status says so; the health stays SERVING.
 """
 
 from __future__ import annotations

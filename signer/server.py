@@ -106,11 +106,14 @@ def _node(config: ChainConfig) -> NodeChain | None:
 
 def _health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], None]:
     """SERVING while the node answers; NOT_SERVING (overall and for the signer service) while it
-    does not, or when there is none. The reason is in GetInfo's ``node.error`` and the log."""
+    does not. The reason is in GetInfo's ``node.error`` and the log. Without a node (development
+    only) the health stays SERVING: such a signer answers every round with CHAIN_NOT_CONFIGURED,
+    and GetInfo's ``node.configured`` is false."""
     Status = health_pb2.HealthCheckResponse
 
     def listen(status: NodeStatus) -> None:
-        serving = Status.SERVING if status.reachable else Status.NOT_SERVING
+        up = status.reachable or not status.configured
+        serving = Status.SERVING if up else Status.NOT_SERVING
         for name in ("", SERVICE_NAME):
             health_service.set(name, serving)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pool.manifest import Manifest, Utxo, WithdrawalRequest
 from pool.refunds import RefundManifest, RefundRequest, RefundSource
@@ -15,7 +15,6 @@ from pool.series import RECEIVE, Series
 from pool.tx import OutPoint, Transaction
 from tests.factories import manifest, p2wpkh
 from tests.regtest_fixtures import Regtest
-from vpool.devnet.bcoin import BcoinNode
 from vpool.devnet.processes import node_chain
 
 _next_index = [1000]
@@ -28,7 +27,17 @@ def fresh_indexes(count: int) -> list[int]:
     return list(range(start, start + count))
 
 
-def signer_chain(directory: Path, node: BcoinNode, **rules: Any) -> dict[str, Any]:
+class Node(Protocol):
+    """What a signer's ``[chain]`` table names: a ``BcoinNode``, or a stand-in at some URL."""
+
+    @property
+    def rpc_url(self) -> str: ...
+
+    @property
+    def credentials(self) -> tuple[str, str]: ...
+
+
+def signer_chain(directory: Path, node: Node, **rules: Any) -> dict[str, Any]:
     """The ``[chain]`` table of a signer asking ``node``."""
     return node_chain(directory, node.rpc_url, *node.credentials, **rules)
 
@@ -71,6 +80,7 @@ def pinned(
 ) -> Manifest:
     """A withdrawal manifest pinned at the node's tip (its inputs need 1 confirmation)."""
     height, block_hash = tip(regtest)
+    settings.setdefault("change_index", ((series[0].id, 0),))
     m = manifest(series, utxos, requests, tip_height=height, min_conf=1, **settings)
     return replace(m, tip_hash=block_hash)
 

@@ -49,6 +49,7 @@ from pool.networks import REGTEST
 from pool.refunds import RefundSource
 from pool.series import RECEIVE
 from pool.tx import Transaction
+from tests.chain_harness import signer_chain
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.regtest_fixtures import Regtest
@@ -80,15 +81,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict[str, str]]:
-    """Three signer daemons, the series registered; id → address."""
+def signers(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
+) -> Iterator[dict[str, str]]:
+    """Three signer daemons (asking the regtest node), the series registered; id → address."""
     daemons = []
     for i, signer_id in enumerate(SIGNER_IDS):
         directory = tmp_path_factory.mktemp(signer_id)
         keystore = write_keystore(directory / "keystore.json", master_key(i))
         policy = {"allow_operator_refunds": i == 2}
         config = write_config(
-            directory, pki, signer_id, emulator_backend(keystore), policy, cosigners=SERIES.keys
+            directory,
+            pki,
+            signer_id,
+            emulator_backend(keystore),
+            policy,
+            cosigners=SERIES.keys,
+            chain=signer_chain(directory, regtest.node),
         )
         daemons.append(SignerDaemon(config))
     addresses = {signer_id: d.address for signer_id, d in zip(SIGNER_IDS, daemons, strict=True)}

@@ -52,6 +52,7 @@ from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
 from pool.tx import Transaction
 from signer.policy import Reason
+from tests.chain_harness import signer_chain
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.factories import BTC, make_series, master_key, p2wpkh
@@ -93,7 +94,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict[str, str]]:
+def signers(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
+) -> Iterator[dict[str, str]]:
     """Three signer daemons with the series registered (by ``SignerPool``); id → address."""
     denied = script_pubkey_to_address(DENIED, REGTEST)
     daemons = []
@@ -102,7 +105,13 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict
         keystore = write_keystore(directory / "keystore.json", master_key(i))
         policy = {**LIMITS, "deny_destinations": [denied]} if i < 2 else LIMITS
         config = write_config(
-            directory, pki, signer_id, emulator_backend(keystore), policy, cosigners=SERIES.keys
+            directory,
+            pki,
+            signer_id,
+            emulator_backend(keystore),
+            policy,
+            cosigners=SERIES.keys,
+            chain=signer_chain(directory, regtest.node),
         )
         daemons.append(SignerDaemon(config))
     addresses = {signer_id: d.address for signer_id, d in zip(SIGNER_IDS, daemons, strict=True)}

@@ -12,6 +12,7 @@ import pytest
 
 from pool.networks import REGTEST
 from signer.config import (
+    ChainConfig,
     ConfigError,
     EmulatorBackendConfig,
     HwiBackendConfig,
@@ -46,6 +47,14 @@ def test_the_example_loads_with_paths_next_to_it(base: Path) -> None:
         base / "keystore.json", "VPOOL_KEYSTORE_PASSPHRASE", None
     )
     assert config.policy == PolicyConfig(deny_destinations=frozenset())
+    assert config.chain == ChainConfig(
+        rpc_url="http://127.0.0.1:18443/",
+        cookie_file=Path("/var/lib/bitcoind/regtest/.cookie"),
+        min_conf=6,
+        max_tip_lag=6,
+        timeout_seconds=10.0,
+        probe_seconds=10.0,
+    )
 
 
 def _doc(**changes: Any) -> dict[str, Any]:
@@ -60,6 +69,7 @@ def _doc(**changes: Any) -> dict[str, Any]:
             "allowed_coordinators": ["coordinator"],
         },
         "backend": {"kind": "emulator", "keystore": "keystore.json", "passphrase_env": "PW"},
+        "chain": {"rpc_url": "http://127.0.0.1:18443/", "rpc_cookie_file": "node/.cookie"},
     }
     for dotted, value in changes.items():
         *tables, key = dotted.split("__")
@@ -136,6 +146,28 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
         ({"policy": 3}, "policy: expected a table"),
         ({"policy__cosigners": ["[73c5da0a/48h/1h/0h/2h]xpubnothing"]}, "policy.cosigners[0]: "),
         ({"policy__cosigners": ["tpubwithoutorigin"]}, "policy.cosigners[0]: key has no"),
+        ({"chain": None}, "chain: missing"),
+        ({"chain__rpc_url": None}, "chain.rpc_url: missing"),
+        ({"chain__rpc_url": "127.0.0.1:8332"}, "chain.rpc_url: expected http://host:port/"),
+        ({"chain__rpc_port": 8332}, "chain.rpc_port: unknown key"),
+        ({"chain__rpc_user": "vpool"}, "chain: set either rpc_cookie_file or rpc_user"),
+        ({"chain__rpc_cookie_file": None}, "chain: set rpc_cookie_file, or rpc_user and a"),
+        (
+            {"chain__rpc_cookie_file": None, "chain__rpc_user": "vpool"},
+            "chain: set exactly one of rpc_password_env and rpc_password_file",
+        ),
+        (
+            {
+                "chain__rpc_cookie_file": None,
+                "chain__rpc_user": "vpool",
+                "chain__rpc_password_env": "VPOOL_TEST_UNSET_RPC_PASSWORD",
+            },
+            "chain.rpc_password_env: environment variable VPOOL_TEST_UNSET_RPC_PASSWORD is not",
+        ),
+        ({"chain__min_conf": 0}, "chain.min_conf: must be at least 1"),
+        ({"chain__max_tip_lag": -1}, "chain.max_tip_lag: must not be negative"),
+        ({"chain__timeout_seconds": 0}, "chain.timeout_seconds: expected a number of seconds"),
+        ({"chain__dev_without_node": True}, "chain.rpc_cookie_file: unknown key"),
     ],
 )
 def test_mistakes_name_the_key(base: Path, changes: dict[str, Any], error: str) -> None:
@@ -151,3 +183,33 @@ def test_a_file_that_is_not_toml(tmp_path: Path) -> None:
     path.write_text(to_toml(_doc()))
     with pytest.raises(ConfigError, match=r"^server\.cert: file not found"):
         load_config(path)
+
+
+def test_the_rpc_password_comes_from_the_environment_and_is_never_shown(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VPOOL_TEST_RPC_PASSWORD", "s3cret")
+    chain = {
+        "rpc_url": "http://127.0.0.1:18443/",
+        "rpc_user": "vpool",
+        "rpc_password_env": "VPOOL_TEST_RPC_PASSWORD",
+    }
+    config = parse_config(_doc(chain=chain), base, base / "signer.toml")
+    assert (config.chain.rpc_user, config.chain.rpc_password) == ("vpool", "s3cret")
+    assert "s3cret" not in repr(config)
+
+
+def test_the_rpc_password_can_come_from_a_file(base: Path) -> None:
+    (base / "rpc.txt").write_text("from a file\n")
+    chain = {
+        "rpc_url": "http://127.0.0.1:18443/",
+        "rpc_user": "vpool",
+        "rpc_password_file": "rpc.txt",
+    }
+    config = parse_config(_doc(chain=chain), base, base / "signer.toml")
+    assert config.chain.rpc_password == "from a file"
+
+
+def test_a_signer_without_a_node_must_say_so_explicitly(base: Path) -> None:
+    config = parse_config(_doc(chain={"dev_without_node": True}), base, base / "signer.toml")
+    assert config.chain.rpc_url is None

@@ -33,7 +33,9 @@ from signer.backends.hwi_worker import DeviceSpec
 from signer.config import HwiBackendConfig
 from signer.jade_emulator import HWI_SIMULATOR_PORT
 from signer.keystore import bip48_account_path
-from tests.factories import BTC, manifest, master_key, request, utxo
+from tests.chain_harness import fund, pinned, signer_chain
+from tests.factories import BTC, master_key, request
+from tests.regtest_fixtures import Regtest
 from tests.signer_harness import CALL_TIMEOUT, register_request, round_request, with_signatures
 from vpool.devnet.processes import (
     JadeEmulator,
@@ -62,11 +64,10 @@ def _series(series_id: int, masters: list[ExtendedPrivateKey]) -> Series:
     return Series(series_id, 2, keys, SeriesState.ACTIVE)
 
 
-def _round(series: Series, first_utxo: int) -> Manifest:
-    """Three 1 BTC inputs paying 2.5 BTC, with change back to the series."""
-    utxos = [utxo(first_utxo + i, BTC, 100, series=series.id, index=i) for i in range(3)]
-    requests = [request("alice", f"w{first_utxo}", 2 * BTC + BTC // 2)]
-    return manifest([series], utxos, requests, change_index=((series.id, 0),))
+def _round(regtest: Regtest, series: Series, tag: str) -> Manifest:
+    """Three new 1 BTC coins paying 2.5 BTC, with change back to the series."""
+    utxos = fund(regtest, series, [BTC, BTC, BTC])
+    return pinned(regtest, [series], utxos, [request("alice", tag, 2 * BTC + BTC // 2)])
 
 
 @dataclass
@@ -89,10 +90,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
-    """Signers jade-a and jade-b (hwi backend, one Jade emulator each) and soft (emulator)."""
+def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -> Iterator[Pool]:
+    """Signers jade-a and jade-b (hwi backend, one Jade emulator each, which like Trezor and
+    BitBox02 refuse inputs without their previous transaction) and soft (emulator)."""
     base = tmp_path_factory.mktemp("pool")
-    jades = [JadeEmulator(base / f"jade-{tag}", mnemonic_for(f"jade {tag}")) for tag in "ab"]
+    jades = [
+        JadeEmulator(base / f"jade-{tag}", mnemonic_for(f"jade {tag}"), require_previous_tx=True)
+        for tag in "ab"
+    ]
     soft_key = master_key(3)
     series = _series(
         1, [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
@@ -101,13 +106,24 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
     try:
         for tag, jade in zip("ab", jades, strict=True):
             backend = hwi_backend(jade.port, jade.fingerprint)
+            directory = base / f"hwi-{tag}"
             config = write_config(
-                base / f"hwi-{tag}", pki, f"jade-{tag}", backend, cosigners=series.keys
+                directory,
+                pki,
+                f"jade-{tag}",
+                backend,
+                cosigners=series.keys,
+                chain=signer_chain(directory, regtest.node),
             )
             signers.append(SignerDaemon(config))
         keystore = write_keystore(base / "soft.keystore", soft_key)
         config = write_config(
-            base / "soft", pki, "soft", emulator_backend(keystore), cosigners=series.keys
+            base / "soft",
+            pki,
+            "soft",
+            emulator_backend(keystore),
+            cosigners=series.keys,
+            chain=signer_chain(base / "soft", regtest.node),
         )
         signers.append(SignerDaemon(config))
         registrations = [
@@ -158,9 +174,9 @@ def _pubkeys(witness_script: bytes) -> list[bytes]:
 
 
 def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently(
-    pool: Pool,
+    pool: Pool, regtest: Regtest
 ) -> None:
-    m = _round(pool.series, 1000)
+    m = _round(regtest, pool.series, "w1000")
     [planned] = build_round(m).transactions
     request_message = round_request(m)
     answers = [pool.stub(i).SignRound(request_message, timeout=CALL_TIMEOUT) for i in range(3)]
@@ -234,18 +250,21 @@ def test_a_device_with_another_fingerprint_is_refused(pool: Pool) -> None:
 
 
 def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
-    tmp_path: Path, pki: Pki
+    tmp_path: Path, pki: Pki, regtest: Regtest
 ) -> None:
     words = mnemonic_for("jade stall")
     jade = JadeEmulator(tmp_path / "jade", words, stall_seconds=120)
     backend = hwi_backend(jade.port, jade.fingerprint, sign_timeout=SIGN_TIMEOUT)
     series = _series(2, [master_of(words), master_key(4), master_key(5)])
-    config = write_config(tmp_path / "signer", pki, "jade-s", backend, cosigners=series.keys)
+    chain = signer_chain(tmp_path / "signer", regtest.node)
+    config = write_config(
+        tmp_path / "signer", pki, "jade-s", backend, cosigners=series.keys, chain=chain
+    )
     daemon = SignerDaemon(config)
     try:
         stub = daemon.stub(pki)
         stub.RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
-        request_message = round_request(_round(series, 2000))
+        request_message = round_request(_round(regtest, series, "w2000"))
 
         start = time.monotonic()
         with pytest.raises(grpc.RpcError) as failure:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.factories import master_key
 from tests.signer_harness import CALL_TIMEOUT
 from vpool.devnet.processes import (
+    NO_NODE,
     ROOT,
     Pki,
     SignerDaemon,
@@ -125,6 +126,7 @@ def test_plaintext_needs_both_the_configuration_and_the_flag(tmp_path: Path, pki
                 "data_dir": "data",
                 "server": {"listen": "127.0.0.1:0", "insecure_dev": True},
                 "backend": emulator_backend(keystore),
+                "chain": NO_NODE,
             }
         )
     )

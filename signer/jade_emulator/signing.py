@@ -53,9 +53,13 @@ def sign_request(
         previous = psbt_input.non_witness_utxo
         if ours and previous is None and require_previous_tx:
             raise bad(PREVIOUS_TX_MISSING)
-        if previous is not None and psbt_input.witness_utxo is not None:
-            if Transaction.parse(previous).outputs[txin.prevout.vout] != psbt_input.witness_utxo:
-                raise bad(PREVIOUS_TX_MISMATCH)
+        witness_utxo = psbt_input.witness_utxo
+        if (
+            previous is not None
+            and witness_utxo is not None
+            and Transaction.parse(previous).outputs[txin.prevout.vout] != witness_utxo
+        ):
+            raise bad(PREVIOUS_TX_MISMATCH)
     if psbt.tx.total_output_value > input_amount:
         raise bad("Invalid input/output amounts")
     if refuse:

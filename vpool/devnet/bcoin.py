@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -69,8 +70,21 @@ class BcoinNode:
     """A bcoin regtest node; ``start()`` (or ``with``) runs it, ``stop()`` ends it."""
 
     def __init__(
-        self, root: Path = REPO_ROOT, log_level: str = "info", start_timeout: float = 30.0
+        self,
+        root: Path = REPO_ROOT,
+        log_level: str = "info",
+        start_timeout: float = 30.0,
+        *,
+        listen: bool = False,
+        peers: Sequence[str] = (),
     ) -> None:
+        """``listen``: accept peers on a loopback port (``p2p_address``); ``peers``: the only
+        nodes to connect to (``host:port``), e.g. another node's ``p2p_address``. By default a
+        node neither listens nor connects: it is a chain of its own."""
+        self._listen = listen
+        self._peers = tuple(peers)
+        self._p2p_port = _free_port()
+        self.p2p_address = f"127.0.0.1:{self._p2p_port}"
         self._root = root
         self._log_level = log_level
         self._start_timeout = start_timeout
@@ -102,10 +116,11 @@ class BcoinNode:
             "--network=regtest",
             "--memory=true",
             "--workers=false",
-            "--listen=false",
-            # Outbound peers: only a closed loopback port, so that no regtest node that happens to
-            # listen on the default port joins in.
-            f"--only=127.0.0.1:{_free_port()}",
+            f"--listen={'true' if self._listen else 'false'}",
+            f"--port={self._p2p_port}",
+            # Outbound peers: only the given ones, else only a closed loopback port, so that no
+            # regtest node that happens to listen on the default port joins in.
+            f"--only={','.join(self._peers) or f'127.0.0.1:{_free_port()}'}",
             "--no-wallet",
             "--index-tx",
             "--http-host=127.0.0.1",

@@ -98,6 +98,9 @@ class DevPool:
     """Every signer's [policy] table (cosigners added)."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
+    own_nodes: bool = False
+    """Give every signer a bcoin node of its own, peered with the coordinator's (``signer_nodes``);
+    by default they all ask the coordinator's node."""
     say: Callable[[str], None] = lambda _text: None
 
     node: BcoinNode = field(init=False)
@@ -106,6 +109,7 @@ class DevPool:
     series: Series = field(init=False)
     jades: dict[str, JadeEmulator] = field(init=False, default_factory=dict)
     daemons: dict[str, SignerDaemon] = field(init=False, default_factory=dict)
+    signer_nodes: dict[str, BcoinNode] = field(init=False, default_factory=dict)
     coordinator: CoordinatorDaemon | None = field(init=False, default=None)
     funded: int = field(init=False, default=0)
     _next_receive: int = field(init=False, default=0)
@@ -125,7 +129,7 @@ class DevPool:
     def _start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.say("starting a bcoin regtest node and mining past segwit activation (block 432)")
-        self.node = BcoinNode().start()
+        self.node = BcoinNode(listen=self.own_nodes).start()
         self.wallet = DevWallet()
         self._mine_start_blocks()
         self.pki = Pki(self.directory / "pki")
@@ -188,6 +192,12 @@ class DevPool:
             keystore = write_keystore(base / "keystore.json", master_of(spec.words))
             backend = emulator_backend(keystore)
             what = "software keystore (emulator backend)"
+        node = self.node
+        if self.own_nodes:
+            node = BcoinNode(peers=[self.node.p2p_address]).start()
+            self.signer_nodes[spec.signer_id] = node
+            self.wait_until(self._nodes_synced, f"{spec.signer_id}'s node to sync")
+            what += f", its own bcoin node peered with the coordinator's ({node.rpc_url})"
         config = write_config(
             base,
             self.pki,
@@ -196,7 +206,7 @@ class DevPool:
             {"deposit_confirmations": self._deposit_confirmations(), **self.signer_policy},
             cosigners=self.series.keys,
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
-            chain=node_chain(base, self.node.rpc_url, *self.node.credentials),
+            chain=node_chain(base, node.rpc_url, *node.credentials),
         )
         self.daemons[spec.signer_id] = SignerDaemon(config)
         self.say(f"{spec.signer_id}: {what}, serving on {self.daemons[spec.signer_id].address}")
@@ -299,6 +309,8 @@ round_deadline_seconds = {self.round_deadline_seconds}
             daemon.stop()
         for jade in self.jades.values():
             jade.stop()
+        for node in self.signer_nodes.values():
+            node.stop()
         if hasattr(self, "node"):
             self.node.stop()
 
@@ -345,7 +357,14 @@ round_deadline_seconds = {self.round_deadline_seconds}
         return txid
 
     def mine(self, blocks: int) -> list[str]:
-        return self.wallet.mine(self.node, blocks)
+        """Mine on the coordinator's node; wait until the signers' own nodes have the blocks."""
+        hashes = self.wallet.mine(self.node, blocks)
+        self.wait_until(self._nodes_synced, "the signers' nodes to sync")
+        return hashes
+
+    def _nodes_synced(self) -> bool | None:
+        tip = self.node.chain.tip()
+        return all(n.chain.tip() == tip for n in self.signer_nodes.values()) or None
 
     def status(self) -> coordinator_pb2.PoolStatus:
         status: coordinator_pb2.PoolStatus = self.client().GetPoolStatus(
