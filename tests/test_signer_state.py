@@ -16,7 +16,7 @@ from pool.refunds import build_refunds
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
 from pool.withdrawal import build_round
-from signer.policy import Approval
+from signer.policy import AcknowledgedDeposit, Approval, DepositClaim
 from signer.state import DB_FILE, SCHEMA_VERSION, SignerState, StateError
 from tests.factories import BTC, make_series, manifest, request, utxo
 from tests.refund_factories import deposit, refund_manifest
@@ -217,7 +217,9 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         db.close()
-    assert tables == {"signing_log", "spends", "series", "deposit_addresses"}
+    assert tables == {
+        "signing_log", "spends", "series", "deposit_addresses", "acknowledged_deposits",
+    }  # fmt: skip
 
 
 def test_a_database_of_schema_1_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
@@ -226,12 +228,27 @@ def test_a_database_of_schema_1_is_migrated_and_keeps_its_records(tmp_path: Path
         state.record_signed(signed, NOW)
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("DROP TABLE deposit_addresses")
+    db.execute("DROP TABLE acknowledged_deposits")
     db.execute("PRAGMA user_version = 1")
     db.close()
     with SignerState(tmp_path) as migrated:
         assert migrated.signed_spend(first_outpoint(signed)) is not None
         assert migrated.register_deposit_address("regtest", 1, 0, REFUND, NOW) is True
         assert migrated.refund_address("regtest", 1, 0) == REFUND
+        claim = DepositClaim(first_outpoint(signed), 1, 0, 1_000)
+        assert migrated.acknowledged_deposit(claim.outpoint) is None
+        assert not migrated.record_acknowledgement(
+            "regtest", claim, 100, NOW
+        )  # its spend was signed
+
+
+def test_an_acknowledgement_is_recorded_once_and_read_back(tmp_path: Path) -> None:
+    claim = DepositClaim(OutPoint.from_hex("cd" * 32, 2), 1, 5, 70_000)
+    with SignerState(tmp_path) as state:
+        assert state.record_acknowledgement("regtest", claim, 120, NOW) is True
+        assert state.record_acknowledgement("regtest", claim, 121, NOW + 1) is False
+    with SignerState(tmp_path) as reopened:
+        assert reopened.acknowledged_deposit(claim.outpoint) == AcknowledgedDeposit(claim, 120, NOW)
 
 
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
