@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import Engine
 
 from coordinator.config import DepositsConfig, LivenessConfig, PoolConfig
-from coordinator.credits import REFUSED_ALERT, Credits
+from coordinator.credits import REFUSED_ALERT, Credits, acknowledging_keys
 from coordinator.health import HealthBoard
 from coordinator.scanner import Scanner
 from coordinator.signers import SignerPool
 from coordinator.store import alerts as astore
 from coordinator.store import deposits as dstore
-from coordinator.store.deposits import DepositAddress, Status
+from coordinator.store.deposits import Acknowledgement, DepositAddress, Status
 from pool.networks import REGTEST
 from pool.series import RECEIVE
 from pool.tx import Transaction
@@ -257,3 +257,17 @@ def test_an_acknowledge_request_for_another_network_is_an_invalid_argument(
         daemons["signer-0"].stub(pki).AcknowledgeDeposits(request, timeout=CALL_TIMEOUT)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert failure.value.details().startswith("network: ")
+
+
+def test_a_fingerprint_two_signers_answered_with_counts_for_neither() -> None:
+    fingerprints = [k.origin.fingerprint.hex() for k in SERIES.keys]
+
+    def ack(signer_id: str, fingerprint: str) -> Acknowledgement:
+        return Acknowledgement("ab" * 32, 0, signer_id, fingerprint, True, "", "", 0.0)
+
+    honest = [ack("signer-0", fingerprints[0]), ack("signer-2", fingerprints[2])]
+    assert acknowledging_keys(honest, SERIES) == {fingerprints[0], fingerprints[2]}
+    posing = [ack("signer-0", fingerprints[1]), ack("signer-1", fingerprints[1])]
+    assert acknowledging_keys([*posing, honest[1]], SERIES) == {fingerprints[2]}
+    foreign = [ack("signer-9", "00000000")]
+    assert acknowledging_keys(foreign, SERIES) == set()
