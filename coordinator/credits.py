@@ -9,11 +9,11 @@ include one that acknowledged the deposit and refuses its refund, so a credited 
 never be refunded.
 
 Each run asks every holder whose acknowledgement is missing, all at once with one deadline, in
-one batch per signer (oldest deposits first, at most ``MAX_CLAIMS_PER_CALL``). A signer that is
-down, slow, or refuses for a reason that is not final (its node is behind, the deposit lacks the
-signer's own confirmations) is asked again at the next run; a final refusal is recorded with an
-alert and not asked again. Only ``confirmed`` deposits are ever asked about: never one classified
-for a refund.
+one batch per signer (oldest deposits first, at most ``MAX_CLAIMS_PER_CALL``, the others at the
+next runs). A signer that is down, slow, or refuses for a reason that is not final (its node is
+behind, the deposit lacks the signer's own confirmations) is asked again at the next run; a final
+refusal is recorded with an alert and not asked again. Only ``confirmed`` deposits are ever asked
+about: never one classified for a refund.
 
 Keys are counted by the master fingerprint each signer reports (GetInfo, learnt by the health
 checks). A fingerprint that two configured signers claim counts for neither, and their answers are
