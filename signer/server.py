@@ -67,7 +67,7 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
         server, address, health_service = _start(config, service, gatekeeper)
         probing = threading.Event()
         stack.callback(probing.set)
-        listener = _health_listener(health_service)
+        listener = health_listener(health_service)
         listener(monitor.probe())  # the health is right from the ready line on
         threading.Thread(
             target=monitor.run,
@@ -104,15 +104,16 @@ def _node(config: ChainConfig) -> NodeChain | None:
     )
 
 
-def _health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], None]:
-    """SERVING while the node answers; NOT_SERVING (overall and for the signer service) while it
-    does not. The reason is in GetInfo's ``node.error`` and the log. Without a node (development
-    only) the health stays SERVING: such a signer answers every round with CHAIN_NOT_CONFIGURED,
-    and GetInfo's ``node.configured`` is false."""
+def health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], None]:
+    """SERVING while the node answers and is not syncing; NOT_SERVING (overall and for the signer
+    service) while it does not answer or says it is still syncing (it cannot vouch for the
+    chain). The reason is in GetInfo's ``node`` and the log. Without a node (development only)
+    the health stays SERVING: such a signer answers every round with CHAIN_NOT_CONFIGURED, and
+    GetInfo's ``node.configured`` is false."""
     Status = health_pb2.HealthCheckResponse
 
     def listen(status: NodeStatus) -> None:
-        up = status.reachable or not status.configured
+        up = (status.reachable and not status.syncing) or not status.configured
         serving = Status.SERVING if up else Status.NOT_SERVING
         for name in ("", SERVICE_NAME):
             health_service.set(name, serving)

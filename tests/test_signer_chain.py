@@ -499,3 +499,18 @@ def test_the_previous_transactions_are_not_in_the_psbts_the_coordinator_sends(
     m = pinned(regtest, [SERIES], coins, [request("alice", "small", BTC // 2)])
     [raw] = round_request(m).psbts
     assert all(i.non_witness_utxo is None for i in Psbt.parse(raw).inputs)
+
+
+def test_a_signer_waits_for_its_own_min_conf_whatever_the_manifest_says(
+    tmp_path: Path, pki: Pki, regtest: Regtest
+) -> None:
+    chain = signer_chain(tmp_path, regtest.node, min_conf=3)
+    daemon = _start_signer(tmp_path, pki, 2, chain, name="patient")
+    try:
+        coins = fund(regtest, SERIES, [BTC])  # one confirmation; the manifest asks for one
+        m = pinned(regtest, [SERIES], coins, [request("alice", "patient", BTC // 2)])
+        assert _refused(_sign(daemon.stub(pki), m)) == [("INPUT_IMMATURE", 0, 0)]
+        regtest.wallet.mine(regtest.node, 2)
+        assert _sign(daemon.stub(pki), _with_tip(regtest, m)).signed_all
+    finally:
+        daemon.stop()

@@ -1,11 +1,14 @@
-"""The chain rules of ``signer.chain_checks`` as pure functions of what a node answered, and the
-strict device (Jade emulator as Trezor and BitBox02) that needs the previous transactions."""
+"""The chain rules of ``signer.chain_checks`` as pure functions of what a node answered, the
+strict device (Jade emulator as Trezor and BitBox02) that needs the previous transactions, and
+the health that follows the node."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
+from grpc_health.v1.health import HealthServicer
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from pool.hashes import sha256
 from pool.psbt import Psbt
@@ -21,7 +24,9 @@ from signer.chain_checks import (
 )
 from signer.jade_emulator.protocol import JadeRpcError
 from signer.jade_emulator.signing import PREVIOUS_TX_MISMATCH, PREVIOUS_TX_MISSING, sign_request
+from signer.node_monitor import NOT_CONFIGURED, NodeStatus
 from signer.policy import Reason, SignedBefore
+from signer.server import SERVICE_NAME, health_listener
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.refund_factories import deposit, refund_manifest
 
@@ -210,3 +215,27 @@ def test_a_device_refuses_a_previous_transaction_that_contradicts_the_witness_ut
     lying = replace(attached, inputs=(lied,))
     with pytest.raises(JadeRpcError, match=PREVIOUS_TX_MISMATCH):
         sign_request(lying.serialize(), master_key(0), [], refuse=False)
+
+
+# --- the health follows the node ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "serving"),
+    [
+        (NodeStatus(True, True, 500, HASH), True),
+        (NodeStatus(True, False, error="node unreachable"), False),
+        (NodeStatus(True, True, 500, HASH, syncing=True), False),
+        (NodeStatus(False, error=NOT_CONFIGURED), True),
+    ],
+    ids=["reachable", "unreachable", "syncing", "no-node-dev"],
+)
+def test_the_health_is_serving_only_while_the_node_answers_synced(
+    status: NodeStatus, serving: bool
+) -> None:
+    health = HealthServicer()
+    health_listener(health)(status)
+    expected = HealthCheckResponse.SERVING if serving else HealthCheckResponse.NOT_SERVING
+    for service in ("", SERVICE_NAME):
+        answer = health.Check(HealthCheckRequest(service=service), None)
+        assert answer.status == expected
