@@ -3,7 +3,8 @@
 ``serve`` opens (and migrates) the store, creates the configured series on first start, serves
 the API, and runs one background loop: check the signers' health every
 ``liveness.health_interval_seconds`` (and at once when the active series changes), follow the
-chain (scanner: deposits are classified against the quorum the checks record), follow the open
+chain (scanner: deposits are classified against the quorum the checks record), credit the
+confirmed deposits the signers acknowledged (coordinator.credits), follow the open
 rounds (track), start a withdrawal round when one is due, and a refund round when deposits wait
 for one (coordinator.scheduler).
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
@@ -26,6 +27,7 @@ from sqlalchemy import Engine
 from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.chain import BitcoinRPC, ChainError
 from coordinator.config import ConfigError, CoordinatorConfig, load_config
+from coordinator.credits import Credits
 from coordinator.health import HealthBoard
 from coordinator.metrics import MetricsServer
 from coordinator.rounds import RoundEngine
@@ -45,6 +47,9 @@ GRACE_SECONDS = 5.0
 """On shutdown: how long running calls, and the loop's current step, may take to finish."""
 HEALTH_TIMEOUT_SECONDS = 5.0
 """Deadline of one signer's health check (at most the check interval)."""
+ACKNOWLEDGE_TIMEOUT_SECONDS = 10.0
+"""Deadline of one AcknowledgeDeposits call (at most the SignRound deadline): no device is asked,
+only the signer's node; a signer that overruns it is asked again at the next step."""
 
 
 def open_store(config: CoordinatorConfig) -> Engine:
@@ -91,6 +96,7 @@ class Loop:
         self,
         config: CoordinatorConfig,
         scanner: Scanner,
+        credits: Credits,
         scheduler: RoundScheduler,
         signers: SignerPool,
         board: HealthBoard,
@@ -99,6 +105,7 @@ class Loop:
         self._poll = config.chain.poll_seconds
         self._health_interval = config.liveness.health_interval_seconds
         self._scanner = scanner
+        self._credits = credits
         self._scheduler = scheduler
         self._signers = signers
         self._board = board
@@ -128,6 +135,7 @@ class Loop:
                 self._step("checking signers", self._check_signers)
                 next_health = time.monotonic() + self._health_interval
             self._step("scanning the chain", self._scanner.sync)
+            self._step("crediting deposits", self._credits.run)
             self._changes.notify()
             self._step("running rounds", self._scheduler.tick)
             self._stop.wait(self._poll)
@@ -182,7 +190,9 @@ def serve(config_path: Path) -> int:
             config.deposits,
             start_height=config.chain.scan_start_height,
         )
-        loop = Loop(config, scanner, scheduler, signers, board, changes)
+        deadline = min(ACKNOWLEDGE_TIMEOUT_SECONDS, config.rounds.sign_deadline_seconds)
+        credits = Credits(engine, config.network, signers, board, deadline, time.time)
+        loop = Loop(config, scanner, credits, scheduler, signers, board, changes)
         loop.start()
         if config.server.metrics_listen:
             metrics = MetricsServer(config.server.metrics_listen, board, engine).start()

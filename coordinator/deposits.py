@@ -5,9 +5,10 @@ Classification, in this order: ``dust`` below ``refund_threshold``; ``refund_pen
 ``min_deposit``, or paying a series retired more than ``retired_grace_blocks`` before the block,
 or mined while the pool was degraded (the quorum recorded at the time the block was mined:
 coordinator.store.chain.mined_time) with ``outage_deposits = "refund"``; otherwise
-``confirming``, and ``credited`` once it has ``confirmations`` confirmations. With
+``confirming``; ``confirmed`` once it has ``confirmations`` confirmations; and ``credited`` once
+n - m + 1 signers of its series acknowledged it (coordinator.credits). With
 ``outage_deposits = "credit"``, a deposit mined while the pool was degraded stays ``confirming``
-until the quorum is ok again, then is credited as usual.
+until the quorum is ok again, then goes on as usual.
 
 A reorganisation that takes away a deposit's block marks it ``removed`` when the pool did
 nothing with it yet (seen, confirming, refund pending, dust), and ``reorged`` with an alert when
@@ -28,6 +29,8 @@ from coordinator.store import liveness as lstore
 from coordinator.store.alerts import add_alert
 from coordinator.store.chain import BlockRecord
 from coordinator.store.deposits import Deposit, NewDeposit, Status
+from pool.networks import Network
+from pool.series import Series
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +100,19 @@ def on_deposit(
     )
 
 
-def credit_confirmed(
-    conn: Connection, config: DepositsConfig, tip_height: int, now: float
+def required_acknowledgements(series: Series) -> int:
+    """How many signers of ``series`` must acknowledge a deposit before it is credited:
+    n - m + 1, so that the m signers a refund needs always include one that acknowledged it
+    (and refuses the refund)."""
+    return len(series.keys) - series.m + 1
+
+
+def confirm_ready(
+    conn: Connection, config: DepositsConfig, network: Network, tip_height: int, now: float
 ) -> list[Deposit]:
-    """Credit the confirming deposits with ``config.confirmations`` at ``tip_height``; the ones
-    credited. In "credit" mode, outage deposits wait while the quorum is degraded."""
+    """The confirming deposits with ``config.confirmations`` at ``tip_height`` become
+    ``confirmed``: they wait for the signers' acknowledgements (coordinator.credits); the ones
+    confirmed. In "credit" mode, outage deposits wait while the quorum is degraded."""
     ready = dstore.with_status(
         conn, [Status.CONFIRMING], max_height=tip_height - config.confirmations + 1
     )
@@ -109,15 +120,16 @@ def credit_confirmed(
     if ready and last is not None and last.state == lstore.QUORUM_DEGRADED:
         times = cstore.mined_times(conn, {d.height for d in ready})
         ready = [d for d in ready if lstore.quorum_at(conn, times[d.height]) == lstore.QUORUM_OK]
-    credited = []
+    series = {s.id: s for s in cstore.all_series(conn, network)}
+    confirmed = []
     for d in ready:
         confirmations = tip_height - d.height + 1
-        credited.append(
-            dstore.set_status(
-                conn, d.txid, d.vout, Status.CREDITED, now, detail=f"{confirmations} confirmations"
-            )
+        needed = required_acknowledgements(series[d.series_id])
+        detail = f"{confirmations} confirmations; awaiting acknowledgements: 0 of {needed}"
+        confirmed.append(
+            dstore.set_status(conn, d.txid, d.vout, Status.CONFIRMED, now, detail=detail)
         )
-    return credited
+    return confirmed
 
 
 def forget_block(conn: Connection, block: BlockRecord, now: float) -> None:

@@ -6,7 +6,8 @@ cursor, with the header's time), the pool outputs it spends and creates, the dep
 (every output paying a receive address, classified at once: coordinator.deposits), the
 receive/change indexes it uses (and the lookahead they extend), and the round transactions it
 confirms. A crash therefore loses at most the block being applied, which the next ``sync``
-applies again. After the blocks, ``sync`` credits the deposits that have their confirmations.
+applies again. After the blocks, ``sync`` marks the deposits that have their confirmations
+``confirmed``; the signers' acknowledgements credit them (coordinator.credits, run by the daemon).
 
 Reorganisations: before applying block ``h + 1`` its previous-block hash is compared with the
 stored block ``h``; while they differ (or while the stored tip is not on the node's best chain)
@@ -109,7 +110,7 @@ class Scanner:
             applied += step is _Step.APPLIED
         height = self.height()
         with transaction(self._engine) as conn:
-            deposits.credit_confirmed(conn, self._deposits, height, self._clock())
+            deposits.confirm_ready(conn, self._deposits, self._network, height, self._clock())
         return height
 
     def height(self) -> int:

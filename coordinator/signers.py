@@ -3,8 +3,9 @@
 Every channel presents the coordinator's own certificate (role "coordinator"), trusts only the
 pool's CA, and checks that the peer's certificate names the signer (``tls_name``, through
 ``grpc.ssl_target_name_override``, so signers may be reached by IP address). Every call has a
-deadline. ``sign_round_each`` asks every signer at once, on a thread pool, and never raises: a
-signer that cannot be reached, overruns its deadline or fails otherwise is an answer too.
+deadline. ``sign_round_each`` and ``acknowledge_deposits_each`` ask every signer at once, on a
+thread pool, and never raise: a signer that cannot be reached, overruns its deadline or fails
+otherwise is an answer too.
 
 A channel whose signer went away reconnects on gRPC's exponential backoff, which by default grows
 to two minutes: until the next attempt every call fails at once with the last connection error,
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from enum import StrEnum
@@ -135,6 +136,47 @@ class SignResult:
     error: CallError | None = None
     seconds: float = 0.0
     """How long the call took."""
+
+
+@dataclass(frozen=True)
+class DepositClaim:
+    """A deposit the coordinator asks a signer to acknowledge."""
+
+    series_id: int
+    index: int
+    """Receive index of the address it pays."""
+    txid: str
+    """Display hex."""
+    vout: int
+    value: int
+
+
+@dataclass(frozen=True)
+class DepositAnswer:
+    """A signer's verdict on one deposit, as it sent it."""
+
+    txid: str
+    vout: int
+    acknowledged: bool
+    reason_code: str
+    message: str
+    confirmations: int
+
+
+@dataclass(frozen=True)
+class AcknowledgeResult:
+    """One signer's answer to AcknowledgeDeposits (one verdict per claim, in order), or an
+    error."""
+
+    answers: tuple[DepositAnswer, ...] = ()
+    error: CallError | None = None
+    seconds: float = 0.0
+
+
+MAX_CLAIMS_PER_CALL = 250
+"""Deposits asked about in one AcknowledgeDeposits call (the signer takes up to 1000): each costs
+the signer one lookup on its node, about 6 ms on bcoin, so a call stays well within its deadline;
+a signer that answers late has recorded its acknowledgements anyway and repeats them at once."""
 
 
 def _call_error(error: grpc.RpcError) -> CallError:
@@ -367,6 +409,45 @@ class SignerPool:
         )
         return result
 
+    def acknowledge_deposits(
+        self, signer_id: str, network: Network, claims: Sequence[DepositClaim], deadline: float
+    ) -> AcknowledgeResult:
+        """The signer's verdicts on ``claims`` (at most ``MAX_CLAIMS_PER_CALL``), in order; never
+        raises for a failed call (an answer that does not match the claims is an error too)."""
+        request = signer_pb2.AcknowledgeDepositsRequest(
+            network=NETWORK_CODES[network.name],
+            deposits=[
+                signer_pb2.DepositClaim(
+                    series_id=c.series_id, index=c.index, txid=c.txid, vout=c.vout, value=c.value
+                )
+                for c in claims
+            ],
+        )
+        started = time.monotonic()
+        try:
+            response = self._signer(signer_id).stub.AcknowledgeDeposits(request, timeout=deadline)
+        except grpc.RpcError as exc:
+            error = _call_error(exc)
+            log.info("signer %s: AcknowledgeDeposits failed (%s)", signer_id, error.code)
+            return AcknowledgeResult(error=error, seconds=time.monotonic() - started)
+        seconds = time.monotonic() - started
+        answers = tuple(
+            DepositAnswer(r.txid, r.vout, r.acknowledged, r.reason_code, r.message, r.confirmations)
+            for r in response.results
+        )
+        if [(a.txid, a.vout) for a in answers] != [(c.txid, c.vout) for c in claims]:
+            log.warning("signer %s: AcknowledgeDeposits answered other deposits", signer_id)
+            mismatch = CallError(Failure.ERROR, "BAD_ANSWER", "the results do not match the claims")
+            return AcknowledgeResult(error=mismatch, seconds=seconds)
+        log.info(
+            "signer %s: AcknowledgeDeposits answered in %.1f s: %d of %d acknowledged",
+            signer_id,
+            seconds,
+            sum(a.acknowledged for a in answers),
+            len(answers),
+        )
+        return AcknowledgeResult(answers=answers, seconds=seconds)
+
     # ------------------------------------------------------------------------ all signers
 
     def sign_round_each(
@@ -387,6 +468,25 @@ class SignerPool:
                 self.sign_round, signer_id, manifest, psbts, deadline, kind
             ): signer_id
             for signer_id in ids
+        }
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def acknowledge_deposits_each(
+        self,
+        network: Network,
+        claims: Mapping[str, Sequence[DepositClaim]],
+        deadline: float,
+    ) -> Iterator[tuple[str, AcknowledgeResult]]:
+        """Ask each signer of ``claims`` (signer id → its claims) in parallel to acknowledge its
+        deposits; yield each answer as it arrives."""
+        for signer_id in claims:
+            self._signer(signer_id)
+        futures: dict[Future[AcknowledgeResult], str] = {
+            self._executor.submit(
+                self.acknowledge_deposits, signer_id, network, wanted, deadline
+            ): signer_id
+            for signer_id, wanted in claims.items()
         }
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -126,6 +126,7 @@ class DepositViews:
             refund_source=d.refund.source,
             refund_txid=d.refund.txid or "",
             refund_signed_by=dstore.refund_signers(self._conn, d),
+            acknowledged_by=dstore.acknowledged_by(self._conn, d),
             created_unix=int(d.created_at),
             updated_unix=int(d.updated_at),
         )

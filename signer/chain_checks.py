@@ -39,7 +39,16 @@ from pool.psbt import Psbt
 from pool.refunds import decode_refund_manifest
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
 from signer.chain import ChainUnavailable, ChainUtxo, ChainView
-from signer.policy import Approval, Reason, Refusal, RoundKind, Scope, SignedBefore, SigningHistory
+from signer.policy import (
+    AcknowledgedDeposit,
+    Approval,
+    Reason,
+    Refusal,
+    RoundKind,
+    Scope,
+    SignedBefore,
+    SigningHistory,
+)
 
 COINBASE_MATURITY = 100
 LOCKTIME_THRESHOLD = 500_000_000
@@ -227,6 +236,10 @@ class ChainReleasedHistory:
 
     def amount_signed_since(self, since: float) -> int:
         return self._history.amount_signed_since(since)
+
+    def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
+        """Acknowledgements are never released: a credited deposit stays unrefundable."""
+        return self._history.acknowledged_deposit(outpoint)
 
     def __getattr__(self, name: str) -> Any:
         """Whatever else the history offers, unchanged."""

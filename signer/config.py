@@ -348,6 +348,8 @@ def _policy(t: _Table, network: Network) -> PolicyConfig:
             value = t.integer(name)
             if value < 0:
                 raise ConfigError(f"{t.key(name)}: must not be negative")
+            if name == "deposit_confirmations" and value < 1:
+                raise ConfigError(f"{t.key(name)}: must be at least 1")
             values[name] = value
     return PolicyConfig(**values)
 

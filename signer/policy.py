@@ -44,7 +44,8 @@ from pool.withdrawal import PlannedTransaction, RequestOutcome, RoundPlan, build
 POLICY_RULES_VERSION = 3
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
 2: refund rounds. 3: approved series, change classified (internal, move, payment), limits per
-destination, whole-fee rate, refund and move windows, same txid under another manifest."""
+destination, whole-fee rate, refund and move windows, same txid under another manifest, deposit
+acknowledgements (a refund of an acknowledged deposit is refused)."""
 
 
 class RoundKind(StrEnum):
@@ -160,6 +161,30 @@ class Reason(StrEnum):
     CHAIN_NOT_CONFIGURED = "CHAIN_NOT_CONFIGURED"
     """This signer runs without a node (``chain.dev_without_node``, development only): it
     signs nothing. Final until its operator configures a node."""
+    # Deposit acknowledgements (signer.acknowledgements) and the refunds they forbid.
+    DEPOSIT_CREDITED = "DEPOSIT_CREDITED"
+    """A refund of a deposit this signer acknowledged (AcknowledgeDeposits): the coordinator may
+    have credited it. Final: an acknowledgement is never taken back."""
+    DEPOSIT_REFUNDED = "DEPOSIT_REFUNDED"
+    """(AcknowledgeDeposits) This signer signed a spend of the deposit (its refund): it is never
+    acknowledged. Final."""
+    DEPOSIT_NOT_FOUND = "DEPOSIT_NOT_FOUND"
+    """(AcknowledgeDeposits) The signer's own node has no confirmed unspent output at the
+    deposit's outpoint. Not final: the node may be behind, or the deposit not yet mined."""
+    DEPOSIT_UNCONFIRMED = "DEPOSIT_UNCONFIRMED"
+    """(AcknowledgeDeposits) The deposit has fewer confirmations on the signer's node than its
+    ``deposit_confirmations``. Not final: ask again after more blocks."""
+    DEPOSIT_ADDRESS_MISMATCH = "DEPOSIT_ADDRESS_MISMATCH"
+    """(AcknowledgeDeposits) The output does not pay the receive address the claim names (as this
+    signer derives it). Final."""
+    DEPOSIT_VALUE_MISMATCH = "DEPOSIT_VALUE_MISMATCH"
+    """(AcknowledgeDeposits) The output's value is not the value claimed. Final."""
+    DEPOSIT_ADDRESS_NOT_REGISTERED = "DEPOSIT_ADDRESS_NOT_REGISTERED"
+    """(AcknowledgeDeposits) The receive address was never registered with this signer
+    (RegisterDepositAddress), or its series is not. Final."""
+    DEPOSIT_CLAIM_MISMATCH = "DEPOSIT_CLAIM_MISMATCH"
+    """(AcknowledgeDeposits) The outpoint was acknowledged before with another series, index or
+    value. Final."""
 
 
 class Scope(StrEnum):
@@ -219,6 +244,9 @@ class PolicyConfig:
     series' coins) in the rolling window."""
     allow_operator_refunds: bool = False
     """Sign refunds to destinations an operator chose (``AdminService.ProposeRefund``)."""
+    deposit_confirmations: int = 6
+    """Confirmations a deposit needs on this signer's own node before it acknowledges it
+    (AcknowledgeDeposits); at least 1."""
 
     def version_hash(self) -> str:
         """SHA256 over the rules version and every setting: reported, and written in the audit."""
@@ -268,6 +296,49 @@ class SigningHistory(Protocol):
     def amount_refunded_since(self, since: float) -> int: ...
 
     def amount_moved_since(self, since: float) -> int: ...
+
+    def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
+        """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
+        ...
+
+
+@dataclass(frozen=True)
+class DepositClaim:
+    """A deposit as the coordinator claims it (AcknowledgeDeposits)."""
+
+    outpoint: OutPoint
+    series_id: int
+    index: int
+    """Its receive address's index."""
+    value: int
+
+    @property
+    def key(self) -> str:
+        """``txid:vout``, txid in display hex."""
+        return f"{self.outpoint.txid_hex}:{self.outpoint.vout}"
+
+
+@dataclass(frozen=True)
+class AcknowledgedDeposit:
+    """What this signer recorded when it acknowledged a deposit."""
+
+    claim: DepositClaim
+    height: int
+    """The height of its block on the signer's node then."""
+    acknowledged_at: float
+
+
+class OnChainOutput(Protocol):
+    """An unspent output as the signer's own node reports it (``signer.chain.ChainUtxo``)."""
+
+    @property
+    def value(self) -> int: ...
+
+    @property
+    def script_pubkey(self) -> bytes: ...
+
+    @property
+    def confirmations(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -1183,6 +1254,7 @@ def _refund_refusals(
         _fee_problem(config, psbt_index, planned.fee),
         _whole_fee_problem(config, psbt_index, planned),
         _refunded_before(history, planned, manifest_hash),
+        _acknowledged(history, planned),
     ]
     if not any(problems):
         problems.append(window.problem(planned, history))
@@ -1290,5 +1362,100 @@ def _refunded_before(
             Reason.SAME_TX_OTHER_MANIFEST,
             f"refund {before.txid_hex} was signed already under manifest "
             f"{before.manifest_hash.hex()}, not this one",
+        )
+    return None
+
+
+def _acknowledged(history: SigningHistory, planned: PlannedRefund) -> _Problem | None:
+    """A deposit this signer acknowledged may be credited: it is never refunded (by this signer,
+    nor, since n - m + 1 signers acknowledged it before it was credited, by any m signers)."""
+    acknowledged = history.acknowledged_deposit(planned.refund.outpoint)
+    if acknowledged is None:
+        return None
+    return (
+        Reason.DEPOSIT_CREDITED,
+        "this signer acknowledged it for crediting; a credited deposit is never refunded",
+    )
+
+
+# --------------------------------------------------------------------------- acknowledgements
+
+
+def acknowledgement_refusal(
+    config: PolicyConfig,
+    network: Network,
+    claim: DepositClaim,
+    series: Series | None,
+    address_registered: bool,
+    found: OnChainOutput | None,
+    history: SigningHistory,
+) -> Refusal | None:
+    """Why this signer must not acknowledge ``claim``, or None if it may.
+
+    ``series`` is the registered series the claim names (None if not registered),
+    ``address_registered`` whether its receive address was registered with this signer, and
+    ``found`` the output at the claim's outpoint as this signer's own node reports it (None: no
+    confirmed unspent output there). The refusal's ``request_id`` is the deposit ``txid:vout``.
+    """
+    problem = _acknowledgement_problem(
+        config, network, claim, series, address_registered, found, history
+    )
+    if problem is None:
+        return None
+    reason, message = problem
+    return Refusal(reason, f"deposit {claim.key}: {message}", Scope.REQUEST, request_id=claim.key)
+
+
+def repeated_acknowledgement(claim: DepositClaim, prior: AcknowledgedDeposit) -> Refusal | None:
+    """A deposit acknowledged before is acknowledged again only for the same claim."""
+    if prior.claim == claim:
+        return None
+    was = prior.claim
+    return Refusal(
+        Reason.DEPOSIT_CLAIM_MISMATCH,
+        f"deposit {claim.key}: acknowledged before as {was.value} sat to receive address "
+        f"{was.index} of series {was.series_id}",
+        Scope.REQUEST,
+        request_id=claim.key,
+    )
+
+
+def _acknowledgement_problem(
+    config: PolicyConfig,
+    network: Network,
+    claim: DepositClaim,
+    series: Series | None,
+    address_registered: bool,
+    found: OnChainOutput | None,
+    history: SigningHistory,
+) -> _Problem | None:
+    before = history.signed_spend(claim.outpoint)
+    if before is not None:
+        return (
+            Reason.DEPOSIT_REFUNDED,
+            f"this signer signed its spend {before.txid_hex}; a refunded deposit is never credited",
+        )
+    address = f"receive address {claim.index} of series {claim.series_id}"
+    if series is None or not address_registered:
+        what = f"series {claim.series_id}" if series is None else address
+        return (Reason.DEPOSIT_ADDRESS_NOT_REGISTERED, f"{what} is not registered with this signer")
+    if found is None:
+        return (
+            Reason.DEPOSIT_NOT_FOUND,
+            "this signer's node has no confirmed unspent output at this outpoint",
+        )
+    if found.script_pubkey != series.derive(RECEIVE, claim.index).script_pubkey:
+        paid = script_pubkey_to_address(found.script_pubkey, network) or found.script_pubkey.hex()
+        return (Reason.DEPOSIT_ADDRESS_MISMATCH, f"the output pays {paid}, not {address}")
+    if found.value != claim.value:
+        return (
+            Reason.DEPOSIT_VALUE_MISMATCH,
+            f"the output is worth {found.value} sat, not {claim.value}",
+        )
+    if found.confirmations < config.deposit_confirmations:
+        return (
+            Reason.DEPOSIT_UNCONFIRMED,
+            f"{found.confirmations} confirmations on this signer's node, it needs "
+            f"{config.deposit_confirmations}",
         )
     return None

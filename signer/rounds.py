@@ -90,12 +90,14 @@ class RoundSigner:
         self._clock = clock
         self._chain = chain
         self._chain_rules = chain_rules
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held while a round is evaluated, signed and recorded; deposit acknowledgements take it
+        too (signer.acknowledgements), so the two never interleave."""
 
     def sign_round(self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
         """Sign the round or refuse it; a device that overruns its deadline raises
         ``DeviceTimeout`` (after the audit entry is written)."""
-        with self._lock:
+        with self.lock:
             return self._sign_round(kind, manifest, psbts, self._clock())
 
     def _sign_round(

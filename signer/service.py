@@ -1,4 +1,4 @@
-"""``vpool.v1.SignerService``: the signer's six RPCs on top of its backend, state and rounds.
+"""``vpool.v1.SignerService``: the signer's RPCs on top of its backend, state, node and rounds.
 
 Bad input raises ``RpcFailure`` (INVALID_ARGUMENT naming the field), which ``signer.rpc`` turns
 into the call's status; a policy refusal is not an error but an answer. A device that overruns
@@ -8,7 +8,8 @@ its deadline gives DEADLINE_EXCEEDED. Logs never carry a PSBT or key material.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
@@ -20,6 +21,8 @@ from pool.descriptor import DescriptorKey
 from pool.errors import HDKeyError, VpoolError
 from pool.hdkeys import HARDENED, parse_path
 from pool.series import CHANGE, RECEIVE, Series
+from pool.tx import OutPoint
+from signer.acknowledgements import MAX_CLAIMS, Acknowledger
 from signer.audit import AuditLog
 from signer.backends.base import (
     Backend,
@@ -32,7 +35,7 @@ from signer.chain_checks import ChainRules
 from signer.config import SignerConfig
 from signer.keystore import bip48_account_path
 from signer.node_monitor import NodeMonitor
-from signer.policy import Refusal, RoundKind, Scope, registration_refusal
+from signer.policy import DepositClaim, Refusal, RoundKind, Scope, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError
@@ -62,6 +65,8 @@ _SCOPES = {
     Scope.INPUT: signer_pb2.Refusal.SCOPE_INPUT,
 }
 _MAX_PATH_DEPTH = 16
+_TXID = re.compile(r"[0-9a-f]{64}")
+MAX_MONEY = 21_000_000 * 100_000_000
 
 
 def software_version() -> str:
@@ -102,6 +107,9 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             clock,
             chain,
             self._chain_rules,
+        )
+        self._acknowledger = Acknowledger(
+            config.network, config.policy, state, chain, self._rounds.lock, clock
         )
         xpub, origin = backend.xpub(bip48_account_path(self._network))
         self._info = signer_pb2.SignerInfo(
@@ -270,6 +278,29 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             xpub, _ = self._backend.xpub(key.origin.path)
         return xpub == key.xpub.to_string(self._network)
 
+    # ------------------------------------------------------------------------------ deposits
+
+    def AcknowledgeDeposits(
+        self, request: signer_pb2.AcknowledgeDepositsRequest, context: Any
+    ) -> signer_pb2.AcknowledgeDepositsResponse:
+        self._check_network(request.network)
+        claims = _claims(request.deposits)
+        verdicts = self._acknowledger.acknowledge(claims)
+        return signer_pb2.AcknowledgeDepositsResponse(
+            results=[
+                signer_pb2.DepositAcknowledgement(
+                    txid=v.claim.outpoint.txid_hex,
+                    vout=v.claim.outpoint.vout,
+                    acknowledged=v.acknowledged,
+                    already_acknowledged=v.already_acknowledged,
+                    reason_code="" if v.refusal is None else str(v.refusal.reason),
+                    message="" if v.refusal is None else v.refusal.message,
+                    confirmations=v.confirmations,
+                )
+                for v in verdicts
+            ]
+        )
+
     # ------------------------------------------------------------------------------ rounds
 
     def SignRound(
@@ -297,6 +328,29 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             refusals=[_refusal_message(refusal) for refusal in result.refusals],
             signed_all=not result.refusals,
         )
+
+
+def _claims(deposits: Sequence[signer_pb2.DepositClaim]) -> list[DepositClaim]:
+    """The request's deposits, checked (INVALID_ARGUMENT naming the field at fault)."""
+    if not deposits:
+        raise invalid("deposits", "name at least one deposit")
+    if len(deposits) > MAX_CLAIMS:
+        raise invalid("deposits", f"{len(deposits)} deposits, at most {MAX_CLAIMS} per call")
+    claims, seen = [], set()
+    for i, d in enumerate(deposits):
+        field = f"deposits[{i}]"
+        if not _TXID.fullmatch(d.txid):
+            raise invalid(f"{field}.txid", "expected 64 lowercase hex characters")
+        if d.index >= HARDENED:
+            raise invalid(f"{field}.index", "must be below 2^31")
+        if not 0 < d.value <= MAX_MONEY:
+            raise invalid(f"{field}.value", f"must be above 0 and at most {MAX_MONEY}")
+        outpoint = OutPoint.from_hex(d.txid, d.vout)
+        if outpoint in seen:
+            raise invalid(f"{field}.vout", f"deposit {d.txid}:{d.vout} is named twice")
+        seen.add(outpoint)
+        claims.append(DepositClaim(outpoint, d.series_id, d.index, d.value))
+    return claims
 
 
 def _refusal_message(refusal: Refusal) -> signer_pb2.Refusal:

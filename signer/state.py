@@ -1,4 +1,5 @@
-"""The signer's persistent state: signing log, amounts signed, series, deposit addresses (SQLite).
+"""The signer's persistent state: signing log, amounts signed, series, deposit addresses and the
+deposits it acknowledged (SQLite).
 
 One database per data dir (``signer.db``), opened by one process at a time: an exclusive lock
 on ``signer.lock`` refuses a second daemon. Every write is one transaction; WAL journal with
@@ -21,7 +22,7 @@ from typing import Any
 from pool.networks import Network, get_network
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
 from pool.tx import OutPoint, Transaction
-from signer.policy import Approval, SignedBefore
+from signer.policy import AcknowledgedDeposit, Approval, DepositClaim, SignedBefore
 
 DB_FILE = "signer.db"
 LOCK_FILE = "signer.lock"
@@ -74,6 +75,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (manifest_hash, script_pubkey)
         ) WITHOUT ROWID""",
         "CREATE INDEX destination_payments_at ON destination_payments (script_pubkey, at)",
+    ),
+    (  # 4: deposits this signer acknowledged for crediting (AcknowledgeDeposits)
+        """CREATE TABLE acknowledged_deposits (
+            prev_txid BLOB NOT NULL,
+            prev_vout INTEGER NOT NULL,
+            network TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            value INTEGER NOT NULL CHECK (value > 0),
+            height INTEGER NOT NULL,
+            acknowledged_at REAL NOT NULL,
+            PRIMARY KEY (prev_txid, prev_vout)
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -290,6 +304,47 @@ class SignerState:
         )
         total: int = rows[0][0]
         return total
+
+    def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
+        """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
+        rows = self._query(
+            "SELECT series_id, idx, value, height, acknowledged_at FROM acknowledged_deposits "
+            "WHERE prev_txid = ? AND prev_vout = ?",
+            (outpoint.txid, outpoint.vout),
+        )
+        if not rows:
+            return None
+        series_id, index, value, height, at = rows[0]
+        return AcknowledgedDeposit(DepositClaim(outpoint, series_id, index, value), height, at)
+
+    def record_acknowledgement(
+        self, network: str, claim: DepositClaim, height: int, now: float
+    ) -> bool:
+        """Record that this signer acknowledged ``claim``; False (nothing written) if the
+        signing log holds a spend of its outpoint, or the outpoint was acknowledged before.
+
+        The check and the write are one transaction, so an acknowledgement and the signing of a
+        refund of the same deposit exclude each other here too (``signer.rounds`` also takes one
+        lock for both).
+        """
+        outpoint = claim.outpoint
+        with self._write() as db:
+            spent = db.execute(
+                "SELECT 1 FROM signing_log WHERE prev_txid = ? AND prev_vout = ?",
+                (outpoint.txid, outpoint.vout),
+            ).fetchone()
+            if spent is not None:
+                return False
+            inserted = db.execute(
+                "INSERT INTO acknowledged_deposits (prev_txid, prev_vout, network, series_id, "
+                "idx, value, height, acknowledged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (prev_txid, prev_vout) DO NOTHING",
+                (
+                    outpoint.txid, outpoint.vout, network, claim.series_id, claim.index,
+                    claim.value, height, now,
+                ),
+            )  # fmt: skip
+            return inserted.rowcount == 1
 
     def record_signed(self, approval: Approval, now: float) -> None:
         """Record a signed round of any kind, atomically: its spends in the signing log, its

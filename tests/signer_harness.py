@@ -15,7 +15,14 @@ from pool.refunds import RefundManifest, build_refunds, encode_refund_manifest
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
 from pool.withdrawal import build_round
-from signer.policy import Approval, Reason, Refusal, SignedBefore
+from signer.policy import (
+    AcknowledgedDeposit,
+    Approval,
+    DepositClaim,
+    Reason,
+    Refusal,
+    SignedBefore,
+)
 from vpool.v1 import common_pb2, signer_pb2
 
 CALL_TIMEOUT = 20.0
@@ -88,6 +95,7 @@ class MemoryHistory:
     """(when, scriptPubKey, satoshis) of the payments per destination."""
     refunds: list[tuple[float, int]] = field(default_factory=list)
     moves: list[tuple[float, int]] = field(default_factory=list)
+    acknowledged: dict[OutPoint, AcknowledgedDeposit] = field(default_factory=dict)
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         return self.spends.get(outpoint)
@@ -103,6 +111,12 @@ class MemoryHistory:
 
     def amount_moved_since(self, since: float) -> int:
         return sum(a for t, a in self.moves if t >= since)
+
+    def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
+        return self.acknowledged.get(outpoint)
+
+    def acknowledge(self, claim: DepositClaim, height: int = 100, now: float = 0.0) -> None:
+        self.acknowledged[claim.outpoint] = AcknowledgedDeposit(claim, height, now)
 
     def record(self, approval: Approval, now: float = 0.0) -> None:
         for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):

@@ -21,6 +21,7 @@ from coordinator.store import liveness as lstore
 from coordinator.store.deposits import DepositAddress, Status
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE, Series
+from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.factories import make_series, p2wpkh
 from tests.regtest_fixtures import Regtest
 from tests.store_fixtures import add_active_series
@@ -103,7 +104,7 @@ def record_quorum(engine: Engine, state: str, at: float) -> None:
         lstore.record_quorum(conn, state, at, "written by the test")
 
 
-def test_a_deposit_is_seen_confirming_then_credited_and_spendable(
+def test_a_deposit_is_seen_confirming_confirmed_then_credited_once_acknowledged(
     scanner: Scanner, regtest: Regtest, pool_engine: Engine
 ) -> None:
     txid = pay(regtest, (receive(S1, 0), 70_000))
@@ -117,11 +118,19 @@ def test_a_deposit_is_seen_confirming_then_credited_and_spendable(
     assert balance(pool_engine, tip) == cstore.Balance(0, 70_000, 1)
     regtest.node.mine(1, MINER)
     tip = scanner.sync()
+    confirmed = get(pool_engine, txid)
+    assert confirmed.status is Status.CONFIRMED
+    assert statuses(pool_engine, txid, "alice")[-1] == (
+        Status.CONFIRMED, "2 confirmations; awaiting acknowledgements: 0 of 2",
+    )  # fmt: skip
+    assert (txid, 0) not in eligible(pool_engine, tip)
+    assert balance(pool_engine, tip) == cstore.Balance(0, 70_000, 1)
+    credit_as_if_every_signer_acknowledged(pool_engine)
     assert get(pool_engine, txid).status is Status.CREDITED
     assert (txid, 0) in eligible(pool_engine, tip)
     assert balance(pool_engine, tip) == cstore.Balance(70_000, 0, 1)
     assert [s for s, _ in statuses(pool_engine, txid, "alice")] == [
-        Status.SEEN, Status.CONFIRMING, Status.CREDITED,
+        Status.SEEN, Status.CONFIRMING, Status.CONFIRMED, Status.CREDITED,
     ]  # fmt: skip
 
 
@@ -138,7 +147,8 @@ def test_dust_and_deposits_below_the_minimum_are_never_spendable(
     assert (small.status, small.reason) == (
         Status.REFUND_PENDING, "9999 sat is below the minimum deposit of 10000",
     )  # fmt: skip
-    assert enough.status is Status.CREDITED
+    assert enough.status is Status.CONFIRMED
+    credit_as_if_every_signer_acknowledged(pool_engine)
     assert eligible(pool_engine, tip) == {(txid, 2)}
     assert balance(pool_engine, tip) == cstore.Balance(10_000, 0, 1)
     with pool_engine.connect() as conn:
@@ -172,10 +182,10 @@ def test_a_deposit_mined_while_the_pool_was_degraded_is_to_be_refunded(
     assert (refunded.status, refunded.reason) == (
         Status.REFUND_PENDING, "mined while the pool was degraded",
     )  # fmt: skip
-    assert get(pool_engine, after).status is Status.CREDITED
+    assert get(pool_engine, after).status is Status.CONFIRMED
 
 
-def test_in_credit_mode_an_outage_deposit_is_credited_once_quorum_returns(
+def test_in_credit_mode_an_outage_deposit_is_confirmed_once_quorum_returns(
     pool_engine: Engine, regtest: Regtest
 ) -> None:
     rules = DepositsConfig(confirmations=2, outage_deposits="credit")
@@ -190,7 +200,7 @@ def test_in_credit_mode_an_outage_deposit_is_credited_once_quorum_returns(
     assert statuses(pool_engine, txid) == [
         (Status.SEEN, f"in block {get(pool_engine, txid).height}"),
         (Status.CONFIRMING, "mined while the pool was degraded: credited once quorum is ok"),
-        (Status.CREDITED, "4 confirmations"),
+        (Status.CONFIRMED, "4 confirmations; awaiting acknowledgements: 0 of 2"),
     ]
 
 
@@ -205,7 +215,7 @@ def test_deposits_to_a_series_past_its_grace_period_are_to_be_refunded(
     scanner.sync()
     with pool_engine.connect() as conn:
         assert cstore.retirement_heights(conn) == {1: retired}
-    assert get(pool_engine, within).status is Status.CREDITED  # 2 confirmations
+    assert get(pool_engine, within).status is Status.CONFIRMED  # 2 confirmations
     late = get(pool_engine, past, 0)
     assert (late.status, late.reason) == (
         Status.REFUND_PENDING, "pays series 1, retired more than 1 blocks before",
@@ -243,6 +253,7 @@ def test_a_reorg_of_a_credited_deposit_raises_an_alert_and_marks_it_reorged(
     txid = pay(regtest, (receive(S1, 0), 70_000))
     regtest.node.mine(1, MINER)
     scanner.sync()
+    credit_as_if_every_signer_acknowledged(pool_engine)
     credited = get(pool_engine, txid)
     assert credited.status is Status.CREDITED
     regtest.node.invalidate(credited.block_hash)

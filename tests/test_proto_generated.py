@@ -49,6 +49,7 @@ def test_signer_service_offers_the_contract_rpcs() -> None:
             "RegisterDepositAddressRequest",
             "RegisterDepositAddressResponse",
         ),
+        "AcknowledgeDeposits": ("AcknowledgeDepositsRequest", "AcknowledgeDepositsResponse"),
     }
 
 

@@ -27,9 +27,10 @@ from pool import ecdsa
 from pool.address import address_to_script_pubkey, encode_segwit_address
 from pool.hashes import sha256
 from pool.networks import REGTEST
-from pool.refunds import refund_weight
+from pool.refunds import RefundManifest, RefundRequest, RefundSource, refund_weight
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
 from pool.weights import fee_for_weight
+from tests.signer_harness import refund_round_request
 from vpool.devnet.pool import BTC, CALL_TIMEOUT, CLIENTS, SIGNER_POLICY, DevPool
 from vpool.v1 import coordinator_pb2 as pb
 
@@ -127,6 +128,7 @@ def test_a_deposit_is_credited_after_its_confirmations_and_spent_by_a_later_roun
     devpool.mine(CONFIRMATIONS - 1)
     credited = devpool.wait_for_deposit("alice", outpoint, pb.DEPOSIT_STATUS_CREDITED)
     assert credited.confirmations == CONFIRMATIONS and not credited.reason
+    assert len(credited.acknowledged_by) >= len(devpool.signers) - devpool.m + 1
     request = pb.SubmitWithdrawalRequest(
         request_id="spend-alice", address=destination("alice's payee"), amount_sat=BTC // 4
     )
@@ -283,3 +285,62 @@ def _wait_for_the_chain_clock(pool: DevPool) -> None:
         lambda: chain.block(chain.tip()[1]).time < time.time() - 1 or None,
         "the chain's clock to fall behind the real one",
     )
+
+
+def test_a_hostile_coordinator_gets_no_m_signatures_for_a_refund_of_a_credited_deposit(
+    devpool: DevPool,
+) -> None:
+    """Issue 9, attack 4. A deposit is credited while signer-1 is down: exactly n - m + 1 = 2
+    signers acknowledged it. Then someone holding the coordinator's certificate sends every
+    signer a refund round of it (to a destination of their own, as an operator refund, which
+    these signers allow): the two that acknowledged it refuse (DEPOSIT_CREDITED), and the one
+    signature left is fewer than m. Before, all three signed and the refund was mined while the
+    coordinator still showed the deposit as credited."""
+    answer = devpool.client(CLIENT).GetDepositAddress(
+        pb.GetDepositAddressRequest(user_id="grace"), timeout=CALL_TIMEOUT
+    )
+    outpoint = devpool.pay({answer.address: BTC // 5})[answer.address]
+    devpool.stop_signer("signer-1")
+    try:
+        devpool.mine(CONFIRMATIONS)
+        credited = devpool.wait_for_deposit("grace", outpoint, pb.DEPOSIT_STATUS_CREDITED)
+    finally:
+        devpool.restart_signer("signer-1")
+    assert sorted(credited.acknowledged_by) == ["signer-2", "signer-3"]
+    tip_height, tip_hash = devpool.node.chain.tip()
+    raw = devpool.node.chain.raw_transaction(outpoint.txid_hex)
+    assert raw is not None
+    theft = RefundManifest(
+        network=REGTEST.name,
+        series=(devpool.series,),
+        tip_height=tip_height,
+        tip_hash=bytes.fromhex(tip_hash),
+        fee_rate=FEE_RATE,
+        dust_limit=546,
+        refunds=(
+            RefundRequest(
+                outpoint=outpoint,
+                value=BTC // 5,
+                series_id=answer.series_id,
+                index=answer.index,
+                deposit_tx=raw,
+                prev_tx=b"",
+                destination=address_to_script_pubkey(destination("the thief"), REGTEST),
+                source=RefundSource.OPERATOR,
+            ),
+        ),
+    )
+    request = refund_round_request(theft)
+    answers = {
+        signer_id: daemon.stub(devpool.pki).SignRound(request, timeout=CALL_TIMEOUT)
+        for signer_id, daemon in devpool.daemons.items()
+    }
+    signed = sorted(i for i, a in answers.items() if a.signed_psbts)
+    assert signed == ["signer-1"], {
+        i: [r.reason_code for r in a.refusals] for i, a in answers.items()
+    }
+    assert len(signed) < devpool.m
+    for signer_id in ("signer-2", "signer-3"):
+        assert [r.reason_code for r in answers[signer_id].refusals] == ["DEPOSIT_CREDITED"]
+    assert devpool.deposit("grace", outpoint) is not None
+    assert devpool.node.rpc("gettxout", outpoint.txid_hex, outpoint.vout, False) is not None

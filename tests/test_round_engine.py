@@ -54,6 +54,7 @@ from pool.tx import Transaction
 from signer.policy import Reason
 from tests.chain_harness import signer_chain
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
+from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.fake_signer import WrongSighashSigner, serve_fake_signer
 from tests.regtest_fixtures import Regtest
@@ -203,8 +204,11 @@ class Pool:
             )
 
     def mine(self, blocks: int) -> None:
+        """Mine, scan, and credit what is confirmed (the signers' acknowledgements are a test
+        double here: tests/credit_fixtures.py)."""
         self.regtest.wallet.mine(self.regtest.node, blocks)
         self.scanner.sync()
+        credit_as_if_every_signer_acknowledged(self.engine)
 
     def mature(self, rounds: RoundEngine) -> None:
         """Mine to the maturation depth of what is broadcast, following each block."""

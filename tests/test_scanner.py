@@ -21,6 +21,7 @@ from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE, SeriesState
 from pool.tx import OutPoint, Transaction
 from pool.withdrawal import build_round
+from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.factories import make_series, manifest, p2wpkh, request, sign_first_m
 from tests.regtest_fixtures import Regtest
 
@@ -29,7 +30,8 @@ LOOKAHEAD = 5
 MINER = p2wpkh("scanner miner")
 NOW = 1_700_000_000.0
 DEPOSITS = DepositsConfig(confirmations=1, min_deposit=1_000, refund_threshold=1_000)
-"""Deposits here are credited (spendable) in their block; deposit rules: test_deposits_scanner."""
+"""Deposits here are confirmed in their block (and credited by ``spend``); deposit rules:
+test_deposits_scanner."""
 
 
 def script(branch: int, index: int) -> bytes:
@@ -89,7 +91,10 @@ def spend_utxos(utxos: list[Utxo], tip: int, change_start: int = 0) -> Transacti
 
 
 def spend(engine: Engine, tip: int) -> Transaction:
-    """``spend_utxos`` of the store's eligible outputs, change at the next change index."""
+    """``spend_utxos`` of the store's eligible outputs, change at the next change index; the
+    confirmed deposits are credited first (the signers' acknowledgements are a test double here:
+    tests/credit_fixtures.py)."""
+    credit_as_if_every_signer_acknowledged(engine)
     with engine.connect() as conn:
         eligible = store.eligible_utxos(conn, tip, 1, 100)
         change_start = store.next_index(conn, SERIES.id, CHANGE)

@@ -151,6 +151,7 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
             "backend.call_timeout_seconds: expected a number of seconds",
         ),
         ({"policy__max_fee": -1}, "policy.max_fee: must not be negative"),
+        ({"policy__deposit_confirmations": 0}, "policy.deposit_confirmations: must be at least 1"),
         ({"policy__max_fees": 1}, "policy.max_fees: unknown key"),
         (
             {"policy__allow_operator_refunds": 1},

@@ -27,6 +27,7 @@ from pool.series import Series
 from pool.tx import TxOut
 from signer.policy import (
     Approval,
+    DepositClaim,
     PolicyConfig,
     Reason,
     Refusal,
@@ -323,6 +324,16 @@ def test_signing_a_refund_again_adds_nothing_to_the_refund_window() -> None:
     history.record(first, NOW)
     again = evaluate(refunds(ALICE), config=config, history=history)
     assert isinstance(again, Approval) and again.refunds == 0
+
+
+def test_a_refund_of_a_deposit_this_signer_acknowledged_is_refused_as_credited() -> None:
+    history = MemoryHistory()
+    history.acknowledge(DepositClaim(ALICE.outpoint, S1.id, ALICE.index, ALICE.value))
+    bob = deposit("bob", S1, 4, BTC // 2, source=RefundSource.SENDER)
+    result = evaluate(refunds(ALICE, bob), history=history)
+    refusal = only_refusal(result, ALICE)
+    assert refusal.reason == Reason.DEPOSIT_CREDITED
+    assert "acknowledged" in refusal.message
 
 
 # --------------------------------------------------------------------------- decoding and series

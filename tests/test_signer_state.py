@@ -16,7 +16,7 @@ from pool.refunds import build_refunds
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
 from pool.withdrawal import build_round
-from signer.policy import Approval
+from signer.policy import AcknowledgedDeposit, Approval, DepositClaim
 from signer.state import _MIGRATIONS, DB_FILE, SCHEMA_VERSION, SignerState, StateError
 from tests.factories import BTC, make_series, manifest, request, utxo
 from tests.refund_factories import deposit, refund_manifest
@@ -265,6 +265,7 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         "series",
         "deposit_addresses",
         "destination_payments",
+        "acknowledged_deposits",
     }
 
 
@@ -308,6 +309,20 @@ def test_an_older_database_is_migrated_and_keeps_its_records(tmp_path: Path, ver
         assert migrated.refund_address("regtest", 1, 0) == REFUND
         migrated.record_signed(dataclasses.replace(refund_approval(), refunds=BTC), NOW)
         assert migrated.amount_refunded_since(NOW) == BTC
+        claim = DepositClaim(first_outpoint(signed), 1, 0, 1_000)
+        assert migrated.acknowledged_deposit(claim.outpoint) is None
+        assert not migrated.record_acknowledgement(
+            "regtest", claim, 100, NOW
+        )  # its spend was signed
+
+
+def test_an_acknowledgement_is_recorded_once_and_read_back(tmp_path: Path) -> None:
+    claim = DepositClaim(OutPoint.from_hex("cd" * 32, 2), 1, 5, 70_000)
+    with SignerState(tmp_path) as state:
+        assert state.record_acknowledgement("regtest", claim, 120, NOW) is True
+        assert state.record_acknowledgement("regtest", claim, 121, NOW + 1) is False
+    with SignerState(tmp_path) as reopened:
+        assert reopened.acknowledged_deposit(claim.outpoint) == AcknowledgedDeposit(claim, 120, NOW)
 
 
 def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -460,10 +460,10 @@ def balances(
     conn: Connection, tip_height: int, min_conf: int, *, coinbase_maturity: int = 0
 ) -> dict[int, Balance]:
     """Per series id (every series, zeros included), over the unspent outputs that are or will
-    be the pool's (change, credited deposits, deposits being confirmed): the value spendable as
-    in ``eligible_utxos`` but reserved or not, the rest, and their number. Reserved outputs
-    count: they are the pool's until a spending transaction is in a block. Deposits to be
-    refunded, dust and removed deposits do not count."""
+    be the pool's (change, credited deposits, deposits being confirmed or acknowledged): the
+    value spendable as in ``eligible_utxos`` but reserved or not, the rest, and their number.
+    Reserved outputs count: they are the pool's until a spending transaction is in a block.
+    Deposits to be refunded, dust and removed deposits do not count."""
     ok = and_(
         _spendable(tip_height, min_conf, coinbase_maturity), _of_status(DepositStatus.CREDITED)
     )
@@ -478,7 +478,12 @@ def balances(
         .where(
             and_(
                 utxos.c.spent_txid.is_(None),
-                _of_status(DepositStatus.CREDITED, DepositStatus.SEEN, DepositStatus.CONFIRMING),
+                _of_status(
+                    DepositStatus.CREDITED,
+                    DepositStatus.SEEN,
+                    DepositStatus.CONFIRMING,
+                    DepositStatus.CONFIRMED,
+                ),
             )
         )
         .group_by(utxos.c.series_id)

@@ -31,6 +31,7 @@ from sqlalchemy import (
 
 from coordinator.store.schema import (
     addresses,
+    deposit_acknowledgements,
     deposit_addresses,
     deposit_events,
     deposits,
@@ -43,6 +44,8 @@ class Status(StrEnum):
     SEEN = "seen"
     CONFIRMING = "confirming"
     CREDITED = "credited"
+    CONFIRMED = "confirmed"
+    """Has its confirmations; credited once n - m + 1 signers of its series acknowledged it."""
     REFUND_PENDING = "refund_pending"
     REFUND_PROPOSED = "refund_proposed"
     REFUND_SIGNED = "refund_signed"
@@ -55,7 +58,9 @@ class Status(StrEnum):
 
 
 FINAL = (Status.CREDITED, Status.REFUNDED, Status.DUST)
-REMOVABLE = (Status.SEEN, Status.CONFIRMING, Status.REFUND_PENDING, Status.DUST)
+REMOVABLE = (
+    Status.SEEN, Status.CONFIRMING, Status.CONFIRMED, Status.REFUND_PENDING, Status.DUST,
+)  # fmt: skip
 """Statuses in which a reorganisation removes a deposit quietly; in the others it is reorged."""
 _LEAVING_FINAL = {
     Status.CREDITED: Status.REORGED,
@@ -372,6 +377,15 @@ def set_status(
     return changed
 
 
+def note(conn: Connection, txid: str, vout: int, detail: str, now: float) -> None:
+    """Append an event with the deposit's current status and ``detail`` (progress within a
+    status, such as an acknowledgement)."""
+    current = get(conn, txid, vout)
+    if current is None:
+        raise KeyError(f"no deposit {txid}:{vout}")
+    _append_event(conn, txid, vout, current.status, detail, now)
+
+
 def with_status(
     conn: Connection, statuses: Sequence[Status], *, max_height: int | None = None
 ) -> list[Deposit]:
@@ -462,6 +476,86 @@ def refund_signers(conn: Connection, deposit: Deposit) -> list[str]:
         .order_by(signatures.c.signer_id)
     ).scalars()
     return [str(signer_id) for signer_id in rows]
+
+
+# --------------------------------------------------------------------------- acknowledgements
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """A signer's latest answer about a deposit (SignerService.AcknowledgeDeposits)."""
+
+    txid: str
+    vout: int
+    signer_id: str
+    fingerprint: str
+    """The signer's master key fingerprint (hex) when it answered."""
+    acknowledged: bool
+    reason_code: str
+    """Why it refused (empty when acknowledged)."""
+    message: str
+    at: float
+
+
+def record_acknowledgement(conn: Connection, answer: Acknowledgement) -> bool:
+    """Store a signer's answer; True if it is a new acknowledgement.
+
+    An acknowledgement is final: a later refusal from the same signer (it cannot give one for
+    the same claim) does not replace it.
+    """
+    key = and_(
+        deposit_acknowledgements.c.txid == answer.txid,
+        deposit_acknowledgements.c.vout == answer.vout,
+        deposit_acknowledgements.c.signer_id == answer.signer_id,
+    )
+    row = conn.execute(select(deposit_acknowledgements.c.acknowledged).where(key)).first()
+    values = {
+        "fingerprint": answer.fingerprint,
+        "acknowledged": answer.acknowledged,
+        "reason_code": answer.reason_code,
+        "message": answer.message,
+        "at": answer.at,
+    }
+    if row is None:
+        conn.execute(
+            insert(deposit_acknowledgements).values(
+                txid=answer.txid, vout=answer.vout, signer_id=answer.signer_id, **values
+            )
+        )
+        return answer.acknowledged
+    if row.acknowledged:
+        return False
+    conn.execute(update(deposit_acknowledgements).where(key).values(values))
+    return answer.acknowledged
+
+
+def acknowledgements(conn: Connection, txid: str, vout: int) -> list[Acknowledgement]:
+    """Every signer's latest answer about the deposit, by signer id."""
+    rows = conn.execute(
+        select(deposit_acknowledgements)
+        .where(
+            and_(deposit_acknowledgements.c.txid == txid, deposit_acknowledgements.c.vout == vout)
+        )
+        .order_by(deposit_acknowledgements.c.signer_id)
+    ).all()
+    return [
+        Acknowledgement(
+            txid=str(r.txid),
+            vout=int(r.vout),
+            signer_id=str(r.signer_id),
+            fingerprint=str(r.fingerprint),
+            acknowledged=bool(r.acknowledged),
+            reason_code=str(r.reason_code),
+            message=str(r.message),
+            at=float(r.at),
+        )
+        for r in rows
+    ]
+
+
+def acknowledged_by(conn: Connection, deposit: Deposit) -> list[str]:
+    """The signers that acknowledged the deposit, by id."""
+    return [a.signer_id for a in acknowledgements(conn, *deposit.outpoint) if a.acknowledged]
 
 
 # --------------------------------------------------------------------------- events

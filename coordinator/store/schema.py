@@ -325,6 +325,24 @@ alerts = Table(
     Column("at", Float, nullable=False),
 )
 
+# --- migration 4: deposit acknowledgements -----------------------------------------------------
+
+# Each signer's latest answer to SignerService.AcknowledgeDeposits for a deposit: acknowledged
+# (final: the signer recorded it and will never sign the deposit's refund), or refused with its
+# reason. A deposit is credited once enough distinct keys of its series acknowledged it.
+deposit_acknowledgements = Table(
+    "deposit_acknowledgements",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+    Column("vout", Integer, primary_key=True, autoincrement=False),
+    Column("signer_id", String(128), primary_key=True),
+    Column("fingerprint", String(8), nullable=False),
+    Column("acknowledged", Boolean, nullable=False),
+    Column("reason_code", String(64), nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Column("at", Float, nullable=False),
+)
+
 
 def _migration_1(conn: Connection) -> None:
     """The first schema. Later migrations create their own tables by name, never all."""
@@ -377,7 +395,14 @@ def _migration_3(conn: Connection) -> None:
     conn.execute(insert(deposits).from_select(columns, found))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(conn: Connection) -> None:
+    """Deposit acknowledgements by the signers (a deposit is credited after n - m + 1)."""
+    metadata.create_all(conn, tables=[deposit_acknowledgements])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _migration_1, _migration_2, _migration_3, _migration_4,
+]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 
 

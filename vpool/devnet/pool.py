@@ -114,6 +114,7 @@ class DevPool:
     coordinator: CoordinatorDaemon | None = field(init=False, default=None)
     funded: int = field(init=False, default=0)
     _next_receive: int = field(init=False, default=0)
+    """Numbers the funding users."""
     _coordinator_config: Path = field(init=False)
 
     # ------------------------------------------------------------------------------ start/stop
@@ -206,7 +207,7 @@ class DevPool:
             self.pki,
             spec.signer_id,
             backend,
-            self.signer_policy,
+            {"deposit_confirmations": self._deposit_confirmations(), **self.signer_policy},
             series=[self.series],
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
             chain=node_chain(base, node.rpc_url, *node.credentials),
@@ -337,16 +338,21 @@ round_deadline_seconds = {self.round_deadline_seconds}
 
     # ------------------------------------------------------------------------------ chain
 
+    def _deposit_confirmations(self) -> int:
+        """The coordinator's deposit confirmations (every signer requires as many)."""
+        return int(self.deposit_settings.get("confirmations", DepositsConfig().confirmations))
+
     def fund(self, amounts: Sequence[int]) -> str:
-        """Pay ``amounts`` to fresh receive addresses of the pool and mine until the coordinator
-        credits them (``deposits.confirmations`` blocks); the txid."""
+        """Pay ``amounts`` to fresh deposit addresses of the pool's operator (GetDepositAddress
+        for user "funding": registered with every signer) and mine until the coordinator credits
+        them (``deposits.confirmations`` blocks, then the signers' acknowledgements); the txid."""
         outputs = []
         for amount in amounts:
-            outputs.append((self.series.derive(RECEIVE, self._next_receive).script_pubkey, amount))
+            address = self.deposit_address(f"funding-{self._next_receive}")
             self._next_receive += 1
+            outputs.append((address_to_script_pubkey(address, REGTEST), amount))
         txid = self.wallet.fund(self.node, outputs)
-        confirmations = self.deposit_settings.get("confirmations", DepositsConfig().confirmations)
-        self.mine(int(confirmations))
+        self.mine(self._deposit_confirmations())
         self.funded += sum(amounts)
         self.wait_until(
             lambda: self.confirmed_balance() >= self.funded or None,

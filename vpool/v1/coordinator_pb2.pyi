@@ -43,6 +43,7 @@ class DepositStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPOSIT_STATUS_DUST: _ClassVar[DepositStatus]
     DEPOSIT_STATUS_REORGED: _ClassVar[DepositStatus]
     DEPOSIT_STATUS_REMOVED: _ClassVar[DepositStatus]
+    DEPOSIT_STATUS_CONFIRMED: _ClassVar[DepositStatus]
 WITHDRAWAL_STATUS_UNSPECIFIED: WithdrawalStatus
 WITHDRAWAL_STATUS_PENDING: WithdrawalStatus
 WITHDRAWAL_STATUS_IN_ROUND: WithdrawalStatus
@@ -70,6 +71,7 @@ DEPOSIT_STATUS_REFUNDED: DepositStatus
 DEPOSIT_STATUS_DUST: DepositStatus
 DEPOSIT_STATUS_REORGED: DepositStatus
 DEPOSIT_STATUS_REMOVED: DepositStatus
+DEPOSIT_STATUS_CONFIRMED: DepositStatus
 
 class SubmitWithdrawalRequest(_message.Message):
     __slots__ = ("request_id", "address", "amount_sat", "extra_fee_sat")
@@ -424,7 +426,7 @@ class DepositAddress(_message.Message):
     def __init__(self, address: _Optional[str] = ..., user_id: _Optional[str] = ..., series_id: _Optional[int] = ..., index: _Optional[int] = ..., refund_address: _Optional[str] = ..., verified_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Deposit(_message.Message):
-    __slots__ = ("txid", "vout", "amount_sat", "address", "user_id", "status", "reason", "height", "confirmations", "refund_address", "refund_source", "refund_txid", "refund_signed_by", "created_unix", "updated_unix")
+    __slots__ = ("txid", "vout", "amount_sat", "address", "user_id", "status", "reason", "height", "confirmations", "refund_address", "refund_source", "refund_txid", "refund_signed_by", "created_unix", "updated_unix", "acknowledged_by")
     TXID_FIELD_NUMBER: _ClassVar[int]
     VOUT_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_SAT_FIELD_NUMBER: _ClassVar[int]
@@ -440,6 +442,7 @@ class Deposit(_message.Message):
     REFUND_SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _ClassVar[int]
     txid: str
     vout: int
     amount_sat: int
@@ -455,7 +458,8 @@ class Deposit(_message.Message):
     refund_signed_by: _containers.RepeatedScalarFieldContainer[str]
     created_unix: int
     updated_unix: int
-    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., amount_sat: _Optional[int] = ..., address: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[DepositStatus, str]] = ..., reason: _Optional[str] = ..., height: _Optional[int] = ..., confirmations: _Optional[int] = ..., refund_address: _Optional[str] = ..., refund_source: _Optional[str] = ..., refund_txid: _Optional[str] = ..., refund_signed_by: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., updated_unix: _Optional[int] = ...) -> None: ...
+    acknowledged_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., amount_sat: _Optional[int] = ..., address: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[DepositStatus, str]] = ..., reason: _Optional[str] = ..., height: _Optional[int] = ..., confirmations: _Optional[int] = ..., refund_address: _Optional[str] = ..., refund_source: _Optional[str] = ..., refund_txid: _Optional[str] = ..., refund_signed_by: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., updated_unix: _Optional[int] = ..., acknowledged_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListDepositsRequest(_message.Message):
     __slots__ = ("user_id", "statuses", "page_size", "page_token")

@@ -226,3 +226,49 @@ class RegisterDepositAddressResponse(_message.Message):
     address: str
     already_registered: bool
     def __init__(self, address: _Optional[str] = ..., already_registered: bool = ...) -> None: ...
+
+class AcknowledgeDepositsRequest(_message.Message):
+    __slots__ = ("network", "deposits")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    DEPOSITS_FIELD_NUMBER: _ClassVar[int]
+    network: _common_pb2.Network
+    deposits: _containers.RepeatedCompositeFieldContainer[DepositClaim]
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., deposits: _Optional[_Iterable[_Union[DepositClaim, _Mapping]]] = ...) -> None: ...
+
+class DepositClaim(_message.Message):
+    __slots__ = ("series_id", "index", "txid", "vout", "value")
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TXID_FIELD_NUMBER: _ClassVar[int]
+    VOUT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    series_id: int
+    index: int
+    txid: str
+    vout: int
+    value: int
+    def __init__(self, series_id: _Optional[int] = ..., index: _Optional[int] = ..., txid: _Optional[str] = ..., vout: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+
+class AcknowledgeDepositsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DepositAcknowledgement]
+    def __init__(self, results: _Optional[_Iterable[_Union[DepositAcknowledgement, _Mapping]]] = ...) -> None: ...
+
+class DepositAcknowledgement(_message.Message):
+    __slots__ = ("txid", "vout", "acknowledged", "already_acknowledged", "reason_code", "message", "confirmations")
+    TXID_FIELD_NUMBER: _ClassVar[int]
+    VOUT_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATIONS_FIELD_NUMBER: _ClassVar[int]
+    txid: str
+    vout: int
+    acknowledged: bool
+    already_acknowledged: bool
+    reason_code: str
+    message: str
+    confirmations: int
+    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., acknowledged: bool = ..., already_acknowledged: bool = ..., reason_code: _Optional[str] = ..., message: _Optional[str] = ..., confirmations: _Optional[int] = ...) -> None: ...

@@ -45,6 +45,11 @@ class SignerServiceStub(object):
                 request_serializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressRequest.SerializeToString,
                 response_deserializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressResponse.FromString,
                 )
+        self.AcknowledgeDeposits = channel.unary_unary(
+                '/vpool.v1.SignerService/AcknowledgeDeposits',
+                request_serializer=vpool_dot_v1_dot_signer__pb2.AcknowledgeDepositsRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_signer__pb2.AcknowledgeDepositsResponse.FromString,
+                )
 
 
 class SignerServiceServicer(object):
@@ -97,6 +102,23 @@ class SignerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcknowledgeDeposits(self, request, context):
+        """Witnesses deposits before the coordinator credits them. For each deposit the signer checks on
+        its own node that the outpoint is confirmed and unspent, pays receive address `index` of the
+        registered series (an address registered with RegisterDepositAddress; the signer derives the
+        script itself), has the value claimed, and has at least the signer's deposit_confirmations;
+        then it records the acknowledgement durably before it answers. An acknowledged deposit is
+        never refunded by this signer (its refund is refused with DEPOSIT_CREDITED), and a deposit
+        whose spend this signer signed is never acknowledged (DEPOSIT_REFUNDED): the two are decided
+        under one lock. The coordinator credits a deposit once n - m + 1 signers of its series
+        acknowledged it, so no m signers can refund a credited deposit. Idempotent: acknowledging a
+        deposit again answers acknowledged (already_acknowledged set) if the claim is the same.
+        A refusal is not an error: it comes back in the deposit's result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +151,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.RegisterDepositAddress,
                     request_deserializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressRequest.FromString,
                     response_serializer=vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressResponse.SerializeToString,
+            ),
+            'AcknowledgeDeposits': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeDeposits,
+                    request_deserializer=vpool_dot_v1_dot_signer__pb2.AcknowledgeDepositsRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_signer__pb2.AcknowledgeDepositsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -240,5 +267,22 @@ class SignerService(object):
         return grpc.experimental.unary_unary(request, target, '/vpool.v1.SignerService/RegisterDepositAddress',
             vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressRequest.SerializeToString,
             vpool_dot_v1_dot_signer__pb2.RegisterDepositAddressResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AcknowledgeDeposits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.SignerService/AcknowledgeDeposits',
+            vpool_dot_v1_dot_signer__pb2.AcknowledgeDepositsRequest.SerializeToString,
+            vpool_dot_v1_dot_signer__pb2.AcknowledgeDepositsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
