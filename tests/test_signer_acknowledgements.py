@@ -34,6 +34,7 @@ SERIES = make_series(1, 2, [0, 1, 2])
 POLICY = PolicyConfig(deposit_confirmations=2)
 MINER = p2wpkh("acknowledgement miner")
 VALUE = 250_000
+NOW = 1_800_000_000.0
 _next_index = iter(range(1000))
 
 
@@ -121,6 +122,7 @@ def evaluate_refund(state: SignerState, manifest: bytes, psbts: list[bytes]) -> 
         manifest,
         psbts,
         state,
+        NOW,
     )
 
 
