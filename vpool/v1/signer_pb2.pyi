@@ -150,16 +150,20 @@ class SignRoundRequest(_message.Message):
     def __init__(self, kind: _Optional[_Union[RoundKind, str]] = ..., manifest: _Optional[bytes] = ..., psbts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SignRoundResponse(_message.Message):
-    __slots__ = ("manifest_hash", "signed_psbts", "refusals", "signed_all")
+    __slots__ = ("manifest_hash", "signed_psbts", "refusals", "signed_all", "pending", "pending_since_unix")
     MANIFEST_HASH_FIELD_NUMBER: _ClassVar[int]
     SIGNED_PSBTS_FIELD_NUMBER: _ClassVar[int]
     REFUSALS_FIELD_NUMBER: _ClassVar[int]
     SIGNED_ALL_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    PENDING_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
     manifest_hash: bytes
     signed_psbts: _containers.RepeatedCompositeFieldContainer[SignedPsbt]
     refusals: _containers.RepeatedCompositeFieldContainer[Refusal]
     signed_all: bool
-    def __init__(self, manifest_hash: _Optional[bytes] = ..., signed_psbts: _Optional[_Iterable[_Union[SignedPsbt, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., signed_all: bool = ...) -> None: ...
+    pending: bool
+    pending_since_unix: int
+    def __init__(self, manifest_hash: _Optional[bytes] = ..., signed_psbts: _Optional[_Iterable[_Union[SignedPsbt, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., signed_all: bool = ..., pending: bool = ..., pending_since_unix: _Optional[int] = ...) -> None: ...
 
 class SignedPsbt(_message.Message):
     __slots__ = ("psbt_index", "signatures")
