@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
 from pool.descriptor import DescriptorKey
 from pool.errors import VpoolError
-from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
+from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, manifest_counts
 from pool.networks import Network
 from pool.psbt import Psbt, PsbtInput
 from pool.refunds import (
@@ -55,6 +55,10 @@ class Reason(StrEnum):
     """Why a round (or a request of it) is refused. Stable strings: clients match on them."""
 
     OVERSIZED_MESSAGE = "OVERSIZED_MESSAGE"
+    ROUND_TOO_LARGE = "ROUND_TOO_LARGE"
+    """The manifest has more requests or UTXOs than this signer's ``max_requests`` or
+    ``max_inputs``; checked before decoding. Final for this manifest: only a smaller round can
+    pass."""
     MALFORMED_MANIFEST = "MALFORMED_MANIFEST"
     MALFORMED_PSBT = "MALFORMED_PSBT"
     WRONG_NETWORK = "WRONG_NETWORK"
@@ -134,6 +138,10 @@ class PolicyConfig:
     max_manifest_bytes: int = 4_000_000
     max_psbts: int = 100
     max_psbt_bytes: int = 4_000_000
+    max_requests: int = 5_000
+    """Most requests in one round's manifest (``ROUND_TOO_LARGE`` before the rebuild)."""
+    max_inputs: int = 5_000
+    """Most UTXOs in one round's manifest, so most inputs of its PSBTs (``ROUND_TOO_LARGE``)."""
     cosigners: frozenset[str] = frozenset()
     """The pool's other keys, ``[fingerprint/path]xpub`` as ``keystore show-xpub`` prints them:
     a series may be registered only if each of its keys is this signer's or one of these."""
@@ -221,13 +229,16 @@ def evaluate_round(
 ) -> Approval | list[Refusal]:
     """Apply every rule; return an ``Approval`` or the list of refusals (never both).
 
-    Order: sizes, decoding, network, series, rebuild and byte comparison, limits, signing log.
-    Each stage runs only when the previous ones passed, so a refusal names the first problem.
+    Order: sizes and counts, decoding, network, PSBT counts, series, rebuild and byte
+    comparison, limits, signing log. Each stage runs only when the previous ones passed, so a
+    refusal names the first problem, and the cheap checks come before the rebuild.
     """
     try:
         _check_sizes(config, manifest_bytes, psbts)
+        _check_counts(config, manifest_bytes)
         manifest = _decode_manifest(decode_manifest, manifest_bytes, network)
         parsed = _parse_psbts(psbts, config)
+        _check_psbt_counts(parsed, len(manifest.utxos))
         _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
         change_vouts = [_change_vout(t) for t in plan.transactions]
@@ -276,6 +287,34 @@ def _check_sizes(config: PolicyConfig, manifest_bytes: bytes, psbts: Sequence[by
                 f"PSBT {i} is {len(raw)} bytes, the limit is {config.max_psbt_bytes}",
                 psbt_index=i,
             )
+
+
+def _check_counts(config: PolicyConfig, manifest_bytes: bytes) -> None:
+    """The caps on requests and UTXOs, read from the encoding before it is decoded."""
+    try:
+        utxos, requests = manifest_counts(manifest_bytes)
+    except VpoolError as exc:
+        raise _refuse(Reason.MALFORMED_MANIFEST, f"manifest does not decode: {exc}") from None
+    if requests > config.max_requests:
+        raise _refuse(
+            Reason.ROUND_TOO_LARGE,
+            f"manifest has {requests} requests, the limit is {config.max_requests} (max_requests)",
+        )
+    if utxos > config.max_inputs:
+        raise _refuse(
+            Reason.ROUND_TOO_LARGE,
+            f"manifest has {utxos} UTXOs, the limit is {config.max_inputs} (max_inputs)",
+        )
+
+
+def _check_psbt_counts(parsed: Sequence[Psbt], utxos: int) -> None:
+    """Each transaction spends at least one of the manifest's UTXOs, and none twice."""
+    inputs = sum(len(p.tx.inputs) for p in parsed)
+    if len(parsed) > utxos or inputs > utxos:
+        raise _refuse(
+            Reason.PSBT_COUNT_MISMATCH,
+            f"{len(parsed)} PSBTs with {inputs} inputs sent, the manifest has {utxos} UTXOs",
+        )
 
 
 class _OfNetwork(Protocol):
@@ -482,23 +521,30 @@ def _input_differences(got: Psbt, want: Psbt) -> list[_Difference]:
 
 
 def _is_pool_input(inp: PsbtInput, registered: Mapping[int, Series]) -> bool:
-    """Does the input's UTXO pay a pool script at the path its derivations claim?"""
+    """Does the input's UTXO pay a pool script at the path its derivations claim?
+
+    A pool input's derivations name one (branch, index) of each series holding its keys, so an
+    input claiming more places than there are registered series is not one; each place claimed
+    is derived once.
+    """
     if inp.witness_utxo is None:
         return False
+    accounts: dict[tuple[bytes, tuple[int, ...]], list[Series]] = {}
+    for series in registered.values():
+        for key in series.keys:
+            accounts.setdefault((key.origin.fingerprint, key.origin.path), []).append(series)
+    claimed: set[tuple[int, int, int]] = set()
     for origin in inp.bip32_derivations.values():
-        for series in registered.values():
-            for key in series.keys:
-                if (
-                    key.origin.fingerprint == origin.fingerprint
-                    and origin.path[:-2] == key.origin.path
-                    and len(origin.path) == len(key.origin.path) + 2
-                    and origin.path[-2] in (0, 1)
-                    and origin.path[-1] < 2**31
-                ):
-                    derived = series.derive(origin.path[-2], origin.path[-1])
-                    if derived.script_pubkey == inp.witness_utxo.script_pubkey:
-                        return True
-    return False
+        path = origin.path
+        if len(path) < 2 or path[-2] not in (0, 1) or path[-1] >= 2**31:
+            continue
+        for series in accounts.get((origin.fingerprint, path[:-2]), ()):
+            claimed.add((series.id, path[-2], path[-1]))
+    if len(claimed) > len(registered):
+        return False
+    script = inp.witness_utxo.script_pubkey
+    by_id = {series.id: series for series in registered.values()}
+    return any(by_id[i].derive(b, n).script_pubkey == script for i, b, n in sorted(claimed))
 
 
 def _output_differences(got: Psbt, want: Psbt, change_vout: int | None) -> list[_Difference]:

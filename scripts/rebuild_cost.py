@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Measure how the rebuild of a round grows with its number of requests.
+
+For each size N, three manifests (fixed seeds, so every run measures the same ones):
+
+- ``funded``: N requests of 10,000..1,000,000 sat, and enough 1 BTC UTXOs to pay them all;
+- ``short``: N requests of 10,000..1,000,000 sat, and UTXOs worth half of them (deferral: the
+  shortcut of rule D1 defers most of what must be deferred);
+- ``fees``: N requests of 546..1,092 sat at 100 sat/vB, and UTXOs worth as much as the requests
+  ask, so that only the fees make funds short (deferral: each deferral needs another pack; the
+  case a hostile coordinator would pick);
+
+and prints the best of a few runs of ``pool.withdrawal.build_round`` and of
+``signer.policy.evaluate_round`` (decoding, rebuild, byte comparison, limits: the honest PSBTs,
+so the round is approved unless a limit refuses it), in seconds.
+
+The growth check compares each time with the time at half the size (sizes N and 2N both
+measured): an O(N log N) rebuild is a little above 2; a quadratic one near 4. With ``--check``,
+the script exits 1 if a ratio is above ``--max-ratio`` (default 3).
+
+Usage: python scripts/rebuild_cost.py [--check] [--max-ratio R] [--budget S] [N ...]
+       (default sizes: 500 1000 1500 2000 3000 5000 10000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pool.manifest import Manifest, encode_manifest
+from pool.networks import REGTEST
+from pool.withdrawal import build_round
+from signer.policy import Approval, PolicyConfig, evaluate_round
+from tests.factories import BTC, make_series, manifest, master_key, p2wpkh, request, utxo
+from tests.signer_harness import MemoryHistory
+
+SERIES = make_series(1, 2, (0, 1, 2))
+OURS = master_key(0).fingerprint
+REPETITIONS = 3
+CONFIG = PolicyConfig(
+    max_request_amount=21_000_000 * BTC,
+    max_round_amount=21_000_000 * BTC,
+    max_daily_amount=21_000_000 * BTC,
+    max_fee=21_000_000 * BTC,
+    max_psbts=10_000,
+)
+"""Limits out of the way: the measurement is of the rebuild, not of a refusal."""
+
+
+def _requests(n: int, low: int, high: int, seed: int) -> list:  # type: ignore[type-arg]
+    rng = random.Random(seed)
+    return [
+        request(f"client{k % 50}", f"r{k}", rng.randint(low, high), script=p2wpkh) for k in range(n)
+    ]
+
+
+def _utxos(total: int, value: int) -> list:  # type: ignore[type-arg]
+    count = max(1, -(-total // value))
+    return [utxo(i, value, 100 + i % 800, index=i) for i in range(count)]
+
+
+def funded(n: int) -> Manifest:
+    reqs = _requests(n, 10_000, 1_000_000, seed=n)
+    return manifest([SERIES], _utxos(sum(r.amount for r in reqs) + BTC, BTC), reqs)
+
+
+def short(n: int) -> Manifest:
+    reqs = _requests(n, 10_000, 1_000_000, seed=n)
+    return manifest([SERIES], _utxos(sum(r.amount for r in reqs) // 2, BTC // 10), reqs)
+
+
+def fees(n: int) -> Manifest:
+    reqs = _requests(n, 546, 1_092, seed=n)
+    return manifest([SERIES], _utxos(sum(r.amount for r in reqs), 200_000), reqs, fee_rate=100_000)
+
+
+SCENARIOS: dict[str, Callable[[int], Manifest]] = {"funded": funded, "short": short, "fees": fees}
+
+
+def best_of(run: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(REPETITIONS):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(m: Manifest, budget: float) -> tuple[float, float, str]:
+    """(build_round seconds, evaluate_round seconds, verdict)."""
+    start = time.perf_counter()
+    plan = build_round(m)
+    once = time.perf_counter() - start
+    if once > budget:
+        return once, float("nan"), "skipped (over budget)"
+    build = min(once, best_of(lambda: build_round(m)))
+    data = encode_manifest(m)
+    psbts = [t.psbt.serialize() for t in plan.transactions]
+
+    def evaluate() -> object:
+        return evaluate_round(CONFIG, OURS, REGTEST, {1: SERIES}, data, psbts, MemoryHistory(), 0.0)
+
+    verdict = evaluate()
+    deferred = sum(1 for o in plan.requests if not o.outputs)
+    text = "approved" if isinstance(verdict, Approval) else "refused"
+    return build, best_of(evaluate), f"{text}, {len(plan.transactions)} tx, {deferred} deferred"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "sizes", nargs="*", type=int, default=[500, 1000, 1500, 2000, 3000, 5000, 10000]
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if a growth ratio is too high")
+    parser.add_argument("--max-ratio", type=float, default=3.0)
+    parser.add_argument("--budget", type=float, default=30.0, help="skip sizes slower than this")
+    args = parser.parse_args()
+    failed = False
+    for name, make in SCENARIOS.items():
+        times: dict[int, tuple[float, float]] = {}
+        over = False
+        for n in sorted(args.sizes):
+            if over:
+                print(f"{name:7} {n:6} requests: skipped (a smaller size was over budget)")
+                continue
+            build, evaluate, verdict = measure(make(n), args.budget)
+            over = build > args.budget
+            times[n] = (build, evaluate)
+            line = f"{name:7} {n:6} requests: build_round {build:8.3f} s  evaluate_round "
+            line += f"{evaluate:8.3f} s  ({verdict})"
+            if n // 2 in times and n % 2 == 0:
+                half_build, half_eval = times[n // 2]
+                ratios = (build / half_build, evaluate / half_eval)
+                line += f"  x2 size: {ratios[0]:.2f} / {ratios[1]:.2f}"
+                failed = failed or max(ratios) > args.max_ratio
+            print(line, flush=True)
+    if args.check and failed:
+        print(f"growth ratio above {args.max_ratio}: the rebuild is not near-linear")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
