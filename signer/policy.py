@@ -230,9 +230,34 @@ def evaluate_round(
     """Apply every rule; return an ``Approval`` or the list of refusals (never both).
 
     Order: sizes and counts, decoding, network, PSBT counts, series, rebuild and byte
-    comparison, limits, signing log. Each stage runs only when the previous ones passed, so a
-    refusal names the first problem, and the cheap checks come before the rebuild.
+    comparison (``rebuild_round``); then the signing log and the limits (``Rebuilt.judge``).
+    Each stage runs only when the previous ones passed, so a refusal names the first problem,
+    and the cheap checks come before the rebuild.
     """
+    rebuilt = rebuild_round(config, fingerprint, network, registered, manifest_bytes, psbts)
+    return rebuilt if isinstance(rebuilt, list) else rebuilt.judge(history, now)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A round that passed every rule that reads no signer state: sizes, counts, decoding,
+    series and the byte-for-byte rebuild. ``judge(history, now)`` applies the rules that read
+    the signer's history (signing log, limits): the daemon calls it under its signing lock, and
+    the rebuild, the expensive part, outside it."""
+
+    judge: Callable[[SigningHistory, float], Approval | list[Refusal]]
+
+
+def rebuild_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered: Mapping[int, Series],
+    manifest_bytes: bytes,
+    psbts: Sequence[bytes],
+) -> Rebuilt | list[Refusal]:
+    """The rules of a withdrawal round that read no signer state (``registered`` is a snapshot:
+    a registered series never changes)."""
     try:
         _check_sizes(config, manifest_bytes, psbts)
         _check_counts(config, manifest_bytes)
@@ -244,6 +269,27 @@ def evaluate_round(
         change_vouts = [_change_vout(t) for t in plan.transactions]
         _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
         _check_something_to_sign(parsed, fingerprint)
+    except _Refused as refused:
+        return refused.refusals
+
+    def judge(history: SigningHistory, now: float) -> Approval | list[Refusal]:
+        return _judge_round(config, network, manifest, plan, parsed, change_vouts, history, now)
+
+    return Rebuilt(judge)
+
+
+def _judge_round(
+    config: PolicyConfig,
+    network: Network,
+    manifest: Manifest,
+    plan: RoundPlan,
+    parsed: Sequence[Psbt],
+    change_vouts: Sequence[int | None],
+    history: SigningHistory,
+    now: float,
+) -> Approval | list[Refusal]:
+    """The rules of a rebuilt withdrawal round that read the signer's history."""
+    try:
         fresh, bumps = _check_signing_log(parsed, change_vouts, history)
         payments = sum(
             _payments(planned)

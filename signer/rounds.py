@@ -30,10 +30,12 @@ from signer.policy import (
     Approval,
     PolicyConfig,
     Reason,
+    Rebuilt,
     Refusal,
     RoundKind,
+    SigningHistory,
     evaluate_refund_round,
-    evaluate_round,
+    rebuild_round,
 )
 from signer.state import SignerState
 
@@ -58,7 +60,14 @@ class _BadSignature(Exception):
 
 
 class RoundSigner:
-    """Signs rounds one at a time (the lock also orders the signing log)."""
+    """Signs rounds one at a time (the lock also orders the signing log).
+
+    The rebuild of a withdrawal round (decoding, rebuild, byte comparison: everything that reads
+    no signer state) runs before the lock is taken, so a large or hostile round costs its own
+    caller's thread and never holds up another round. Under the lock: the clock, every rule that
+    reads the signing log or the limits' window, the device, the record and the audit entry, so
+    that two rounds can never both pass the signing log or the limits before either is recorded.
+    """
 
     def __init__(
         self,
@@ -84,11 +93,17 @@ class RoundSigner:
     def sign_round(self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
         """Sign the round or refuse it; a device that overruns its deadline raises
         ``DeviceTimeout`` (after the audit entry is written)."""
+        rebuilt = self._rebuild(kind, manifest, psbts)
         with self._lock:
-            return self._sign_round(kind, manifest, psbts, self._clock())
+            return self._sign_round(kind, manifest, psbts, rebuilt, self._clock())
 
     def _sign_round(
-        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes], now: float
+        self,
+        kind: RoundKind,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        rebuilt: Rebuilt | list[Refusal],
+        now: float,
     ) -> RoundResult:
         digest = hashlib.sha256(manifest).digest()
 
@@ -110,7 +125,7 @@ class RoundSigner:
             log.info("%s round %s %s: %s", kind, digest.hex(), decision, ", ".join(reasons))
             return RoundResult(digest, {}, refusals)
 
-        verdict = self._evaluate(kind, manifest, psbts, now)
+        verdict = rebuilt if isinstance(rebuilt, list) else rebuilt.judge(self._state, now)
         if isinstance(verdict, list):
             return finish(Decision.REFUSED, verdict)
         try:
@@ -131,31 +146,39 @@ class RoundSigner:
         log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
         return RoundResult(digest, signatures, [])
 
-    def _evaluate(
-        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes], now: float
-    ) -> Approval | list[Refusal]:
-        """The policy of the round's kind."""
-        registered = self._state.registered_series(self._network)
+    def _rebuild(
+        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]
+    ) -> Rebuilt | list[Refusal]:
+        """The rules of the round's kind that read no signer state; the rest is in ``judge``.
+
+        Registered series are read once, before: a registered series never changes, and a round
+        that names one registered meanwhile is refused as if it had come first. A refund round's
+        policy reads the refund addresses and the signing log throughout, so it runs whole in
+        ``judge``, under the lock.
+        """
         if kind is RoundKind.REFUND:
-            return evaluate_refund_round(
-                self._policy,
-                self._fingerprint,
-                self._network,
-                registered,
-                self._refund_address,
-                manifest,
-                psbts,
-                self._state,
-            )
-        return evaluate_round(
+            return Rebuilt(lambda history, _now: self._evaluate_refund(manifest, psbts, history))
+        return rebuild_round(
             self._policy,
             self._fingerprint,
             self._network,
-            registered,
+            self._state.registered_series(self._network),
             manifest,
             psbts,
-            self._state,
-            now,
+        )
+
+    def _evaluate_refund(
+        self, manifest: bytes, psbts: Sequence[bytes], history: SigningHistory
+    ) -> Approval | list[Refusal]:
+        return evaluate_refund_round(
+            self._policy,
+            self._fingerprint,
+            self._network,
+            self._state.registered_series(self._network),
+            self._refund_address,
+            manifest,
+            psbts,
+            history,
         )
 
     def _refund_address(self, series_id: int, index: int) -> str | None:
