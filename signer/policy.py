@@ -641,12 +641,15 @@ def _check_signing_log(
     for i, (psbt, change_vout) in enumerate(zip(parsed, change_vouts, strict=True)):
         tx, txid = psbt.tx, psbt.tx.txid_hex
         new = False
+        bump_of: dict[str, bool] = {}  # compared once per transaction signed before, not per input
         for j, txin in enumerate(tx.inputs):
             before = history.signed_spend(txin.prevout)
             if before is None:
                 new = True
             elif before.txid_hex != txid:
-                if not _is_fee_bump(before, tx, change_vout):
+                if before.txid_hex not in bump_of:
+                    bump_of[before.txid_hex] = _is_fee_bump(before, tx, change_vout)
+                if not bump_of[before.txid_hex]:
                     raise _refuse(
                         Reason.DOUBLE_SIGN,
                         f"PSBT {i} input {j} spends {txin.prevout}, already signed in "
@@ -740,11 +743,13 @@ def _request_refusals(
 ) -> list[Refusal]:
     """Rules about one request: the coordinator can drop it and rebuild the round."""
     paid = {(o.client_id, o.request_id) for o in plan.requests if o.outputs}
+    lists = bool(config.deny_destinations) or config.allow_destinations is not None
     refusals = []
     for request in manifest.requests:
         if (request.client_id, request.request_id) not in paid:
             continue
-        address = script_pubkey_to_address(request.script_pubkey, network) or "?"
+        # Encoding an address costs more than the rest of this loop: only for the lists.
+        address = (script_pubkey_to_address(request.script_pubkey, network) or "?") if lists else ""
         if request.amount > config.max_request_amount:
             refusals.append(
                 _request_refusal(
