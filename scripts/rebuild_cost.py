@@ -19,7 +19,8 @@ The growth check compares each time with the time at half the size (sizes N and 
 measured): an O(N log N) rebuild is a little above 2; a quadratic one near 4. With ``--check``,
 the script exits 1 if a ratio is above ``--max-ratio`` (default 3).
 
-Usage: python scripts/rebuild_cost.py [--check] [--max-ratio R] [--budget S] [--repeat K] [N ...]
+Usage: python scripts/rebuild_cost.py [--check] [--max-ratio R] [--budget S] [--repeat K]
+                                      [--only SCENARIO]... [N ...]
        (default sizes: 500 1000 1500 2000 3000 5000 10000)
 """
 
@@ -141,6 +142,12 @@ def measure(m: Manifest, budget: float, repetitions: int) -> tuple[float, float,
     )
 
 
+def _projected(times: dict[int, tuple[float, float]], n: int) -> float:
+    """The build time at n requests if it grew quadratically from the largest size measured."""
+    last = max(times)
+    return times[last][0] * (n / last) ** 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -148,19 +155,22 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if a growth ratio is too high")
     parser.add_argument("--max-ratio", type=float, default=3.0)
-    parser.add_argument("--budget", type=float, default=30.0, help="skip sizes slower than this")
+    parser.add_argument(
+        "--budget", type=float, default=30.0, help="skip sizes projected slower than this"
+    )
     parser.add_argument("--repeat", type=int, default=REPETITIONS, help="runs, the best counts")
+    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="scenarios")
     args = parser.parse_args()
     failed = False
     for name, make in SCENARIOS.items():
+        if args.only and name not in args.only:
+            continue
         times: dict[int, tuple[float, float]] = {}
-        over = False
         for n in sorted(args.sizes):
-            if over:
-                print(f"{name:7} {n:6} requests: skipped (a smaller size was over budget)")
+            if times and _projected(times, n) > args.budget:
+                print(f"{name:7} {n:6} requests: skipped (projected over the budget)")
                 continue
             build, evaluate, verdict = measure(make(n), args.budget, args.repeat)
-            over = build > args.budget
             times[n] = (build, evaluate)
             line = f"{name:7} {n:6} requests: build_round {build:8.3f} s  evaluate_round "
             line += f"{evaluate:8.3f} s  ({verdict})"

@@ -39,9 +39,9 @@ from pool.sighash import SIGHASH_ALL
 from pool.tx import OutPoint, Transaction
 from pool.withdrawal import PlannedTransaction, RoundPlan, build_round
 
-POLICY_RULES_VERSION = 2
+POLICY_RULES_VERSION = 3
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
-2: refund rounds."""
+2: refund rounds. 3: caps on requests and UTXOs, PSBT and input counts before the rebuild."""
 
 
 class RoundKind(StrEnum):
