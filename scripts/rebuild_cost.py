@@ -52,8 +52,10 @@ CONFIG = PolicyConfig(
     max_daily_amount=21_000_000 * BTC,
     max_fee=21_000_000 * BTC,
     max_psbts=10_000,
+    max_requests=10**9,
+    max_inputs=10**9,
 )
-"""Limits out of the way: the measurement is of the rebuild, not of a refusal."""
+"""Limits and caps out of the way: the measurement is of the rebuild, not of a refusal."""
 
 
 def _requests(n: int, low: int, high: int, seed: int) -> list:  # type: ignore[type-arg]

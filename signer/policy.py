@@ -138,9 +138,9 @@ class PolicyConfig:
     max_manifest_bytes: int = 4_000_000
     max_psbts: int = 100
     max_psbt_bytes: int = 4_000_000
-    max_requests: int = 5_000
+    max_requests: int = 3_000
     """Most requests in one round's manifest (``ROUND_TOO_LARGE`` before the rebuild)."""
-    max_inputs: int = 5_000
+    max_inputs: int = 2_000
     """Most UTXOs in one round's manifest, so most inputs of its PSBTs (``ROUND_TOO_LARGE``)."""
     cosigners: frozenset[str] = frozenset()
     """The pool's other keys, ``[fingerprint/path]xpub`` as ``keystore show-xpub`` prints them:
