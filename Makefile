@@ -48,7 +48,7 @@ demo: $(STAMP) system-deps node_modules
 # the rebuild of a round at N and 2N requests, which fails if it grows faster than near-linear).
 bench: $(STAMP)
 	$(PY) scripts/sighash_cost.py 10 100 1000
-	$(PY) scripts/rebuild_cost.py --check 1500 3000
+	$(PY) scripts/rebuild_cost.py --check --repeat 7 --only funded --only short --only fees 1500 3000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -17,7 +17,8 @@ so the round is approved unless a limit refuses it), in seconds.
 
 The growth check compares each time with the time at half the size (sizes N and 2N both
 measured): an O(N log N) rebuild is a little above 2; a quadratic one near 4. With ``--check``,
-the script exits 1 if a ratio is above ``--max-ratio`` (default 3).
+the script exits 1 if a ratio is above ``--max-ratio`` (default 3.5); timings need a quiet
+machine: on a busy one, raise ``--repeat``.
 
 Usage: python scripts/rebuild_cost.py [--check] [--max-ratio R] [--budget S] [--repeat K]
                                       [--only SCENARIO]... [N ...]
@@ -35,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pool.manifest import Manifest, WithdrawalRequest, encode_manifest
+from pool.manifest import Manifest, Utxo, WithdrawalRequest, encode_manifest
 from pool.networks import REGTEST
 from pool.withdrawal import build_round
 from signer.policy import Approval, PolicyConfig, evaluate_round
@@ -58,14 +59,14 @@ CONFIG = PolicyConfig(
 """Limits and caps out of the way: the measurement is of the rebuild, not of a refusal."""
 
 
-def _requests(n: int, low: int, high: int, seed: int) -> list:  # type: ignore[type-arg]
+def _requests(n: int, low: int, high: int, seed: int) -> list[WithdrawalRequest]:
     rng = random.Random(seed)
     return [
         request(f"client{k % 50}", f"r{k}", rng.randint(low, high), script=p2wpkh) for k in range(n)
     ]
 
 
-def _utxos(total: int, value: int) -> list:  # type: ignore[type-arg]
+def _utxos(total: int, value: int) -> list[Utxo]:
     count = max(1, -(-total // value))
     return [utxo(i, value, 100 + i % 800, index=i) for i in range(count)]
 
@@ -156,7 +157,7 @@ def main() -> int:
         "sizes", nargs="*", type=int, default=[500, 1000, 1500, 2000, 3000, 5000, 10000]
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if a growth ratio is too high")
-    parser.add_argument("--max-ratio", type=float, default=3.0)
+    parser.add_argument("--max-ratio", type=float, default=3.5)
     parser.add_argument(
         "--budget", type=float, default=30.0, help="skip sizes projected slower than this"
     )
