@@ -44,9 +44,11 @@ test: $(STAMP) system-deps node_modules
 demo: $(STAMP) system-deps node_modules
 	$(PY) -m vpool.devnet.demo
 
-# Benchmarks: ratios measured in one run (precomputed against naive BIP143 sighash per input).
+# Benchmarks: ratios measured in one run (precomputed against naive BIP143 sighash per input;
+# the rebuild of a round at N and 2N requests, which fails if it grows faster than near-linear).
 bench: $(STAMP)
 	$(PY) scripts/sighash_cost.py 10 100 1000
+	$(PY) scripts/rebuild_cost.py --check --repeat 7 --only funded --only short --only fees 1500 3000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

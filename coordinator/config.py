@@ -82,6 +82,12 @@ class RoundsConfig:
     """Deadline of one SignRound call."""
     round_deadline_seconds: float = 120.0
     """Time after which a round without m signatures on every input is abandoned."""
+    max_requests: int = 3_000
+    """Most withdrawals in one withdrawal round (the oldest queued first; the others wait): at
+    most every signer's ``max_requests``."""
+    max_inputs: int = 2_000
+    """Most UTXOs in one withdrawal round's manifest (the first in spending order; the others
+    wait): at most every signer's ``max_inputs``."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,8 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         queue_threshold=_get(r, "queue_threshold", int, "rounds.", 100),
         sign_deadline_seconds=_get(r, "sign_deadline_seconds", float, "rounds.", 30.0),
         round_deadline_seconds=_get(r, "round_deadline_seconds", float, "rounds.", 120.0),
+        max_requests=_get(r, "max_requests", int, "rounds.", 3_000),
+        max_inputs=_get(r, "max_inputs", int, "rounds.", 2_000),
     )
     for name in RoundsConfig.__dataclass_fields__:
         _positive(getattr(rounds, name), f"rounds.{name}")

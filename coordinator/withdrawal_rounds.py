@@ -12,6 +12,7 @@ again, reopens it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from sqlalchemy import Connection
 
@@ -25,7 +26,13 @@ from coordinator.store.rounds import TX_ORDER, NewRound, NewTransaction, RoundRe
 from coordinator.store.withdrawals import Status, Withdrawal
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.series import CHANGE, SeriesState
-from pool.withdrawal import PlannedTransaction, RequestStatus, RoundPlan, build_round
+from pool.withdrawal import (
+    PlannedTransaction,
+    RequestStatus,
+    RoundPlan,
+    build_round,
+    eligible_inputs,
+)
 
 DEFERRED_REASON = "not enough confirmed pool funds after fees"
 
@@ -63,6 +70,7 @@ class WithdrawalBuilder:
     ) -> BuiltRound | str:
         """Defer what the pool cannot pay; the round paying the rest, or why there is none."""
         queued = [w for w in wstore.queued(conn) if (w.client_id, w.request_id) not in exclude]
+        queued = queued[: self._config.rounds.max_requests]
         if not queued:
             return "no withdrawals waiting"
         manifest = self._manifest(conn, queued, chain)
@@ -95,7 +103,7 @@ class WithdrawalBuilder:
         active = [s.id for s in series if s.state is SeriesState.ACTIVE]
         if not active:
             return None
-        return Manifest(
+        manifest = Manifest(
             network=network.name,
             series=tuple(series),
             utxos=tuple(
@@ -113,6 +121,7 @@ class WithdrawalBuilder:
                 for w in queued
             ),
         )
+        return within_inputs(manifest, self._config.rounds.max_inputs)
 
     def follow(self, conn: Connection, seq: int, now: float) -> None:
         """Each withdrawal of the round is as far as the least advanced transaction paying it."""
@@ -150,6 +159,14 @@ class WithdrawalBuilder:
         taken_to = build_round(manifest).next_change_index
         rstore.rewind_change_index(conn, active, taken_to, manifest.next_change_index(active))
         return len(back)
+
+
+def within_inputs(manifest: Manifest, max_inputs: int) -> Manifest:
+    """The manifest with at most ``max_inputs`` UTXOs, the first in spending order (rules E1-E3):
+    a round spends those before any other, so the plan changes only if it needed more."""
+    if len(manifest.utxos) <= max_inputs:
+        return manifest
+    return replace(manifest, utxos=tuple(eligible_inputs(manifest)[:max_inputs]))
 
 
 def _defer(conn: Connection, plan: RoundPlan, by_key: _ByKey, now: float) -> int:

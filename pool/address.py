@@ -257,6 +257,17 @@ def address_to_script_pubkey(address: str, network: Network) -> bytes:
     return _decode_base58_address(address, network)
 
 
+def is_standard_script_pubkey(script_pubkey: bytes) -> bool:
+    """Whether ``script_pubkey_to_address`` gives an address (on any network), without encoding
+    one: p2pkh, p2sh or a witness v0..v16 output script."""
+    spk = script_pubkey
+    return (
+        (len(spk) == 25 and spk[:3] == b"\x76\xa9\x14" and spk[23:] == b"\x88\xac")
+        or (len(spk) == 23 and spk[:2] == b"\xa9\x14" and spk[22:] == b"\x87")
+        or _parse_witness_script_pubkey(spk) is not None
+    )
+
+
 def script_pubkey_to_address(script_pubkey: bytes, network: Network) -> str | None:
     """The address of a p2pkh, p2sh or witness v0..v16 output script; None if non-standard."""
     spk = script_pubkey

@@ -30,7 +30,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool.address import address_to_script_pubkey, script_pubkey_to_address
+from pool.address import (
+    address_to_script_pubkey,
+    is_standard_script_pubkey,
+    script_pubkey_to_address,
+)
 from pool.descriptor import DescriptorKey
 from pool.errors import EncodingError, ManifestError, VpoolError
 from pool.hashes import sha256
@@ -176,8 +180,7 @@ def check_shared_fields(
 def check_script_pubkey(field_name: str, script_pubkey: bytes, net: Network) -> None:
     """Raise ``ManifestError`` naming ``field_name`` unless it is a standard address's script."""
     if not isinstance(script_pubkey, bytes) or not (
-        0 < len(script_pubkey) <= MAX_SCRIPT_PUBKEY_LEN
-        and script_pubkey_to_address(script_pubkey, net) is not None
+        0 < len(script_pubkey) <= MAX_SCRIPT_PUBKEY_LEN and is_standard_script_pubkey(script_pubkey)
     ):
         raise ManifestError(field_name, "must be the scriptPubKey of a standard address")
 
@@ -398,6 +401,29 @@ def decode_manifest(data: bytes) -> Manifest:
     if encode_manifest(manifest) != bytes(data):
         raise EncodingError("manifest lists are not in canonical order")
     return manifest
+
+
+def manifest_counts(data: bytes) -> tuple[int, int]:
+    """(number of UTXOs, number of requests) that a manifest's encoding declares, read without
+    decoding or validating anything else: a bound on the work ``decode_manifest`` and the
+    rebuild would do, cheap enough to check first. ``EncodingError`` if the encoding is cut
+    short before the counts."""
+    reader = Reader(data)
+    decode_header(reader, MAGIC, ENCODING_VERSION, "round manifest")
+    for _ in range(reader.compact_size()):  # series: id, state, m, keys
+        reader.read(4 + 1 + 1)
+        for _ in range(reader.compact_size()):  # fingerprint, path, xpub
+            reader.read(4)
+            reader.read(4 * reader.compact_size() + 78)
+    reader.read(4 + 32 + 8 + 8 + 4 + 4)  # tip height and hash, fee rate, dust, weight, conf
+    reader.read(8 * reader.compact_size())  # change starts
+    utxos = reader.compact_size()
+    reader.read(_UTXO_ENCODED_LEN * utxos)
+    return utxos, reader.compact_size()
+
+
+_UTXO_ENCODED_LEN = 32 + 4 + 8 + 4 + 1 + 4 + 4
+"""txid, vout, value, series, branch, index, height."""
 
 
 # --------------------------------------------------------------------------- JSON form

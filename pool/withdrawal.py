@@ -7,8 +7,7 @@ Everything here is a pure function of the manifest: same manifest, same PSBT byt
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
@@ -130,10 +129,19 @@ def eligible_inputs(manifest: Manifest) -> list[Utxo]:
 
 
 # --------------------------------------------------------------------------- packing (P)
+#
+# Packing is linear in the requests and inputs: the open transaction keeps running totals (never
+# a sum over its parts), and the queue of inputs is a position in the spending-order list (taking
+# an input moves it forward, a rollback moves it back). See docs/withdrawal-algorithm.md, section 6.
 
 
 class _Insufficient(Exception):
     """The candidate requests cannot all be paid from the eligible inputs."""
+
+    def __init__(self, request: WithdrawalRequest) -> None:
+        super().__init__(request.key.hex())
+        self.request = request
+        """The request being placed when packing ran out of inputs."""
 
 
 @dataclass
@@ -144,34 +152,51 @@ class _Part:
 
 
 @dataclass
+class _Queue:
+    """The eligible inputs in spending order; those before ``start`` are taken."""
+
+    inputs: Sequence[Utxo]
+    start: int = 0
+
+    def __bool__(self) -> bool:
+        return self.start < len(self.inputs)
+
+    def first(self) -> Utxo:
+        return self.inputs[self.start]
+
+    def take(self) -> Utxo:
+        self.start += 1
+        return self.inputs[self.start - 1]
+
+
+@dataclass
 class _Draft:
-    """A transaction under construction; its weight always counts one change output."""
+    """A transaction under construction; its weight always counts one change output.
+
+    ``in_value``, ``in_weight``, ``out_weight``, ``out_value`` and ``extra`` are running totals
+    of ``inputs`` and ``parts``, kept by every method that changes them.
+    """
 
     manifest: Manifest
-    series: dict[int, Series]
+    input_weights: Mapping[int, int]
+    """Series id → weight of one of its inputs."""
     inputs: list[Utxo] = field(default_factory=list)
     parts: list[_Part] = field(default_factory=list)
     in_value: int = 0
     in_weight: int = 0
     out_weight: int = 0
+    out_value: int = 0
+    extra: int = 0
+    """Extra fees charged in this transaction."""
 
     def input_weight(self, utxo: Utxo) -> int:
-        s = self.series[utxo.series_id]
-        return multisig_input_weight(s.m, s.n)
+        return self.input_weights[utxo.series_id]
 
     def weight(self, extra_input: Utxo | None = None) -> int:
         n_in, w_in = len(self.inputs), self.in_weight
         if extra_input is not None:
             n_in, w_in = n_in + 1, w_in + self.input_weight(extra_input)
         return tx_weight(n_in, len(self.parts) + 1, w_in, self.out_weight + P2WSH_OUTPUT_WEIGHT)
-
-    @property
-    def out_value(self) -> int:
-        return sum(p.amount for p in self.parts)
-
-    @property
-    def extra(self) -> int:
-        return sum(p.request.extra_fee for p in self.parts if p.charges_extra)
 
     def fee(self) -> int:
         """Rule F1: fee at the manifest's rate for the worst-case weight, plus extra fees."""
@@ -183,20 +208,31 @@ class _Draft:
     def add_part(self, part: _Part) -> None:
         self.parts.append(part)
         self.out_weight += output_weight(len(part.request.script_pubkey))
+        self.out_value += part.amount
+        if part.charges_extra:
+            self.extra += part.request.extra_fee
+
+    def set_last_amount(self, amount: int) -> None:
+        part = self.parts[-1]
+        self.out_value += amount - part.amount
+        part.amount = amount
 
     def add_input(self, utxo: Utxo) -> None:
         self.inputs.append(utxo)
         self.in_value += utxo.value
         self.in_weight += self.input_weight(utxo)
 
-    def rollback(self, n_inputs: int, n_parts: int, queue: deque[Utxo]) -> None:
+    def rollback(self, n_inputs: int, n_parts: int, queue: _Queue) -> None:
         """Return to an earlier state; inputs taken since go back to the front of the queue."""
-        queue.extendleft(reversed(self.inputs[n_inputs:]))
+        queue.start -= len(self.inputs) - n_inputs
         for utxo in self.inputs[n_inputs:]:
             self.in_value -= utxo.value
             self.in_weight -= self.input_weight(utxo)
         for part in self.parts[n_parts:]:
             self.out_weight -= output_weight(len(part.request.script_pubkey))
+            self.out_value -= part.amount
+            if part.charges_extra:
+                self.extra -= part.request.extra_fee
         del self.inputs[n_inputs:], self.parts[n_parts:]
 
 
@@ -210,7 +246,7 @@ class _Placed(Enum):
 
 
 def _place(
-    draft: _Draft, request: WithdrawalRequest, remaining: int, first: bool, queue: deque[Utxo]
+    draft: _Draft, request: WithdrawalRequest, remaining: int, first: bool, queue: _Queue
 ) -> tuple[_Placed, int]:
     """Rules P2-P4 for one output: add it, fund it, roll back or split when the draft is full."""
     manifest = draft.manifest
@@ -221,43 +257,46 @@ def _place(
         return _Placed.NO_ROOM, 0
     while not draft.funded():
         if not queue:
-            raise _Insufficient
-        if draft.weight(queue[0]) <= manifest.max_weight:
-            draft.add_input(queue.popleft())
+            raise _Insufficient(request)
+        if draft.weight(queue.first()) <= manifest.max_weight:
+            draft.add_input(queue.take())
             continue
         if n_parts:  # P3: the draft holds earlier outputs: close it without this one
             draft.rollback(n_inputs, n_parts, queue)
             return _Placed.NO_ROOM, 0
         # P4: this output alone fills the draft: pay what the draft's inputs can carry.
-        part = draft.parts[-1]
-        part.amount = 0
+        draft.set_last_amount(0)
         amount = draft.in_value - draft.fee()
         if 0 < remaining - amount < manifest.dust_limit:
             amount = remaining - manifest.dust_limit
         if amount < manifest.dust_limit:
-            raise _Insufficient
-        part.amount = amount
+            raise _Insufficient(request)
+        draft.set_last_amount(amount)
         return _Placed.SPLIT, amount
     return _Placed.FUNDED, remaining
 
 
+def _input_weights(manifest: Manifest) -> dict[int, int]:
+    return {s.id: multisig_input_weight(s.m, s.n) for s in manifest.series}
+
+
 def _pack(
-    manifest: Manifest, requests: Sequence[WithdrawalRequest], inputs: Sequence[Utxo]
+    manifest: Manifest, requests: Iterable[WithdrawalRequest], inputs: Sequence[Utxo]
 ) -> list[_Draft]:
     """Rule P1: fill transactions request by request, in processing order."""
-    series = manifest.series_by_id()
-    queue = deque(inputs)
+    weights = _input_weights(manifest)
+    queue = _Queue(inputs)
     drafts: list[_Draft] = []
-    draft = _Draft(manifest, series)
+    draft = _Draft(manifest, weights)
     for request in requests:
         remaining, first = request.amount, True
         while remaining:
             placed, amount = _place(draft, request, remaining, first, queue)
             if placed is not _Placed.FUNDED:
                 if not draft.parts:
-                    raise _Insufficient  # cannot happen within the manifest's weight bounds
+                    raise _Insufficient(request)  # cannot happen within the weight bounds
                 drafts.append(draft)
-                draft = _Draft(manifest, series)
+                draft = _Draft(manifest, weights)
             if placed is not _Placed.NO_ROOM:
                 remaining -= amount
                 first = first and not amount
@@ -272,24 +311,75 @@ def _pack(
 def _select(
     manifest: Manifest, inputs: Sequence[Utxo]
 ) -> tuple[list[_Draft], list[WithdrawalRequest]]:
-    """Rule D1: defer the largest request (ties: lowest request key) until the rest packs."""
-    candidates = list(manifest.requests)
+    """Rule D1: defer the largest request (ties: lowest request key) until the rest packs.
+
+    Packs that surely fail are skipped (each skip is proven in docs/withdrawal-algorithm.md,
+    section 6), so the requests deferred are exactly those of D1 with one pack per deferral:
+
+    - while ``_surely_short`` holds, no packing of the candidates can be funded;
+    - a pack that ran out of inputs while placing request F fails again at F, step for step,
+      once a request after F (in processing order) is deferred.
+    """
+    victims = sorted(manifest.requests, key=lambda r: (-r.amount, r.key))
+    deferred_keys: set[bytes] = set()
     deferred: list[WithdrawalRequest] = []
+    bound = _Bound(manifest, inputs)
 
-    def defer_largest() -> None:
-        victim = min(candidates, key=lambda r: (-r.amount, r.key))
-        candidates.remove(victim)
+    def defer_largest() -> WithdrawalRequest:
+        victim = victims[len(deferred)]
         deferred.append(victim)
+        deferred_keys.add(victim.key)
+        bound.remove(victim)
+        return victim
 
-    # Shortcut with the same result: packing surely fails while the requests exceed the inputs.
-    available = sum(u.value for u in inputs)
-    while sum(r.amount + r.extra_fee for r in candidates) > available:
+    while len(deferred) < len(victims) and bound.surely_short():
         defer_largest()
     while True:
+        candidates = (r for r in manifest.requests if r.key not in deferred_keys)
         try:
             return _pack(manifest, candidates, inputs), deferred
-        except _Insufficient:
-            defer_largest()
+        except _Insufficient as failure:
+            while defer_largest().key > failure.request.key:
+                pass
+
+
+class _Bound:
+    """A necessary condition for the candidates to pack, updated in O(1) per deferral.
+
+    Every transaction of a successful pack is funded when it closes, so the inputs it spends
+    bring at least its outputs, its extra fees and its fee; its fee is at least ``fee_rate ×
+    weight / 4000``, its weight at least its inputs' and outputs' weights plus the fixed part and
+    the change output (``TX_OVERHEAD``), and each request has at least one output. Each eligible
+    input is worth more than its own spend cost, so spending every eligible input is the best
+    case: if even that cannot pay the candidates, no pack of them succeeds.
+    """
+
+    def __init__(self, manifest: Manifest, inputs: Sequence[Utxo]) -> None:
+        weights = _input_weights(manifest)
+        self.fee_rate = manifest.fee_rate
+        self.net_inputs = 4000 * sum(u.value for u in inputs) - self.fee_rate * sum(
+            weights[u.series_id] for u in inputs
+        )
+        """4000 × (value of every eligible input − fee for its weight)."""
+        self.count = len(manifest.requests)
+        self.amounts = sum(r.amount + r.extra_fee for r in manifest.requests)
+        self.out_weight = sum(output_weight(len(r.script_pubkey)) for r in manifest.requests)
+
+    def remove(self, request: WithdrawalRequest) -> None:
+        self.count -= 1
+        self.amounts -= request.amount + request.extra_fee
+        self.out_weight -= output_weight(len(request.script_pubkey))
+
+    def surely_short(self) -> bool:
+        if not self.count:
+            return False
+        needed = 4000 * self.amounts + self.fee_rate * (self.out_weight + TX_OVERHEAD)
+        return needed > self.net_inputs
+
+
+TX_OVERHEAD = tx_weight(0, 1, 0, P2WSH_OUTPUT_WEIGHT)
+"""The smallest weight of a transaction besides its inputs and payments: the fixed fields, the
+smallest counts and the change output that rule F1 always counts."""
 
 
 # --------------------------------------------------------------------------- transactions (T)
@@ -297,7 +387,7 @@ def _select(
 
 def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | None) -> Psbt:
     """Rules T1-T4: the unsigned transaction and its PSBT fields."""
-    series = draft.series
+    series = manifest.series_by_id()
     tx_inputs = tuple(TxIn(u.outpoint, SEQUENCE_RBF) for u in draft.inputs)
     outputs = [TxOut(p.amount, p.request.script_pubkey) for p in draft.parts]
     psbt_outputs = [PsbtOutput() for _ in draft.parts]

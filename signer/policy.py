@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
 from pool.descriptor import DescriptorKey, descriptor_checksum, strip_checksum
 from pool.errors import VpoolError
-from pool.manifest import Manifest, WithdrawalRequest, decode_manifest
+from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, manifest_counts
 from pool.networks import Network
 from pool.psbt import Psbt, PsbtInput
 from pool.refunds import (
@@ -45,7 +45,8 @@ POLICY_RULES_VERSION = 3
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
 2: refund rounds. 3: approved series, change classified (internal, move, payment), limits per
 destination, whole-fee rate, refund and move windows, same txid under another manifest, deposit
-acknowledgements (a refund of an acknowledged deposit is refused)."""
+acknowledgements (a refund of an acknowledged deposit is refused), caps on requests and UTXOs,
+PSBT and input counts before the rebuild."""
 
 
 class RoundKind(StrEnum):
@@ -59,6 +60,10 @@ class Reason(StrEnum):
     """Why a round (or a request of it) is refused. Stable strings: clients match on them."""
 
     OVERSIZED_MESSAGE = "OVERSIZED_MESSAGE"
+    ROUND_TOO_LARGE = "ROUND_TOO_LARGE"
+    """The manifest has more requests or UTXOs than this signer's ``max_requests`` or
+    ``max_inputs``; checked before decoding. Final for this manifest: only a smaller round can
+    pass."""
     MALFORMED_MANIFEST = "MALFORMED_MANIFEST"
     MALFORMED_PSBT = "MALFORMED_PSBT"
     WRONG_NETWORK = "WRONG_NETWORK"
@@ -225,6 +230,10 @@ class PolicyConfig:
     max_manifest_bytes: int = 4_000_000
     max_psbts: int = 100
     max_psbt_bytes: int = 4_000_000
+    max_requests: int = 3_000
+    """Most requests in one round's manifest (``ROUND_TOO_LARGE`` before the rebuild)."""
+    max_inputs: int = 2_000
+    """Most UTXOs in one round's manifest, so most inputs of its PSBTs (``ROUND_TOO_LARGE``)."""
     cosigners: frozenset[str] = frozenset()
     """The pool's other keys, ``[fingerprint/path]xpub`` as ``keystore show-xpub`` prints them:
     a series may be registered only if each of its keys is this signer's or one of these."""
@@ -402,18 +411,80 @@ def evaluate_round(
 ) -> Approval | list[Refusal]:
     """Apply every rule; return an ``Approval`` or the list of refusals (never both).
 
-    Order: sizes, decoding, network, series, rebuild and byte comparison, signing log, limits.
-    Each stage runs only when the previous ones passed, so a refusal names the first problem.
+    Order: sizes and counts, decoding, network, PSBT counts, series, rebuild and byte
+    comparison (``rebuild_round``); then the signing log and the limits (``Rebuilt.judge``).
+    Each stage runs only when the previous ones passed, so a refusal names the first problem,
+    and the cheap checks come before the rebuild.
     """
+    rebuilt = rebuild_round(config, fingerprint, network, registered, manifest_bytes, psbts)
+    return rebuilt if isinstance(rebuilt, list) else rebuilt.judge(history, now)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A round that passed every rule that reads no signer state: sizes, counts, decoding,
+    series and the byte-for-byte rebuild. ``judge(history, now)`` applies the rules that read
+    the signer's history (signing log, limits): the daemon calls it under its signing lock, and
+    the rebuild, the expensive part, outside it."""
+
+    judge: Callable[[SigningHistory, float], Approval | list[Refusal]]
+
+
+def rebuild_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered: Mapping[int, Series],
+    manifest_bytes: bytes,
+    psbts: Sequence[bytes],
+) -> Rebuilt | list[Refusal]:
+    """The rules of a withdrawal round that read no signer state (``registered`` is a snapshot:
+    a registered series never changes)."""
     try:
         _check_sizes(config, manifest_bytes, psbts)
+        _check_counts(config, manifest_bytes)
         manifest = _decode_manifest(decode_manifest, manifest_bytes, network)
         parsed = _parse_psbts(psbts, config)
+        _check_psbt_counts(parsed, len(manifest.utxos))
         _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
         change_vouts = [_change_vout(t) for t in plan.transactions]
         _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
         _check_something_to_sign(parsed, fingerprint)
+    except _Refused as refused:
+        return refused.refusals
+
+    def judge(history: SigningHistory, now: float) -> Approval | list[Refusal]:
+        return _judge_round(
+            config,
+            fingerprint,
+            network,
+            registered,
+            manifest,
+            plan,
+            parsed,
+            change_vouts,
+            history,
+            now,
+        )
+
+    return Rebuilt(judge)
+
+
+def _judge_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered: Mapping[int, Series],
+    manifest: Manifest,
+    plan: RoundPlan,
+    parsed: Sequence[Psbt],
+    change_vouts: Sequence[int | None],
+    history: SigningHistory,
+    now: float,
+) -> Approval | list[Refusal]:
+    """The rules of a rebuilt withdrawal round that read the signer's history."""
+    try:
         fresh, bumps = _check_signing_log(parsed, change_vouts, history, plan.manifest_hash)
         counted = [
             planned
@@ -461,6 +532,34 @@ def _check_sizes(config: PolicyConfig, manifest_bytes: bytes, psbts: Sequence[by
                 f"PSBT {i} is {len(raw)} bytes, the limit is {config.max_psbt_bytes}",
                 psbt_index=i,
             )
+
+
+def _check_counts(config: PolicyConfig, manifest_bytes: bytes) -> None:
+    """The caps on requests and UTXOs, read from the encoding before it is decoded."""
+    try:
+        utxos, requests = manifest_counts(manifest_bytes)
+    except VpoolError as exc:
+        raise _refuse(Reason.MALFORMED_MANIFEST, f"manifest does not decode: {exc}") from None
+    if requests > config.max_requests:
+        raise _refuse(
+            Reason.ROUND_TOO_LARGE,
+            f"manifest has {requests} requests, the limit is {config.max_requests} (max_requests)",
+        )
+    if utxos > config.max_inputs:
+        raise _refuse(
+            Reason.ROUND_TOO_LARGE,
+            f"manifest has {utxos} UTXOs, the limit is {config.max_inputs} (max_inputs)",
+        )
+
+
+def _check_psbt_counts(parsed: Sequence[Psbt], utxos: int) -> None:
+    """Each transaction spends at least one of the manifest's UTXOs, and none twice."""
+    inputs = sum(len(p.tx.inputs) for p in parsed)
+    if len(parsed) > utxos or inputs > utxos:
+        raise _refuse(
+            Reason.PSBT_COUNT_MISMATCH,
+            f"{len(parsed)} PSBTs with {inputs} inputs sent, the manifest has {utxos} UTXOs",
+        )
 
 
 class _OfNetwork(Protocol):
@@ -701,23 +800,30 @@ def _input_differences(got: Psbt, want: Psbt) -> list[_Difference]:
 
 
 def _is_pool_input(inp: PsbtInput, registered: Mapping[int, Series]) -> bool:
-    """Does the input's UTXO pay a pool script at the path its derivations claim?"""
+    """Does the input's UTXO pay a pool script at the path its derivations claim?
+
+    A pool input's derivations name one (branch, index) of each series holding its keys, so an
+    input claiming more places than there are registered series is not one; each place claimed
+    is derived once.
+    """
     if inp.witness_utxo is None:
         return False
+    accounts: dict[tuple[bytes, tuple[int, ...]], list[Series]] = {}
+    for series in registered.values():
+        for key in series.keys:
+            accounts.setdefault((key.origin.fingerprint, key.origin.path), []).append(series)
+    claimed: set[tuple[int, int, int]] = set()
     for origin in inp.bip32_derivations.values():
-        for series in registered.values():
-            for key in series.keys:
-                if (
-                    key.origin.fingerprint == origin.fingerprint
-                    and origin.path[:-2] == key.origin.path
-                    and len(origin.path) == len(key.origin.path) + 2
-                    and origin.path[-2] in (0, 1)
-                    and origin.path[-1] < 2**31
-                ):
-                    derived = series.derive(origin.path[-2], origin.path[-1])
-                    if derived.script_pubkey == inp.witness_utxo.script_pubkey:
-                        return True
-    return False
+        path = origin.path
+        if len(path) < 2 or path[-2] not in (0, 1) or path[-1] >= 2**31:
+            continue
+        for series in accounts.get((origin.fingerprint, path[:-2]), ()):
+            claimed.add((series.id, path[-2], path[-1]))
+    if len(claimed) > len(registered):
+        return False
+    script = inp.witness_utxo.script_pubkey
+    by_id = {series.id: series for series in registered.values()}
+    return any(by_id[i].derive(b, n).script_pubkey == script for i, b, n in sorted(claimed))
 
 
 def _output_differences(got: Psbt, want: Psbt, change_vout: int | None) -> list[_Difference]:
@@ -772,6 +878,7 @@ def _check_signing_log(
     for i, (psbt, change_vout) in enumerate(zip(parsed, change_vouts, strict=True)):
         tx, txid = psbt.tx, psbt.tx.txid_hex
         new = False
+        bump_of: dict[str, bool] = {}  # compared once per transaction signed before, not per input
         for j, txin in enumerate(tx.inputs):
             before = history.signed_spend(txin.prevout)
             if before is None:
@@ -779,7 +886,9 @@ def _check_signing_log(
             elif before.txid_hex == txid:
                 _check_same_manifest(before, manifest_hash, i, j)
             else:
-                if not _is_fee_bump(before, tx, change_vout):
+                if before.txid_hex not in bump_of:
+                    bump_of[before.txid_hex] = _is_fee_bump(before, tx, change_vout)
+                if not bump_of[before.txid_hex]:
                     raise _refuse(
                         Reason.DOUBLE_SIGN,
                         f"PSBT {i} input {j} spends {txin.prevout}, already signed in "

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from pool.networks import Network
 from pool.psbt import Psbt
@@ -35,11 +36,12 @@ from signer.policy import (
     Approval,
     PolicyConfig,
     Reason,
+    Rebuilt,
     Refusal,
     RoundKind,
     SigningHistory,
     evaluate_refund_round,
-    evaluate_round,
+    rebuild_round,
 )
 from signer.state import SignerState
 
@@ -64,7 +66,14 @@ class _BadSignature(Exception):
 
 
 class RoundSigner:
-    """Signs rounds one at a time (the lock also orders the signing log)."""
+    """Signs rounds one at a time (the lock also orders the signing log).
+
+    The rebuild of a withdrawal round (decoding, rebuild, byte comparison: everything that reads
+    no signer state) runs before the lock is taken, so a large or hostile round costs its own
+    caller's thread and never holds up another round. Under the lock: the clock, every rule that
+    reads the signing log or the limits' window, the device, the record and the audit entry, so
+    that two rounds can never both pass the signing log or the limits before either is recorded.
+    """
 
     def __init__(
         self,
@@ -97,11 +106,17 @@ class RoundSigner:
     def sign_round(self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
         """Sign the round or refuse it; a device that overruns its deadline raises
         ``DeviceTimeout`` (after the audit entry is written)."""
+        rebuilt = self._rebuild(kind, manifest, psbts)
         with self.lock:
-            return self._sign_round(kind, manifest, psbts, self._clock())
+            return self._sign_round(kind, manifest, psbts, rebuilt, self._clock())
 
     def _sign_round(
-        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes], now: float
+        self,
+        kind: RoundKind,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        rebuilt: Rebuilt | list[Refusal],
+        now: float,
     ) -> RoundResult:
         digest = hashlib.sha256(manifest).digest()
 
@@ -123,6 +138,8 @@ class RoundSigner:
             log.info("%s round %s %s: %s", kind, digest.hex(), decision, ", ".join(reasons))
             return RoundResult(digest, {}, refusals)
 
+        if isinstance(rebuilt, list):
+            return finish(Decision.REFUSED, rebuilt)
         if self._chain is None:
             refusal = Refusal(
                 Reason.CHAIN_NOT_CONFIGURED,
@@ -131,7 +148,8 @@ class RoundSigner:
             return finish(Decision.REFUSED, [refusal])
         chain = RoundChain(self._chain)
         try:
-            verdict = self._evaluate(kind, manifest, psbts, now, chain)
+            history: SigningHistory = ChainReleasedHistory(self._state, chain)
+            verdict = rebuilt.judge(history, now)
             if isinstance(verdict, list):
                 return finish(Decision.REFUSED, verdict)
             checked = chain_checks.check_round(chain, self._chain_rules, kind, manifest, verdict)
@@ -157,34 +175,37 @@ class RoundSigner:
         log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
         return RoundResult(digest, signatures, [])
 
-    def _evaluate(
-        self,
-        kind: RoundKind,
-        manifest: bytes,
-        psbts: Sequence[bytes],
-        now: float,
-        chain: RoundChain,
-    ) -> Approval | list[Refusal]:
-        """The policy of the round's kind, reading the signing log as the chain releases it."""
-        registered = self._state.registered_series(self._network)
-        history: SigningHistory = ChainReleasedHistory(self._state, chain)
+    def _rebuild(
+        self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]
+    ) -> Rebuilt | list[Refusal]:
+        """The rules of the round's kind that read no signer state; the rest is in ``judge``,
+        which reads the signing log as the chain releases it.
+
+        Registered series are read once, before: a registered series never changes, and a round
+        that names one registered meanwhile is refused as if it had come first. A refund round's
+        policy reads the refund addresses and the signing log throughout, so it runs whole in
+        ``judge``, under the lock.
+        """
         if kind is RoundKind.REFUND:
-            return evaluate_refund_round(
-                self._policy,
-                self._fingerprint,
-                self._network,
-                registered,
-                self._refund_address,
-                manifest,
-                psbts,
-                history,
-                now,
-            )
-        return evaluate_round(
+            return Rebuilt(partial(self._evaluate_refund, manifest, psbts))
+        return rebuild_round(
             self._policy,
             self._fingerprint,
             self._network,
-            registered,
+            self._state.registered_series(self._network),
+            manifest,
+            psbts,
+        )
+
+    def _evaluate_refund(
+        self, manifest: bytes, psbts: Sequence[bytes], history: SigningHistory, now: float
+    ) -> Approval | list[Refusal]:
+        return evaluate_refund_round(
+            self._policy,
+            self._fingerprint,
+            self._network,
+            self._state.registered_series(self._network),
+            self._refund_address,
             manifest,
             psbts,
             history,

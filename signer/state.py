@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -158,10 +159,15 @@ def _signing_rows(approval: Approval, now: float) -> list[_SigningRow]:
         raw = tx.serialize_without_witness()
         for txin in tx.inputs:
             prev = txin.prevout
-            rows.append(
-                (prev.txid, prev.vout, tx.txid_hex, raw, change_vout, approval.manifest_hash, now)
-            )
+            rows.append((prev.txid, prev.vout, txid, raw, change_vout, approval.manifest_hash, now))
     return rows
+
+
+@lru_cache(maxsize=16)
+def _parse_signed(raw: bytes) -> Transaction:
+    """A signed transaction of the log, parsed once for all of its inputs' lookups (a round of
+    many inputs would otherwise parse it again for each)."""
+    return Transaction.parse(raw)
 
 
 def _canonical_descriptors(series: Series, network: Network) -> tuple[str, str]:
@@ -276,7 +282,7 @@ class SignerState:
         if not rows:
             return None
         txid_hex, raw, change_vout, manifest_hash = rows[0]
-        return SignedBefore(txid_hex, Transaction.parse(raw), change_vout, bytes(manifest_hash))
+        return SignedBefore(txid_hex, _parse_signed(raw), change_vout, bytes(manifest_hash))
 
     def _sum_since(self, column: str, since: float) -> int:
         rows = self._query(f"SELECT COALESCE(SUM({column}), 0) FROM spends WHERE at >= ?", (since,))

@@ -181,4 +181,5 @@ def test_the_example_configuration_loads(tmp_path: Path) -> None:
     assert [s.tls_name for s in config.signers] == ["signer-1", "signer-2", "signer-3"]
     assert config.pool.max_withdrawal == 10 * 100_000_000
     assert config.rounds.queue_threshold == 100
+    assert (config.rounds.max_requests, config.rounds.max_inputs) == (3_000, 2_000)
     assert config.chain.scan_start_height == 0

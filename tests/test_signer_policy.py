@@ -428,6 +428,78 @@ def test_too_many_psbts_are_refused() -> None:
     assert reasons(result) == [Reason.OVERSIZED_MESSAGE]
 
 
+# --------------------------------------------------------------------------- bounded work
+
+
+def large_manifest(n_requests: int, funds: int) -> Manifest:
+    """``n_requests`` requests of 10,000..1,000,000 sat and ``funds`` satoshis in 0.1 BTC UTXOs."""
+    amounts = [10_000 + (k * 7_919) % 990_001 for k in range(n_requests)]
+    requests = [request(f"client{k % 40}", f"r{k}", a) for k, a in enumerate(amounts)]
+    utxos = [utxo(i, BTC // 10, 100 + i, index=i) for i in range(-(-funds // (BTC // 10)))]
+    return manifest([S1], utxos, requests)
+
+
+def test_a_round_of_3000_requests_is_evaluated_and_approved() -> None:
+    m = large_manifest(3000, 2 * BTC)
+    plan = build_round(m)
+    assert sum(1 for o in plan.requests if not o.outputs) > 0  # funds are short: deferral path
+    assert isinstance(evaluate(m, [t.psbt.serialize() for t in plan.transactions]), Approval)
+
+
+def test_a_round_of_3000_requests_with_a_changed_amount_is_refused() -> None:
+    m = large_manifest(3000, 2 * BTC)
+
+    def change(p: Psbt) -> Psbt:
+        outputs = list(p.tx.outputs)
+        outputs[1] = TxOut(outputs[1].value - 1, outputs[1].script_pubkey)
+        return with_outputs(p, outputs)
+
+    assert reasons(evaluate(m, mutate(change, m))) == [Reason.AMOUNT_MISMATCH]
+
+
+def test_a_manifest_with_more_requests_than_max_requests_is_refused_before_the_rebuild() -> None:
+    m = honest_manifest()
+    result = evaluate(m, [], config=PolicyConfig(max_requests=2))  # no PSBTs: would not match
+    assert reasons(result) == [Reason.ROUND_TOO_LARGE]
+    assert isinstance(result, list) and "3 requests" in result[0].message
+    assert isinstance(evaluate(m, config=PolicyConfig(max_requests=3)), Approval)
+
+
+def test_a_manifest_with_more_utxos_than_max_inputs_is_refused_before_the_rebuild() -> None:
+    m = honest_manifest()
+    result = evaluate(m, [], config=PolicyConfig(max_inputs=3))  # no PSBTs: would not match
+    assert reasons(result) == [Reason.ROUND_TOO_LARGE]
+    assert isinstance(result, list) and "4 UTXOs" in result[0].message
+    assert isinstance(evaluate(m, config=PolicyConfig(max_inputs=4)), Approval)
+
+
+def test_the_caps_are_read_before_the_manifest_is_decoded() -> None:
+    without_requests = encode_manifest(honest_manifest(requests=()))
+    cut = without_requests[:-1] + bytes([3])  # three requests announced, none follows
+    assert reasons(evaluate(cut, [])) == [Reason.MALFORMED_MANIFEST]
+    result = evaluate(cut, [], config=PolicyConfig(max_requests=2))
+    assert reasons(result) == [Reason.ROUND_TOO_LARGE]
+
+
+def test_more_psbts_than_the_manifest_has_utxos_are_refused_before_the_rebuild() -> None:
+    m = honest_manifest(utxos=(utxo(0, BTC, 100),))
+    psbts = psbts_of(m)
+    assert reasons(evaluate(m, psbts * 2)) == [Reason.PSBT_COUNT_MISMATCH]
+
+
+def test_more_psbt_inputs_than_the_manifest_has_utxos_are_refused_before_the_rebuild() -> None:
+    m = honest_manifest(utxos=(utxo(0, BTC, 100),))
+
+    def add(p: Psbt) -> Psbt:
+        extra = TxIn(OutPoint(bytes(32), 0), 0xFFFFFFFD)
+        return replace(
+            p, tx=replace(p.tx, inputs=(*p.tx.inputs, extra)), inputs=(*p.inputs, p.inputs[0])
+        )
+
+    result = evaluate(m, mutate(add, m))
+    assert reasons(result) == [Reason.PSBT_COUNT_MISMATCH]
+
+
 def test_malformed_psbt_bytes_are_refused() -> None:
     psbts = psbts_of(honest_manifest())
     result = evaluate(honest_manifest(), [psbts[0][:-7]])

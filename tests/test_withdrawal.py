@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pool.manifest import request_key
+from pool.manifest import WithdrawalRequest, request_key
 from pool.script import p2wsh_script_pubkey
 from pool.series import CHANGE, SeriesState
 from pool.withdrawal import (
     SEQUENCE_RBF,
     RequestStatus,
+    RoundPlan,
     build_round,
     eligible_inputs,
     input_spend_cost,
 )
-from tests.factories import BTC, make_series, manifest, request, utxo
+from tests.factories import BTC, make_series, manifest, p2tr, request, utxo
 
 S1 = make_series(1, 2, (0, 1, 2))
 
@@ -98,6 +99,29 @@ def test_fees_are_counted_when_deciding_what_to_defer() -> None:
     plan = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs))
     assert plan.outcome("a", "1").status is RequestStatus.DEFERRED
     assert plan.outcome("b", "1").status is RequestStatus.SUCCESS
+
+
+def test_a_request_can_be_paid_beside_a_larger_one_and_deferred_alone() -> None:
+    """Why rule D1 packs again after each deferral instead of bisecting on their number: here
+    packing succeeds with both requests and fails once the larger one is gone. The first eight
+    inputs are worth little; a transaction full of them carries 563 sat of a P2WPKH output but
+    only 466 sat of a P2TR one (a larger output, a larger fee), below the 546 sat dust limit."""
+    small_coins = [utxo(i, 600, 1 + i, index=i) for i in range(8)]
+    big_coin = utxo(100, BTC, 100, index=100)
+    larger = next(
+        r for k in range(100) if (r := request("v", f"v{k}", 500_000)).key < request_key("r", "r")
+    )
+    smaller = request("r", "r", 100_000, script=p2tr)
+
+    def plan(*requests: WithdrawalRequest) -> RoundPlan:
+        m = manifest([S1], [*small_coins, big_coin], requests, fee_rate=4_600, max_weight=4_000)
+        return build_round(m)
+
+    both = plan(larger, smaller)
+    assert both.outcome("v", larger.request_id).status is RequestStatus.SPLIT
+    assert both.outcome("v", larger.request_id).outputs[0].amount == 563
+    assert both.outcome("r", "r").status is RequestStatus.SUCCESS
+    assert plan(smaller).outcome("r", "r").status is RequestStatus.DEFERRED
 
 
 def test_transactions_are_version_2_locked_to_the_tip_and_replaceable() -> None:

@@ -191,3 +191,56 @@ def test_change_around_the_dust_limit_never_makes_a_dust_output(
     for t in build_round(m).transactions:
         assert all(o.value >= dust for o in t.psbt.tx.outputs)
         assert t.fee * 1000 >= fee_rate * vsize(t.max_weight)
+
+
+@st.composite
+def short_manifests(draw: st.DrawFn) -> Manifest:
+    """Many requests and a few UTXOs: funds are short, most rounds defer (rule D1)."""
+    series = draw(st.sampled_from(SERIES_CHOICES))
+    ids = [s.id for s in series]
+    dust = draw(st.integers(294, 1_000))
+    utxos = [
+        utxo(
+            i,
+            draw(st.integers(10_000, 2 * BTC)),
+            draw(st.integers(1, 990)),
+            series=draw(st.sampled_from(ids)),
+            index=i,
+        )
+        for i in range(draw(st.integers(1, 5)))
+    ]
+    requests = [
+        request(
+            f"client{k % 7}",
+            f"r{k}",
+            draw(st.one_of(st.integers(dust, 3 * dust), st.integers(dust, 5_000_000))),
+            extra_fee=draw(st.sampled_from([0, 0, 0, 1, 1_000])),
+            script=draw(st.sampled_from(SCRIPTS)),
+        )
+        for k in range(draw(st.integers(50, 300)))
+    ]
+    return manifest(
+        series,
+        utxos,
+        requests,
+        fee_rate=draw(st.integers(1_000, 100_000)),
+        change_index=[(i, 0) for i in ids],
+        dust_limit=dust,
+        max_weight=draw(st.sampled_from([4_000, 10_000, 400_000])),
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(short_manifests(), st.data())
+def test_the_deferred_requests_are_the_largest_and_deferring_them_first_changes_nothing(
+    m: Manifest, data: st.DataObject
+) -> None:
+    plan = build_round(m)
+    deferred = [r for r, o in zip(m.requests, plan.requests, strict=True) if not o.outputs]
+    largest_first = sorted(m.requests, key=lambda r: (-r.amount, r.key))
+    assert sorted(deferred, key=lambda r: (-r.amount, r.key)) == largest_first[: len(deferred)]
+    gone = data.draw(st.integers(0, len(deferred)))
+    fewer = replace(m, requests=tuple(largest_first[gone:]))
+    assert [t.psbt.serialize() for t in build_round(fewer).transactions] == [
+        t.psbt.serialize() for t in plan.transactions
+    ]
