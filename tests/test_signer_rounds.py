@@ -1,7 +1,8 @@
 """Rounds signed side by side: the rebuild of one round holds up no other round, and the signing
 log still lets only one of two conflicting rounds through.
 
-A real ``RoundSigner`` with its SQLite state, audit log and the software backend. The state
+A real ``RoundSigner`` with its SQLite state, audit log, the software backend and the bcoin
+regtest node as its own node (the rounds spend real coins). The state
 pauses a chosen thread where the rebuild reads the registered series, so each test decides which
 round is inside its rebuild when the other one runs: no timing, only events.
 """
@@ -20,12 +21,17 @@ from pool.series import CHANGE, RECEIVE, Series
 from pool.withdrawal import build_round
 from signer.audit import AuditLog, audit_path
 from signer.backends.emulator import EmulatorBackend
+from signer.chain import NodeChain
+from signer.chain_checks import ChainRules
 from signer.policy import PolicyConfig, Reason, RoundKind
 from signer.rounds import RoundResult, RoundSigner
 from signer.state import SignerState
-from tests.factories import BTC, make_series, manifest, master_key, request, utxo
+from tests.chain_harness import fund, pinned
+from tests.factories import BTC, make_series, master_key, request
+from tests.regtest_fixtures import Regtest
 
 S1 = make_series(1, 2, (0, 1, 2))
+POLICY = PolicyConfig(min_threshold=2)
 WAIT = 30.0
 """Seconds to wait for an event that must happen (a hang fails the test instead of stalling)."""
 
@@ -66,10 +72,14 @@ def state(tmp_path: Path) -> Iterator[PausingState]:
 
 
 @pytest.fixture
-def signer(state: PausingState, tmp_path: Path) -> Iterator[RoundSigner]:
+def signer(state: PausingState, tmp_path: Path, regtest: Regtest) -> Iterator[RoundSigner]:
+    user, password = regtest.node.credentials
+    chain = NodeChain(regtest.node.rpc_url, user, password)
     with AuditLog(audit_path(tmp_path)) as audit:
         backend = EmulatorBackend(master_key(0), REGTEST)
-        yield RoundSigner("s0", REGTEST, PolicyConfig(), backend, state, audit, lambda: 0.0)
+        yield RoundSigner(
+            "s0", REGTEST, POLICY, backend, state, audit, lambda: 0.0, chain, ChainRules(1, 6)
+        )
 
 
 def round_of(m: Manifest) -> tuple[bytes, list[bytes]]:
@@ -90,14 +100,15 @@ def in_thread(
 
 
 def test_a_round_is_signed_while_another_round_is_being_rebuilt(
-    signer: RoundSigner, state: PausingState
+    signer: RoundSigner, state: PausingState, regtest: Regtest
 ) -> None:
+    first, second = fund(regtest, S1, [BTC, BTC])
     state.pause("slow")
     slow, slow_results = in_thread(
-        "slow", signer, manifest([S1], [utxo(1, BTC, 100)], [request("alice", "1", 10_000_000)])
+        "slow", signer, pinned(regtest, [S1], [first], [request("alice", "1", 10_000_000)])
     )
     assert state.arrived["slow"].wait(WAIT)
-    data, psbts = round_of(manifest([S1], [utxo(2, BTC, 100)], [request("bob", "1", 20_000_000)]))
+    data, psbts = round_of(pinned(regtest, [S1], [second], [request("bob", "1", 20_000_000)]))
     honest = signer.sign_round(RoundKind.WITHDRAWAL, data, psbts)  # the slow one is mid-rebuild
     assert honest.refusals == [] and honest.signatures
     state.release.set()
@@ -106,12 +117,12 @@ def test_a_round_is_signed_while_another_round_is_being_rebuilt(
 
 
 def test_of_two_rounds_spending_one_coin_rebuilt_side_by_side_only_one_is_signed(
-    signer: RoundSigner, state: PausingState
+    signer: RoundSigner, state: PausingState, regtest: Regtest
 ) -> None:
-    coin = utxo(1, BTC, 100)
+    [coin] = fund(regtest, S1, [BTC])
     rounds = {
-        "first": manifest([S1], [coin], [request("alice", "1", 10_000_000)]),
-        "second": manifest([S1], [coin], [request("bob", "1", 20_000_000)]),
+        "first": pinned(regtest, [S1], [coin], [request("alice", "1", 10_000_000)]),
+        "second": pinned(regtest, [S1], [coin], [request("bob", "1", 20_000_000)]),
     }
     started = []
     for name, m in rounds.items():
