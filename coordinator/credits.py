@@ -43,20 +43,11 @@ from coordinator.store.deposits import Acknowledgement, Deposit, Status
 from coordinator.store.schema import transaction
 from pool.networks import Network
 from pool.series import Series
+from pool.vocabulary import Finality, finality
 
 log = logging.getLogger(__name__)
 
 REFUSED_ALERT = "deposit_not_acknowledged"
-FINAL_REFUSALS = frozenset(
-    {
-        "DEPOSIT_REFUNDED",
-        "DEPOSIT_ADDRESS_MISMATCH",
-        "DEPOSIT_VALUE_MISMATCH",
-        "DEPOSIT_ADDRESS_NOT_REGISTERED",
-        "DEPOSIT_CLAIM_MISMATCH",
-    }
-)
-"""Signer reason codes after which asking again cannot change the answer (signer.policy.Reason)."""
 
 
 class AcknowledgingSigners(Protocol):
@@ -206,7 +197,7 @@ class Credits:
                 log.info("deposit %s acknowledged by %s (%d of %d)", key, signer_id, count, needed)
                 continue
             previous = before.get(signer_id)
-            if answer.reason_code in FINAL_REFUSALS and (
+            if _final(answer.reason_code) and (
                 previous is None or previous.reason_code != answer.reason_code
             ):
                 alert = f"signer {signer_id} refuses to acknowledge deposit {key}: {answer.message}"
@@ -226,9 +217,7 @@ def _claims(
     for d in waiting:
         fingerprints = key_fingerprints(series[d.series_id])
         settled = {
-            a.signer_id
-            for a in answers[d.outpoint]
-            if a.acknowledged or a.reason_code in FINAL_REFUSALS
+            a.signer_id for a in answers[d.outpoint] if a.acknowledged or _final(a.reason_code)
         }
         for signer_id, fingerprint in holders.items():
             if fingerprint not in fingerprints or signer_id in settled:
@@ -237,3 +226,8 @@ def _claims(
             if len(wanted) < MAX_CLAIMS_PER_CALL:
                 wanted.append(DepositClaim(d.series_id, d.index, d.txid, d.vout, d.value))
     return claims
+
+
+def _final(reason_code: str) -> bool:
+    """Asking this signer again cannot change its answer about the deposit."""
+    return finality(reason_code) is Finality.REQUEST

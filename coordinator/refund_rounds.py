@@ -33,7 +33,6 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.config import CoordinatorConfig
 from coordinator.round_kinds import BuiltRound, ChainState, RefusedRequest, RequestKey
-from coordinator.signers import RoundKind
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
@@ -55,6 +54,7 @@ from pool.refunds import (
     sender_script,
 )
 from pool.tx import OutPoint, Transaction
+from pool.vocabulary import RoundKind
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
-from coordinator.signers import RoundKind
 from coordinator.store.rounds import NewRound, RoundRecord
+from pool.vocabulary import RoundKind
 
 RequestKey = tuple[str, str]
 """A request as signers name it in a refusal: (client id, request id) of a withdrawal, or

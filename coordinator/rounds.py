@@ -58,7 +58,7 @@ from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
 from coordinator.refund_rounds import RefundBuilder, Senders
 from coordinator.round_kinds import ChainState, RefusedRequest, RequestKey, RoundBuilder
-from coordinator.signers import Failure, Refusal, RoundKind, SignResult
+from coordinator.signers import Failure, Refusal, SignResult
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store.rounds import (
@@ -76,6 +76,7 @@ from pool.errors import PsbtError
 from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
 from pool.script import parse_multisig_script
+from pool.vocabulary import Finality, RoundKind, finality
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,6 @@ AFTER_BROADCAST = "after_broadcast"
 
 RETRY_PAUSE_SECONDS = 1.0
 """Pause before asking signers that were down or timed out again (within the round deadline)."""
-
-FINAL_REQUEST_REASONS = frozenset(
-    {"REQUEST_LIMIT_EXCEEDED", "DESTINATION_DENIED", "DESTINATION_NOT_ALLOWED"}
-)
-"""Per-request refusal codes (signer/policy.py) that reject a withdrawal for good; any other
-per-request code is transient: the withdrawal goes back to the queue."""
 
 _ROUND_OF_TX = {
     TxStatus.UNSIGNED: RoundStatus.SIGNING,
@@ -590,7 +585,7 @@ def _request_refusals(outcomes: Sequence[rstore.OutcomeRecord]) -> dict[RequestK
             if r.scope != "request":
                 continue
             entry = refused.setdefault((r.client_id, r.request_id), RefusedRequest(False, []))
-            entry.final = entry.final or r.reason_code in FINAL_REQUEST_REASONS
+            entry.final = entry.final or finality(r.reason_code) is Finality.REQUEST
             entry.reasons.append(f"{r.reason_code} by {o.signer_id}: {r.message}")
     return refused
 

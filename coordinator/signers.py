@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from coordinator.config import CoordinatorConfig, SignerEndpoint, TlsConfig
 from pool.networks import Network
 from pool.series import CHANGE, RECEIVE, Series
+from pool.vocabulary import RoundKind
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,6 @@ _SCOPE_NAMES = {
 _T = TypeVar("_T")
 RECONNECT_BACKOFF_MS = (250, 2_000)
 """The first and the longest wait between two connection attempts to a signer."""
-
-
-class RoundKind(StrEnum):
-    """What a round does; each kind has its own manifest and its own signer policy."""
-
-    WITHDRAWAL = "withdrawal"
-    """Pays queued withdrawals (``pool.manifest``)."""
-    REFUND = "refund"
-    """Sends deposits back (``pool.refunds``)."""
 
 
 _KIND_CODES = {

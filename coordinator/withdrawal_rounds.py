@@ -18,7 +18,6 @@ from sqlalchemy import Connection
 
 from coordinator.config import CoordinatorConfig
 from coordinator.round_kinds import BuiltRound, ChainState, RefusedRequest, RequestKey
-from coordinator.signers import RoundKind
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
@@ -26,6 +25,7 @@ from coordinator.store.rounds import TX_ORDER, NewRound, NewTransaction, RoundRe
 from coordinator.store.withdrawals import Status, Withdrawal
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.series import CHANGE, SeriesState
+from pool.vocabulary import RoundKind
 from pool.withdrawal import (
     PlannedTransaction,
     RequestStatus,

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 
 from pool.networks import Network
 from pool.series import Series
+from pool.vocabulary import Reason, Scope
 from signer.chain import ChainUnavailable, ChainUtxo, ChainView
 from signer.policy import (
     DepositClaim,
     PolicyConfig,
-    Reason,
     Refusal,
-    Scope,
     acknowledgement_refusal,
     repeated_acknowledgement,
 )

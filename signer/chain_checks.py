@@ -38,17 +38,9 @@ from pool.manifest import decode_manifest
 from pool.psbt import Psbt
 from pool.refunds import decode_refund_manifest
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
+from pool.vocabulary import Reason, RoundKind, Scope
 from signer.chain import ChainUnavailable, ChainUtxo, ChainView
-from signer.policy import (
-    AcknowledgedDeposit,
-    Approval,
-    Reason,
-    Refusal,
-    RoundKind,
-    Scope,
-    SignedBefore,
-    SigningHistory,
-)
+from signer.policy import AcknowledgedDeposit, Approval, Refusal, SignedBefore, SigningHistory
 
 COINBASE_MATURITY = 100
 LOCKTIME_THRESHOLD = 500_000_000

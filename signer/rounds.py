@@ -20,6 +20,7 @@ from functools import partial
 from pool.networks import Network
 from pool.psbt import Psbt
 from pool.roles import verify_partial_sigs
+from pool.vocabulary import Reason, RoundKind
 from signer import chain_checks
 from signer.audit import AuditLog, Decision
 from signer.backends.base import (
@@ -35,10 +36,8 @@ from signer.chain_checks import ChainReleasedHistory, ChainRules, RoundChain
 from signer.policy import (
     Approval,
     PolicyConfig,
-    Reason,
     Rebuilt,
     Refusal,
-    RoundKind,
     SigningHistory,
     evaluate_refund_round,
     rebuild_round,

@@ -22,6 +22,7 @@ from pool.errors import HDKeyError, VpoolError
 from pool.hdkeys import HARDENED, parse_path
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
+from pool.vocabulary import RoundKind, Scope
 from signer.acknowledgements import MAX_CLAIMS, Acknowledger
 from signer.audit import AuditLog
 from signer.backends.base import (
@@ -35,7 +36,7 @@ from signer.chain_checks import ChainRules
 from signer.config import SignerConfig
 from signer.keystore import bip48_account_path
 from signer.node_monitor import NodeMonitor
-from signer.policy import DepositClaim, Refusal, RoundKind, Scope, registration_refusal
+from signer.policy import DepositClaim, Refusal, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError

@@ -18,8 +18,9 @@ from pathlib import Path
 from coordinator.chain import BitcoinRPC
 from coordinator.config import CoordinatorConfig
 from coordinator.rounds import CRASH_ENV, RoundEngine
-from coordinator.signers import RoundKind, SignerPool
+from coordinator.signers import SignerPool
 from coordinator.store.schema import make_engine
+from pool.vocabulary import RoundKind
 from vpool.devnet.processes import ROOT
 
 

@@ -14,15 +14,9 @@ from pool.psbt import Psbt
 from pool.refunds import RefundManifest, build_refunds, encode_refund_manifest
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
+from pool.vocabulary import Reason
 from pool.withdrawal import build_round
-from signer.policy import (
-    AcknowledgedDeposit,
-    Approval,
-    DepositClaim,
-    Reason,
-    Refusal,
-    SignedBefore,
-)
+from signer.policy import AcknowledgedDeposit, Approval, DepositClaim, Refusal, SignedBefore
 from vpool.v1 import common_pb2, signer_pb2
 
 CALL_TIMEOUT = 20.0

@@ -72,7 +72,7 @@ def daemons(
             signer_id,
             emulator_backend(keystore),
             {"deposit_confirmations": CONFIRMATIONS},
-            cosigners=SERIES.keys,
+            series=[SERIES],
             chain=node_chain(directory, regtest.node.rpc_url, *regtest.node.credentials),
         )
         daemons.append(SignerDaemon(config))

@@ -21,8 +21,8 @@ from pool.networks import REGTEST
 from pool.psbt import Psbt, PsbtOutput
 from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint, TxIn, TxOut
+from pool.vocabulary import Reason
 from pool.withdrawal import build_round
-from signer.policy import Reason
 from tests.factories import BTC, make_series, p2wpkh
 from vpool.devnet.pool import DevPool
 from vpool.devnet.processes import master_of, mnemonic_for

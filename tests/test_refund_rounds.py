@@ -37,7 +37,7 @@ from coordinator.rounds import (
     RoundEngine,
 )
 from coordinator.scanner import Scanner
-from coordinator.signers import RoundKind, SignerPool
+from coordinator.signers import SignerPool
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
@@ -49,6 +49,7 @@ from pool.networks import REGTEST
 from pool.refunds import RefundSource
 from pool.series import RECEIVE
 from pool.tx import Transaction
+from pool.vocabulary import RoundKind
 from tests.chain_harness import signer_chain
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.factories import BTC, make_series, master_key, p2wpkh

@@ -35,12 +35,11 @@ from coordinator.rounds import (
     AFTER_BROADCAST,
     AFTER_ROUND_PERSISTED,
     AFTER_SIGNATURES_PERSISTED,
-    FINAL_REQUEST_REASONS,
     RoundEngine,
     RoundOutcome,
 )
 from coordinator.scanner import Scanner
-from coordinator.signers import RoundKind, SignerPool
+from coordinator.signers import SignerPool
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
@@ -51,7 +50,7 @@ from pool.address import script_pubkey_to_address
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
 from pool.tx import Transaction
-from signer.policy import Reason
+from pool.vocabulary import RoundKind
 from tests.chain_harness import signer_chain
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
@@ -291,10 +290,6 @@ def outcomes(view: rstore.RoundView) -> dict[str, Outcome]:
 
 
 # --------------------------------------------------------------------------- tests
-
-
-def test_final_request_reasons_are_signer_reason_codes() -> None:
-    assert FINAL_REQUEST_REASONS.issubset(reason.value for reason in Reason)
 
 
 def test_a_round_pays_every_withdrawal_and_completes_at_maturation(

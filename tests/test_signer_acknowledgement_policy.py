@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pool.networks import REGTEST
 from pool.series import RECEIVE
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
+from pool.vocabulary import Reason, Scope
 from signer.policy import (
     AcknowledgedDeposit,
     DepositClaim,
     PolicyConfig,
-    Reason,
     Refusal,
-    Scope,
     SignedBefore,
     acknowledgement_refusal,
     repeated_acknowledgement,

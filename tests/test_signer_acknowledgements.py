@@ -16,15 +16,10 @@ from pool.networks import REGTEST
 from pool.refunds import RefundRequest, RefundSource, build_refunds, encode_refund_manifest
 from pool.series import CHANGE, RECEIVE
 from pool.tx import OutPoint, Transaction
+from pool.vocabulary import Reason
 from signer.acknowledgements import Acknowledger, Verdict
 from signer.chain import NodeChain
-from signer.policy import (
-    Approval,
-    DepositClaim,
-    PolicyConfig,
-    Reason,
-    evaluate_refund_round,
-)
+from signer.policy import Approval, DepositClaim, PolicyConfig, evaluate_refund_round
 from signer.state import SignerState
 from tests.factories import make_series, master_key, p2wpkh
 from tests.refund_factories import refund_manifest

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pool.vocabulary import Reason, RoundKind
 from signer.audit import (
     AUDIT_FILE,
     GENESIS,
@@ -21,7 +22,6 @@ from signer.audit import (
     verify,
 )
 from signer.cli import main
-from signer.policy import Reason, RoundKind
 
 MANIFEST = b"manifest bytes"
 PSBTS = (b"psbt one: secret-looking bytes", b"psbt two")

@@ -14,6 +14,7 @@ from pool.hashes import sha256
 from pool.psbt import Psbt
 from pool.refunds import build_refunds
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
+from pool.vocabulary import Reason
 from signer.chain import ChainUtxo
 from signer.chain_checks import (
     input_problem,
@@ -25,7 +26,7 @@ from signer.chain_checks import (
 from signer.jade_emulator.protocol import JadeRpcError
 from signer.jade_emulator.signing import PREVIOUS_TX_MISMATCH, PREVIOUS_TX_MISSING, sign_request
 from signer.node_monitor import NOT_CONFIGURED, NodeStatus
-from signer.policy import Reason, SignedBefore
+from signer.policy import SignedBefore
 from signer.server import SERVICE_NAME, health_listener
 from tests.factories import BTC, make_series, master_key, p2wpkh
 from tests.refund_factories import deposit, refund_manifest

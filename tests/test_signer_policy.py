@@ -18,13 +18,12 @@ from pool.networks import REGTEST, TESTNET
 from pool.psbt import Psbt, PsbtOutput
 from pool.series import Series, SeriesState
 from pool.tx import OutPoint, TxIn, TxOut
+from pool.vocabulary import Reason, Scope
 from pool.withdrawal import build_round
 from signer.policy import (
     Approval,
     PolicyConfig,
-    Reason,
     Refusal,
-    Scope,
     evaluate_round,
     registration_refusal,
     series_checksum,

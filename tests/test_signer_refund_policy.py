@@ -25,13 +25,12 @@ from pool.refunds import (
 from pool.serialize import u64le
 from pool.series import Series
 from pool.tx import TxOut
+from pool.vocabulary import Reason, Scope
 from signer.policy import (
     Approval,
     DepositClaim,
     PolicyConfig,
-    Reason,
     Refusal,
-    Scope,
     SignedBefore,
     evaluate_refund_round,
 )

@@ -18,12 +18,13 @@ import pytest
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST, Network
 from pool.series import CHANGE, RECEIVE, Series
+from pool.vocabulary import Reason, RoundKind
 from pool.withdrawal import build_round
 from signer.audit import AuditLog, audit_path
 from signer.backends.emulator import EmulatorBackend
 from signer.chain import NodeChain
 from signer.chain_checks import ChainRules
-from signer.policy import PolicyConfig, Reason, RoundKind
+from signer.policy import PolicyConfig
 from signer.rounds import RoundResult, RoundSigner
 from signer.state import SignerState
 from tests.chain_harness import fund, pinned

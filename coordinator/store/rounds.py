@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
-from coordinator.signers import Refusal, RoundKind
+from coordinator.signers import Refusal
 from coordinator.store import withdrawals as wstore
 from coordinator.store.deposits import Status as DepositStatus
 from coordinator.store.schema import (
@@ -43,6 +43,7 @@ from coordinator.store.schema import (
     withdrawals,
 )
 from pool.series import CHANGE
+from pool.vocabulary import RoundKind
 
 
 class RoundStatus(StrEnum):
