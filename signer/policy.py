@@ -25,7 +25,7 @@ from pool.descriptor import DescriptorKey, descriptor_checksum, strip_checksum
 from pool.errors import VpoolError
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, manifest_counts
 from pool.networks import Network
-from pool.psbt import Psbt, PsbtInput
+from pool.psbt import Psbt
 from pool.refunds import (
     PlannedRefund,
     RefundRequest,
@@ -36,8 +36,8 @@ from pool.refunds import (
 )
 from pool.script import parse_multisig_script
 from pool.series import RECEIVE, Series
-from pool.sighash import SIGHASH_ALL
 from pool.tx import OutPoint, Transaction
+from pool.verify import compare_with_rebuild
 from pool.vocabulary import Reason, Scope
 from pool.weights import fee_for_weight, multisig_input_weight, output_weight, tx_weight
 from pool.withdrawal import PlannedTransaction, RequestOutcome, RoundPlan, build_round
@@ -559,154 +559,21 @@ def _compare_with_rebuild(
     change_vouts: Sequence[int | None],
     registered: Mapping[int, Series],
 ) -> None:
-    """The PSBTs must be, byte for byte, the ones the manifest builds (``wanted``)."""
-    if len(parsed) != len(wanted):
-        raise _refuse(
-            Reason.PSBT_COUNT_MISMATCH,
-            f"{len(parsed)} PSBTs sent, the manifest builds {len(wanted)}",
+    """The PSBTs must be, byte for byte, the ones the manifest builds (``pool.verify``)."""
+    differences = compare_with_rebuild(parsed, wanted, change_vouts, registered)
+    if differences:
+        raise _Refused(
+            [
+                Refusal(
+                    d.reason,
+                    d.message,
+                    Scope.ROUND if d.input_index is None else Scope.INPUT,
+                    psbt_index=d.psbt_index,
+                    input_index=d.input_index,
+                )
+                for d in differences
+            ]
         )
-    refusals: list[Refusal] = []
-    for i, (got, want, change_vout) in enumerate(zip(parsed, wanted, change_vouts, strict=True)):
-        if got.serialize() == want.serialize():
-            continue
-        found = _differences(got, want, change_vout, registered) or [
-            (Reason.PSBT_MISMATCH, "PSBT fields differ from the manifest's", None)
-        ]
-        seen: set[Reason] = set()
-        for reason, message, input_index in found:
-            if reason not in seen:
-                seen.add(reason)
-                scope = Scope.ROUND if input_index is None else Scope.INPUT
-                refusals.append(
-                    Refusal(
-                        reason, f"PSBT {i}: {message}", scope, psbt_index=i, input_index=input_index
-                    )
-                )
-    if refusals:
-        raise _Refused(refusals)
-
-
-_Difference = tuple[Reason, str, int | None]
-
-
-def _differences(
-    got: Psbt, want: Psbt, change_vout: int | None, registered: Mapping[int, Series]
-) -> list[_Difference]:
-    selected = {i.prevout for i in want.tx.inputs}
-    foreign: list[_Difference] = [
-        (Reason.INPUT_NOT_IN_POOL, f"input {j} is not a pool output", j)
-        for j, (txin, inp) in enumerate(zip(got.tx.inputs, got.inputs, strict=True))
-        if txin.prevout not in selected and not _is_pool_input(inp, registered)
-    ]
-    if foreign:
-        return foreign
-    if selected.isdisjoint(i.prevout for i in got.tx.inputs):
-        return [(Reason.MANIFEST_MISMATCH, "spends none of the inputs the manifest selects", None)]
-    diffs = _input_differences(got, want)
-    g, w = got.tx, want.tx
-    if (g.version, g.locktime) != (w.version, w.locktime) or any(
-        (a.sequence, a.script_sig) != (b.sequence, b.script_sig)
-        for a, b in zip(g.inputs, w.inputs, strict=False)
-    ):
-        diffs.append((Reason.TX_FIELDS_MISMATCH, "version, locktime or sequences differ", None))
-    diffs += _output_differences(got, want, change_vout)
-    if got.xpubs != want.xpubs:
-        diffs.append((Reason.DERIVATION_MISMATCH, "global xpubs differ", None))
-    return diffs
-
-
-def _input_differences(got: Psbt, want: Psbt) -> list[_Difference]:
-    diffs: list[_Difference] = []
-    for j, inp in enumerate(got.inputs):
-        if inp.sighash_type not in (None, SIGHASH_ALL):
-            diffs.append(
-                (Reason.SIGHASH_NOT_ALL, f"input {j} asks for sighash {inp.sighash_type:#x}", j)
-            )
-    wanted = want.tx.inputs
-    for j, txin in enumerate(got.tx.inputs):
-        g = got.inputs[j]
-        if j >= len(wanted) or txin.prevout != wanted[j].prevout:
-            if j >= len(wanted):
-                diffs.append((Reason.EXTRA_INPUT, f"input {j} is not in the manifest's round", j))
-            else:
-                diffs.append((Reason.UNKNOWN_INPUT, f"input {j} is not the one selected", j))
-            continue
-        w = want.inputs[j]
-        if g.witness_utxo != w.witness_utxo:
-            diffs.append((Reason.INPUT_UTXO_MISMATCH, f"input {j} amount or script differs", j))
-        if g.witness_script != w.witness_script:
-            diffs.append((Reason.WITNESS_SCRIPT_MISMATCH, f"input {j} witness script differs", j))
-        if g.bip32_derivations != w.bip32_derivations:
-            diffs.append((Reason.DERIVATION_MISMATCH, f"input {j} key derivations differ", j))
-        if (g.partial_sigs, g.unknown, g.final_script_witness) != (
-            w.partial_sigs,
-            w.unknown,
-            w.final_script_witness,
-        ):
-            diffs.append((Reason.PSBT_MISMATCH, f"input {j} carries unexpected fields", j))
-    if len(got.tx.inputs) < len(wanted):
-        diffs.append((Reason.MISSING_INPUT, "an input the manifest selects is missing", None))
-    return diffs
-
-
-def _is_pool_input(inp: PsbtInput, registered: Mapping[int, Series]) -> bool:
-    """Does the input's UTXO pay a pool script at the path its derivations claim?
-
-    A pool input's derivations name one (branch, index) of each series holding its keys, so an
-    input claiming more places than there are registered series is not one; each place claimed
-    is derived once.
-    """
-    if inp.witness_utxo is None:
-        return False
-    accounts: dict[tuple[bytes, tuple[int, ...]], list[Series]] = {}
-    for series in registered.values():
-        for key in series.keys:
-            accounts.setdefault((key.origin.fingerprint, key.origin.path), []).append(series)
-    claimed: set[tuple[int, int, int]] = set()
-    for origin in inp.bip32_derivations.values():
-        path = origin.path
-        if len(path) < 2 or path[-2] not in (0, 1) or path[-1] >= 2**31:
-            continue
-        for series in accounts.get((origin.fingerprint, path[:-2]), ()):
-            claimed.add((series.id, path[-2], path[-1]))
-    if len(claimed) > len(registered):
-        return False
-    script = inp.witness_utxo.script_pubkey
-    by_id = {series.id: series for series in registered.values()}
-    return any(by_id[i].derive(b, n).script_pubkey == script for i, b, n in sorted(claimed))
-
-
-def _output_differences(got: Psbt, want: Psbt, change_vout: int | None) -> list[_Difference]:
-    g, w = got.tx.outputs, want.tx.outputs
-    if len(g) > len(w):
-        return [
-            (Reason.EXTRA_OUTPUT, f"{len(g) - len(w)} output(s) the manifest does not pay", None)
-        ]
-    if len(g) < len(w):
-        return [(Reason.MISSING_OUTPUT, "an output the manifest pays is missing", None)]
-    diffs: list[_Difference] = []
-    for k, (go, wo) in enumerate(zip(g, w, strict=True)):
-        if go.script_pubkey != wo.script_pubkey:
-            if k == change_vout:
-                diffs.append(
-                    (Reason.CHANGE_NOT_TO_POOL, f"change output {k} leaves the pool", None)
-                )
-            else:
-                diffs.append(
-                    (Reason.DESTINATION_MISMATCH, f"output {k} pays another address", None)
-                )
-        if go.value != wo.value:
-            diffs.append(
-                (Reason.AMOUNT_MISMATCH, f"output {k} pays {go.value}, not {wo.value}", None)
-            )
-        gp, wp = got.outputs[k], want.outputs[k]
-        if gp.witness_script != wp.witness_script:
-            diffs.append(
-                (Reason.WITNESS_SCRIPT_MISMATCH, f"output {k} witness script differs", None)
-            )
-        if gp.bip32_derivations != wp.bip32_derivations:
-            diffs.append((Reason.DERIVATION_MISMATCH, f"output {k} key derivations differ", None))
-    return diffs
 
 
 # --------------------------------------------------------------------------- signing log

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from vpool import commands, tls
+from vpool import commands, tls, verify_round
 
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this long before they are made, so peers with slow clocks accept them."""
@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection = _connection()
     _add_client_commands(subcommands, connection)
     _add_admin_commands(subcommands, connection)
+    verify_round.add_command(subcommands)
     return parser
 
 
