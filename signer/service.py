@@ -153,6 +153,9 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         self, request: signer_pb2.GetXpubRequest, context: Any
     ) -> signer_pb2.GetXpubResponse:
         self._check_network(request.network)
+        if not request.path.strip():
+            # Refused alike on every backend (a device may not give its master xpub).
+            raise invalid("path", "missing: give a derivation path, e.g. m/48h/1h/0h/2h")
         try:
             path = parse_path(request.path)
         except HDKeyError as e:
