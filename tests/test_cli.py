@@ -8,6 +8,7 @@ pool is degraded, which the health must say.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -254,6 +255,16 @@ def test_raw_transactions_and_other_bytes_are_hex_in_json() -> None:
     assert got["transactions"][0]["raw_tx"] == "02000000ff"
     assert got["transactions"][0]["psbt"] == "70736274ff"
     assert got["manifest"] == ""
+
+
+def test_a_round_shows_its_raw_transactions_in_hex_to_people_too() -> None:
+    tx = pb.RoundTransaction(txid="ab" * 32, raw_tx=bytes([2, 0, 0, 0, 255]), psbt=b"psbt\xff")
+    out = io.StringIO()
+    output.human(pb.Round(round_id="r", transactions=[tx], manifest=b"m"), out)
+    lines = out.getvalue().splitlines()
+    assert "  raw_tx: 02000000ff" in lines
+    assert "  psbt: (5 bytes; --json shows them)" in lines
+    assert "manifest: (1 bytes; --json shows them)" in lines
 
 
 def test_lists_of_nothing_print_none(setup: Setup) -> None:

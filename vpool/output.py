@@ -3,7 +3,8 @@
 JSON keeps the proto's field names and prints every field (defaults included), enums by name,
 64-bit numbers as numbers and bytes (raw transactions, PSBTs, manifests) in hex. The human form
 is a table for a list (its columns the item's short fields) and ``field: value`` lines for one
-object, with statuses without their enum prefix and bytes left out (use ``--json``).
+object, with statuses without their enum prefix, raw transactions in hex and other bytes
+(PSBTs, manifests) left out (use ``--json``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _COLUMNS = {
     "vpool.v1.SignerHealth": None,
 }  # fmt: skip
 """Columns of a table of these items (None: every scalar field)."""
+_HEX_SHOWN = frozenset({"raw_tx"})
+"""Bytes the human form shows too (in hex): a signed transaction, ready to broadcast."""
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -113,7 +116,9 @@ def show(message: Message, out: TextIO, indent: str = "") -> None:
     for field in message.DESCRIPTOR.fields:
         value = getattr(message, field.name)
         if field.type == FieldDescriptor.TYPE_BYTES:
-            if value:
+            if field.name in _HEX_SHOWN:
+                print(f"{indent}{field.name}: {bytes(value).hex()}", file=out)
+            elif value:
                 print(f"{indent}{field.name}: ({len(value)} bytes; --json shows them)", file=out)
             continue
         if field.type == FieldDescriptor.TYPE_MESSAGE:
@@ -128,7 +133,8 @@ def show(message: Message, out: TextIO, indent: str = "") -> None:
     for name, items in lists:
         print(f"{indent}{name}:", file=out)
         nested = items and any(
-            f.type == FieldDescriptor.TYPE_MESSAGE for f in items[0].DESCRIPTOR.fields
+            f.type == FieldDescriptor.TYPE_MESSAGE or f.name in _HEX_SHOWN
+            for f in items[0].DESCRIPTOR.fields
         )
         if nested:
             for item in items:
