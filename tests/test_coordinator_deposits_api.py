@@ -424,3 +424,19 @@ def test_pool_status_shows_the_alerts(api: ApiServer) -> None:
         (f"signer-{i}", "healthy") for i in range(3)
     ]
     assert all(s.last_seen_unix > 0 for s in status.signers) and status.quorum == "ok"
+
+
+def test_an_uppercase_operator_refund_address_is_stored_in_lower_case(api: ApiServer) -> None:
+    base = next_index(api.engine)
+    script = SERIES.derive(RECEIVE, base).script_pubkey
+    txid = f"{44:064x}"
+    with transaction(api.engine) as conn:  # no raw transaction: no sender to derive
+        dstore.record_address(
+            conn, DepositAddress(script, SERIES.id, base, "alice", "u-op", "", time.time())
+        )
+        cstore.ensure_lookahead(conn, REGTEST, base + 1)
+        dstore.add_deposit(conn, NewDeposit(txid, 0, script, 5_000, 144, txid, b""), time.time())
+    move(api, txid, Status.REFUND_PENDING, "5000 sat is below the minimum deposit of 10000")
+    request = pb.ProposeRefundRequest(txid=txid, vout=0, address=REFUND.upper())
+    got = api.admin().ProposeRefund(request, timeout=CALL_TIMEOUT)
+    assert (got.refund_address, got.refund_source) == (REFUND, "operator")
