@@ -11,7 +11,6 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib import metadata
 from typing import Any
 
 import grpc
@@ -41,6 +40,7 @@ from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError
 from vpool.rpc import series_from_descriptors
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+from vpool.version import software_version
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ _SCOPES = {
 _MAX_PATH_DEPTH = 16
 _TXID = re.compile(r"[0-9a-f]{64}")
 MAX_MONEY = 21_000_000 * 100_000_000
-
-
-def software_version() -> str:
-    try:
-        return metadata.version("vpool")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class SignerService(signer_pb2_grpc.SignerServiceServicer):

@@ -429,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpool",
         description="vpool client and operator tool. Connection settings come from flags, "
-        "then VPOOL_* environment variables, then a profile file (see README, 'The vpool "
-        "command').",
+        "then VPOOL_* environment variables, then a profile file (see README, 'The "
+        "command line').",
         epilog=exitcodes.HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
