@@ -259,6 +259,9 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             rounds_paused=paused,
             alerts=[str(alert) for alert in alerts],
         )
+        reason = self._board.not_serving_reason()
+        status.health = "SERVING" if reason is None else "NOT_SERVING"
+        status.health_detail = reason or ""
         if last:
             status.last_round.CopyFrom(views.round_summary(last[0]))
         return status

@@ -101,7 +101,9 @@ class Loop:
         signers: SignerPool,
         board: HealthBoard,
         changes: ChangeSignal,
+        set_serving: Callable[[bool], None],
     ) -> None:
+        self._set_serving = set_serving
         self._poll = config.chain.poll_seconds
         self._health_interval = config.liveness.health_interval_seconds
         self._scanner = scanner
@@ -134,11 +136,21 @@ class Loop:
             if time.monotonic() >= next_health or self._board.series_changed():
                 self._step("checking signers", self._check_signers)
                 next_health = time.monotonic() + self._health_interval
-            self._step("scanning the chain", self._scanner.sync)
+            self._step("scanning the chain", self._sync)
             self._step("crediting deposits", self._credits.run)
             self._changes.notify()
             self._step("running rounds", self._scheduler.tick)
+            self._step("publishing the health", lambda: self._board.publish(self._set_serving))
             self._stop.wait(self._poll)
+
+    def _sync(self) -> None:
+        """Follow the chain; whether the node answered goes to the health board."""
+        try:
+            self._scanner.sync()
+        except ChainError as e:
+            self._board.note_node(str(e))
+            raise
+        self._board.note_node(None)
 
     def _check_signers(self) -> None:
         self._board.check(self._signers, min(HEALTH_TIMEOUT_SECONDS, self._health_interval))
@@ -192,7 +204,10 @@ def serve(config_path: Path) -> int:
         )
         deadline = min(ACKNOWLEDGE_TIMEOUT_SECONDS, config.rounds.sign_deadline_seconds)
         credits = Credits(engine, config.network, signers, board, deadline, time.time)
-        loop = Loop(config, scanner, credits, scheduler, signers, board, changes)
+        loop = Loop(
+            config, scanner, credits, scheduler, signers, board, changes, running.set_serving
+        )
+        board.publish(running.set_serving)  # the quorum recorded before a restart holds
         loop.start()
         if config.server.metrics_listen:
             metrics = MetricsServer(config.server.metrics_listen, board, engine).start()

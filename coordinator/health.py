@@ -10,6 +10,11 @@ read the board without calling any signer. A signer is
 - ``maintenance`` from AdminService.SetSignerMaintenance until the operator ends it, whatever
   the checks say (it counts as not healthy, without alarms).
 
+The gRPC health of CoordinatorService (and the overall health, service "") is NOT_SERVING
+while the quorum is degraded or the coordinator's node does not answer (``publish``, after every
+step of the daemon loop); the reason is logged at each change and shown in GetPoolStatus
+(``health``, ``health_detail``). AdminService stays SERVING: the operator acts on a sick pool.
+
 The quorum is ``ok`` while the healthy signers holding keys of the active series are at least m
 and at least ``quorum_fraction`` of n, i.e. no more than 1/3 of them down by default (the
 Peerplays rule: the pool degrades when more than 1/3 of its signers are down); ``degraded``
@@ -156,6 +161,10 @@ class HealthBoard:
         }
         self._series_id: int | None = None
         """The active series at the last quorum evaluation (None: none yet)."""
+        self._node_problem: str | None = None
+        """Why the last look at the chain failed (None: it worked, or none yet)."""
+        self._published: str | None = None
+        """The not-serving reason last given to the gRPC health (None: SERVING)."""
 
     def snapshot(self) -> list[SignerState]:
         """Every signer, in configuration order."""
@@ -174,6 +183,36 @@ class HealthBoard:
         """Why the pool is degraded, or None while its quorum is ok."""
         current = self.quorum()
         return None if current.state == QUORUM_OK else f"the pool is degraded: {current.detail}"
+
+    def note_node(self, problem: str | None) -> None:
+        """What the last look at the node gave: None when it answered, else why it did not."""
+        with self._lock:
+            self._node_problem = problem
+
+    def not_serving_reason(self) -> str | None:
+        """Why CoordinatorService must not be used now (the pool is degraded, or its node does
+        not answer), or None while it is usable."""
+        with self._lock:
+            node = self._node_problem
+        reasons = [self.degraded_reason()]
+        if node is not None:
+            reasons.append(f"the node does not answer: {node}")
+        found = [r for r in reasons if r is not None]
+        return "; ".join(found) if found else None
+
+    def publish(self, set_serving: Callable[[bool], None]) -> str | None:
+        """Give the gRPC health what ``not_serving_reason`` says (logging each change); the
+        reason, or None while serving."""
+        reason = self.not_serving_reason()
+        with self._lock:
+            changed, self._published = reason != self._published, reason
+        if changed:
+            if reason is None:
+                log.info("health: SERVING")
+            else:
+                log.warning("health: NOT_SERVING: %s", reason)
+        set_serving(reason is None)
+        return reason
 
     def series_changed(self) -> bool:
         """True when the active series is not the one of the last quorum evaluation."""

@@ -65,7 +65,7 @@ class RefundApi:
     ) -> coordinator_pb2.Deposit:
         """Store an operator's refund destination for a deposit that has none."""
         txid, vout = validation.txid(request.txid), request.vout
-        validation.address(request.address, self._config.network)
+        destination = validation.canonical_address(request.address, self._config.network)
         with self._engine.connect() as conn:
             found = dstore.get(conn, txid, vout)
         if found is None:
@@ -82,8 +82,8 @@ class RefundApi:
                 Status.REFUND_PENDING,
                 self._clock(),
                 reason=base_reason(deposit.reason),
-                detail=f"refund to {request.address} proposed by operator {admin}",
-                refund=Refund(request.address, RefundSource.OPERATOR.value, None, None),
+                detail=f"refund to {destination} proposed by operator {admin}",
+                refund=Refund(destination, RefundSource.OPERATOR.value, None, None),
             )
             message = views.DepositViews(conn, self._config.network).message(changed)
         log.info("admin %s: refund of deposit %s:%d proposed", admin, txid, vout)

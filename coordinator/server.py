@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 
 from coordinator.api import AdminApi, CoordinatorApi
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 ADMIN_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WORKERS = 64
 """Calls served at once, WatchWithdrawals streams included (api.MAX_WATCHES of them at most);
 more are refused with RESOURCE_EXHAUSTED rather than queued behind long streams."""
@@ -64,6 +66,13 @@ class RunningServer:
     """host:port it listens on (the port chosen when the configuration says 0)."""
     health: HealthServicer
     gatekeeper: Gatekeeper
+
+    def set_serving(self, serving: bool) -> None:
+        """The gRPC health of CoordinatorService and of the server ("") (coordinator.health);
+        AdminService stays SERVING."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else NOT_SERVING
+        for name in ("", COORDINATOR_SERVICE):
+            self.health.set(name, status)
 
     def stop(self, grace: float) -> None:
         """No new calls; up to ``grace`` seconds for the running ones, then cancel the rest."""

@@ -12,7 +12,7 @@ import binascii
 from dataclasses import dataclass
 
 from coordinator.config import PoolConfig
-from pool.address import address_to_script_pubkey
+from pool.address import address_to_script_pubkey, script_pubkey_to_address
 from pool.errors import AddressError
 from pool.manifest import MAX_ID_BYTES, MAX_MONEY
 from pool.networks import Network
@@ -67,6 +67,13 @@ def address(value: str, network: Network, field: str = "address") -> bytes:
         raise invalid(field, str(e)) from None
 
 
+def canonical_address(value: str, network: Network, field: str = "address") -> str:
+    """The address as it is stored and shown: bech32 in lower case (an all-uppercase bech32
+    address, as QR codes carry it, is the same address); base58 as given."""
+    script_pubkey = address(value, network, field)
+    return script_pubkey_to_address(script_pubkey, network) or value
+
+
 def txid(value: str) -> str:
     """A transaction id: 64 hex digits (returned in lower case)."""
     lowered = value.lower()
@@ -93,7 +100,8 @@ def withdrawal(
         )
     if request.extra_fee_sat > MAX_MONEY:
         raise invalid("extra_fee_sat", f"{request.extra_fee_sat} is above 21,000,000 BTC")
-    return WithdrawalBody(rid, request.address, script_pubkey, amount, request.extra_fee_sat)
+    canonical = script_pubkey_to_address(script_pubkey, network) or request.address
+    return WithdrawalBody(rid, canonical, script_pubkey, amount, request.extra_fee_sat)
 
 
 def deposit_address(
@@ -102,9 +110,10 @@ def deposit_address(
     """Check a deposit address request: a user id, and a refund address valid for ``network``
     when one is given."""
     user_id = request_id(request.user_id, "user_id")
+    refund = ""
     if request.refund_address:
-        address(request.refund_address, network, "refund_address")
-    return DepositAddressBody(user_id, request.refund_address)
+        refund = canonical_address(request.refund_address, network, "refund_address")
+    return DepositAddressBody(user_id, refund)
 
 
 def page_size(value: int) -> int:

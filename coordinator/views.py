@@ -90,13 +90,16 @@ class WithdrawalViews:
         return out
 
     def event(self, event: wstore.Event) -> coordinator_pb2.WithdrawalEvent:
-        """The event, with its withdrawal as it is now."""
+        """The event, with its withdrawal as it is now but for its status, which is the one the
+        event recorded (an event marked PENDING never carries COMPLETED)."""
         withdrawal = wstore.get_by_id(self._conn, event.withdrawal_id)
         assert withdrawal is not None  # events reference withdrawals
+        message = self.message(withdrawal)
+        message.status = WITHDRAWAL_STATUSES[event.status]
         return coordinator_pb2.WithdrawalEvent(
             cursor=event.cursor,
             status=WITHDRAWAL_STATUSES[event.status],
-            withdrawal=self.message(withdrawal),
+            withdrawal=message,
             at_unix=int(event.at),
         )
 
@@ -132,13 +135,16 @@ class DepositViews:
         )
 
     def event(self, event: dstore.Event) -> coordinator_pb2.DepositEvent:
-        """The event, with its deposit as it is now."""
+        """The event, with its deposit as it is now but for its status, which is the one the
+        event recorded."""
         deposit = dstore.get(self._conn, event.txid, event.vout)
         assert deposit is not None  # deposits are never deleted
+        message = self.message(deposit)
+        message.status = DEPOSIT_STATUSES[event.status]
         return coordinator_pb2.DepositEvent(
             cursor=event.cursor,
             status=DEPOSIT_STATUSES[event.status],
-            deposit=self.message(deposit),
+            deposit=message,
             at_unix=int(event.at),
         )
 

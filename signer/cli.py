@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pool.errors import HDKeyError
 from pool.hdkeys import parse_path
@@ -22,6 +24,8 @@ from signer.jade_emulator import (
     JadeEmulatorServer,
     master_from_mnemonic,
 )
+from vpool import exitcodes
+from vpool.version import version_text
 
 
 def _passphrase(args: argparse.Namespace) -> str:
@@ -44,6 +48,25 @@ def _keystore_create(args: argparse.Namespace) -> int:
     print(f"created {args.file}: {kind} for {args.network}, master fingerprint {fingerprint}")
     if args.generate:
         print("the new mnemonic exists only in this keystore: back up the file and passphrase")
+    return 0
+
+
+def _keystore_show_mnemonic(args: argparse.Namespace) -> int:
+    """The words of a keystore made from a mnemonic (``create --generate`` or
+    ``--mnemonic-file``); a keystore made from an xprv has none to show."""
+    unlocked = keystore.load_keystore(args.file, _passphrase(args))
+    if unlocked.mnemonic is None:
+        print(
+            f"vpool-signer: error: {args.file} holds a master xprv, not a mnemonic: it has no "
+            "words to show (back up the file and its passphrase, or the xprv itself)",
+            file=sys.stderr,
+        )
+        return exitcodes.REFUSED
+    words = unlocked.mnemonic.split()
+    if args.numbered:
+        print("\n".join(f"{i:2d}. {word}" for i, word in enumerate(words, 1)))
+    else:
+        print(" ".join(words))
     return 0
 
 
@@ -114,6 +137,16 @@ def _add_keystore(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     secret.add_argument("--generate", action="store_true", help="generate a 24-word mnemonic")
     create.add_argument("--force", action="store_true", help="replace an existing keystore")
     create.set_defaults(handler=_keystore_create)
+
+    words = sub.add_parser(
+        "show-mnemonic", help="print the keystore's BIP39 words, to back them up on paper"
+    )
+    words.add_argument("--file", type=Path, required=True, help="the keystore file")
+    source = words.add_mutually_exclusive_group(required=True)
+    source.add_argument("--passphrase-env", metavar="VAR", help="read the passphrase from $VAR")
+    source.add_argument("--passphrase-file", type=Path, help="read the passphrase from a file")
+    words.add_argument("--numbered", action="store_true", help="one numbered word per line")
+    words.set_defaults(handler=_keystore_show_mnemonic)
 
     show = sub.add_parser("show-xpub", help="print [origin]xpub, ready for a descriptor")
     _add_common(show)
@@ -255,18 +288,205 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_serve)
 
 
+# --- the operator's commands on a configured signer (local: its backend and its state) -------
+
+
+def _load(config_path: Path) -> Any:
+    from signer.config import load_config
+
+    return load_config(config_path)
+
+
+def _xpub(args: argparse.Namespace) -> int:
+    """The extended public key at a path, from the configured backend (keystore or device)."""
+    from signer.backends import open_backend
+
+    config = _load(args.config)
+    path = parse_path(args.path) if args.path else keystore.bip48_account_path(config.network)
+    backend = open_backend(config.backend, config.network)
+    try:
+        xpub, origin = backend.xpub(path)
+    finally:
+        backend.close()
+    key = f"[{origin.to_string()}]{xpub}"
+    if args.json:
+        print(json.dumps({"origin": origin.to_string(), "xpub": xpub, "key": key}, indent=2))
+    else:
+        print(key)
+    return 0
+
+
+def _registered(config: Any, series_id: int) -> Any:
+    from signer.state import read_registered_series
+
+    found = read_registered_series(config.data_dir, config.network)
+    if series_id not in found:
+        known = ", ".join(str(i) for i in sorted(found)) or "none"
+        raise _NotFound(f"series {series_id} is not registered with this signer (known: {known})")
+    return found[series_id]
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _display_address(args: argparse.Namespace) -> int:
+    """The address of a registered series as the backend computes it (and shows it, on a
+    device with a screen: compare it with what the coordinator handed out)."""
+    from pool.series import CHANGE, RECEIVE
+    from signer.backends import open_backend
+
+    config = _load(args.config)
+    series = _registered(config, args.series_id)
+    backend = open_backend(config.backend, config.network)
+    try:
+        branch = CHANGE if args.change else RECEIVE
+        address, shown = backend.display_address(series, branch, args.index)
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps({"address": address, "shown_on_device": shown}, indent=2))
+    else:
+        print(address)
+        print(f"shown on the device: {'yes' if shown else 'no (this backend has no screen)'}")
+    return 0
+
+
+def _export_multisig(args: argparse.Namespace) -> int:
+    """A registered series for another wallet (signer.export)."""
+    from signer.export import export
+
+    config = _load(args.config)
+    series = _registered(config, args.series_id)
+    sys.stdout.write(export(series, config.network, args.format))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from signer.config import ConfigError
+
+    try:
+        config = _load(args.config)
+    except ConfigError as e:
+        print(f"vpool-signer: error: {args.config}: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"OK: {args.config} (signer {config.signer_id}, {config.network.name}, "
+        f"listen {config.server.listen})"
+    )
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from signer.setup import InitOptions, init
+    from vpool.devsetup import SetupError
+    from vpool.tls import TlsError
+
+    options = InitOptions(
+        args.dir, args.signer_id, args.network, args.listen, args.rpc_url, args.rpc_cookie_file,
+        args.ca_dir, args.force,
+    )  # fmt: skip
+    try:
+        done = init(options)
+    except (SetupError, TlsError) as e:
+        print(f"vpool-signer: error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(str(p) for p in done.written))
+    print(f"master fingerprint {done.fingerprint}; account key for the other operators:")
+    print(done.xpub)
+    print(
+        "back up the new mnemonic now: vpool-signer keystore show-mnemonic "
+        f"--file {args.dir / 'keystore.json'} --passphrase-file {args.dir / 'passphrase.txt'}"
+    )
+    return 0
+
+
+def _add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from signer.export import FORMATS
+
+    def configured(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text)
+        parser.add_argument("--config", type=Path, required=True, help="the signer.toml file")
+        return parser
+
+    xpub = configured("xpub", "print [origin]xpub from the configured keystore or device")
+    xpub.add_argument("--path", help="derivation path (default: m/48h/<coin>h/0h/2h)")
+    xpub.add_argument("--json", action="store_true", help="print JSON")
+    xpub.set_defaults(handler=_xpub)
+
+    display = configured(
+        "display-address", "compute (and show, on a device) an address of a registered series"
+    )
+    display.add_argument("--series-id", type=_uint32, required=True, help="the series")
+    display.add_argument("--index", type=_index, required=True, help="the address index")
+    display.add_argument("--change", action="store_true", help="the change branch (/1/*)")
+    display.add_argument("--json", action="store_true", help="print JSON")
+    display.set_defaults(handler=_display_address)
+
+    export = configured("export-multisig", "write a registered series for another wallet to enroll")
+    export.add_argument("--series-id", type=_uint32, required=True, help="the series")
+    export.add_argument("--format", choices=FORMATS, default="descriptor", help="the format")
+    export.set_defaults(handler=_export_multisig)
+
+    check = configured("check-config", "check a signer.toml (every key, type and bound)")
+    check.set_defaults(handler=_check_config)
+
+    init = commands.add_parser(
+        "init",
+        help="write a commented signer.toml, a keystore with a new mnemonic, and a certificate "
+        "(for localhost, 127.0.0.1 and ::1) from the pool's development CA",
+    )
+    init.add_argument("--dir", type=Path, required=True, help="where to write them")
+    init.add_argument("--signer-id", required=True, help="this signer's name, e.g. signer-1")
+    init.add_argument("--network", choices=sorted(NETWORKS), default="regtest")
+    init.add_argument("--listen", default="127.0.0.1:50051", help="the daemon's host:port")
+    init.add_argument(
+        "--ca-dir", type=Path,
+        help="the pool's development CA (e.g. the coordinator's certs; default: a new one)",
+    )  # fmt: skip
+    init.add_argument("--rpc-url", default="http://127.0.0.1:18443/", help="your node's RPC")
+    init.add_argument("--rpc-cookie-file", default="node.cookie", help="your node's cookie file")
+    init.add_argument("--force", action="store_true", help="replace existing files (not the CA)")
+    init.set_defaults(handler=_init)
+
+
+def _uint32(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, not {value}")
+    return value
+
+
+def _index(text: str) -> int:
+    value = _uint32(text)
+    if value >= 2**31:
+        raise argparse.ArgumentTypeError(f"must be below 2^31, not {value}")
+    return value
+
+
+EXIT_HELP = """exit codes: 0 done; 1 an error (a configuration, keystore or file that cannot be
+used: the message names it); 2 bad usage; 3 refused (e.g. show-mnemonic on an xprv keystore);
+4 the device did not answer; 5 not found (a series this signer has not registered)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpool-signer",
         description="vpool signer daemon: holds one cosigner key of the pool and signs only "
         "what the round manifest and its own policy allow.",
+        epilog=EXIT_HELP,
     )
+    parser.add_argument("--version", action="version", version=version_text("vpool-signer"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_keystore(commands)
     _add_emulate_jade(commands)
     _add_audit_commands(commands)
     _add_series_checksum(commands)
     _add_serve(commands)
+    _add_operator_commands(commands)
     return parser
 
 
@@ -277,9 +497,19 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0
+    from signer.backends.base import BackendError
+    from signer.config import ConfigError
+    from signer.state import StateError
+
     try:
         return handler(args)
-    except (keystore.KeystoreError, HDKeyError, EmulatorError) as e:
+    except _NotFound as e:
+        print(f"vpool-signer: error: {e}", file=sys.stderr)
+        return exitcodes.NOT_FOUND
+    except BackendError as e:
+        print(f"vpool-signer: error: the device: {e}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    except (keystore.KeystoreError, HDKeyError, EmulatorError, ConfigError, StateError) as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -49,6 +49,8 @@ class UnlockedKey:
     kind: str
     network: Network
     master: ExtendedPrivateKey = field(repr=False)
+    mnemonic: str | None = field(default=None, repr=False)
+    """The BIP39 words of a ``mnemonic`` keystore (None for an ``xprv`` one: it has none)."""
 
     def xpub_at(self, path: tuple[int, ...]) -> tuple[KeyOrigin, str]:
         """The key origin and the extended public key (in this network's encoding) at ``path``."""
@@ -108,7 +110,11 @@ def create_keystore(
         write_atomic(path, document.encode() + b"\n", mode=0o600, overwrite=overwrite)
     except FileExistsError:
         raise KeystoreError(f"{path} exists (use --force to replace it)") from None
-    return UnlockedKey(kind, net, master)
+    return UnlockedKey(kind, net, master, _words(kind, plaintext))
+
+
+def _words(kind: str, plaintext: bytes) -> str | None:
+    return plaintext.decode() if kind == "mnemonic" else None
 
 
 def load_keystore(path: Path, passphrase: str) -> UnlockedKey:
@@ -126,10 +132,10 @@ def load_keystore(path: Path, passphrase: str) -> UnlockedKey:
         plaintext = cipher.decrypt(bytes.fromhex(header["nonce"]), ciphertext, _aad(header))
     except InvalidTag:
         raise KeystoreError(_WRONG_PASSPHRASE) from None
-    _, master = _check_secret(header["kind"], plaintext.decode(), net)
+    words, master = _check_secret(header["kind"], plaintext.decode(), net)
     if master.fingerprint.hex() != header["fingerprint"]:
         raise KeystoreError(f"{path}: the key does not match the keystore's fingerprint")
-    return UnlockedKey(header["kind"], net, master)
+    return UnlockedKey(header["kind"], net, master, _words(header["kind"], words))
 
 
 def passphrase_from_env(var: str) -> str:

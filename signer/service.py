@@ -11,7 +11,6 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib import metadata
 from typing import Any
 
 import grpc
@@ -42,6 +41,7 @@ from signer.rpc import RpcFailure, invalid
 from signer.state import SignerState, StateError
 from vpool.rpc import series_from_descriptors
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
+from vpool.version import software_version
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,6 @@ _SCOPES = {
 _MAX_PATH_DEPTH = 16
 _TXID = re.compile(r"[0-9a-f]{64}")
 MAX_MONEY = 21_000_000 * 100_000_000
-
-
-def software_version() -> str:
-    try:
-        return metadata.version("vpool")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class SignerService(signer_pb2_grpc.SignerServiceServicer):
@@ -154,6 +147,9 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         self, request: signer_pb2.GetXpubRequest, context: Any
     ) -> signer_pb2.GetXpubResponse:
         self._check_network(request.network)
+        if not request.path.strip():
+            # Refused alike on every backend (a device may not give its master xpub).
+            raise invalid("path", "missing: give a derivation path, e.g. m/48h/1h/0h/2h")
         try:
             path = parse_path(request.path)
         except HDKeyError as e:

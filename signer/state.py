@@ -460,3 +460,27 @@ class SignerState:
             (network, series_id, index),
         )
         return None if not rows else str(rows[0][0])
+
+
+def read_registered_series(data_dir: Path, network: Network) -> dict[int, Series]:
+    """The registered series of ``network``, read without taking the data dir's lock (for the
+    operator's commands while the daemon runs); the database is opened read-only."""
+    path = data_dir / DB_FILE
+    if not path.is_file():
+        raise StateError(f"{path}: no signer database (has this signer ever started?)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT series_id, receive, change FROM series WHERE network = ? "
+                "ORDER BY series_id",
+                (network.name,),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise StateError(f"{path}: {e}") from None
+    return {
+        series_id: Series.from_descriptors(series_id, receive, change, SeriesState.ACTIVE, network)
+        for series_id, receive, change in rows
+    }

@@ -371,9 +371,33 @@ def test_watch_delivers_every_transition_in_order_across_a_reconnect(api: ApiSer
     cursors = [e.cursor for e in received]
     assert cursors == sorted(set(cursors))
     assert [e.withdrawal.request_id for e in received] == ["w-1"] * 6 + ["w-2"]
-    # Events carry the withdrawal as it is when sent: the replayed ones show it completed.
-    assert {e.withdrawal.status for e in received[3:6]} == {S.WITHDRAWAL_STATUS_COMPLETED}
+    # Each event's withdrawal carries the event's status, even when replayed after later changes.
+    assert [e.withdrawal.status for e in received] == [e.status for e in received]
     assert all(e.withdrawal.client_id == "alice" and e.at_unix > 0 for e in received)
+
+
+def test_a_replayed_event_carries_its_own_status_not_the_withdrawals_current_one(
+    api: ApiServer,
+) -> None:
+    alice = api.client()
+    alice.SubmitWithdrawal(_request(), timeout=CALL_TIMEOUT)
+    for status in (wstore.Status.IN_ROUND, wstore.Status.SIGNED, wstore.Status.BROADCAST):
+        _move(api, "w-1", status)
+    stream = alice.WatchWithdrawals(pb.WatchWithdrawalsRequest(), timeout=CALL_TIMEOUT)
+    first = next(stream)
+    stream.cancel()
+    assert (first.status, first.withdrawal.status) == (
+        S.WITHDRAWAL_STATUS_PENDING, S.WITHDRAWAL_STATUS_PENDING,
+    )  # fmt: skip
+
+
+def test_an_uppercase_bech32_withdrawal_address_is_stored_in_lower_case(api: ApiServer) -> None:
+    lower = address("upper")
+    got = api.client().SubmitWithdrawal(_request(address=lower.upper()), timeout=CALL_TIMEOUT)
+    assert got.address == lower
+    with api.engine.connect() as conn:
+        stored = wstore.get_by_request(conn, "alice", "w-1")
+    assert stored is not None and stored.address == lower
 
 
 def test_watch_streams_are_limited_and_their_slots_come_back(api: ApiServer) -> None:

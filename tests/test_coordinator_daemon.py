@@ -23,7 +23,7 @@ from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
 from tests.coordinator_harness import ADMIN, address, write_daemon_config
 from tests.factories import make_series
-from vpool import cli
+from vpool import cli, exitcodes
 from vpool.devnet.processes import ROOT, CoordinatorDaemon, Pki
 
 SERIES = make_series(1, 2, [0, 1, 2])
@@ -71,7 +71,7 @@ def _vpool(
 ) -> tuple[int, Any, str]:
     """Run ``vpool ARGS`` as alice (``admin ...`` as the admin): exit status, JSON out, stderr."""
     name = ADMIN if args[0] == "admin" else "alice"
-    status = cli.main([*args, *_connection(daemon, pki, name)])
+    status = cli.main([*args, "--json", *_connection(daemon, pki, name)])
     out, err = capsys.readouterr()
     return status, json.loads(out) if status == 0 else None, err
 
@@ -105,7 +105,7 @@ def test_serve_answers_and_keeps_state_across_a_restart(
 
     assert _vpool(capsys, daemon, pki, "admin", "pause")[1] == {"paused": True}
     status, _, err = _vpool(capsys, daemon, pki, "admin", "run-round")
-    assert status == 1 and "FAILED_PRECONDITION" in err and "paused" in err
+    assert status == exitcodes.REFUSED and "FAILED_PRECONDITION" in err and "paused" in err
 
     assert daemon.stop() == 0, daemon.log_text()
     restarted = CoordinatorDaemon(config)
@@ -115,10 +115,10 @@ def test_serve_answers_and_keeps_state_across_a_restart(
         assert [s["series_id"] for s in pool["series"]] == [1]
         status, listed, _ = _vpool(capsys, restarted, pki, "withdrawal", "list")
         assert [w["request_id"] for w in listed["withdrawals"]] == ["w-1"]
-        assert _vpool(capsys, restarted, pki, "admin", "resume")[1] == {}  # paused: false
+        assert _vpool(capsys, restarted, pki, "admin", "resume")[1] == {"paused": False}
         status, _, err = _vpool(capsys, restarted, pki, "admin", "run-round")
         # The quorum recorded before the restart holds: no round while it is degraded.
-        assert status == 1 and "FAILED_PRECONDITION" in err and "degraded" in err
+        assert status == exitcodes.REFUSED and "FAILED_PRECONDITION" in err and "degraded" in err
         assert restarted.proc.poll() is None
     finally:
         assert restarted.stop() == 0, restarted.log_text()
@@ -137,6 +137,7 @@ def test_watch_prints_json_lines_until_interrupted(
             "vpool.cli",
             "withdrawal",
             "watch",
+            "--json",
             *_connection(daemon, pki, "alice"),
         ],
         cwd=ROOT,

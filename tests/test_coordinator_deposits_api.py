@@ -8,6 +8,11 @@ The signers are shared by the module and remember every deposit address register
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +33,14 @@ from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
 from tests.coordinator_harness import CALL_TIMEOUT, ApiServer, address, make_config, row_counts
 from tests.factories import make_series, master_key
-from vpool.devnet.processes import Pki, SignerDaemon, emulator_backend, write_config, write_keystore
+from vpool.devnet.processes import (
+    ROOT,
+    Pki,
+    SignerDaemon,
+    emulator_backend,
+    write_config,
+    write_keystore,
+)
 from vpool.v1 import coordinator_pb2 as pb
 
 SERIES = make_series(1, 2, [0, 1, 2])
@@ -325,14 +337,82 @@ def test_watch_deposits_delivers_every_transition_in_order_across_a_reconnect(
     ]
     cursors = [e.cursor for e in received]
     assert cursors == sorted(set(cursors))
-    # Each event carries the deposit as it is when sent: the replayed ones show it reorged.
-    assert [e.deposit.status for e in received] == [
-        D.DEPOSIT_STATUS_SEEN,
-        D.DEPOSIT_STATUS_CONFIRMING,
-        D.DEPOSIT_STATUS_REORGED,
-        D.DEPOSIT_STATUS_REORGED,
-    ]
+    # Each event's deposit carries the event's status, even when replayed after later changes.
+    assert [e.deposit.status for e in received] == [e.status for e in received]
     assert {(e.deposit.txid, e.deposit.user_id) for e in received} == {(txid, "u1")}
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def vpool(api: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vpool ARGS`` as alice, its connection from the environment."""
+    api.pki.issue("client", "alice")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VPOOL_")}
+    env |= {
+        "VPOOL_COORDINATOR": api.address,
+        "VPOOL_CERT": str(api.pki.directory / "alice.pem"),
+        "VPOOL_KEY": str(api.pki.directory / "alice.key"),
+        "VPOOL_CA": str(api.pki.ca_path),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vpool.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_vpool_deposit_address_prints_the_address_every_signer_computed(api: ApiServer) -> None:
+    index = next_index(api.engine)
+    done = vpool(api, "deposit-address", "--user-id", "cli", "--verify-on-signers", "--json")
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert (got["address"], got["index"]) == (SERIES.address(RECEIVE, index, REGTEST), index)
+    assert got["verified_by"] == ["signer-0", "signer-1", "signer-2"]
+
+
+def test_an_uppercase_refund_address_is_registered_in_lower_case(api: ApiServer) -> None:
+    request = pb.GetDepositAddressRequest(user_id="u-up", refund_address=REFUND.upper())
+    got = api.client().GetDepositAddress(request, timeout=CALL_TIMEOUT)
+    assert got.refund_address == REFUND
+    with api.engine.connect() as conn:
+        stored = dstore.address_of(conn, SERIES.derive(RECEIVE, got.index).script_pubkey)
+    assert stored is not None and stored.refund_address == REFUND
+
+
+def test_vpool_deposits_and_refunds_list_the_callers_deposits(api: ApiServer) -> None:
+    base = next_index(api.engine)
+    credited = found_in_block(api, "alice", "cli", base, 41)
+    refunded = found_in_block(api, "alice", "cli", base, 42)
+    move(api, refunded, Status.REFUND_PENDING, "too small")
+    header, *rows = vpool(api, "deposits", "--user-id", "cli").stdout.splitlines()
+    assert header.split()[:4] == ["TXID", "VOUT", "AMOUNT_SAT", "STATUS"]
+    assert [row.split()[:4] for row in rows] == [
+        [refunded, "0", "50042", "refund_pending"], [credited, "0", "50041", "seen"],
+    ]  # fmt: skip
+    listed = json.loads(vpool(api, "refunds", "--user-id", "cli", "--json").stdout)
+    assert [(d["txid"], d["reason"]) for d in listed["deposits"]] == [(refunded, "too small")]
+
+
+def test_vpool_deposits_watch_prints_events_until_interrupted(api: ApiServer) -> None:
+    base = next_index(api.engine)
+    txid = found_in_block(api, "alice", "cli-watch", base, 43)
+    api.pki.issue("client", "alice")
+    watch = subprocess.Popen(
+        [
+            sys.executable, "-m", "vpool.cli", "deposits", "--watch",
+            "--coordinator", api.address, "--cert", str(api.pki.directory / "alice.pem"),
+            "--key", str(api.pki.directory / "alice.key"), "--ca", str(api.pki.ca_path),
+        ],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert watch.stdout is not None
+    lines = []
+    while not any(txid in line for line in lines):
+        lines.append(watch.stdout.readline())
+    assert f"  seen  deposit {txid}:0 50043 sat user cli-watch" in lines[-1]
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=60) == 0
+    watch.stdout.close()
 
 
 def test_pool_status_shows_the_alerts(api: ApiServer) -> None:
@@ -344,3 +424,19 @@ def test_pool_status_shows_the_alerts(api: ApiServer) -> None:
         (f"signer-{i}", "healthy") for i in range(3)
     ]
     assert all(s.last_seen_unix > 0 for s in status.signers) and status.quorum == "ok"
+
+
+def test_an_uppercase_operator_refund_address_is_stored_in_lower_case(api: ApiServer) -> None:
+    base = next_index(api.engine)
+    script = SERIES.derive(RECEIVE, base).script_pubkey
+    txid = f"{44:064x}"
+    with transaction(api.engine) as conn:  # no raw transaction: no sender to derive
+        dstore.record_address(
+            conn, DepositAddress(script, SERIES.id, base, "alice", "u-op", "", time.time())
+        )
+        cstore.ensure_lookahead(conn, REGTEST, base + 1)
+        dstore.add_deposit(conn, NewDeposit(txid, 0, script, 5_000, 144, txid, b""), time.time())
+    move(api, txid, Status.REFUND_PENDING, "5000 sat is below the minimum deposit of 10000")
+    request = pb.ProposeRefundRequest(txid=txid, vout=0, address=REFUND.upper())
+    got = api.admin().ProposeRefund(request, timeout=CALL_TIMEOUT)
+    assert (got.refund_address, got.refund_source) == (REFUND, "operator")

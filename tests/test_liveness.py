@@ -274,3 +274,25 @@ def test_metrics_show_the_quorum_the_signers_and_the_queue(
         'vpool_signer_healthy{signer="signer-2"} 0',
         "vpool_queue_length 0",
     ]
+
+
+def test_the_grpc_health_follows_the_quorum_and_the_node_and_comes_back(
+    board: HealthBoard, clock: Clock
+) -> None:
+    signers, published = Signers(), []
+    check(board, signers, clock)
+    assert board.publish(published.append) is None
+    signers.up -= {"signer-1", "signer-2"}
+    for _ in range(CONFIG.down_after_missed):
+        check(board, signers, clock)
+    degraded = board.publish(published.append)
+    assert degraded is not None and degraded.startswith("the pool is degraded: 1 of 3 signers")
+    signers.up |= {"signer-1", "signer-2"}
+    check(board, signers, clock)
+    board.note_node("ChainError: connection refused")
+    assert board.publish(published.append) == (
+        "the node does not answer: ChainError: connection refused"
+    )
+    board.note_node(None)
+    assert board.publish(published.append) is None
+    assert published == [True, False, False, True]

@@ -176,6 +176,7 @@ def test_get_xpub_at_a_path(stub: signer_pb2_grpc.SignerServiceStub) -> None:
     ("call", "request_message", "field"),
     [
         ("GetXpub", signer_pb2.GetXpubRequest(path="m/48x", network=4), "path"),
+        ("GetXpub", signer_pb2.GetXpubRequest(network=4), "path"),
         ("GetXpub", signer_pb2.GetXpubRequest(path="m/48h", network=1), "network"),
         ("GetXpub", signer_pb2.GetXpubRequest(path="m/48h"), "network"),
         ("DisplayAddress", signer_pb2.DisplayAddressRequest(network=4, series_id=9), "series_id"),

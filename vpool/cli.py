@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from vpool import commands, tls, verify_round
+from vpool import commands, exitcodes, output, profile, tls, verify_round
+from vpool.version import version_text
 
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this long before they are made, so peers with slow clocks accept them."""
@@ -97,23 +98,27 @@ def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    return commands.open_channel(args.coordinator, args.cert, args.key, args.ca, args.tls_name)
+    flags = {setting: getattr(args, setting) for setting in profile.SETTINGS}
+    found = profile.resolve(flags, os.environ)
+    return commands.open_channel(found.coordinator, found.cert, found.key, found.ca, found.tls_name)
 
 
-def _show(message: Message, indent: int | None = 2) -> None:
-    """A message as JSON (field names as in the proto; bytes in base64)."""
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=indent))
+def _print(message: Message, args: argparse.Namespace) -> None:
+    if args.json:
+        output.print_json(message, sys.stdout)
+    else:
+        output.human(message, sys.stdout)
 
 
 def _rpc(
     call: Callable[[grpc.Channel, argparse.Namespace], Message],
 ) -> Callable[[argparse.Namespace], int]:
-    """A command's handler: one call to the coordinator, its answer printed as JSON."""
+    """A command's handler: one call to the coordinator, its answer printed."""
 
     def handler(args: argparse.Namespace) -> int:
         with _channel(args) as channel:
-            _show(call(channel, args))
-        return 0
+            _print(call(channel, args), args)
+        return exitcodes.OK
 
     return handler
 
@@ -142,27 +147,76 @@ def _withdrawal_cancel(channel: grpc.Channel, args: argparse.Namespace) -> Messa
     return commands.cancel_withdrawal(channel, args.request_id, args.timeout)
 
 
+def _event_line(event: Message) -> str:
+    """One event for people: cursor, time, status, and what changed."""
+    values = output.to_dict(event)
+    at = datetime.fromtimestamp(values["at_unix"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+    status = str(values["status"]).split("_STATUS_", 1)[-1].lower()
+    if "withdrawal" in values:
+        w = values["withdrawal"] or {}
+        what = f"withdrawal {w.get('request_id')} {w.get('amount_sat')} sat to {w.get('address')}"
+    else:
+        d = values["deposit"] or {}
+        what = (
+            f"deposit {d.get('txid')}:{d.get('vout')} {d.get('amount_sat')} sat "
+            f"user {d.get('user_id') or '-'}"
+        )
+    return f"{values['cursor']}  {at}  {status}  {what}"
+
+
+def _follow(args: argparse.Namespace, events: Iterator[Message]) -> int:
+    """Print each event (a JSON line with --json) until interrupted or the stream ends."""
+    # SIGINT and SIGTERM cancel the stream, which ends the loop below: a KeyboardInterrupt
+    # raised somewhere inside gRPC's iterator could leave its call hanging instead.
+    cancel: Callable[[], object] = events.cancel  # type: ignore[attr-defined]
+    previous = {s: signal.signal(s, lambda *_: cancel()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for event in events:
+            if args.json:
+                output.print_json(event, sys.stdout, indent=None)
+            else:
+                print(_event_line(event))
+            sys.stdout.flush()
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.CANCELLED:
+            raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return exitcodes.OK
+
+
 def _withdrawal_watch(args: argparse.Namespace) -> int:
-    """One JSON line per event until interrupted; resume with --after-cursor."""
+    """Status changes until interrupted; resume with --after-cursor."""
     with _channel(args) as channel:
-        events = commands.watch_withdrawals(channel, args.after_cursor)
-        # SIGINT and SIGTERM cancel the stream, which ends the loop below: a KeyboardInterrupt
-        # raised somewhere inside gRPC's iterator could leave its call hanging instead.
-        cancel: Callable[[], object] = events.cancel  # type: ignore[attr-defined]
-        previous = {
-            s: signal.signal(s, lambda *_: cancel()) for s in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            for event in events:
-                _show(event, indent=None)
-                sys.stdout.flush()
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                raise
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-    return 0
+        return _follow(args, commands.watch_withdrawals(channel, args.after_cursor))
+
+
+def _deposits(args: argparse.Namespace) -> int:
+    """A page of deposits, or with --watch their status changes until interrupted."""
+    with _channel(args) as channel:
+        if args.watch:
+            return _follow(args, commands.watch_deposits(channel, args.after_cursor))
+        page = commands.list_deposits(
+            channel, args.user_id, args.status, args.page_size, args.page_token, args.timeout
+        )
+        _print(page, args)
+    return exitcodes.OK
+
+
+@_rpc
+def _refunds(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    statuses = args.status or list(commands.REFUND_STATUSES)
+    return commands.list_deposits(
+        channel, args.user_id, statuses, args.page_size, args.page_token, args.timeout
+    )
+
+
+@_rpc
+def _deposit_address(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.deposit_address(
+        channel, args.user_id, args.refund_address, args.verify_on_signers, args.timeout
+    )
 
 
 @_rpc
@@ -205,17 +259,38 @@ def _admin_add_series(channel: grpc.Channel, args: argparse.Namespace) -> Messag
     return commands.add_series(channel, args.series_id, args.receive, args.change, args.timeout)
 
 
+@_rpc
+def _admin_maintenance(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.set_maintenance(channel, args.signer_id, args.state == "on", args.timeout)
+
+
+@_rpc
+def _admin_propose_refund(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.propose_refund(channel, args.txid, args.vout, args.address, args.timeout)
+
+
+@_rpc
+def _admin_refunds(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.list_refunds(channel, args.page_size, args.page_token, args.timeout)
+
+
 def _connection() -> argparse.ArgumentParser:
-    """The options every coordinator command takes."""
+    """The options every coordinator command takes; see vpool.profile for their defaults."""
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("connection")
-    group.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="its address")
-    group.add_argument("--cert", type=Path, required=True, help="your certificate (PEM)")
-    group.add_argument("--key", type=Path, required=True, help="your private key (PEM)")
-    group.add_argument("--ca", type=Path, required=True, help="the pool's CA certificate")
+    group = parent.add_argument_group(
+        "connection (default: $VPOOL_COORDINATOR, $VPOOL_CERT, $VPOOL_KEY, $VPOOL_CA, "
+        "$VPOOL_TLS_NAME, then the profile $VPOOL_PROFILE or ~/.config/vpool/profile.toml)"
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="its address")
+    group.add_argument("--cert", type=Path, help="your certificate (PEM)")
+    group.add_argument("--key", type=Path, help="your private key (PEM)")
+    group.add_argument("--ca", type=Path, help="the pool's CA certificate")
     group.add_argument("--tls-name", help="the name in the coordinator's certificate, if not HOST")
     group.add_argument(
         "--timeout", type=float, default=commands.DEFAULT_TIMEOUT, help="seconds per call"
+    )
+    parent.add_argument(
+        "--json", action="store_true", help="print JSON (bytes in hex) instead of a table"
     )
     return parent
 
@@ -255,11 +330,47 @@ def _add_client_commands(
     )  # fmt: skip
     _paging(listing)
     listing.set_defaults(handler=_withdrawal_list)
-    watch = sub.add_parser("watch", parents=[parent], help="follow status changes (JSON lines)")
+    watch = sub.add_parser("watch", parents=[parent], help="follow status changes")
     watch.add_argument(
         "--after-cursor", type=_integer(0, UINT64_MAX), default=0, help="the last cursor you saw"
     )
     watch.set_defaults(handler=_withdrawal_watch)
+
+    address = subcommands.add_parser(
+        "deposit-address", parents=[parent], help="a new deposit address for one of your users"
+    )
+    address.add_argument("--user-id", required=True, help="your user it is for")
+    address.add_argument("--refund-address", default="", help="where to refund its deposits")
+    address.add_argument(
+        "--verify-on-signers",
+        action="store_true",
+        help="have every signer compute it too (fails unless all agree)",
+    )
+    address.set_defaults(handler=_deposit_address)
+
+    for name, handler, help_text, statuses in (
+        ("deposits", _deposits, "your deposits, newest first (--watch: follow them)", None),
+        ("refunds", _refunds, "your deposits being refunded, newest first", "refund"),
+    ):
+        listing = subcommands.add_parser(name, parents=[parent], help=help_text)
+        listing.add_argument("--user-id", default="", help="only this user's")
+        choices = sorted(commands.DEPOSIT_STATUS_NAMES)
+        if statuses is not None:
+            choices = sorted(commands.REFUND_STATUSES)
+        listing.add_argument(
+            "--status", action="append", default=[], choices=choices,
+            help="only this status (repeatable)",
+        )  # fmt: skip
+        _paging(listing)
+        if name == "deposits":
+            listing.add_argument(
+                "--watch", action="store_true", help="follow status changes until interrupted"
+            )
+            listing.add_argument(
+                "--after-cursor", type=_integer(0, UINT64_MAX), default=0,
+                help="with --watch: the last cursor you saw",
+            )  # fmt: skip
+        listing.set_defaults(handler=handler)
 
     pool = subcommands.add_parser("pool", help="the pool")
     pool_sub = pool.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
@@ -296,13 +407,34 @@ def _add_admin_commands(
     series.add_argument("--receive", required=True, help="receive descriptor (/0/*)")
     series.add_argument("--change", required=True, help="change descriptor (/1/*)")
     series.set_defaults(handler=_admin_add_series)
+    maintenance = sub.add_parser(
+        "maintenance", parents=[parent], help="start or end a signer's maintenance"
+    )
+    maintenance.add_argument("--signer-id", required=True, help="the signer")
+    maintenance.add_argument("state", choices=("on", "off"), help="on: start it; off: end it")
+    maintenance.set_defaults(handler=_admin_maintenance)
+    refund = sub.add_parser(
+        "propose-refund", parents=[parent], help="refund a deposit to an address you choose"
+    )
+    refund.add_argument("--txid", required=True, help="the deposit transaction")
+    refund.add_argument("--vout", type=_integer(0, UINT32_MAX), required=True, help="its output")
+    refund.add_argument("--address", required=True, help="where to refund it")
+    refund.set_defaults(handler=_admin_propose_refund)
+    refunds = sub.add_parser("refunds", parents=[parent], help="every deposit with a refund")
+    _paging(refunds)
+    refunds.set_defaults(handler=_admin_refunds)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpool",
-        description="vpool client and operator tool.",
+        description="vpool client and operator tool. Connection settings come from flags, "
+        "then VPOOL_* environment variables, then a profile file (see README, 'The "
+        "command line').",
+        epilog=exitcodes.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_text("vpool"))
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_certs(subcommands)
     connection = _connection()
@@ -318,15 +450,18 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 0
+        return exitcodes.OK
     try:
         return handler(args)
     except grpc.RpcError as e:
         print(f"vpool: error: {e.code().name}: {e.details()}", file=sys.stderr)
-        return 1
+        return exitcodes.of_status(e.code())
+    except profile.ProfileError as e:
+        print(f"vpool: error: {e}", file=sys.stderr)
+        return exitcodes.USAGE
     except (tls.TlsError, OSError) as e:
         print(f"vpool: error: {e}", file=sys.stderr)
-        return 1
+        return exitcodes.ERROR
 
 
 if __name__ == "__main__":

@@ -20,6 +20,13 @@ STATUS_NAMES = {
     for name, number in pb.WithdrawalStatus.items()
     if number != pb.WITHDRAWAL_STATUS_UNSPECIFIED
 }
+DEPOSIT_STATUS_NAMES = {
+    name.removeprefix("DEPOSIT_STATUS_").lower(): number
+    for name, number in pb.DepositStatus.items()
+    if number != pb.DEPOSIT_STATUS_UNSPECIFIED
+}
+REFUND_STATUSES = ("refund_pending", "refund_proposed", "refund_signed", "refunded")
+"""The deposit statuses `vpool refunds` lists: deposits on their way back to their sender."""
 
 
 def open_channel(
@@ -122,6 +129,50 @@ def fee_statement(
     return answer
 
 
+def deposit_address(
+    channel: grpc.Channel,
+    user_id: str,
+    refund_address: str = "",
+    verify_on_signers: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> pb.DepositAddress:
+    request = pb.GetDepositAddressRequest(
+        user_id=user_id, refund_address=refund_address, verify_on_signers=verify_on_signers
+    )
+    answer: pb.DepositAddress = _client(channel).GetDepositAddress(request, timeout=timeout)
+    return answer
+
+
+def list_deposits(
+    channel: grpc.Channel,
+    user_id: str = "",
+    statuses: Sequence[str] = (),
+    page_size: int = 0,
+    page_token: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> pb.ListDepositsResponse:
+    """``statuses`` by name (``credited``, ``refund_pending``, ...: keys of
+    ``DEPOSIT_STATUS_NAMES``)."""
+    request = pb.ListDepositsRequest(
+        user_id=user_id,
+        statuses=[DEPOSIT_STATUS_NAMES[s] for s in statuses],
+        page_size=page_size,
+        page_token=page_token,
+    )
+    answer: pb.ListDepositsResponse = _client(channel).ListDeposits(request, timeout=timeout)
+    return answer
+
+
+def watch_deposits(
+    channel: grpc.Channel, after_cursor: int = 0, timeout: float | None = None
+) -> Iterator[pb.DepositEvent]:
+    """Deposit events until the stream ends (``timeout``: None to follow it for as long as it
+    lasts)."""
+    request = pb.WatchDepositsRequest(after_cursor=after_cursor)
+    events: Iterator[pb.DepositEvent] = _client(channel).WatchDeposits(request, timeout=timeout)
+    return events
+
+
 # --- operators --------------------------------------------------------------------------------
 
 
@@ -173,4 +224,31 @@ def add_series(
         change_descriptor=change_descriptor,
     )
     answer: pb.SeriesInfo = _admin(channel).AddSeries(request, timeout=timeout)
+    return answer
+
+
+def set_maintenance(
+    channel: grpc.Channel, signer_id: str, maintenance: bool, timeout: float = DEFAULT_TIMEOUT
+) -> pb.SignerHealth:
+    request = pb.SetSignerMaintenanceRequest(signer_id=signer_id, maintenance=maintenance)
+    answer: pb.SignerHealth = _admin(channel).SetSignerMaintenance(request, timeout=timeout)
+    return answer
+
+
+def propose_refund(
+    channel: grpc.Channel, txid: str, vout: int, address: str, timeout: float = DEFAULT_TIMEOUT
+) -> pb.Deposit:
+    request = pb.ProposeRefundRequest(txid=txid, vout=vout, address=address)
+    answer: pb.Deposit = _admin(channel).ProposeRefund(request, timeout=timeout)
+    return answer
+
+
+def list_refunds(
+    channel: grpc.Channel,
+    page_size: int = 0,
+    page_token: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> pb.ListRefundsResponse:
+    request = pb.ListRefundsRequest(page_size=page_size, page_token=page_token)
+    answer: pb.ListRefundsResponse = _admin(channel).ListRefunds(request, timeout=timeout)
     return answer
