@@ -4,8 +4,10 @@
 the API, and runs one background loop: check the signers' health every
 ``liveness.health_interval_seconds`` (and at once when the active series changes), follow the
 chain (scanner: deposits are classified against the quorum the checks record), credit the
-confirmed deposits the signers acknowledged (coordinator.credits), follow the open
-rounds (track), start a withdrawal round when one is due, and a refund round when deposits wait
+confirmed deposits the signers acknowledged (coordinator.credits), check the pool's unconfirmed
+transactions against the node at each new block (coordinator.watcher: re-sends, refusals,
+reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
+the open rounds (track), start a withdrawal round when one is due, and a refund round when deposits wait
 for one (coordinator.scheduler).
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
 ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
@@ -28,6 +30,7 @@ from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.chain import BitcoinRPC, ChainError
 from coordinator.config import ConfigError, CoordinatorConfig, load_config
 from coordinator.credits import Credits
+from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
 from coordinator.metrics import MetricsServer
 from coordinator.rounds import RoundEngine
@@ -38,6 +41,7 @@ from coordinator.signers import SignerPool
 from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate, transaction
 from coordinator.watch import ChangeSignal
+from coordinator.watcher import TransactionWatcher
 from pool.errors import VpoolError
 from pool.series import SeriesState
 
@@ -101,7 +105,11 @@ class Loop:
         signers: SignerPool,
         board: HealthBoard,
         changes: ChangeSignal,
+        watcher: TransactionWatcher,
+        expiry: Expiry,
     ) -> None:
+        self._watcher = watcher
+        self._expiry = expiry
         self._poll = config.chain.poll_seconds
         self._health_interval = config.liveness.health_interval_seconds
         self._scanner = scanner
@@ -136,9 +144,18 @@ class Loop:
                 next_health = time.monotonic() + self._health_interval
             self._step("scanning the chain", self._scanner.sync)
             self._step("crediting deposits", self._credits.run)
+            self._step("watching transactions", self._watch)
+            self._step("expiring withdrawals", self._expire)
             self._changes.notify()
             self._step("running rounds", self._scheduler.tick)
             self._stop.wait(self._poll)
+
+    def _watch(self) -> None:
+        self._scheduler.exclusive(self._watcher.check)
+
+    def _expire(self) -> None:
+        if self._expiry.run():
+            self._changes.notify()
 
     def _check_signers(self) -> None:
         self._board.check(self._signers, min(HEALTH_TIMEOUT_SECONDS, self._health_interval))
@@ -192,7 +209,9 @@ def serve(config_path: Path) -> int:
         )
         deadline = min(ACKNOWLEDGE_TIMEOUT_SECONDS, config.rounds.sign_deadline_seconds)
         credits = Credits(engine, config.network, signers, board, deadline, time.time)
-        loop = Loop(config, scanner, credits, scheduler, signers, board, changes)
+        watcher = TransactionWatcher(config, engine, chain, rounds, time.time)
+        expiry = Expiry(engine, config.rounds.withdrawal_expiry_seconds, time.time)
+        loop = Loop(config, scanner, credits, scheduler, signers, board, changes, watcher, expiry)
         loop.start()
         if config.server.metrics_listen:
             metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
