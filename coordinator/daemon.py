@@ -7,8 +7,8 @@ chain (scanner: deposits are classified against the quorum the checks record), c
 confirmed deposits the signers acknowledged (coordinator.credits), check the pool's unconfirmed
 transactions against the node at each new block (coordinator.watcher: re-sends, refusals,
 reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
-the open rounds (track), start a withdrawal round when one is due, and a refund round when deposits wait
-for one (coordinator.scheduler).
+the open rounds (track), start a withdrawal round when one is due, and a refund round when
+deposits wait for one (coordinator.scheduler).
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
 ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
 (every step of a round is persisted before its side effect).
