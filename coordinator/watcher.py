@@ -12,7 +12,9 @@ For each transaction not in a block (coordinator.store.sends.watched_transaction
   confirmations the transaction is ``conflicted`` (final; its other inputs are released) and
   each withdrawal it carried is marked ``completed`` when the conflicting transaction pays it
   (an output to its destination of the amount this transaction paid it, each output matching
-  one payment), else queued again (``pending``); an alert ``transaction-conflicted`` says which;
+  one payment, outputs paying the conflicting transaction's own withdrawals when it is a round
+  transaction of the pool excluded), else queued again (``pending``); an alert
+  ``transaction-conflicted`` says which;
 - otherwise it is sent again (``signed`` ones of rounds the engine broadcasts, too: stored as
   ``broadcast`` once the node takes them). Every send is recorded (``transaction_sends``): taken,
   or refused with the node's reason, which also raises an alert ``transaction-refused`` (once
@@ -173,6 +175,8 @@ class TransactionWatcher:
         paid_outputs = Counter((o.script_pubkey, o.value) for o in Transaction.parse(raw).outputs)
 
         def settle(conn: Connection, now: float) -> None:
+            for own in sstore.carried_outputs(conn, spender):  # a round of ours pays those
+                paid_outputs[(own.script_pubkey, own.amount)] -= 1
             record = rstore.round_by_seq(conn, tx.round_seq)
             sstore.release_inputs(conn, tx.round_seq, outpoints)
             summary = ["no withdrawal"]

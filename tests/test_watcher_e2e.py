@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from coordinator.config import load_config
 from coordinator.store import schema
@@ -83,10 +83,15 @@ def mine_one_seen(pool: DevPool) -> None:
     pool.wait_until(lambda: pool.status().tip_height == tip or None, f"the coordinator at {tip}")
 
 
+def store(pool: DevPool) -> Engine:
+    """The coordinator's store (dispose it after use)."""
+    config = load_config(pool.directory / "coordinator" / "coordinator.toml")
+    return schema.make_engine(config.database_url)
+
+
 def sends(pool: DevPool, txid: str) -> list[tuple[bool, str]]:
     """The watcher's record of the sends of ``txid`` (accepted, detail)."""
-    config = load_config(pool.directory / "coordinator" / "coordinator.toml")
-    engine = schema.make_engine(config.database_url)
+    engine = store(pool)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
