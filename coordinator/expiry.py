@@ -40,9 +40,13 @@ class Expiry:
     def run(self) -> int:
         """Expire the withdrawals deferred too long; how many expired."""
         now = self._clock()
+        cutoff = now - self._expiry_seconds
+        with self._engine.connect() as conn:  # a read first: no write lock at every step
+            if not wstore.deferred_since_before(conn, cutoff):
+                return 0
         expired = 0
         with transaction(self._engine) as conn:
-            for found, since in wstore.deferred_since_before(conn, now - self._expiry_seconds):
+            for found, since in wstore.deferred_since_before(conn, cutoff):
                 reason = expiry_reason(since, self._expiry_seconds)
                 if wstore.expire(conn, found.id, reason, now):
                     expired += 1
