@@ -349,10 +349,6 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         _seconds(getattr(rounds, name), f"rounds.{name}")
     _seconds(rounds.withdrawal_expiry_seconds, "rounds.withdrawal_expiry_seconds")
     _positive(rounds.queue_threshold, "rounds.queue_threshold")
-    if rounds.sign_deadline_seconds > rounds.round_deadline_seconds:
-        raise ConfigError(
-            "rounds.sign_deadline_seconds: must not exceed rounds.round_deadline_seconds"
-        )
 
     signers = []
     for where, entry in _entries(doc, "signers"):
