@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from coordinator import validation, views
+from coordinator.admission import admit
 from coordinator.config import CoordinatorConfig
 from coordinator.deposit_api import DepositApi, DepositSigners
 from coordinator.health import HealthBoard
@@ -122,6 +123,7 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             stored = wstore.get_by_request(conn, client_id, body.request_id)
             created = stored is None
             if stored is None:
+                admit(conn, self._config, body.amount, body.extra_fee)
                 stored = wstore.insert_withdrawal(
                     conn,
                     client_id=client_id,

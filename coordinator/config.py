@@ -6,6 +6,7 @@ against the directory of the configuration file. See docs/coordinator.example.to
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -17,6 +18,20 @@ from pool.networks import NETWORKS, Network, get_network
 
 MIN_FEE_RATE = 1_000
 """The lowest fee floor, sat per 1000 vB: nodes relay nothing below 1 sat/vB."""
+MAX_FEE_RATE = 10_000_000
+"""The highest fee ceiling, sat per 1000 vB (10,000 sat/vB): above it a typo, not a fee."""
+MAX_FEE_TARGET_BLOCKS = 1_008
+"""The longest fee target a node estimates for (Bitcoin Core's ``estimatesmartfee``)."""
+MAX_DEPTH = 100_000
+"""The most confirmations any depth setting may ask for (about two years of blocks)."""
+MAX_SECONDS = 366 * 86_400.0
+"""The longest time any duration setting may be (a year): above it, a typo."""
+MAX_MESSAGE_BYTES = 2**31 - 1
+"""gRPC's limit on a message size."""
+MAX_LOOKAHEAD = 100_000
+"""The most unused addresses the scanner watches ahead per branch."""
+CONSENSUS_COINBASE_MATURITY = 100
+"""Consensus: a coinbase output is spendable after this many confirmations."""
 
 
 class ConfigError(ValueError):
@@ -88,6 +103,9 @@ class RoundsConfig:
     max_inputs: int = 2_000
     """Most UTXOs in one withdrawal round's manifest (the first in spending order; the others
     wait): at most every signer's ``max_inputs``."""
+    withdrawal_expiry_seconds: float = 7 * 86_400.0
+    """A withdrawal ``deferred`` (the pool lacked funds) for longer than this since it was
+    submitted becomes ``expired``, final (coordinator.expiry)."""
 
 
 @dataclass(frozen=True)
@@ -205,8 +223,16 @@ def _path(base: Path, doc: dict[str, Any], key: str, where: str, must_exist: boo
 
 
 def _positive(value: int | float, name: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number")
     if value <= 0:
         raise ConfigError(f"{name}: must be positive")
+
+
+def _seconds(value: float, name: str) -> None:
+    """A duration: positive, finite, at most ``MAX_SECONDS``."""
+    _positive(value, name)
+    _at_most(value, MAX_SECONDS, name, " seconds (a year)")
 
 
 def _at_least(value: int | float, low: int | float, name: str, what: str = "") -> None:
@@ -260,8 +286,10 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         metrics_listen=_get(s, "metrics_listen", str, "server.", ""),
     )
     host, colon, port = server.metrics_listen.rpartition(":")
-    if server.metrics_listen and not (colon and host and port.isdigit()):
-        raise ConfigError("server.metrics_listen: expected host:port")
+    if server.metrics_listen and not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError("server.metrics_listen: expected host:port (port 1 to 65535)")
+    _at_least(server.max_message_bytes, 1024, "server.max_message_bytes", " bytes")
+    _at_most(server.max_message_bytes, MAX_MESSAGE_BYTES, "server.max_message_bytes", " bytes")
 
     c = _table(doc, "chain")
     cookie = c.get("cookie_file")
@@ -279,10 +307,12 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     )
     if chain.scan_start_height < 0:
         raise ConfigError("chain.scan_start_height: must not be negative")
-    _positive(chain.poll_seconds, "chain.poll_seconds")
-    _positive(chain.timeout_seconds, "chain.timeout_seconds")
+    _seconds(chain.poll_seconds, "chain.poll_seconds")
+    _seconds(chain.timeout_seconds, "chain.timeout_seconds")
     _at_least(chain.fee_target_blocks, 1, "chain.fee_target_blocks")
+    _at_most(chain.fee_target_blocks, MAX_FEE_TARGET_BLOCKS, "chain.fee_target_blocks")
     _at_least(chain.fee_floor, MIN_FEE_RATE, "chain.fee_floor", " sat/1000 vB (1 sat/vB)")
+    _at_most(chain.fee_ceiling, MAX_FEE_RATE, "chain.fee_ceiling", " sat/1000 vB (10,000 sat/vB)")
     if chain.fee_floor > chain.fee_ceiling:
         raise ConfigError("chain.fee_floor: must not exceed chain.fee_ceiling")
 
@@ -299,6 +329,17 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     _at_least(pool.max_weight, MIN_MAX_WEIGHT, "pool.max_weight", " weight units")
     _at_most(pool.max_weight, MAX_STANDARD_WEIGHT, "pool.max_weight", " (the standard limit)")
     _at_most(pool.max_withdrawal, MAX_MONEY, "pool.max_withdrawal", " sat (21 million BTC)")
+    _at_most(pool.dust_limit, pool.max_withdrawal, "pool.dust_limit", " (pool.max_withdrawal)")
+    for name in ("min_conf", "maturation"):
+        _at_most(getattr(pool, name), MAX_DEPTH, f"pool.{name}", " confirmations")
+    _at_most(pool.address_lookahead, MAX_LOOKAHEAD, "pool.address_lookahead")
+    _at_least(
+        pool.coinbase_maturity,
+        CONSENSUS_COINBASE_MATURITY,
+        "pool.coinbase_maturity",
+        " confirmations (consensus)",
+    )
+    _at_most(pool.coinbase_maturity, MAX_DEPTH, "pool.coinbase_maturity", " confirmations")
 
     r = _table(doc, "rounds")
     rounds = RoundsConfig(
@@ -308,9 +349,14 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         round_deadline_seconds=_get(r, "round_deadline_seconds", float, "rounds.", 120.0),
         max_requests=_get(r, "max_requests", int, "rounds.", 3_000),
         max_inputs=_get(r, "max_inputs", int, "rounds.", 2_000),
+        withdrawal_expiry_seconds=_get(
+            r, "withdrawal_expiry_seconds", float, "rounds.", 7 * 86_400.0
+        ),
     )
-    for name in RoundsConfig.__dataclass_fields__:
-        _positive(getattr(rounds, name), f"rounds.{name}")
+    for name in ("interval_seconds", "sign_deadline_seconds", "round_deadline_seconds"):
+        _seconds(getattr(rounds, name), f"rounds.{name}")
+    _seconds(rounds.withdrawal_expiry_seconds, "rounds.withdrawal_expiry_seconds")
+    _positive(rounds.queue_threshold, "rounds.queue_threshold")
 
     signers = []
     for where, entry in _entries(doc, "signers"):
@@ -334,6 +380,9 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         )
         for where, entry in _entries(doc, "series")
     )
+    for i, one in enumerate(series):
+        if not 0 <= one.id < 2**31:
+            raise ConfigError(f"series[{i}].id: must be from 0 to 2^31 - 1")
     d = _table(doc, "deposits")
     deposits = DepositsConfig(
         confirmations=_get(d, "confirmations", int, "deposits.", 3),
@@ -348,6 +397,9 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         _positive(getattr(deposits, name), f"deposits.{name}")
     if deposits.refund_threshold > deposits.min_deposit:
         raise ConfigError("deposits.refund_threshold: must not exceed deposits.min_deposit")
+    _at_most(deposits.min_deposit, MAX_MONEY, "deposits.min_deposit", " sat (21 million BTC)")
+    _at_most(deposits.confirmations, MAX_DEPTH, "deposits.confirmations", " confirmations")
+    _at_most(deposits.retired_grace_blocks, MAX_DEPTH, "deposits.retired_grace_blocks", " blocks")
 
     lv = _table(doc, "liveness")
     fraction_text = _get(lv, "quorum_fraction", str, "liveness.", "2/3")
@@ -362,8 +414,9 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         down_after_missed=_get(lv, "down_after_missed", int, "liveness.", 2),
         quorum_fraction=fraction,
     )
-    _positive(liveness.health_interval_seconds, "liveness.health_interval_seconds")
+    _seconds(liveness.health_interval_seconds, "liveness.health_interval_seconds")
     _positive(liveness.down_after_missed, "liveness.down_after_missed")
+    _at_most(liveness.down_after_missed, 1_000, "liveness.down_after_missed")
 
     return CoordinatorConfig(
         network=get_network(network_name),

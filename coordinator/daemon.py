@@ -4,9 +4,11 @@
 the API, and runs one background loop: check the signers' health every
 ``liveness.health_interval_seconds`` (and at once when the active series changes), follow the
 chain (scanner: deposits are classified against the quorum the checks record), credit the
-confirmed deposits the signers acknowledged (coordinator.credits), follow the open
-rounds (track), start a withdrawal round when one is due, and a refund round when deposits wait
-for one (coordinator.scheduler).
+confirmed deposits the signers acknowledged (coordinator.credits), check the pool's unconfirmed
+transactions against the node at each new block (coordinator.watcher: re-sends, refusals,
+reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
+the open rounds (track), start a withdrawal round when one is due, and a refund round when
+deposits wait for one (coordinator.scheduler).
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
 ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
 (every step of a round is persisted before its side effect).
@@ -28,6 +30,7 @@ from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.chain import BitcoinRPC, ChainError
 from coordinator.config import ConfigError, CoordinatorConfig, load_config
 from coordinator.credits import Credits
+from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
 from coordinator.metrics import MetricsServer
 from coordinator.rounds import RoundEngine
@@ -38,6 +41,7 @@ from coordinator.signers import SignerPool
 from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate, transaction
 from coordinator.watch import ChangeSignal
+from coordinator.watcher import TransactionWatcher
 from pool.errors import VpoolError
 from pool.series import SeriesState
 
@@ -102,8 +106,12 @@ class Loop:
         board: HealthBoard,
         changes: ChangeSignal,
         set_serving: Callable[[bool], None],
+        watcher: TransactionWatcher,
+        expiry: Expiry,
     ) -> None:
         self._set_serving = set_serving
+        self._watcher = watcher
+        self._expiry = expiry
         self._poll = config.chain.poll_seconds
         self._health_interval = config.liveness.health_interval_seconds
         self._scanner = scanner
@@ -138,6 +146,8 @@ class Loop:
                 next_health = time.monotonic() + self._health_interval
             self._step("scanning the chain", self._sync)
             self._step("crediting deposits", self._credits.run)
+            self._step("watching transactions", self._watch)
+            self._step("expiring withdrawals", self._expire)
             self._changes.notify()
             self._step("running rounds", self._scheduler.tick)
             self._step("publishing the health", lambda: self._board.publish(self._set_serving))
@@ -151,6 +161,13 @@ class Loop:
             self._board.note_node(str(e))
             raise
         self._board.note_node(None)
+
+    def _watch(self) -> None:
+        self._scheduler.exclusive(self._watcher.check)
+
+    def _expire(self) -> None:
+        if self._expiry.run():
+            self._changes.notify()
 
     def _check_signers(self) -> None:
         self._board.check(self._signers, min(HEALTH_TIMEOUT_SECONDS, self._health_interval))
@@ -204,8 +221,19 @@ def serve(config_path: Path) -> int:
         )
         deadline = min(ACKNOWLEDGE_TIMEOUT_SECONDS, config.rounds.sign_deadline_seconds)
         credits = Credits(engine, config.network, signers, board, deadline, time.time)
+        watcher = TransactionWatcher(config, engine, chain, rounds, time.time)
+        expiry = Expiry(engine, config.rounds.withdrawal_expiry_seconds, time.time)
         loop = Loop(
-            config, scanner, credits, scheduler, signers, board, changes, running.set_serving
+            config,
+            scanner,
+            credits,
+            scheduler,
+            signers,
+            board,
+            changes,
+            running.set_serving,
+            watcher,
+            expiry,
         )
         board.publish(running.set_serving)  # the quorum recorded before a restart holds
         loop.start()

@@ -94,6 +94,7 @@ _ROUND_OF_TX = {
     TxStatus.BROADCAST: RoundStatus.BROADCAST,
     TxStatus.CONFIRMED: RoundStatus.BROADCAST,
     TxStatus.COMPLETED: RoundStatus.COMPLETED,
+    TxStatus.CONFLICTED: RoundStatus.COMPLETED,
 }
 
 
@@ -500,6 +501,23 @@ class RoundEngine:
         if tx.block_height is None:
             log.warning("transaction %s left the chain; sending it again", tx.txid)
             self._push(tx)
+
+    def set_transaction_status(
+        self,
+        tx: TxRecord,
+        status: TxStatus,
+        before: Callable[[Connection, float], None] | None = None,
+    ) -> None:
+        """For the transaction watcher (coordinator.watcher): store the status it found for
+        ``tx`` (``broadcast`` once it sent it, or after a reorganisation took a completed one
+        out; ``conflicted``), after ``before`` in the same database transaction, and bring the
+        round and its requests along."""
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            if before is not None:
+                before(conn, now)
+            rstore.set_tx_status(conn, tx.round_seq, tx.idx, status)
+            self._follow(conn, tx.round_seq, now)
 
     def _follow(self, conn: Connection, seq: int, now: float) -> None:
         """Bring the round's requests (its builder's business) and the round itself to where

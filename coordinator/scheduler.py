@@ -101,6 +101,13 @@ class RoundScheduler:
             self._work.resume()
         self._changes.notify()
 
+    def exclusive(self, work: Callable[[], object]) -> None:
+        """Run ``work`` (the transaction watcher, coordinator.watcher) under the lock rounds
+        run under, so it never races a round or the tracking."""
+        with self._lock:
+            work()
+        self._changes.notify()
+
     def run_now(self) -> Outcome:
         """Run a round at once; raises ``RoundsPaused``, ``RoundBusy`` or ``PoolDegraded``
         instead."""

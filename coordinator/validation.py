@@ -93,11 +93,8 @@ def withdrawal(
         raise invalid("amount_sat", "must be positive")
     if amount < pool.dust_limit:
         raise invalid("amount_sat", f"{amount} is below the pool's dust limit of {pool.dust_limit}")
-    if amount > pool.max_withdrawal:
-        raise invalid(
-            "amount_sat",
-            f"{amount} is above the pool's maximum withdrawal of {pool.max_withdrawal}",
-        )
+    if amount > MAX_MONEY:
+        raise invalid("amount_sat", f"{amount} is above 21,000,000 BTC")
     if request.extra_fee_sat > MAX_MONEY:
         raise invalid("extra_fee_sat", f"{request.extra_fee_sat} is above 21,000,000 BTC")
     canonical = script_pubkey_to_address(script_pubkey, network) or request.address

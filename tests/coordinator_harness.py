@@ -34,7 +34,8 @@ from coordinator.health import HealthBoard
 from coordinator.scheduler import RoundScheduler
 from coordinator.server import start_server
 from coordinator.signers import SignerPool
-from coordinator.store.schema import metadata
+from coordinator.store.chain import BlockRecord, PoolAddress, add_block, add_utxo
+from coordinator.store.schema import metadata, transaction
 from coordinator.watch import ChangeSignal
 from pool.address import encode_segwit_address
 from pool.hashes import sha256
@@ -180,6 +181,27 @@ class ApiServer:
             channel.close()
         self.running.stop(0)
         self.signers.close()
+
+
+FUNDING_SERIES = 99
+"""The series id of the outputs ``fund_pool`` adds: not a series of the store, so no test's
+series shows them."""
+
+
+def fund_pool(engine: Engine, value: int, min_conf: int = PoolConfig().min_conf) -> None:
+    """Give the pool ``value`` satoshis of confirmed change (one output, ``min_conf`` blocks
+    deep), so that SubmitWithdrawal's admission (coordinator.admission) takes withdrawals up to
+    that much."""
+    with transaction(engine) as conn:
+        for height in range(1, min_conf + 1):
+            add_block(
+                conn,
+                BlockRecord(height, f"{height:064x}", f"{height - 1:064x}"),
+                0.0,
+                header_time=0,
+            )
+        script = bytes.fromhex("0020") + sha256(b"funding")
+        add_utxo(conn, "ff" * 32, 0, value, script, PoolAddress(FUNDING_SERIES, 1, 0), 1, False)
 
 
 def row_counts(engine: Engine) -> dict[str, int]:

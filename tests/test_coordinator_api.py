@@ -36,6 +36,7 @@ from tests.coordinator_harness import (
     MAX_WITHDRAWAL,
     ApiServer,
     address,
+    fund_pool,
     make_config,
     row_counts,
 )
@@ -45,6 +46,8 @@ from vpool.v1 import common_pb2
 from vpool.v1 import coordinator_pb2 as pb
 
 S = pb.WithdrawalStatus
+POOL_FUNDS = 100 * BTC
+"""What the pool holds in these tests (admission refuses withdrawals above what it can pay)."""
 SERIES = make_series(1, 2, [0, 1, 2])
 
 
@@ -55,6 +58,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def api(pki: Pki, tmp_path: Path, store_url: str, engine: Engine) -> Iterator[ApiServer]:
+    fund_pool(engine, POOL_FUNDS)
     server = ApiServer(pki, make_config(pki, tmp_path, store_url), engine)
     yield server
     server.stop()
@@ -103,11 +107,7 @@ BAD_INPUT = [
     ({"address": "bcrt1qqqqq"}, f"address: {_address_error('bcrt1qqqqq')}"),
     ({"amount_sat": 0}, "amount_sat: must be positive"),
     ({"amount_sat": 545}, "amount_sat: 545 is below the pool's dust limit of 546"),
-    (
-        {"amount_sat": MAX_WITHDRAWAL + 1},
-        f"amount_sat: {MAX_WITHDRAWAL + 1} is above the pool's maximum withdrawal",
-    ),
-    ({"amount_sat": 2**64 - 1}, f"amount_sat: {2**64 - 1} is above the pool's maximum"),
+    ({"amount_sat": 2**64 - 1}, f"amount_sat: {2**64 - 1} is above 21,000,000 BTC"),
     ({"extra_fee_sat": 21_000_000 * BTC + 1}, "extra_fee_sat: 2100000000000001 is above 21,000"),
 ]
 
@@ -121,6 +121,69 @@ def test_bad_input_is_refused_naming_the_field_and_stores_nothing(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(message)
     assert row_counts(api.engine) == before
+
+
+UNPAYABLE = [
+    (
+        {"amount_sat": MAX_WITHDRAWAL + 1},
+        f"amount_sat: {MAX_WITHDRAWAL + 1} is above the pool's maximum withdrawal "
+        f"(pool.max_withdrawal) of {MAX_WITHDRAWAL} sat",
+    ),
+    (
+        {"amount_sat": 21_000_000 * BTC},
+        "amount_sat: 2100000000000000 is above the pool's maximum withdrawal",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), UNPAYABLE, ids=[m for _, m in UNPAYABLE])
+def test_a_withdrawal_above_the_pool_maximum_is_refused_naming_the_limit(
+    api: ApiServer, changes: dict[str, Any], message: str
+) -> None:
+    before = row_counts(api.engine)
+    code, details = _error(api.client().SubmitWithdrawal, _request(**changes))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.startswith(message)
+    assert row_counts(api.engine) == before
+
+
+def test_a_withdrawal_above_the_spendable_balance_is_refused_naming_it(api: ApiServer) -> None:
+    stub = api.client()
+    for i in range(POOL_FUNDS // MAX_WITHDRAWAL):
+        stub.SubmitWithdrawal(
+            _request(request_id=f"w-{i}", amount_sat=MAX_WITHDRAWAL), timeout=CALL_TIMEOUT
+        )
+    before = row_counts(api.engine)
+    code, details = _error(stub.SubmitWithdrawal, _request(request_id="one-too-many"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details == (
+        f"amount_sat: {BTC} (plus extra fee 0) is above the pool's spendable balance of 0 sat "
+        f"(confirmed {POOL_FUNDS} sat minus {POOL_FUNDS} sat claimed by withdrawals not yet sent)"
+    )
+    assert row_counts(api.engine) == before
+
+
+def test_a_cancelled_withdrawal_gives_its_claim_back(api: ApiServer) -> None:
+    stub = api.client()
+    for i in range(POOL_FUNDS // MAX_WITHDRAWAL):
+        stub.SubmitWithdrawal(
+            _request(request_id=f"w-{i}", amount_sat=MAX_WITHDRAWAL), timeout=CALL_TIMEOUT
+        )
+    stub.CancelWithdrawal(pb.CancelWithdrawalRequest(request_id="w-0"), timeout=CALL_TIMEOUT)
+    got = stub.SubmitWithdrawal(_request(request_id="after"), timeout=CALL_TIMEOUT)
+    assert got.status == S.WITHDRAWAL_STATUS_PENDING
+
+
+def test_a_resubmission_is_answered_even_when_the_pool_is_fully_claimed(api: ApiServer) -> None:
+    stub = api.client()
+    for i in range(POOL_FUNDS // MAX_WITHDRAWAL):
+        stub.SubmitWithdrawal(
+            _request(request_id=f"w-{i}", amount_sat=MAX_WITHDRAWAL), timeout=CALL_TIMEOUT
+        )
+    again = stub.SubmitWithdrawal(
+        _request(request_id="w-0", amount_sat=MAX_WITHDRAWAL), timeout=CALL_TIMEOUT
+    )
+    assert again.request_id == "w-0"
 
 
 def test_a_valid_request_is_queued(api: ApiServer) -> None:
@@ -631,6 +694,7 @@ def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[list
 def api_with_signers(
     pki: Pki, tmp_path: Path, store_url: str, engine: Engine, signers: list[SignerEndpoint]
 ) -> Iterator[ApiServer]:
+    fund_pool(engine, POOL_FUNDS)
     server = ApiServer(pki, make_config(pki, tmp_path, store_url, signers), engine)
     yield server
     server.stop()

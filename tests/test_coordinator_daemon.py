@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from coordinator.config import load_config
+from coordinator.store.schema import make_engine, migrate
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
-from tests.coordinator_harness import ADMIN, address, write_daemon_config
+from tests.coordinator_harness import ADMIN, BTC, address, fund_pool, write_daemon_config
 from tests.factories import make_series
 from vpool import cli, exitcodes
 from vpool.devnet.processes import ROOT, CoordinatorDaemon, Pki
@@ -47,6 +48,12 @@ def config(tmp_path: Path, pki: Pki, store_url: str) -> Path:
             SERIES.descriptor(CHANGE).to_string(REGTEST),
         )
     ]
+    engine = make_engine(store_url)
+    try:
+        migrate(engine)
+        fund_pool(engine, 100 * BTC)  # SubmitWithdrawal admits what the pool can pay
+    finally:
+        engine.dispose()
     return write_daemon_config(tmp_path / "coordinator", pki, store_url, CLOSED_PORT_URL, series)
 
 

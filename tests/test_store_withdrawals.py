@@ -51,10 +51,14 @@ def test_setting_the_same_status_again_appends_nothing(engine: Engine) -> None:
     assert _statuses(engine, wid) == ["pending"]
 
 
-@pytest.mark.parametrize("final", [Status.CANCELLED, Status.REJECTED, Status.COMPLETED])
+@pytest.mark.parametrize(
+    "final", [Status.CANCELLED, Status.REJECTED, Status.COMPLETED, Status.EXPIRED]
+)
 def test_a_final_status_is_never_left(engine: Engine, final: Status) -> None:
     wid = _new(engine)
     with engine.begin() as conn:
+        if final is Status.EXPIRED:
+            store.set_status(conn, [wid], Status.DEFERRED, 1.5)
         store.set_status(conn, [wid], final, 2.0)
     with pytest.raises(ValueError, match="final"), engine.begin() as conn:
         store.set_status(conn, [wid], Status.IN_ROUND, 3.0, round_seq=1)
@@ -69,3 +73,40 @@ def test_sqlite_transactions_begin_before_their_first_read(tmp_path: Path) -> No
         conn.exec_driver_sql("SELECT 1")
         assert conn.connection.driver_connection.in_transaction  # type: ignore[union-attr]
     eng.dispose()
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.IN_ROUND, Status.BROADCAST])
+def test_only_a_deferred_withdrawal_expires(engine: Engine, status: Status) -> None:
+    wid = _new(engine)
+    with engine.begin() as conn:
+        store.set_status(conn, [wid], status, 2.0, round_seq=1)
+    with pytest.raises(ValueError, match="only a deferred withdrawal expires"), engine.begin() as c:
+        store.set_status(c, [wid], Status.EXPIRED, 3.0)
+    with engine.begin() as conn:
+        assert not store.expire(conn, wid, "too long", 3.0)
+    assert _statuses(engine, wid)[-1] == status.value
+
+
+def test_expiry_counts_from_the_first_deferral(engine: Engine) -> None:
+    wid = _new(engine)
+    with engine.begin() as conn:
+        store.set_status(conn, [wid], Status.DEFERRED, 10.0, detail="short")
+        store.set_status(conn, [wid], Status.IN_ROUND, 20.0, round_seq=1)
+        store.set_status(conn, [wid], Status.DEFERRED, 30.0, detail="short", clear_round=True)
+    with engine.connect() as conn:
+        assert [(w.id, at) for w, at in store.deferred_since_before(conn, 11.0)] == [(wid, 10.0)]
+        assert store.deferred_since_before(conn, 10.0) == []
+
+
+def test_an_expired_withdrawal_is_final_with_its_reason_and_claims_nothing(engine: Engine) -> None:
+    wid = _new(engine)
+    other = _new(engine, "r2")
+    with engine.begin() as conn:
+        store.set_status(conn, [wid], Status.DEFERRED, 2.0)
+        assert store.claimed_amount(conn) == 20_000
+        assert store.expire(conn, wid, "deferred too long", 3.0)
+        assert store.claimed_amount(conn) == 10_000
+        found = store.get_by_id(conn, wid)
+    assert found is not None
+    assert (found.status, found.reason) == (Status.EXPIRED, "deferred too long")
+    assert other != wid

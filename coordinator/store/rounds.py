@@ -68,6 +68,10 @@ class TxStatus(StrEnum):
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"
     COMPLETED = "completed"
+    CONFLICTED = "conflicted"
+    """Its inputs were spent by another transaction, in a block at the maturation depth: it can
+    never confirm (coordinator.watcher). Final; ranked last, so a round with other
+    transactions is as far as those."""
 
 
 TX_ORDER = {status: rank for rank, status in enumerate(TxStatus)}

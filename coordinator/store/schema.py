@@ -316,6 +316,18 @@ quorum_history = Table(
     Column("detail", Text, nullable=False, default=""),
 )
 
+transaction_sends = Table(
+    "transaction_sends",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("txid", String(64), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("accepted", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+"""Every time the transaction watcher (coordinator.watcher) sent a round transaction again, and
+what the node answered (``detail``: why it was sent; the node's reason when it refused)."""
+
 alerts = Table(
     "alerts",
     metadata,
@@ -400,8 +412,13 @@ def _migration_4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[deposit_acknowledgements])
 
 
+def _migration_5(conn: Connection) -> None:
+    """The transaction watcher's record of re-sends and node refusals."""
+    metadata.create_all(conn, tables=[transaction_sends])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

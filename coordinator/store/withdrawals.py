@@ -25,11 +25,16 @@ class Status(StrEnum):
     DEFERRED = "deferred"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    EXPIRED = "expired"
+    """Deferred past the expiry time (coordinator.expiry); never paid. Final."""
 
 
 QUEUED = (Status.PENDING, Status.DEFERRED)
 """Statuses of withdrawals waiting for a round."""
-FINAL = (Status.COMPLETED, Status.CANCELLED, Status.REJECTED)
+FINAL = (Status.COMPLETED, Status.CANCELLED, Status.REJECTED, Status.EXPIRED)
+CLAIMING = (Status.PENDING, Status.DEFERRED, Status.IN_ROUND, Status.SIGNED)
+"""Statuses of withdrawals whose amounts the pool's confirmed coins must still pay (those in a
+broadcast transaction have already left the pool's confirmed balance, or will with it)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,45 @@ def count_with_status(conn: Connection, statuses: Sequence[Status]) -> int:
     )
 
 
+def claimed_amount(conn: Connection) -> int:
+    """What the withdrawals not yet sent claim from the pool (amounts plus extra fees)."""
+    total = conn.execute(
+        select(func.coalesce(func.sum(withdrawals.c.amount + withdrawals.c.extra_fee), 0)).where(
+            withdrawals.c.status.in_([s.value for s in CLAIMING])
+        )
+    ).scalar_one()
+    return int(total)
+
+
+def deferred_since_before(conn: Connection, cutoff: float) -> list[tuple[Withdrawal, float]]:
+    """Withdrawals deferred now whose first deferral was before ``cutoff``, with its time,
+    oldest first. A deferred withdrawal is tried again by every round (and deferred again when
+    the pool still lacks funds), so its deferral counts from the first one."""
+    first = (
+        select(withdrawal_events.c.withdrawal_id, func.min(withdrawal_events.c.at).label("first"))
+        .where(withdrawal_events.c.status == Status.DEFERRED.value)
+        .group_by(withdrawal_events.c.withdrawal_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(withdrawals, first.c.first)
+        .join(first, first.c.withdrawal_id == withdrawals.c.id)
+        .where(and_(withdrawals.c.status == Status.DEFERRED.value, first.c.first < cutoff))
+        .order_by(withdrawals.c.id)
+    ).all()
+    return [(Withdrawal.from_row(r), float(r.first)) for r in rows]
+
+
+def expire(conn: Connection, withdrawal_id: int, reason: str, now: float) -> bool:
+    """Move a deferred withdrawal to ``expired`` (final); False when it is no longer deferred
+    (a round took it meanwhile). The only way into ``expired``: from ``deferred``."""
+    current = get_by_id(conn, withdrawal_id)
+    if current is None or current.status is not Status.DEFERRED:
+        return False
+    set_status(conn, [withdrawal_id], Status.EXPIRED, now, detail=reason, clear_round=True)
+    return True
+
+
 def in_round(conn: Connection, round_seq: int) -> list[Withdrawal]:
     rows = conn.execute(
         select(withdrawals).where(withdrawals.c.round_seq == round_seq).order_by(withdrawals.c.id)
@@ -215,6 +259,11 @@ def set_status(
         if current.status in FINAL and status is not current.status:
             raise ValueError(
                 f"withdrawal {withdrawal_id} is {current.status.value}, which is final"
+            )
+        if status is Status.EXPIRED and current.status not in (Status.DEFERRED, Status.EXPIRED):
+            raise ValueError(
+                f"withdrawal {withdrawal_id} is {current.status.value}: only a deferred "
+                "withdrawal expires"
             )
         new_round = None if clear_round else (current.round_seq if round_seq is None else round_seq)
         new_split = current.split if split is None else split

@@ -11,7 +11,9 @@ Its regtest addresses have their own prefixes (bech32 "rb", base58 0x3c and 0x26
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -19,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -199,6 +202,23 @@ class BcoinNode:
         """Mark a block invalid: the chain goes back to its parent (a reorganisation, once
         other blocks are mined on top)."""
         self.rpc("invalidateblock", block_hash)
+
+    def drop_mempool(self) -> None:
+        """Empty the node's mempool, as a node that restarted or evicted the transactions
+        would: bcoin's HTTP ``POST /reset`` to the current tip keeps every block and clears
+        the mempool (its chain "reset" event)."""
+        height = self.chain.tip()[0]
+        user, password = self.credentials
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.rpc_url}reset",
+            data=json.dumps({"height": height}).encode(),
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            if json.loads(answer.read()) != {"success": True}:
+                raise BcoinError(f"POST /reset did not succeed:\n{self._log_tail()}")
 
     def segwit_active(self) -> bool:
         """Whether the next block may hold witness transactions (mine past ``SEGWIT_HEIGHT``)."""

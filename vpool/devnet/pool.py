@@ -94,6 +94,8 @@ class DevPool:
     """The coordinator's [deposits] table (its defaults where empty)."""
     liveness_settings: dict[str, int | float | str] = field(default_factory=dict)
     """The coordinator's [liveness] table (its defaults where empty)."""
+    rounds_settings: dict[str, int | float] = field(default_factory=dict)
+    """More keys of the coordinator's [rounds] table (e.g. withdrawal_expiry_seconds)."""
     signer_policy: dict[str, Any] = field(default_factory=lambda: dict(SIGNER_POLICY))
     """Every signer's [policy] table; ``write_config`` adds min_threshold (the series' m), the
     series' keys as cosigners and its checksum as the one approved series."""
@@ -231,6 +233,7 @@ class DevPool:
         pool = _toml_table(self.pool_settings)
         deposits = _toml_table(self.deposit_settings)
         liveness = _toml_table(self.liveness_settings)
+        rounds = _toml_table(self.rounds_settings)
         path = directory / "coordinator.toml"
         path.write_text(
             f"""network = "regtest"
@@ -265,7 +268,7 @@ interval_seconds = 3600.0
 queue_threshold = 100000
 sign_deadline_seconds = {self.sign_deadline_seconds}
 round_deadline_seconds = {self.round_deadline_seconds}
-{signers}""",
+{rounds}{signers}""",
             encoding="utf-8",
         )
         return path

@@ -20,6 +20,7 @@ class WithdrawalStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WITHDRAWAL_STATUS_DEFERRED: _ClassVar[WithdrawalStatus]
     WITHDRAWAL_STATUS_CANCELLED: _ClassVar[WithdrawalStatus]
     WITHDRAWAL_STATUS_REJECTED: _ClassVar[WithdrawalStatus]
+    WITHDRAWAL_STATUS_EXPIRED: _ClassVar[WithdrawalStatus]
 
 class RoundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +55,7 @@ WITHDRAWAL_STATUS_COMPLETED: WithdrawalStatus
 WITHDRAWAL_STATUS_DEFERRED: WithdrawalStatus
 WITHDRAWAL_STATUS_CANCELLED: WithdrawalStatus
 WITHDRAWAL_STATUS_REJECTED: WithdrawalStatus
+WITHDRAWAL_STATUS_EXPIRED: WithdrawalStatus
 ROUND_STATUS_UNSPECIFIED: RoundStatus
 ROUND_STATUS_SIGNING: RoundStatus
 ROUND_STATUS_SIGNED: RoundStatus
