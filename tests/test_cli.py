@@ -22,7 +22,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.coordinator_harness import address, dead_address
+from coordinator.config import load_config
+from coordinator.store.schema import make_engine
+from tests.coordinator_harness import address, dead_address, fund_pool
 from vpool import exitcodes, output, profile
 from vpool.devnet.processes import ROOT, CoordinatorDaemon, free_port
 from vpool.v1 import coordinator_pb2 as pb
@@ -86,6 +88,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with config.open("a", encoding="utf-8") as f:
         f.write(f'\n[[signers]]\nid = "signer-1"\naddress = "{dead_address()}"\n')
     daemon = CoordinatorDaemon(config)
+    fund_pool(make_engine(load_config(config).database_url), 10**8)  # admission takes withdrawals
     yield Setup(directory, daemon)
     assert daemon.stop() == 0, daemon.log_text()
 
