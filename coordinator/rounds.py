@@ -57,7 +57,13 @@ from sqlalchemy import Connection, Engine
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
 from coordinator.refund_rounds import RefundBuilder, Senders
-from coordinator.round_kinds import ChainState, RefusedRequest, RequestKey, RoundBuilder
+from coordinator.round_kinds import (
+    CancelRefused,
+    ChainState,
+    RefusedRequest,
+    RequestKey,
+    RoundBuilder,
+)
 from coordinator.signers import Failure, Refusal, RoundKind, SignResult
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
@@ -84,8 +90,6 @@ AFTER_ROUND_PERSISTED = "after_round_persisted"
 AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
 AFTER_BROADCAST = "after_broadcast"
 
-RETRY_PAUSE_SECONDS = 1.0
-"""Pause before asking signers that were down or timed out again (within the round deadline)."""
 
 FINAL_REQUEST_REASONS = frozenset(
     {"REQUEST_LIMIT_EXCEEDED", "DESTINATION_DENIED", "DESTINATION_NOT_ALLOWED"}
@@ -165,8 +169,10 @@ class RoundEngine:
         chain: RoundChain,
         signers: RoundSigners,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._config = config
+        self._sleep = sleep
         self._engine = engine
         self._chain = chain
         self._signers = signers
@@ -280,25 +286,32 @@ class RoundEngine:
         return _Signing(record, bytes.fromhex(record.round_id), psbts, raw)
 
     def _collect(self, signing: _Signing) -> None:
-        """Ask the signers without a final answer until every transaction is signed, every
-        signer has answered for good, or the round deadline passes."""
+        """Ask the signers without a final answer, every ``rounds.poll_seconds``, until every
+        transaction is signed, every signer has answered for good, the round is no longer
+        ``signing`` (CancelRound), or the round deadline passes. A round past its deadline is
+        asked once (at every scheduler tick), signers that refused included."""
         rounds = self._config.rounds
-        deadline = signing.record.created_at + rounds.round_deadline_seconds
+        deadline = self._deadline(signing.record)
+        waiting = self._clock() >= deadline
         first = True
         while not self._finalize_ready(signing):
-            ask = self._to_ask(signing.record.seq)
+            ask = self._to_ask(signing.record.seq, waiting)
             if not ask:
                 return
             if not first:
-                time.sleep(max(0.0, min(RETRY_PAUSE_SECONDS, deadline - self._clock())))
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
+                if waiting:
+                    return
+                self._sleep(max(0.0, min(rounds.poll_seconds, deadline - self._clock())))
+                if self._clock() >= deadline:
+                    return
             first = False
+            per_call = rounds.sign_deadline_seconds
+            if not waiting:
+                per_call = min(per_call, deadline - self._clock())
             answers = self._signers.sign_round_each(
                 signing.record.manifest,
                 signing.raw_psbts,
-                min(rounds.sign_deadline_seconds, remaining),
+                per_call,
                 ask,
                 kind=signing.record.kind,
             )
@@ -306,21 +319,38 @@ class RoundEngine:
                 self._record_answer(signing, signer_id, result)
                 self._finalize_ready(signing)
 
-    def _to_ask(self, seq: int) -> list[str]:
-        """Configured signers without a final outcome in the round."""
+    def _deadline(self, record: RoundRecord) -> float:
+        return record.created_at + self._config.rounds.round_deadline_seconds
+
+    def _to_ask(self, seq: int, waiting: bool) -> list[str]:
+        """Configured signers without a final outcome in a signing round (none once the round
+        is cancelled); ``waiting`` (past the deadline): every signer but those that signed
+        everything they were asked or were faulty."""
+        final = (Outcome.SIGNED, Outcome.FAULTY) if waiting else FINAL_OUTCOMES
         with self._engine.connect() as conn:
-            done = {o.signer_id for o in rstore.outcomes(conn, seq) if o.outcome in FINAL_OUTCOMES}
+            if rstore.round_by_seq(conn, seq).status is not RoundStatus.SIGNING:
+                return []
+            done = {o.signer_id for o in rstore.outcomes(conn, seq) if o.outcome in final}
         return [s for s in self._signers.signer_ids if s not in done]
 
     def _record_answer(self, signing: _Signing, signer_id: str, result: SignResult) -> None:
         """Verify and store one signer's answer and its outcome."""
         seq, now = signing.record.seq, self._clock()
-        fault = None if result.error is not None else _fault(signing, result)
+        fault = None if result.error is not None or result.pending else _fault(signing, result)
         with transaction(self._engine) as conn:
-            if result.error is not None:
-                timeout = result.error.failure is Failure.TIMEOUT
-                outcome = Outcome.TIMEOUT if timeout else Outcome.DOWN
-                rstore.set_outcome(conn, seq, signer_id, outcome, now, detail=str(result.error))
+            before = {o.signer_id: o for o in rstore.outcomes(conn, seq)}.get(signer_id)
+            if result.error is not None or result.pending:
+                if result.error is not None:
+                    timeout = result.error.failure is Failure.TIMEOUT
+                    outcome = Outcome.TIMEOUT if timeout else Outcome.DOWN
+                    detail = str(result.error)
+                else:
+                    outcome, detail = Outcome.PENDING, "its device has been asked"
+                since = result.pending_since
+                if since is None:
+                    same = before is not None and before.outcome is outcome
+                    since = before.since if same and before and before.since else now
+                rstore.set_outcome(conn, seq, signer_id, outcome, now, detail=detail, since=since)
             elif fault is not None:
                 rstore.set_outcome(
                     conn,
@@ -373,11 +403,15 @@ class RoundEngine:
         return len(ready) == len(unsigned)
 
     def _conclude(self, seq: int) -> RoundOutcome:
-        """After signing: broadcast what is signed; rebuild or abandon a round left unsigned."""
+        """After signing: broadcast what is signed; keep a round with any signature waiting;
+        rebuild or abandon a round left without one."""
         with self._engine.connect() as conn:
             record = rstore.round_by_seq(conn, seq)
             txs = rstore.transactions(conn, seq)
             outcomes = rstore.outcomes(conn, seq)
+            signed_by = rstore.signers_that_signed(conn, seq)
+        if record.status is RoundStatus.ABANDONED:
+            return RoundOutcome(record.round_id, f"abandoned: {record.detail}")
         signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
         if signed == len(txs):
             sent = self._broadcast(seq)
@@ -388,10 +422,71 @@ class RoundEngine:
             with transaction(self._engine) as conn:
                 rstore.set_round_status(conn, seq, RoundStatus.SIGNING, self._clock(), detail)
             return RoundOutcome(record.round_id, detail)
+        pending = [o for o in outcomes if o.outcome is Outcome.PENDING]
+        if signed_by or pending:
+            return self._wait(record, signed_by, outcomes)
         refused = _request_refusals(outcomes)
         if refused and record.rebuilt_from is None:
             return self._rebuild(record, refused)
         return self._abandon(record, outcomes, refused)
+
+    def _wait(
+        self,
+        record: RoundRecord,
+        signed_by: Sequence[str],
+        outcomes: Sequence[rstore.OutcomeRecord],
+    ) -> RoundOutcome:
+        """Keep a round that got a signature (or whose signer's device is still asked) open: it
+        is never abandoned, its coins stay reserved and its requests stay in it; it is asked
+        again at every scheduler tick."""
+        since = min(self._clock(), self._deadline(record))
+        detail = rstore.waiting_detail(record.round_id, since, signed_by, outcomes)
+        with transaction(self._engine) as conn:
+            rstore.set_round_status(conn, record.seq, RoundStatus.SIGNING, self._clock(), detail)
+        log.warning("%s round %s: %s", record.kind, record.round_id, detail)
+        return RoundOutcome(record.round_id, detail)
+
+    # ------------------------------------------------------------------------ cancel
+
+    def cancel_round(self, round_id: str) -> RoundOutcome:
+        """AdminService.CancelRound: abandon a signing round that has no valid signature now
+        (its requests go back); raises ``CancelRefused`` (naming the reason) otherwise, and
+        ``KeyError`` for an unknown round.
+
+        A round with a signature is never abandoned: its transactions can only be replaced by
+        ones paying the same payments, and the simplest such replacement is the round itself,
+        which the engine keeps asking for. One database transaction; the engine's own loop sees
+        the round abandoned at its next poll."""
+        builder_of = self._builders
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            record = rstore.get_round(conn, round_id)
+            if record is None:
+                raise KeyError(round_id)
+            if record.status is not RoundStatus.SIGNING:
+                raise CancelRefused(f"round {round_id} is {record.status}, not signing")
+            if any(
+                tx.status is not TxStatus.UNSIGNED for tx in rstore.transactions(conn, record.seq)
+            ):
+                raise CancelRefused(
+                    f"round {round_id} has signed transactions; they are broadcast and followed"
+                )
+            signed_by = rstore.signers_that_signed(conn, record.seq)
+            if signed_by:
+                raise CancelRefused(
+                    f"round {round_id} was signed by {', '.join(signed_by)}: a signed transaction "
+                    "can only be replaced by one paying the same payments, so the round stays "
+                    "open and is asked again until it has its signatures"
+                )
+            detail = "cancelled by an operator (no signature was given)"
+            back = builder_of[record.kind].give_up(conn, record, detail, now)
+        log.warning(
+            "%s round %s cancelled by an operator; %d requests put back",
+            record.kind,
+            round_id,
+            back,
+        )
+        return RoundOutcome(round_id, f"abandoned: {detail}; {back} requests put back")
 
     # ------------------------------------------------------------------------ refusals, abandon
 

@@ -121,6 +121,9 @@ class StandInRounds:
     def track(self) -> None:
         pass
 
+    def cancel_round(self, round_id: str) -> StandInOutcome:
+        raise KeyError(round_id)
+
 
 @dataclass
 class ApiServer:
