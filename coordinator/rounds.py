@@ -10,21 +10,32 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    tip and fee rate; the round (status ``signing``, its kind) and its transactions are written,
    its inputs reserved, and its requests moved into it. Nothing has left the process yet.
 2. Sign: every signer without a final answer is asked in parallel (``SignerPool``, with the
-   round's kind, which selects the signer's policy), each call with its deadline; signers that
-   are down or time out are asked again until the round deadline. Every signature is verified
-   against its input's BIP143 sighash before it is stored; one bad signature makes the signer
-   ``faulty`` for the round and all it sent is ignored. Each answer is stored with the signer's
-   outcome (signed / refused / down / timeout / faulty).
+   round's kind, which selects the signer's policy), each call a short poll
+   (``rounds.sign_deadline_seconds``). A signer whose device has been asked and has not answered
+   says ``pending``; it, and signers that are down or overran the call, are asked again with the
+   same request every ``rounds.poll_seconds`` until the round deadline
+   (``rounds.round_deadline_seconds``, sized for a person at a device). Every signature is
+   verified against its input's BIP143 sighash before it is stored; one bad signature makes the
+   signer ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
+   signer's outcome (signed / refused / pending / down / timeout / faulty; the awaited ones with
+   since when).
 3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
    is finalized and stored (status ``signed``; its requests follow).
-4. When the signers are done: every transaction signed → broadcast. Otherwise, if signers
-   refused single requests, the builder takes those out of the round (a withdrawal is
-   ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays to be
-   refunded, with the refusal), the round is abandoned and rebuilt once without them; else the
-   round is abandoned (inputs released, requests put back, the detail says which signer failed
-   how). m valid signatures on every input win over any refusal: the pool is m-of-n. A round
-   with a signed transaction is never abandoned: its signed transactions are broadcast and it
-   waits for the others.
+4. When the signers are done (or the deadline passed): every transaction signed → broadcast.
+   A round with a signed transaction broadcasts it and waits for the others. **A round with any
+   valid signature (or a signer whose device is still asked) is never abandoned nor rebuilt**:
+   abandoning it would leave the signature behind, and every later round spending its coins with
+   other outputs would be refused ``DOUBLE_SIGN``. It stays ``signing`` with its coins reserved
+   and its requests in it, its detail says since when it waits, who signed and who is awaited
+   (pool status shows it as an alert), and ``retry_waiting`` asks it again at every scheduler
+   tick (signers that refused included) until it has its signatures. A round without any
+   signature: if signers refused single requests, the builder takes those out of the round (a
+   withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays
+   to be refunded, with the refusal), the round is abandoned and rebuilt once without them; else
+   the round is abandoned (inputs released, requests put back, the detail says which signer
+   failed how). m valid signatures on every input win over any refusal: the pool is m-of-n.
+   ``cancel_round`` (AdminService.CancelRound) abandons a signing round without any signature at
+   once and refuses one with a signature.
 5. Broadcast: ``broadcast_at`` is stored (the intent), the transaction sent (a transaction the
    node already knows counts as sent), then the status ``broadcast`` stored.
 
@@ -193,6 +204,20 @@ class RoundEngine:
         """Build, sign and broadcast a refund round when deposits wait for one
         (coordinator.refund_rounds); the open rounds hold other deposits than the new one."""
         return self._run(self._builders[RoundKind.REFUND])
+
+    def retry_waiting(self) -> list[RoundOutcome]:
+        """At every scheduler tick: ask the signing rounds past their deadline (rounds that wait
+        for signatures) again, each at most every ``rounds.poll_seconds``."""
+        now = self._clock()
+        with self._engine.connect() as conn:
+            records = [
+                r
+                for r in rstore.open_rounds(conn)
+                if r.status is RoundStatus.SIGNING
+                and now >= self._deadline(r)
+                and now - r.updated_at >= self._config.rounds.poll_seconds
+            ]
+        return [self._sign(r.seq) for r in records]
 
     def resume(self) -> list[RoundOutcome]:
         """At start: finish, broadcast or abandon every round a previous process left open."""
@@ -422,13 +447,45 @@ class RoundEngine:
             with transaction(self._engine) as conn:
                 rstore.set_round_status(conn, seq, RoundStatus.SIGNING, self._clock(), detail)
             return RoundOutcome(record.round_id, detail)
+        refused = _request_refusals(outcomes)
+        rebuild = bool(refused) and record.rebuilt_from is None
         pending = [o for o in outcomes if o.outcome is Outcome.PENDING]
         if signed_by or pending:
-            return self._wait(record, signed_by, outcomes)
-        refused = _request_refusals(outcomes)
-        if refused and record.rebuilt_from is None:
+            if not (rebuild and self._refused_for_good(record.kind, txs, outcomes)):
+                return self._wait(record, signed_by, outcomes)
+            log.warning(
+                "round %s: signed by %s, but too many signers refused its requests for good to "
+                "reach m; rebuilt without them (the rebuilt round needs m signers that did not "
+                "sign this one)",
+                record.round_id,
+                ", ".join(signed_by) or "nobody",
+            )
+        if rebuild:
             return self._rebuild(record, refused)
         return self._abandon(record, outcomes, refused)
+
+    def _refused_for_good(
+        self, kind: RoundKind, txs: Sequence[TxRecord], outcomes: Sequence[rstore.OutcomeRecord]
+    ) -> bool:
+        """Fewer than m signers are left once those that refused a request of the round for
+        good or were faulty are counted out: the round can never be signed as it is, whatever
+        the others do. For good: a withdrawal refused for a final reason
+        (``FINAL_REQUEST_REASONS``); any refusal of a refund (the deposit then waits for an
+        operator's proposal: coordinator.refund_rounds)."""
+        witness_script = Psbt.parse(txs[0].psbt).inputs[0].witness_script
+        assert witness_script is not None
+        m, _ = parse_multisig_script(witness_script)
+        out = {
+            o.signer_id
+            for o in outcomes
+            if o.outcome is Outcome.FAULTY
+            or any(
+                r.scope == "request"
+                and (kind is RoundKind.REFUND or r.reason_code in FINAL_REQUEST_REASONS)
+                for r in o.refusals
+            )
+        }
+        return len([s for s in self._signers.signer_ids if s not in out]) < m
 
     def _wait(
         self,

@@ -70,6 +70,8 @@ class RoundWork(Protocol):
 
     def track(self) -> object: ...
 
+    def retry_waiting(self) -> object: ...
+
     def cancel_round(self, round_id: str) -> Outcome: ...
 
 
@@ -125,10 +127,12 @@ class RoundScheduler:
         return outcome
 
     def tick(self) -> None:
-        """Follow the open rounds, then start a withdrawal round if one is due, and a refund
-        round if deposits wait for one."""
+        """Follow the open rounds, ask the rounds that wait for signatures again (paused or
+        not), then start a withdrawal round if one is due, and a refund round if deposits wait
+        for one."""
         with self._lock:
             self._work.track()
+            self._work.retry_waiting()
             self._changes.notify()
             if not self._may_start():
                 return

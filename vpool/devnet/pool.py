@@ -99,6 +99,9 @@ class DevPool:
     series' keys as cosigners and its checksum as the one approved series."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    """The coordinator's rounds.poll_seconds: pause between two SignRound calls to a signer
+    that has not answered for good."""
     own_nodes: bool = False
     """Give every signer a bcoin node of its own, peered with the coordinator's (``signer_nodes``);
     by default they all ask the coordinator's node."""
@@ -265,6 +268,7 @@ interval_seconds = 3600.0
 queue_threshold = 100000
 sign_deadline_seconds = {self.sign_deadline_seconds}
 round_deadline_seconds = {self.round_deadline_seconds}
+poll_seconds = {self.poll_seconds}
 {signers}""",
             encoding="utf-8",
         )
