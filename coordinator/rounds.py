@@ -75,11 +75,18 @@ from coordinator.round_kinds import (
     RequestKey,
     RoundBuilder,
 )
+from coordinator.round_state import (
+    RoundFacts,
+    Verdict,
+    cancel_refusal,
+    conclude,
+    request_refusals,
+    to_ask,
+)
 from coordinator.signers import Failure, Refusal, RoundKind, SignResult
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store.rounds import (
-    FINAL_OUTCOMES,
     TX_ORDER,
     Outcome,
     RoundRecord,
@@ -101,12 +108,6 @@ AFTER_ROUND_PERSISTED = "after_round_persisted"
 AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
 AFTER_BROADCAST = "after_broadcast"
 
-
-FINAL_REQUEST_REASONS = frozenset(
-    {"REQUEST_LIMIT_EXCEEDED", "DESTINATION_DENIED", "DESTINATION_NOT_ALLOWED"}
-)
-"""Per-request refusal codes (signer/policy.py) that reject a withdrawal for good; any other
-per-request code is transient: the withdrawal goes back to the queue."""
 
 _ROUND_OF_TX = {
     TxStatus.UNSIGNED: RoundStatus.SIGNING,
@@ -351,12 +352,11 @@ class RoundEngine:
         """Configured signers without a final outcome in a signing round (none once the round
         is cancelled); ``waiting`` (past the deadline): every signer but those that signed
         everything they were asked or were faulty."""
-        final = (Outcome.SIGNED, Outcome.FAULTY) if waiting else FINAL_OUTCOMES
         with self._engine.connect() as conn:
             if rstore.round_by_seq(conn, seq).status is not RoundStatus.SIGNING:
                 return []
-            done = {o.signer_id for o in rstore.outcomes(conn, seq) if o.outcome in final}
-        return [s for s in self._signers.signer_ids if s not in done]
+            found = rstore.outcomes(conn, seq)
+        return to_ask(self._signers.signer_ids, found, waiting)
 
     def _record_answer(self, signing: _Signing, signer_id: str, result: SignResult) -> None:
         """Verify and store one signer's answer and its outcome."""
@@ -428,8 +428,7 @@ class RoundEngine:
         return len(ready) == len(unsigned)
 
     def _conclude(self, seq: int) -> RoundOutcome:
-        """After signing: broadcast what is signed; keep a round with any signature waiting;
-        rebuild or abandon a round left without one."""
+        """After signing: act on ``round_state.conclude``'s verdict."""
         with self._engine.connect() as conn:
             record = rstore.round_by_seq(conn, seq)
             txs = rstore.transactions(conn, seq)
@@ -438,54 +437,39 @@ class RoundEngine:
         if record.status is RoundStatus.ABANDONED:
             return RoundOutcome(record.round_id, f"abandoned: {record.detail}")
         signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
-        if signed == len(txs):
+        facts = RoundFacts(
+            kind=record.kind,
+            signer_ids=tuple(self._signers.signer_ids),
+            m=_threshold(txs[0]),
+            transactions=len(txs),
+            signed_transactions=signed,
+            signed_by=tuple(signed_by),
+            outcomes=tuple(outcomes),
+            rebuilt_from=record.rebuilt_from,
+        )
+        verdict = conclude(facts)
+        if verdict is Verdict.BROADCAST:
             sent = self._broadcast(seq)
             return RoundOutcome(record.round_id, f"{sent} of {len(txs)} transactions broadcast")
-        if signed:
+        if verdict is Verdict.PARTLY_SIGNED:
             self._broadcast(seq)
             detail = f"{signed} of {len(txs)} transactions signed; waiting for the signers"
             with transaction(self._engine) as conn:
                 rstore.set_round_status(conn, seq, RoundStatus.SIGNING, self._clock(), detail)
             return RoundOutcome(record.round_id, detail)
-        refused = _request_refusals(outcomes)
-        rebuild = bool(refused) and record.rebuilt_from is None
-        pending = [o for o in outcomes if o.outcome is Outcome.PENDING]
-        if signed_by or pending:
-            if not (rebuild and self._refused_for_good(record.kind, txs, outcomes)):
-                return self._wait(record, signed_by, outcomes)
-            log.warning(
-                "round %s: signed by %s, but too many signers refused its requests for good to "
-                "reach m; rebuilt without them (the rebuilt round needs m signers that did not "
-                "sign this one)",
-                record.round_id,
-                ", ".join(signed_by) or "nobody",
-            )
-        if rebuild:
+        if verdict is Verdict.WAIT:
+            return self._wait(record, signed_by, outcomes)
+        refused = request_refusals(outcomes)
+        if verdict is Verdict.REBUILD:
+            if signed_by:
+                log.warning(
+                    "round %s: signed by %s, but signers refused its requests for good so that "
+                    "it cannot reach m; rebuilt without them",
+                    record.round_id,
+                    ", ".join(signed_by),
+                )
             return self._rebuild(record, refused)
         return self._abandon(record, outcomes, refused)
-
-    def _refused_for_good(
-        self, kind: RoundKind, txs: Sequence[TxRecord], outcomes: Sequence[rstore.OutcomeRecord]
-    ) -> bool:
-        """Fewer than m signers are left once those that refused a request of the round for
-        good or were faulty are counted out: the round can never be signed as it is, whatever
-        the others do. For good: a withdrawal refused for a final reason
-        (``FINAL_REQUEST_REASONS``); any refusal of a refund (the deposit then waits for an
-        operator's proposal: coordinator.refund_rounds)."""
-        witness_script = Psbt.parse(txs[0].psbt).inputs[0].witness_script
-        assert witness_script is not None
-        m, _ = parse_multisig_script(witness_script)
-        out = {
-            o.signer_id
-            for o in outcomes
-            if o.outcome is Outcome.FAULTY
-            or any(
-                r.scope == "request"
-                and (kind is RoundKind.REFUND or r.reason_code in FINAL_REQUEST_REASONS)
-                for r in o.refusals
-            )
-        }
-        return len([s for s in self._signers.signer_ids if s not in out]) < m
 
     def _wait(
         self,
@@ -520,21 +504,12 @@ class RoundEngine:
             record = rstore.get_round(conn, round_id)
             if record is None:
                 raise KeyError(round_id)
-            if record.status is not RoundStatus.SIGNING:
-                raise CancelRefused(f"round {round_id} is {record.status}, not signing")
-            if any(
-                tx.status is not TxStatus.UNSIGNED for tx in rstore.transactions(conn, record.seq)
-            ):
-                raise CancelRefused(
-                    f"round {round_id} has signed transactions; they are broadcast and followed"
-                )
+            txs = rstore.transactions(conn, record.seq)
+            signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
             signed_by = rstore.signers_that_signed(conn, record.seq)
-            if signed_by:
-                raise CancelRefused(
-                    f"round {round_id} was signed by {', '.join(signed_by)}: a signed transaction "
-                    "can only be replaced by one paying the same payments, so the round stays "
-                    "open and is asked again until it has its signatures"
-                )
+            refusal = cancel_refusal(round_id, record.status, signed, signed_by)
+            if refusal is not None:
+                raise CancelRefused(refusal)
             detail = "cancelled by an operator (no signature was given)"
             back = builder_of[record.kind].give_up(conn, record, detail, now)
         log.warning(
@@ -734,19 +709,6 @@ def _finalized(
     return final.serialize()
 
 
-def _request_refusals(outcomes: Sequence[rstore.OutcomeRecord]) -> dict[RequestKey, RefusedRequest]:
-    """(client id, request id) → that request's refusals in the round."""
-    refused: dict[RequestKey, RefusedRequest] = {}
-    for o in outcomes:
-        for r in o.refusals:
-            if r.scope != "request":
-                continue
-            entry = refused.setdefault((r.client_id, r.request_id), RefusedRequest(False, []))
-            entry.final = entry.final or r.reason_code in FINAL_REQUEST_REASONS
-            entry.reasons.append(f"{r.reason_code} by {o.signer_id}: {r.message}")
-    return refused
-
-
 def _refusal_summary(refusals: Sequence[Refusal]) -> str:
     return "; ".join(f"{r.reason_code}: {r.message}" for r in refusals)
 
@@ -764,3 +726,10 @@ def _outcome_summary(signer_ids: Sequence[str], outcomes: Sequence[rstore.Outcom
         else:
             parts.append(f"{signer_id} {o.outcome.value}: {o.detail}")
     return "; ".join(parts)
+
+
+def _threshold(tx: TxRecord) -> int:
+    """m: the signatures every input of the round's transactions needs."""
+    witness_script = Psbt.parse(tx.psbt).inputs[0].witness_script
+    assert witness_script is not None
+    return parse_multisig_script(witness_script)[0]
