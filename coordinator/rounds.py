@@ -44,7 +44,13 @@ scanner sync) moves transactions to ``confirmed`` and ``completed`` (at ``pool.m
 confirmations), back to ``broadcast`` when a reorganisation took them out of the chain (and
 sends them again), and the requests and rounds along with them.
 
-The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes).
+The decisions (who is asked, the verdict once the signers are done, what CancelRound may do)
+are pure functions in ``coordinator.round_state``; this module is their driver: it reads the
+round from the store, persists each change, then acts. Sleeping between polls is injected
+(``sleep``), like the clock.
+
+The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes), but
+for ``cancel_round``, one database transaction that a polling round notices at its next poll.
 
 Test hook: when the environment variable ``VPOOL_CRASH_AT`` is ``after_round_persisted``,
 ``after_signatures_persisted`` (m signatures of a transaction are stored, not yet finalized) or

@@ -32,11 +32,11 @@ from coordinator.config import (
     ServerConfig,
 )
 from coordinator.round_kinds import CancelRefused
+from coordinator.round_state import FINAL_REQUEST_REASONS
 from coordinator.rounds import (
     AFTER_BROADCAST,
     AFTER_ROUND_PERSISTED,
     AFTER_SIGNATURES_PERSISTED,
-    FINAL_REQUEST_REASONS,
     RoundEngine,
     RoundOutcome,
 )
