@@ -462,10 +462,22 @@ poll_seconds = {self.poll_seconds}
             time.sleep(0.2)
 
     def run_round(self) -> coordinator_pb2.RunRoundNowResponse:
-        response: Any = self.admin().RunRoundNow(
-            coordinator_pb2.RunRoundNowRequest(), timeout=CALL_TIMEOUT * 4
-        )
-        return response  # type: ignore[no-any-return]
+        """RunRoundNow; asked again while the scheduler's own tick is running a round (its
+        refund round runs at every tick: "a round is already running")."""
+
+        def run() -> coordinator_pb2.RunRoundNowResponse | None:
+            try:
+                response: Any = self.admin().RunRoundNow(
+                    coordinator_pb2.RunRoundNowRequest(), timeout=CALL_TIMEOUT * 4
+                )
+            except grpc.RpcError as exc:
+                busy = exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                if busy and "already running" in (exc.details() or ""):
+                    return None
+                raise
+            return response  # type: ignore[no-any-return]
+
+        return self.wait_until(run, "the scheduler to finish the round it runs")
 
 
 def _toml_table(settings: dict[str, Any]) -> str:
