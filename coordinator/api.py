@@ -26,6 +26,7 @@ from coordinator.deposit_api import DepositApi, DepositSigners
 from coordinator.health import HealthBoard
 from coordinator.refund_api import RefundApi
 from coordinator.refund_rounds import RawTransactions, Senders
+from coordinator.round_kinds import CancelRefused
 from coordinator.scheduler import Outcome, PoolDegraded, RoundBusy, RoundsPaused
 from coordinator.signers import Failure, SignerCallError
 from coordinator.store import chain as cstore
@@ -251,6 +252,9 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             last = rstore.list_rounds(conn, 1)
             paused = rounds_paused(conn)
             alerts = recent_alerts(conn, ALERTS_SHOWN)
+            waiting, awaiting = rstore.signing_notes(
+                conn, self._config.rounds.round_deadline_seconds, self._clock()
+            )
         status = coordinator_pb2.PoolStatus(
             network=views.network_code(network),
             tip_height=tip,
@@ -259,7 +263,8 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             quorum=self._board.quorum().state,
             queue_length=queue,
             rounds_paused=paused,
-            alerts=[str(alert) for alert in alerts],
+            alerts=waiting + [str(alert) for alert in alerts],
+            awaiting=awaiting,
         )
         reason = self._board.not_serving_reason()
         status.health = "SERVING" if reason is None else "NOT_SERVING"
@@ -328,9 +333,12 @@ def _fee_position(position: str | None) -> tuple[int, str] | None:
 
 
 class RoundRunner(Protocol):
-    """The part of ``coordinator.scheduler.RoundScheduler`` that RunRoundNow uses."""
+    """The part of ``coordinator.scheduler.RoundScheduler`` that RunRoundNow and CancelRound
+    use."""
 
     def run_now(self) -> Outcome: ...
+
+    def cancel_round(self, round_id: str) -> Outcome: ...
 
 
 class SeriesSigners(Protocol):
@@ -413,6 +421,23 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
         return coordinator_pb2.RunRoundNowResponse(
             round_id=outcome.round_id or "", detail=outcome.detail
         )
+
+    def CancelRound(
+        self, request: coordinator_pb2.CancelRoundRequest, context: Any
+    ) -> coordinator_pb2.Round:
+        round_id = request.round_id.lower()
+        if not round_id:
+            raise invalid("round_id", "missing")
+        log.info("admin %s: cancel round %s", _caller_name(context), round_id)
+        try:
+            self._runner.cancel_round(round_id)
+        except KeyError:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND, f"round_id: no round {request.round_id!r}"
+            ) from None
+        except CancelRefused as e:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"round_id: {e}") from None
+        return self.GetRound(coordinator_pb2.GetRoundRequest(round_id=round_id), context)
 
     def PauseRounds(
         self, request: coordinator_pb2.PauseRoundsRequest, context: Any

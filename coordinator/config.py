@@ -93,10 +93,15 @@ class RoundsConfig:
     interval_seconds: float = 60.0
     queue_threshold: int = 100
     """A round starts as soon as this many withdrawals wait, without waiting for the timer."""
-    sign_deadline_seconds: float = 30.0
-    """Deadline of one SignRound call."""
-    round_deadline_seconds: float = 120.0
-    """Time after which a round without m signatures on every input is abandoned."""
+    sign_deadline_seconds: float = 10.0
+    """Deadline of one SignRound call: a call is a poll (a signer whose device has not answered
+    says ``pending``, or overruns this deadline, and is asked again)."""
+    round_deadline_seconds: float = 3600.0
+    """How long a round collects answers, sized for a person at a device. At the deadline a
+    round without any valid signature is abandoned; one with a signature waits
+    (coordinator.rounds)."""
+    poll_seconds: float = 3.0
+    """Pause between two SignRound calls to a signer that has not answered for good."""
     max_requests: int = 3_000
     """Most withdrawals in one withdrawal round (the oldest queued first; the others wait): at
     most every signer's ``max_requests``."""
@@ -345,8 +350,9 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     rounds = RoundsConfig(
         interval_seconds=_get(r, "interval_seconds", float, "rounds.", 60.0),
         queue_threshold=_get(r, "queue_threshold", int, "rounds.", 100),
-        sign_deadline_seconds=_get(r, "sign_deadline_seconds", float, "rounds.", 30.0),
-        round_deadline_seconds=_get(r, "round_deadline_seconds", float, "rounds.", 120.0),
+        sign_deadline_seconds=_get(r, "sign_deadline_seconds", float, "rounds.", 10.0),
+        round_deadline_seconds=_get(r, "round_deadline_seconds", float, "rounds.", 3600.0),
+        poll_seconds=_get(r, "poll_seconds", float, "rounds.", 3.0),
         max_requests=_get(r, "max_requests", int, "rounds.", 3_000),
         max_inputs=_get(r, "max_inputs", int, "rounds.", 2_000),
         withdrawal_expiry_seconds=_get(

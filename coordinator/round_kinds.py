@@ -24,6 +24,10 @@ RequestKey = tuple[str, str]
 ("", "txid:vout") of a deposit to refund."""
 
 
+class CancelRefused(Exception):
+    """AdminService.CancelRound cannot abandon the round; the message says why."""
+
+
 @dataclass(frozen=True)
 class ChainState:
     """What the engine reads from the node before a build: the tip to pin and the fee rate."""

@@ -10,21 +10,32 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    tip and fee rate; the round (status ``signing``, its kind) and its transactions are written,
    its inputs reserved, and its requests moved into it. Nothing has left the process yet.
 2. Sign: every signer without a final answer is asked in parallel (``SignerPool``, with the
-   round's kind, which selects the signer's policy), each call with its deadline; signers that
-   are down or time out are asked again until the round deadline. Every signature is verified
-   against its input's BIP143 sighash before it is stored; one bad signature makes the signer
-   ``faulty`` for the round and all it sent is ignored. Each answer is stored with the signer's
-   outcome (signed / refused / down / timeout / faulty).
+   round's kind, which selects the signer's policy), each call a short poll
+   (``rounds.sign_deadline_seconds``). A signer whose device has been asked and has not answered
+   says ``pending``; it, and signers that are down or overran the call, are asked again with the
+   same request every ``rounds.poll_seconds`` until the round deadline
+   (``rounds.round_deadline_seconds``, sized for a person at a device). Every signature is
+   verified against its input's BIP143 sighash before it is stored; one bad signature makes the
+   signer ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
+   signer's outcome (signed / refused / pending / down / timeout / faulty; the awaited ones with
+   since when).
 3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
    is finalized and stored (status ``signed``; its requests follow).
-4. When the signers are done: every transaction signed → broadcast. Otherwise, if signers
-   refused single requests, the builder takes those out of the round (a withdrawal is
-   ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays to be
-   refunded, with the refusal), the round is abandoned and rebuilt once without them; else the
-   round is abandoned (inputs released, requests put back, the detail says which signer failed
-   how). m valid signatures on every input win over any refusal: the pool is m-of-n. A round
-   with a signed transaction is never abandoned: its signed transactions are broadcast and it
-   waits for the others.
+4. When the signers are done (or the deadline passed): every transaction signed → broadcast.
+   A round with a signed transaction broadcasts it and waits for the others. **A round with any
+   valid signature (or a signer whose device is still asked) is never abandoned nor rebuilt**:
+   abandoning it would leave the signature behind, and every later round spending its coins with
+   other outputs would be refused ``DOUBLE_SIGN``. It stays ``signing`` with its coins reserved
+   and its requests in it, its detail says since when it waits, who signed and who is awaited
+   (pool status shows it as an alert), and ``retry_waiting`` asks it again at every scheduler
+   tick (signers that refused included) until it has its signatures. A round without any
+   signature: if signers refused single requests, the builder takes those out of the round (a
+   withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays
+   to be refunded, with the refusal), the round is abandoned and rebuilt once without them; else
+   the round is abandoned (inputs released, requests put back, the detail says which signer
+   failed how). m valid signatures on every input win over any refusal: the pool is m-of-n.
+   ``cancel_round`` (AdminService.CancelRound) abandons a signing round without any signature at
+   once and refuses one with a signature.
 5. Broadcast: ``broadcast_at`` is stored (the intent), the transaction sent (a transaction the
    node already knows counts as sent), then the status ``broadcast`` stored.
 
@@ -33,7 +44,13 @@ scanner sync) moves transactions to ``confirmed`` and ``completed`` (at ``pool.m
 confirmations), back to ``broadcast`` when a reorganisation took them out of the chain (and
 sends them again), and the requests and rounds along with them.
 
-The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes).
+The decisions (who is asked, the verdict once the signers are done, what CancelRound may do)
+are pure functions in ``coordinator.round_state``; this module is their driver: it reads the
+round from the store, persists each change, then acts. Sleeping between polls is injected
+(``sleep``), like the clock.
+
+The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes), but
+for ``cancel_round``, one database transaction that a polling round notices at its next poll.
 
 Test hook: when the environment variable ``VPOOL_CRASH_AT`` is ``after_round_persisted``,
 ``after_signatures_persisted`` (m signatures of a transaction are stored, not yet finalized) or
@@ -57,12 +74,25 @@ from sqlalchemy import Connection, Engine
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
 from coordinator.refund_rounds import RefundBuilder, Senders
-from coordinator.round_kinds import ChainState, RefusedRequest, RequestKey, RoundBuilder
+from coordinator.round_kinds import (
+    CancelRefused,
+    ChainState,
+    RefusedRequest,
+    RequestKey,
+    RoundBuilder,
+)
+from coordinator.round_state import (
+    RoundFacts,
+    Verdict,
+    cancel_refusal,
+    conclude,
+    request_refusals,
+    to_ask,
+)
 from coordinator.signers import Failure, Refusal, SignResult
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store.rounds import (
-    FINAL_OUTCOMES,
     TX_ORDER,
     Outcome,
     RoundRecord,
@@ -85,8 +115,6 @@ AFTER_ROUND_PERSISTED = "after_round_persisted"
 AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
 AFTER_BROADCAST = "after_broadcast"
 
-RETRY_PAUSE_SECONDS = 1.0
-"""Pause before asking signers that were down or timed out again (within the round deadline)."""
 
 _ROUND_OF_TX = {
     TxStatus.UNSIGNED: RoundStatus.SIGNING,
@@ -161,8 +189,10 @@ class RoundEngine:
         chain: RoundChain,
         signers: RoundSigners,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._config = config
+        self._sleep = sleep
         self._engine = engine
         self._chain = chain
         self._signers = signers
@@ -183,6 +213,20 @@ class RoundEngine:
         """Build, sign and broadcast a refund round when deposits wait for one
         (coordinator.refund_rounds); the open rounds hold other deposits than the new one."""
         return self._run(self._builders[RoundKind.REFUND])
+
+    def retry_waiting(self) -> list[RoundOutcome]:
+        """At every scheduler tick: ask the signing rounds past their deadline (rounds that wait
+        for signatures) again, each at most every ``rounds.poll_seconds``."""
+        now = self._clock()
+        with self._engine.connect() as conn:
+            records = [
+                r
+                for r in rstore.open_rounds(conn)
+                if r.status is RoundStatus.SIGNING
+                and now >= self._deadline(r)
+                and now - r.updated_at >= self._config.rounds.poll_seconds
+            ]
+        return [self._sign(r.seq) for r in records]
 
     def resume(self) -> list[RoundOutcome]:
         """At start: finish, broadcast or abandon every round a previous process left open."""
@@ -276,25 +320,32 @@ class RoundEngine:
         return _Signing(record, bytes.fromhex(record.round_id), psbts, raw)
 
     def _collect(self, signing: _Signing) -> None:
-        """Ask the signers without a final answer until every transaction is signed, every
-        signer has answered for good, or the round deadline passes."""
+        """Ask the signers without a final answer, every ``rounds.poll_seconds``, until every
+        transaction is signed, every signer has answered for good, the round is no longer
+        ``signing`` (CancelRound), or the round deadline passes. A round past its deadline is
+        asked once (at every scheduler tick), signers that refused included."""
         rounds = self._config.rounds
-        deadline = signing.record.created_at + rounds.round_deadline_seconds
+        deadline = self._deadline(signing.record)
+        waiting = self._clock() >= deadline
         first = True
         while not self._finalize_ready(signing):
-            ask = self._to_ask(signing.record.seq)
+            ask = self._to_ask(signing.record.seq, waiting)
             if not ask:
                 return
             if not first:
-                time.sleep(max(0.0, min(RETRY_PAUSE_SECONDS, deadline - self._clock())))
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
+                if waiting:
+                    return
+                self._sleep(max(0.0, min(rounds.poll_seconds, deadline - self._clock())))
+                if self._clock() >= deadline:
+                    return
             first = False
+            per_call = rounds.sign_deadline_seconds
+            if not waiting:
+                per_call = min(per_call, deadline - self._clock())
             answers = self._signers.sign_round_each(
                 signing.record.manifest,
                 signing.raw_psbts,
-                min(rounds.sign_deadline_seconds, remaining),
+                per_call,
                 ask,
                 kind=signing.record.kind,
             )
@@ -302,21 +353,37 @@ class RoundEngine:
                 self._record_answer(signing, signer_id, result)
                 self._finalize_ready(signing)
 
-    def _to_ask(self, seq: int) -> list[str]:
-        """Configured signers without a final outcome in the round."""
+    def _deadline(self, record: RoundRecord) -> float:
+        return record.created_at + self._config.rounds.round_deadline_seconds
+
+    def _to_ask(self, seq: int, waiting: bool) -> list[str]:
+        """Configured signers without a final outcome in a signing round (none once the round
+        is cancelled); ``waiting`` (past the deadline): every signer but those that signed
+        everything they were asked or were faulty."""
         with self._engine.connect() as conn:
-            done = {o.signer_id for o in rstore.outcomes(conn, seq) if o.outcome in FINAL_OUTCOMES}
-        return [s for s in self._signers.signer_ids if s not in done]
+            if rstore.round_by_seq(conn, seq).status is not RoundStatus.SIGNING:
+                return []
+            found = rstore.outcomes(conn, seq)
+        return to_ask(self._signers.signer_ids, found, waiting)
 
     def _record_answer(self, signing: _Signing, signer_id: str, result: SignResult) -> None:
         """Verify and store one signer's answer and its outcome."""
         seq, now = signing.record.seq, self._clock()
-        fault = None if result.error is not None else _fault(signing, result)
+        fault = None if result.error is not None or result.pending else _fault(signing, result)
         with transaction(self._engine) as conn:
-            if result.error is not None:
-                timeout = result.error.failure is Failure.TIMEOUT
-                outcome = Outcome.TIMEOUT if timeout else Outcome.DOWN
-                rstore.set_outcome(conn, seq, signer_id, outcome, now, detail=str(result.error))
+            before = {o.signer_id: o for o in rstore.outcomes(conn, seq)}.get(signer_id)
+            if result.error is not None or result.pending:
+                if result.error is not None:
+                    timeout = result.error.failure is Failure.TIMEOUT
+                    outcome = Outcome.TIMEOUT if timeout else Outcome.DOWN
+                    detail = str(result.error)
+                else:
+                    outcome, detail = Outcome.PENDING, "its device has been asked"
+                since = result.pending_since
+                if since is None:
+                    same = before is not None and before.outcome is outcome
+                    since = before.since if same and before and before.since else now
+                rstore.set_outcome(conn, seq, signer_id, outcome, now, detail=detail, since=since)
             elif fault is not None:
                 rstore.set_outcome(
                     conn,
@@ -369,25 +436,97 @@ class RoundEngine:
         return len(ready) == len(unsigned)
 
     def _conclude(self, seq: int) -> RoundOutcome:
-        """After signing: broadcast what is signed; rebuild or abandon a round left unsigned."""
+        """After signing: act on ``round_state.conclude``'s verdict."""
         with self._engine.connect() as conn:
             record = rstore.round_by_seq(conn, seq)
             txs = rstore.transactions(conn, seq)
             outcomes = rstore.outcomes(conn, seq)
+            signed_by = rstore.signers_that_signed(conn, seq)
+        if record.status is RoundStatus.ABANDONED:
+            return RoundOutcome(record.round_id, f"abandoned: {record.detail}")
         signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
-        if signed == len(txs):
+        facts = RoundFacts(
+            kind=record.kind,
+            signer_ids=tuple(self._signers.signer_ids),
+            m=_threshold(txs[0]),
+            transactions=len(txs),
+            signed_transactions=signed,
+            signed_by=tuple(signed_by),
+            outcomes=tuple(outcomes),
+            rebuilt_from=record.rebuilt_from,
+        )
+        verdict = conclude(facts)
+        if verdict is Verdict.BROADCAST:
             sent = self._broadcast(seq)
             return RoundOutcome(record.round_id, f"{sent} of {len(txs)} transactions broadcast")
-        if signed:
+        if verdict is Verdict.PARTLY_SIGNED:
             self._broadcast(seq)
             detail = f"{signed} of {len(txs)} transactions signed; waiting for the signers"
             with transaction(self._engine) as conn:
                 rstore.set_round_status(conn, seq, RoundStatus.SIGNING, self._clock(), detail)
             return RoundOutcome(record.round_id, detail)
-        refused = _request_refusals(outcomes)
-        if refused and record.rebuilt_from is None:
+        if verdict is Verdict.WAIT:
+            return self._wait(record, signed_by, outcomes)
+        refused = request_refusals(outcomes)
+        if verdict is Verdict.REBUILD:
+            if signed_by:
+                log.warning(
+                    "round %s: signed by %s, but signers refused its requests for good so that "
+                    "it cannot reach m; rebuilt without them",
+                    record.round_id,
+                    ", ".join(signed_by),
+                )
             return self._rebuild(record, refused)
         return self._abandon(record, outcomes, refused)
+
+    def _wait(
+        self,
+        record: RoundRecord,
+        signed_by: Sequence[str],
+        outcomes: Sequence[rstore.OutcomeRecord],
+    ) -> RoundOutcome:
+        """Keep a round that got a signature (or whose signer's device is still asked) open: it
+        is never abandoned, its coins stay reserved and its requests stay in it; it is asked
+        again at every scheduler tick."""
+        since = min(self._clock(), self._deadline(record))
+        detail = rstore.waiting_detail(record.round_id, since, signed_by, outcomes)
+        with transaction(self._engine) as conn:
+            rstore.set_round_status(conn, record.seq, RoundStatus.SIGNING, self._clock(), detail)
+        log.warning("%s round %s: %s", record.kind, record.round_id, detail)
+        return RoundOutcome(record.round_id, detail)
+
+    # ------------------------------------------------------------------------ cancel
+
+    def cancel_round(self, round_id: str) -> RoundOutcome:
+        """AdminService.CancelRound: abandon a signing round that has no valid signature now
+        (its requests go back); raises ``CancelRefused`` (naming the reason) otherwise, and
+        ``KeyError`` for an unknown round.
+
+        A round with a signature is never abandoned: its transactions can only be replaced by
+        ones paying the same payments, and the simplest such replacement is the round itself,
+        which the engine keeps asking for. One database transaction; the engine's own loop sees
+        the round abandoned at its next poll."""
+        builder_of = self._builders
+        now = self._clock()
+        with transaction(self._engine) as conn:
+            record = rstore.get_round(conn, round_id)
+            if record is None:
+                raise KeyError(round_id)
+            txs = rstore.transactions(conn, record.seq)
+            signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
+            signed_by = rstore.signers_that_signed(conn, record.seq)
+            refusal = cancel_refusal(round_id, record.status, signed, signed_by)
+            if refusal is not None:
+                raise CancelRefused(refusal)
+            detail = "cancelled by an operator (no signature was given)"
+            back = builder_of[record.kind].give_up(conn, record, detail, now)
+        log.warning(
+            "%s round %s cancelled by an operator; %d requests put back",
+            record.kind,
+            round_id,
+            back,
+        )
+        return RoundOutcome(round_id, f"abandoned: {detail}; {back} requests put back")
 
     # ------------------------------------------------------------------------ refusals, abandon
 
@@ -595,19 +734,6 @@ def _finalized(
     return final.serialize()
 
 
-def _request_refusals(outcomes: Sequence[rstore.OutcomeRecord]) -> dict[RequestKey, RefusedRequest]:
-    """(client id, request id) → that request's refusals in the round."""
-    refused: dict[RequestKey, RefusedRequest] = {}
-    for o in outcomes:
-        for r in o.refusals:
-            if r.scope != "request":
-                continue
-            entry = refused.setdefault((r.client_id, r.request_id), RefusedRequest(False, []))
-            entry.final = entry.final or finality(r.reason_code) is Finality.REQUEST
-            entry.reasons.append(f"{r.reason_code} by {o.signer_id}: {r.message}")
-    return refused
-
-
 def _refusal_summary(refusals: Sequence[Refusal]) -> str:
     return "; ".join(f"{r.reason_code}: {r.message}" for r in refusals)
 
@@ -625,3 +751,10 @@ def _outcome_summary(signer_ids: Sequence[str], outcomes: Sequence[rstore.Outcom
         else:
             parts.append(f"{signer_id} {o.outcome.value}: {o.detail}")
     return "; ".join(parts)
+
+
+def _threshold(tx: TxRecord) -> int:
+    """m: the signatures every input of the round's transactions needs."""
+    witness_script = Psbt.parse(tx.psbt).inputs[0].witness_script
+    assert witness_script is not None
+    return parse_multisig_script(witness_script)[0]

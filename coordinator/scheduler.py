@@ -70,6 +70,10 @@ class RoundWork(Protocol):
 
     def track(self) -> object: ...
 
+    def retry_waiting(self) -> object: ...
+
+    def cancel_round(self, round_id: str) -> Outcome: ...
+
 
 class RoundScheduler:
     def __init__(
@@ -121,11 +125,21 @@ class RoundScheduler:
                 raise PoolDegraded(f"{degraded}; no round is started until it is ok")
             return self._run(self._work.run_round)
 
+    def cancel_round(self, round_id: str) -> Outcome:
+        """AdminService.CancelRound, at once: one database transaction that abandons a signing
+        round without signatures (``RoundEngine.cancel_round``), so it does not wait for the
+        lock a round that polls its signers holds; that round sees it at its next poll."""
+        outcome = self._work.cancel_round(round_id)
+        self._changes.notify()
+        return outcome
+
     def tick(self) -> None:
-        """Follow the open rounds, then start a withdrawal round if one is due, and a refund
-        round if deposits wait for one."""
+        """Follow the open rounds, ask the rounds that wait for signatures again (paused or
+        not), then start a withdrawal round if one is due, and a refund round if deposits wait
+        for one."""
         with self._lock:
             self._work.track()
+            self._work.retry_waiting()
             self._changes.notify()
             if not self._may_start():
                 return

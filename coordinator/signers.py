@@ -128,6 +128,12 @@ class SignResult:
     error: CallError | None = None
     seconds: float = 0.0
     """How long the call took."""
+    pending: bool = False
+    """The signer's device was asked and has not answered yet (a person may be reviewing the
+    round): no signatures and no refusals; ask again with the same request later."""
+    pending_since: float | None = None
+    """When pending: since when the signer's device has been asked (unix seconds), when the
+    signer said."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,8 @@ def _result_from_response(response: signer_pb2.SignRoundResponse, seconds: float
         refusals=tuple(_refusal_from_message(r) for r in response.refusals),
         manifest_hash=bytes(response.manifest_hash),
         seconds=seconds,
+        pending=response.pending,
+        pending_since=float(response.pending_since_unix) if response.pending_since_unix else None,
     )
 
 
@@ -392,6 +400,9 @@ class SignerPool:
             )
             return SignResult(error=error, seconds=seconds)
         result = _result_from_response(response, time.monotonic() - started)
+        if result.pending:
+            log.info("signer %s: SignRound pending (its device is asked)", signer_id)
+            return result
         log.info(
             "signer %s: SignRound answered in %.1f s: %d signatures, %d refusals",
             signer_id,

@@ -206,6 +206,8 @@ def round_message(view: rstore.RoundView, tip: int) -> coordinator_pb2.Round:
                 signatures=o.signatures,
                 refusals=[_refusal(r) for r in o.refusals],
                 detail=o.detail,
+                awaited_since_unix=int(o.since or 0) if o.awaited else 0,
+                awaited=o.awaited,
             )
             for o in view.outcomes
         ],
@@ -213,6 +215,7 @@ def round_message(view: rstore.RoundView, tip: int) -> coordinator_pb2.Round:
         updated_unix=int(record.updated_at),
         detail=record.detail,
         rebuilt_from=view.rebuilt_from_id,
+        signed_by=list(view.signed_by),
     )
 
 

@@ -107,6 +107,8 @@ class StandInRounds:
 
     runs: int = 0
     refund_runs: int = 0
+    retries: int = 0
+    """Calls of ``retry_waiting`` (the rounds that wait for signatures asked again)."""
 
     def run_round(self) -> StandInOutcome:
         self.runs += 1
@@ -121,6 +123,12 @@ class StandInRounds:
 
     def track(self) -> None:
         pass
+
+    def retry_waiting(self) -> None:
+        self.retries += 1
+
+    def cancel_round(self, round_id: str) -> StandInOutcome:
+        raise KeyError(round_id)
 
 
 @dataclass

@@ -4,6 +4,10 @@ It holds a real cosigner key and speaks the real protocol over mutual TLS, but i
 commit to the wrong sighash (the BIP143 digest with the spent amount off by one satoshi): valid
 DER, low-S, made by the right key, and still worthless. With ``stall_seconds`` it answers only
 after that long instead (a signer that overruns the coordinator's deadline).
+
+``PendingSigner`` plays a signer whose device waits for a person: it answers ``pending`` (no
+signatures, no refusals) to its first ``pending_answers`` SignRound calls, then signs every input
+of its key correctly; it records every request it received.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from vpool.v1 import signer_pb2, signer_pb2_grpc
 
 class WrongSighashSigner(signer_pb2_grpc.SignerServiceServicer):
     """Signs every input of its key over a wrong digest (or stalls)."""
+
+    amount_offset = 1
+    """What the signed digest adds to each input's amount (wrong unless 0)."""
 
     def __init__(self, master: ExtendedPrivateKey, stall_seconds: float = 0.0) -> None:
         self._master = master
@@ -55,7 +62,9 @@ class WrongSighashSigner(signer_pb2_grpc.SignerServiceServicer):
                     continue
                 key = self._master.derive_path(origin.path).private_key
                 wrong = sighasher.digest(
-                    index, psbt_input.witness_script, psbt_input.witness_utxo.value + 1
+                    index,
+                    psbt_input.witness_script,
+                    psbt_input.witness_utxo.value + self.amount_offset,
                 )
                 signature = ecdsa.sign(key, wrong) + bytes([SIGHASH_ALL])
                 found.append(
@@ -64,6 +73,33 @@ class WrongSighashSigner(signer_pb2_grpc.SignerServiceServicer):
                     )
                 )
         return found
+
+
+class PendingSigner(WrongSighashSigner):
+    """Pending for the first ``pending_answers`` calls (forever when None), then signs right."""
+
+    amount_offset = 0
+
+    def __init__(
+        self, master: ExtendedPrivateKey, pending_answers: int | None, since: int = 1_700_000_000
+    ) -> None:
+        super().__init__(master)
+        self._pending_answers = pending_answers
+        self._since = since
+        self.requests: list[bytes] = []
+        """Every SignRound request received, serialized."""
+
+    def SignRound(
+        self, request: signer_pb2.SignRoundRequest, context: Any
+    ) -> signer_pb2.SignRoundResponse:
+        self.requests.append(request.SerializeToString(deterministic=True))
+        if self._pending_answers is None or len(self.requests) <= self._pending_answers:
+            return signer_pb2.SignRoundResponse(
+                manifest_hash=hashlib.sha256(request.manifest).digest(),
+                pending=True,
+                pending_since_unix=self._since,
+            )
+        return super().SignRound(request, context)
 
 
 def serve_fake_signer(pki: Pki, name: str, servicer: WrongSighashSigner) -> tuple[grpc.Server, str]:

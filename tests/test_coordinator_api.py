@@ -592,6 +592,17 @@ def test_rounds_are_listed_and_shown(api: ApiServer) -> None:
     assert _error(admin.GetRound, pb.GetRoundRequest())[1] == "round_id: missing"
 
 
+def test_cancel_round_needs_a_known_round_id(api: ApiServer) -> None:
+    """What CancelRound does to a round is the round engine's (tests/test_round_engine.py)."""
+    admin = api.admin()
+    assert _error(admin.CancelRound, pb.CancelRoundRequest()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "round_id: missing",
+    )
+    code, details = _error(admin.CancelRound, pb.CancelRoundRequest(round_id=_hex("unknown")))
+    assert code == grpc.StatusCode.NOT_FOUND and details.startswith("round_id: no round")
+
+
 def test_pool_status(api: ApiServer) -> None:
     with transaction(api.engine) as conn:
         cstore.add_series(

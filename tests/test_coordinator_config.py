@@ -61,7 +61,7 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
         ("max_weight = 400000", "max_weight = 3999", "pool.max_weight: must be at least 4000"),
         ("max_withdrawal = 1000000000", "max_withdrawal = 2100000000000001",
          "pool.max_withdrawal: must be at most 2100000000000000"),
-        ("sign_deadline_seconds = 30.0", "sign_deadline_seconds = 0",
+        ("sign_deadline_seconds = 10.0", "sign_deadline_seconds = 0",
          "rounds.sign_deadline_seconds: must be positive"),
         ("poll_seconds = 2.0", "poll_seconds = nan", "chain.poll_seconds: must be a finite number"),
         ("poll_seconds = 2.0", "poll_seconds = inf", "chain.poll_seconds: must be a finite number"),
@@ -99,6 +99,7 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
          "liveness.down_after_missed: must be at most 1000"),
         ("# [[series]]\n# id = 1\n# receive", "[[series]]\nid = -1\nchange = \"x\"\nreceive",
          "series[0].id: must be from 0 to 2^31 - 1"),
+        ("poll_seconds = 3.0", "poll_seconds = 0", "rounds.poll_seconds: must be positive"),
     ],
 )  # fmt: skip
 def test_a_value_out_of_bounds_is_refused_by_name(

@@ -77,6 +77,18 @@ def test_a_round_starts_when_the_interval_has_passed(
     assert rounds.runs == 1  # the timer restarts with each round
 
 
+def test_every_tick_asks_the_rounds_that_wait_for_signatures_again_even_when_paused(
+    setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
+) -> None:
+    scheduler, rounds, _ = setup
+    scheduler.tick()
+    with transaction(engine) as conn:
+        set_rounds_paused(conn, True)
+    QUORUM.reason = "two signers are down"
+    scheduler.tick()
+    assert (rounds.retries, rounds.runs) == (2, 0)
+
+
 def test_a_round_starts_when_the_queue_passes_the_threshold(
     setup: tuple[RoundScheduler, StandInRounds, Clock], engine: Engine
 ) -> None:

@@ -120,29 +120,83 @@ def test_a_round_completes_with_one_signer_down_and_names_it(devpool: DevPool) -
     mature(devpool, [(CLIENTS[0], "one-down")])
 
 
-def test_with_two_signers_down_the_round_is_abandoned_and_paid_later(devpool: DevPool) -> None:
+def test_a_round_one_signer_signed_waits_is_reported_and_completes_when_its_signers_return(
+    devpool: DevPool,
+) -> None:
+    """Issue 10's wedge: a round that got a signature and not m by its deadline is not abandoned
+    (abandoning it left the signature behind, and every later round spending its coins was
+    refused DOUBLE_SIGN); it waits, keeps its withdrawals, shows in pool status, refuses
+    CancelRound, and completes when its signers return. Nothing is paid twice."""
+    start = devpool.node.chain.tip()[0] + 1
+    address = destination(f"{devpool.directory}/two-down")
     devpool.stop_signer("signer-1")
     devpool.stop_signer("signer-3")
     try:
-        submit(devpool, CLIENTS[1], "two-down", destination("two-down"), 4_000_000)
+        submit(devpool, CLIENTS[1], "two-down", address, 4_000_000)
+        response = devpool.run_round()
+        assert "waits for signatures since" in response.detail, response.detail
+        found = devpool.admin().GetRound(
+            pb.GetRoundRequest(round_id=response.round_id), timeout=CALL_TIMEOUT
+        )
+        assert found.status == pb.ROUND_STATUS_SIGNING
+        assert list(found.signed_by) == ["signer-2"]
+        assert {s.signer_id: s.outcome for s in found.signers} == {
+            "signer-1": "down",
+            "signer-2": "signed",
+            "signer-3": "down",
+        }
+        awaited = {s.signer_id: s.awaited for s in found.signers}
+        assert awaited["signer-1"].startswith("awaiting signer-1 (down) since")
+        assert status(devpool, CLIENTS[1], "two-down").status == pb.WITHDRAWAL_STATUS_IN_ROUND
+        alerts = devpool.status().alerts
+        assert any(
+            a.startswith(f"round {response.round_id} waits for signatures since")
+            and "signers that signed: signer-2" in a
+            for a in alerts
+        ), alerts
+        with pytest.raises(grpc.RpcError) as refused:
+            devpool.admin().CancelRound(
+                pb.CancelRoundRequest(round_id=response.round_id), timeout=CALL_TIMEOUT
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "can only be replaced by one paying the same payments" in (
+            refused.value.details() or ""
+        )
+    finally:
+        devpool.restart_signer("signer-1")
+        devpool.restart_signer("signer-3")
+    later = destination(f"{devpool.directory}/after-wedge")
+    submit(devpool, CLIENTS[1], "after-wedge", later, 2_500_000)
+    again = devpool.run_round()
+    assert again.round_id and again.round_id != response.round_id, again.detail
+    mature(devpool, [(CLIENTS[1], "two-down"), (CLIENTS[1], "after-wedge")])
+    assert devpool.received_by(address_to_script_pubkey(address, REGTEST), start) == 4_000_000
+    assert devpool.received_by(address_to_script_pubkey(later, REGTEST), start) == 2_500_000
+    assert not [a for a in devpool.status().alerts if response.round_id in a]
+
+
+def test_a_round_no_signer_signed_is_abandoned_at_its_deadline_and_paid_later(
+    devpool: DevPool,
+) -> None:
+    signer_ids = ("signer-1", "signer-2", "signer-3")
+    for signer_id in signer_ids:
+        devpool.stop_signer(signer_id)
+    try:
+        submit(devpool, CLIENTS[0], "all-down", destination("all-down"), 4_500_000)
         response = devpool.run_round()
         assert response.detail.startswith("abandoned"), response.detail
         found = devpool.admin().GetRound(
             pb.GetRoundRequest(round_id=response.round_id), timeout=CALL_TIMEOUT
         )
         assert found.status == pb.ROUND_STATUS_ABANDONED
-        assert {s.signer_id: s.outcome for s in found.signers} == {
-            "signer-1": "down",
-            "signer-2": "signed",
-            "signer-3": "down",
-        }
-        assert status(devpool, CLIENTS[1], "two-down").status == pb.WITHDRAWAL_STATUS_PENDING
+        assert {s.outcome for s in found.signers} == {"down"}
+        assert status(devpool, CLIENTS[0], "all-down").status == pb.WITHDRAWAL_STATUS_PENDING
     finally:
-        devpool.restart_signer("signer-1")
-        devpool.restart_signer("signer-3")
+        for signer_id in signer_ids:
+            devpool.restart_signer(signer_id)
     again = devpool.run_round()
     assert again.round_id, again.detail
-    mature(devpool, [(CLIENTS[1], "two-down")])
+    mature(devpool, [(CLIENTS[0], "all-down")])
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from coordinator.rounds import (
     AFTER_ROUND_PERSISTED,
     AFTER_SIGNATURES_PERSISTED,
     RoundEngine,
+    RoundOutcome,
 )
 from coordinator.scanner import Scanner
 from coordinator.signers import SignerPool
@@ -68,7 +69,7 @@ SERIES = make_series(1, 2, [0, 1, 2])
 SIGNER_IDS = ("signer-0", "signer-1", "signer-2")
 POOL = PoolConfig(min_conf=1, maturation=2, coinbase_maturity=100)
 DEPOSITS = DepositsConfig(confirmations=1, min_deposit=1_000 * BTC, refund_threshold=2_000)
-ROUNDS = RoundsConfig(sign_deadline_seconds=10.0, round_deadline_seconds=30.0)
+ROUNDS = RoundsConfig(sign_deadline_seconds=10.0, round_deadline_seconds=30.0, poll_seconds=0.01)
 CALL_TIMEOUT = 20.0
 RECEIVE_INDEXES = itertools.count()
 """Receive indexes, fresh for every deposit of the module: the signers keep registrations."""
@@ -310,15 +311,31 @@ def test_a_refused_refund_waits_and_the_round_is_rebuilt_without_it(pool: Pool) 
     assert pool.reserved() == 0
 
 
-def test_too_few_signers_abandon_the_round_and_the_retry_rebuilds_the_same_refund(
+def test_a_refund_round_one_signer_signed_waits_and_completes_when_its_signers_return(
     pool: Pool,
 ) -> None:
     deposit = pool.deposit(30_000)
     with pool.rounds(down=("signer-1", "signer-2"), round_deadline_seconds=1.0) as rounds:
+        waiting = rounds.run_refunds()
+    view = pool.view(waiting.round_id)
+    assert view.record.status is RoundStatus.SIGNING and view.signed_by == ("signer-0",)
+    assert "waits for signatures since" in view.record.detail
+    assert outcomes(view)["signer-0"] is Outcome.SIGNED
+    assert pool.again(deposit).refund.round_seq == view.record.seq
+    assert pool.reserved() == 1
+    with pool.rounds(round_deadline_seconds=1.0) as rounds:
+        assert rounds.run_refunds().round_id is None  # the deposit is in the waiting round
+        [done] = rounds.retry_waiting()
+    assert done == RoundOutcome(waiting.round_id, "1 of 1 transactions broadcast")
+    assert pool.again(deposit).refund.txid == view.transactions[0].txid
+
+
+def test_a_refund_round_no_signer_signed_is_abandoned_and_retried_later(pool: Pool) -> None:
+    deposit = pool.deposit(30_000)
+    with pool.rounds(down=SIGNER_IDS, round_deadline_seconds=1.0) as rounds:
         abandoned = rounds.run_refunds()
     view = pool.view(abandoned.round_id)
     assert view.record.status is RoundStatus.ABANDONED
-    assert outcomes(view)["signer-0"] is Outcome.SIGNED
     back = pool.again(deposit)
     assert back.status is Status.REFUND_PENDING and back.refund.round_seq == view.record.seq
     assert pool.reserved() == 0
@@ -326,10 +343,8 @@ def test_too_few_signers_abandon_the_round_and_the_retry_rebuilds_the_same_refun
         assert rounds.run_refunds().round_id is None  # not before a round deadline has passed
         time.sleep(3.0)
         retried = rounds.run_refunds()
-    # signer-0 signed that transaction: the retry is the same manifest, and reopens the round.
-    assert retried.round_id == abandoned.round_id
+    assert retried.round_id == abandoned.round_id  # the same manifest reopens the round
     assert retried.detail == "1 of 1 transactions broadcast"
-    assert pool.again(deposit).refund.txid == view.transactions[0].txid
 
 
 def test_a_refund_that_would_pay_dust_is_not_built_and_the_deposit_is_dust(pool: Pool) -> None:

@@ -31,6 +31,7 @@ from coordinator.config import (
     RoundsConfig,
     ServerConfig,
 )
+from coordinator.round_kinds import CancelRefused
 from coordinator.rounds import (
     AFTER_BROADCAST,
     AFTER_ROUND_PERSISTED,
@@ -48,6 +49,7 @@ from coordinator.store.schema import fee_shares, transaction, utxos
 from coordinator.store.withdrawals import Status
 from pool.address import script_pubkey_to_address
 from pool.networks import REGTEST
+from pool.psbt import Psbt
 from pool.series import CHANGE, RECEIVE
 from pool.tx import Transaction
 from pool.vocabulary import RoundKind
@@ -55,7 +57,7 @@ from tests.chain_harness import signer_chain
 from tests.coordinator_harness import coordinator_tls, dead_address, signer_endpoints
 from tests.credit_fixtures import credit_as_if_every_signer_acknowledged
 from tests.factories import BTC, make_series, master_key, p2wpkh
-from tests.fake_signer import WrongSighashSigner, serve_fake_signer
+from tests.fake_signer import PendingSigner, WrongSighashSigner, serve_fake_signer
 from tests.regtest_fixtures import Regtest
 from tests.round_engine_child import run_child
 from tests.store_fixtures import add_active_series
@@ -78,7 +80,7 @@ LIMITS = {
 POOL = PoolConfig(min_conf=1, maturation=3, coinbase_maturity=100)
 DEPOSITS = DepositsConfig(confirmations=1)
 """Funding is credited in the block that confirms it (``Pool.fund`` mines ``min_conf`` blocks)."""
-ROUNDS = RoundsConfig(sign_deadline_seconds=10.0, round_deadline_seconds=30.0)
+ROUNDS = RoundsConfig(sign_deadline_seconds=10.0, round_deadline_seconds=30.0, poll_seconds=0.5)
 CALL_TIMEOUT = 20.0
 
 
@@ -160,6 +162,7 @@ class Pool:
         addresses: dict[str, str] | None = None,
         sign_deadline_seconds: float = ROUNDS.sign_deadline_seconds,
         round_deadline_seconds: float = ROUNDS.round_deadline_seconds,
+        poll_seconds: float = ROUNDS.poll_seconds,
     ) -> Iterator[RoundEngine]:
         """A new RoundEngine (as after a restart) on this store; other signer addresses or
         deadlines when given."""
@@ -170,6 +173,7 @@ class Pool:
             ROUNDS,
             sign_deadline_seconds=sign_deadline_seconds,
             round_deadline_seconds=round_deadline_seconds,
+            poll_seconds=poll_seconds,
         )
         config = replace(config, rounds=deadlines)
         with SignerPool.from_config(config) as signer_pool:
@@ -390,21 +394,20 @@ def _bad_signer_2(pki: Pki, fault: Outcome) -> Iterator[str]:
         yield address
 
 
-def test_two_signers_down_abandon_the_round_and_a_later_round_pays(
-    pool: Pool, signers: dict[str, str]
+def test_a_round_no_signer_signed_is_abandoned_at_its_deadline_and_a_later_round_pays(
+    pool: Pool,
 ) -> None:
     pool.fund([BTC])
     for i in range(2):
         pool.submit("bob", f"bob-down-{i}", 20_000_000 + i)
-    down = {**signers, "signer-1": dead_address(), "signer-2": dead_address()}
+    down = {signer_id: dead_address() for signer_id in SIGNER_IDS}
     abandoned = []
     for _ in range(2):  # the same manifest again: the abandoned round is reopened
         with pool.rounds(down, sign_deadline_seconds=1.0, round_deadline_seconds=1.0) as rounds:
             abandoned.append(rounds.run_round())
         view = pool.view(abandoned[-1].round_id)
         assert view.record.status is RoundStatus.ABANDONED
-        assert outcomes(view) == {"signer-0": Outcome.SIGNED, "signer-1": Outcome.DOWN,
-                                  "signer-2": Outcome.DOWN}  # fmt: skip
+        assert set(outcomes(view).values()) == {Outcome.DOWN}
         assert "signer-1 down: UNAVAILABLE" in view.record.detail
         assert "signer-2 down: UNAVAILABLE" in view.record.detail
         assert pool.reserved() == 0
@@ -423,6 +426,111 @@ def test_two_signers_down_abandon_the_round_and_a_later_round_pays(
     assert pool.withdrawals().pop("bob-too-big").status is Status.DEFERRED
     del pool.requests["bob-too-big"]
     assert_paid_exactly_once(pool)
+
+
+def _inputs(view: rstore.RoundView) -> set[tuple[bytes, int]]:
+    """The coins the round's transactions spend."""
+    return {
+        (txin.prevout.txid, txin.prevout.vout)
+        for tx in view.transactions
+        for txin in Psbt.parse(tx.psbt).tx.inputs
+    }
+
+
+def test_a_round_one_signer_signed_waits_past_its_deadline_and_later_rounds_pay_with_other_coins(
+    pool: Pool, signers: dict[str, str]
+) -> None:
+    """The wedge of issue 10: a round abandoned after a signer signed left that signature behind
+    and every later round spending its coins was refused DOUBLE_SIGN. Now it keeps its coins and
+    withdrawals, says so, and completes when its signers return."""
+    pool.fund([BTC, BTC])
+    pool.submit("bob", "bob-first", 20_000_000)
+    down = {**signers, "signer-1": dead_address(), "signer-2": dead_address()}
+    with pool.rounds(down, sign_deadline_seconds=1.0, round_deadline_seconds=1.0) as rounds:
+        first = rounds.run_round()
+        waiting = pool.view(first.round_id)
+        assert waiting.record.status is RoundStatus.SIGNING
+        assert outcomes(waiting) == {"signer-0": Outcome.SIGNED, "signer-1": Outcome.DOWN,
+                                     "signer-2": Outcome.DOWN}  # fmt: skip
+        assert waiting.signed_by == ("signer-0",)
+        assert f"round {first.round_id} waits for signatures since" in first.detail
+        assert "signers that signed: signer-0" in first.detail
+        assert "awaiting signer-1 (down) since" in first.detail
+        assert pool.withdrawals()["bob-first"].status is Status.IN_ROUND
+        assert pool.reserved() > 0 and first.round_id is not None
+        with pytest.raises(CancelRefused, match="signed by signer-0: a signed transaction can"):
+            rounds.cancel_round(first.round_id)
+        pool.submit("bob", "bob-later", 30_000_000)
+        later = rounds.run_round()  # asks the waiting round again, then builds a new one
+        assert later.round_id not in (None, first.round_id)
+        assert pool.view(first.round_id).record.status is RoundStatus.SIGNING
+        assert not _inputs(pool.view(first.round_id)) & _inputs(pool.view(later.round_id))
+    with pool.engine.connect() as conn:
+        alerts, awaiting = rstore.signing_notes(conn, 1.0, time.time())
+    assert [a for a in alerts if a.startswith(f"round {first.round_id} waits for signatures")]
+    assert f"round {first.round_id}: awaiting signer-2 (down) since" in "\n".join(awaiting)
+    with pool.rounds() as rounds:
+        assert rounds.run_round() == RoundOutcome(None, "no withdrawals waiting")
+        for outcome in (first, later):
+            assert pool.view(outcome.round_id).record.status is RoundStatus.BROADCAST
+        pool.mature(rounds)
+    assert_paid_exactly_once(pool)
+
+
+def test_a_signer_that_answers_pending_is_asked_again_with_the_same_request_until_it_signs(
+    pool: Pool, pki: Pki, signers: dict[str, str]
+) -> None:
+    pool.fund([BTC])
+    pool.submit("alice", "alice-pending", 12_000_000)
+    servicer = PendingSigner(master_key(2), pending_answers=2)
+    server, address = serve_fake_signer(pki, "signer-2", servicer)
+    try:
+        addresses = {**signers, "signer-0": dead_address(), "signer-2": address}
+        with pool.rounds(addresses, sign_deadline_seconds=2.0, round_deadline_seconds=60) as rounds:
+            outcome = rounds.run_round()
+            assert outcome.detail == "1 of 1 transactions broadcast"
+            view = pool.view(outcome.round_id)
+            assert outcomes(view)["signer-2"] is Outcome.SIGNED
+            pool.mature(rounds)
+    finally:
+        server.stop(0)
+    assert len(servicer.requests) == 3 and len(set(servicer.requests)) == 1
+    assert_paid_exactly_once(pool)
+
+
+def test_a_round_whose_signer_device_is_still_asked_at_its_deadline_waits_and_can_be_cancelled(
+    pool: Pool, pki: Pki
+) -> None:
+    pool.fund([BTC])
+    pool.submit("alice", "alice-unattended", 12_000_000)
+    servicer = PendingSigner(master_key(2), pending_answers=None)
+    server, address = serve_fake_signer(pki, "signer-2", servicer)
+    try:
+        addresses = {"signer-0": dead_address(), "signer-1": dead_address(), "signer-2": address}
+        with pool.rounds(
+            addresses, sign_deadline_seconds=1.0, round_deadline_seconds=1.0
+        ) as rounds:
+            outcome = rounds.run_round()
+            assert outcome.round_id is not None
+            view = pool.view(outcome.round_id)
+            assert view.record.status is RoundStatus.SIGNING and view.signed_by == ()
+            [pending] = [o for o in view.outcomes if o.signer_id == "signer-2"]
+            assert (pending.outcome, pending.since) == (Outcome.PENDING, 1_700_000_000)
+            assert pending.awaited == (
+                "awaiting approval on signer-2's device since 2023-11-14T22:13:20Z"
+            )
+            assert pending.awaited in outcome.detail
+            cancelled = rounds.cancel_round(outcome.round_id)
+            assert cancelled.detail.startswith("abandoned: cancelled by an operator")
+            assert pool.view(outcome.round_id).record.status is RoundStatus.ABANDONED
+            with pytest.raises(CancelRefused, match="is abandoned, not signing"):
+                rounds.cancel_round(outcome.round_id)
+            with pytest.raises(KeyError):
+                rounds.cancel_round("00" * 32)
+    finally:
+        server.stop(0)
+    assert pool.reserved() == 0
+    assert pool.withdrawals()["alice-unattended"].status is Status.PENDING
 
 
 def test_a_refused_request_is_rejected_and_the_round_rebuilt_without_it(pool: Pool) -> None:

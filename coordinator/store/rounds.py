@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
@@ -87,10 +88,17 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     FAULTY = "faulty"
     """Returned a signature that does not verify: everything it sent is ignored."""
+    PENDING = "pending"
+    """Its device was asked and has not answered yet (a person may be reviewing the round): it
+    is asked again with the same request."""
 
 
 FINAL_OUTCOMES = (Outcome.SIGNED, Outcome.REFUSED, Outcome.FAULTY)
-"""Outcomes after which a signer is not asked again for the same round."""
+"""Outcomes after which a signer is not asked again for the same round (while the round is
+within its deadline; a round waiting past it asks refusing signers again: coordinator.rounds)."""
+
+AWAITED_OUTCOMES = (Outcome.PENDING, Outcome.TIMEOUT, Outcome.DOWN)
+"""Outcomes of signers the round still waits for."""
 
 
 class ReservationConflict(RuntimeError):
@@ -164,6 +172,36 @@ class OutcomeRecord:
     detail: str
     refusals: tuple[Refusal, ...]
     at: float
+    since: float | None = None
+    """For an awaited signer (``AWAITED_OUTCOMES``): since when it has been in that state (for
+    ``pending``: since when its device has been asked)."""
+
+    @property
+    def awaited(self) -> str:
+        """What the round waits for from this signer, in words ("" when nothing)."""
+        if self.outcome not in AWAITED_OUTCOMES:
+            return ""
+        since = "" if self.since is None else f" since {utc_text(self.since)}"
+        if self.outcome is Outcome.PENDING:
+            return f"awaiting approval on {self.signer_id}'s device{since}"
+        return f"awaiting {self.signer_id} ({self.outcome.value}){since}"
+
+
+def utc_text(at: float) -> str:
+    """A unix time as ISO 8601 UTC, to the second."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def waiting_detail(
+    round_id: str, since: float, signed_by: Sequence[str], outcomes: Sequence[OutcomeRecord]
+) -> str:
+    """The alert of a round that waits for signatures: since when, who signed, who is awaited."""
+    who = ", ".join(signed_by) if signed_by else "none yet"
+    awaited = "; ".join(o.awaited for o in outcomes if o.awaited)
+    text = (
+        f"round {round_id} waits for signatures since {utc_text(since)}; signers that signed: {who}"
+    )
+    return f"{text}; {awaited}" if awaited else text
 
 
 @dataclass(frozen=True)
@@ -185,6 +223,8 @@ class RoundView:
     """The round id this one replaced ("" if none)."""
     transactions: tuple[TxRecord, ...]
     outcomes: tuple[OutcomeRecord, ...]
+    signed_by: tuple[str, ...] = ()
+    """The signers with at least one valid signature stored in the round."""
 
 
 # --------------------------------------------------------------------------- rows
@@ -231,6 +271,7 @@ def _outcome_from_row(row: Row[tuple[object, ...]]) -> OutcomeRecord:
         detail=str(doc.get("detail", "")),
         refusals=tuple(Refusal(**r) for r in doc.get("refusals", [])),
         at=float(m["at"]),
+        since=None if doc.get("since") is None else float(doc["since"]),
     )
 
 
@@ -427,6 +468,17 @@ def round_signatures(conn: Connection, seq: int) -> dict[tuple[int, int], dict[b
     return found
 
 
+def signers_that_signed(conn: Connection, seq: int) -> list[str]:
+    """The signers with at least one stored (valid) signature in the round, by name."""
+    rows = conn.execute(
+        select(signatures.c.signer_id)
+        .where(signatures.c.round_seq == seq)
+        .distinct()
+        .order_by(signatures.c.signer_id)
+    ).all()
+    return [str(r.signer_id) for r in rows]
+
+
 def outcomes(conn: Connection, seq: int) -> list[OutcomeRecord]:
     rows = conn.execute(
         select(signer_outcomes)
@@ -486,12 +538,16 @@ def set_outcome(
     signature_count: int = 0,
     detail: str = "",
     refusals: Sequence[Refusal] = (),
+    since: float | None = None,
 ) -> None:
-    """Record (or replace) what a signer did in the round."""
+    """Record (or replace) what a signer did in the round (``since``: see OutcomeRecord)."""
+    doc: dict[str, object] = {"detail": detail, "refusals": [asdict(r) for r in refusals]}
+    if since is not None:
+        doc["since"] = since
     values = {
         "outcome": outcome.value,
         "signatures": signature_count,
-        "detail": json.dumps({"detail": detail, "refusals": [asdict(r) for r in refusals]}),
+        "detail": json.dumps(doc),
         "at": now,
     }
     where = and_(signer_outcomes.c.round_seq == seq, signer_outcomes.c.signer_id == signer_id)
@@ -643,4 +699,24 @@ def round_view(conn: Connection, round_id: str) -> RoundView | None:
         rebuilt_from_id=rebuilt_from_id,
         transactions=tuple(transactions(conn, record.seq)),
         outcomes=tuple(outcomes(conn, record.seq)),
+        signed_by=tuple(signers_that_signed(conn, record.seq)),
     )
+
+
+def signing_notes(
+    conn: Connection, round_deadline_seconds: float, now: float
+) -> tuple[list[str], list[str]]:
+    """For pool status: (alerts of the rounds that wait for signatures past their deadline or
+    with a signature, awaited signers of every signing round as "round X: awaiting ...")."""
+    alerts: list[str] = []
+    awaiting: list[str] = []
+    for record in open_rounds(conn):
+        if record.status is not RoundStatus.SIGNING:
+            continue
+        found = outcomes(conn, record.seq)
+        awaiting += [f"round {record.round_id}: {o.awaited}" for o in found if o.awaited]
+        signed_by = signers_that_signed(conn, record.seq)
+        deadline = record.created_at + round_deadline_seconds
+        if now >= deadline:
+            alerts.append(waiting_detail(record.round_id, deadline, signed_by, found))
+    return alerts, awaiting

@@ -101,6 +101,9 @@ class DevPool:
     series' keys as cosigners and its checksum as the one approved series."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    """The coordinator's rounds.poll_seconds: pause between two SignRound calls to a signer
+    that has not answered for good."""
     own_nodes: bool = False
     """Give every signer a bcoin node of its own, peered with the coordinator's (``signer_nodes``);
     by default they all ask the coordinator's node."""
@@ -268,6 +271,7 @@ interval_seconds = 3600.0
 queue_threshold = 100000
 sign_deadline_seconds = {self.sign_deadline_seconds}
 round_deadline_seconds = {self.round_deadline_seconds}
+poll_seconds = {self.poll_seconds}
 {rounds}{signers}""",
             encoding="utf-8",
         )
@@ -461,10 +465,22 @@ round_deadline_seconds = {self.round_deadline_seconds}
             time.sleep(0.2)
 
     def run_round(self) -> coordinator_pb2.RunRoundNowResponse:
-        response: Any = self.admin().RunRoundNow(
-            coordinator_pb2.RunRoundNowRequest(), timeout=CALL_TIMEOUT * 4
-        )
-        return response  # type: ignore[no-any-return]
+        """RunRoundNow; asked again while the scheduler's own tick is running a round (its
+        refund round runs at every tick: "a round is already running")."""
+
+        def run() -> coordinator_pb2.RunRoundNowResponse | None:
+            try:
+                response: Any = self.admin().RunRoundNow(
+                    coordinator_pb2.RunRoundNowRequest(), timeout=CALL_TIMEOUT * 4
+                )
+            except grpc.RpcError as exc:
+                busy = exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                if busy and "already running" in (exc.details() or ""):
+                    return None
+                raise
+            return response  # type: ignore[no-any-return]
+
+        return self.wait_until(run, "the scheduler to finish the round it runs")
 
 
 def _toml_table(settings: dict[str, Any]) -> str:

@@ -228,7 +228,7 @@ class RoundSummary(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., status: _Optional[_Union[RoundStatus, str]] = ..., transactions: _Optional[int] = ..., withdrawals: _Optional[int] = ..., fee_sat: _Optional[int] = ..., created_unix: _Optional[int] = ...) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts", "health", "health_detail")
+    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts", "health", "health_detail", "awaiting")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     TIP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +240,7 @@ class PoolStatus(_message.Message):
     ALERTS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     HEALTH_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_FIELD_NUMBER: _ClassVar[int]
     network: _common_pb2.Network
     tip_height: int
     series: _containers.RepeatedCompositeFieldContainer[SeriesBalance]
@@ -251,7 +252,8 @@ class PoolStatus(_message.Message):
     alerts: _containers.RepeatedScalarFieldContainer[str]
     health: str
     health_detail: str
-    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., health_detail: _Optional[str] = ...) -> None: ...
+    awaiting: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., health_detail: _Optional[str] = ..., awaiting: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetFeeStatementRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -322,21 +324,25 @@ class RoundTransaction(_message.Message):
     def __init__(self, txid: _Optional[str] = ..., fee_sat: _Optional[int] = ..., status: _Optional[str] = ..., confirmations: _Optional[int] = ..., psbt: _Optional[bytes] = ..., raw_tx: _Optional[bytes] = ...) -> None: ...
 
 class SignerOutcome(_message.Message):
-    __slots__ = ("signer_id", "outcome", "signatures", "refusals", "detail")
+    __slots__ = ("signer_id", "outcome", "signatures", "refusals", "detail", "awaited_since_unix", "awaited")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     SIGNATURES_FIELD_NUMBER: _ClassVar[int]
     REFUSALS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    AWAITED_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    AWAITED_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     outcome: str
     signatures: int
     refusals: _containers.RepeatedCompositeFieldContainer[_signer_pb2.Refusal]
     detail: str
-    def __init__(self, signer_id: _Optional[str] = ..., outcome: _Optional[str] = ..., signatures: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[_signer_pb2.Refusal, _Mapping]]] = ..., detail: _Optional[str] = ...) -> None: ...
+    awaited_since_unix: int
+    awaited: str
+    def __init__(self, signer_id: _Optional[str] = ..., outcome: _Optional[str] = ..., signatures: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[_signer_pb2.Refusal, _Mapping]]] = ..., detail: _Optional[str] = ..., awaited_since_unix: _Optional[int] = ..., awaited: _Optional[str] = ...) -> None: ...
 
 class Round(_message.Message):
-    __slots__ = ("round_id", "status", "manifest", "transactions", "signers", "created_unix", "updated_unix", "detail", "rebuilt_from")
+    __slots__ = ("round_id", "status", "manifest", "transactions", "signers", "created_unix", "updated_unix", "detail", "rebuilt_from", "signed_by")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +352,7 @@ class Round(_message.Message):
     UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     REBUILT_FROM_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     status: RoundStatus
     manifest: bytes
@@ -355,7 +362,14 @@ class Round(_message.Message):
     updated_unix: int
     detail: str
     rebuilt_from: str
-    def __init__(self, round_id: _Optional[str] = ..., status: _Optional[_Union[RoundStatus, str]] = ..., manifest: _Optional[bytes] = ..., transactions: _Optional[_Iterable[_Union[RoundTransaction, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerOutcome, _Mapping]]] = ..., created_unix: _Optional[int] = ..., updated_unix: _Optional[int] = ..., detail: _Optional[str] = ..., rebuilt_from: _Optional[str] = ...) -> None: ...
+    signed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round_id: _Optional[str] = ..., status: _Optional[_Union[RoundStatus, str]] = ..., manifest: _Optional[bytes] = ..., transactions: _Optional[_Iterable[_Union[RoundTransaction, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerOutcome, _Mapping]]] = ..., created_unix: _Optional[int] = ..., updated_unix: _Optional[int] = ..., detail: _Optional[str] = ..., rebuilt_from: _Optional[str] = ..., signed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CancelRoundRequest(_message.Message):
+    __slots__ = ("round_id",)
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    def __init__(self, round_id: _Optional[str] = ...) -> None: ...
 
 class RunRoundNowRequest(_message.Message):
     __slots__ = ()

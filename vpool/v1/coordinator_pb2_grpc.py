@@ -434,6 +434,11 @@ class AdminServiceStub(object):
                 request_serializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsRequest.SerializeToString,
                 response_deserializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsResponse.FromString,
                 )
+        self.CancelRound = channel.unary_unary(
+                '/vpool.v1.AdminService/CancelRound',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.CancelRoundRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.Round.FromString,
+                )
 
 
 class AdminServiceServicer(object):
@@ -505,6 +510,16 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRound(self, request, context):
+        """Abandons a signing round that has no valid signature now (its requests go back to the
+        queue). A round with any signature is never abandoned: a signed transaction can only be
+        replaced by one paying the same payments, and the round itself is that replacement, asked
+        again until it has its signatures: FAILED_PRECONDITION says so (and names who signed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -552,6 +567,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListRefunds,
                     request_deserializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsRequest.FromString,
                     response_serializer=vpool_dot_v1_dot_coordinator__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'CancelRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRound,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.CancelRoundRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.Round.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -714,5 +734,22 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/vpool.v1.AdminService/ListRefunds',
             vpool_dot_v1_dot_coordinator__pb2.ListRefundsRequest.SerializeToString,
             vpool_dot_v1_dot_coordinator__pb2.ListRefundsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CancelRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.AdminService/CancelRound',
+            vpool_dot_v1_dot_coordinator__pb2.CancelRoundRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.Round.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
