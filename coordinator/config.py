@@ -359,10 +359,16 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
             r, "withdrawal_expiry_seconds", float, "rounds.", 7 * 86_400.0
         ),
     )
-    for name in ("interval_seconds", "sign_deadline_seconds", "round_deadline_seconds"):
+    for name in (
+        "interval_seconds",
+        "sign_deadline_seconds",
+        "round_deadline_seconds",
+        "poll_seconds",
+    ):
         _seconds(getattr(rounds, name), f"rounds.{name}")
     _seconds(rounds.withdrawal_expiry_seconds, "rounds.withdrawal_expiry_seconds")
-    _positive(rounds.queue_threshold, "rounds.queue_threshold")
+    for name in ("queue_threshold", "max_requests", "max_inputs"):
+        _positive(getattr(rounds, name), f"rounds.{name}")
 
     signers = []
     for where, entry in _entries(doc, "signers"):

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from coordinator.round_kinds import RefusedRequest, RequestKey
-from pool.vocabulary import Finality, RoundKind, finality
 from coordinator.store.rounds import FINAL_OUTCOMES, Outcome, OutcomeRecord, RoundStatus
+from pool.vocabulary import Finality, RoundKind, finality
+
 
 def final_for_request(reason_code: str) -> bool:
     """A signer's per-request refusal that rejects the request for good

@@ -106,7 +106,7 @@ from pool.errors import PsbtError
 from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
 from pool.script import parse_multisig_script
-from pool.vocabulary import Finality, RoundKind, finality
+from pool.vocabulary import RoundKind
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from coordinator.round_state import (
     to_ask,
 )
 from coordinator.signers import Refusal
-from pool.vocabulary import RoundKind
 from coordinator.store.rounds import Outcome, OutcomeRecord, RoundStatus
+from pool.vocabulary import RoundKind
 
 SIGNERS = ("signer-1", "signer-2", "signer-3")
 
