@@ -27,6 +27,7 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_CALL_TIMEOUT = 30.0
 DEFAULT_SIGN_TIMEOUT = 300.0
+DEFAULT_ANSWER_WITHIN = 2.0
 _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
 _HWI_DEVICE_TYPES = (
     "trezor", "ledger", "keepkey", "digitalbitbox", "coldcard", "bitbox02", "jade",
@@ -55,6 +56,8 @@ class EmulatorBackendConfig:
     keystore: Path
     passphrase_env: str | None
     passphrase_file: Path | None
+    answer_within_seconds: float = 2.0
+    """How long a SignRound call waits for the device before it answers ``pending``."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class HwiBackendConfig:
     device_path: str | None
     call_timeout_seconds: float
     sign_timeout_seconds: float
+    answer_within_seconds: float = 2.0
+    """How long a SignRound call waits for the device before it answers ``pending``."""
 
 
 BackendConfig = EmulatorBackendConfig | HwiBackendConfig
@@ -183,12 +188,17 @@ def _server(t: _Table) -> ServerConfig:
 def _backend(t: _Table) -> BackendConfig:
     kind = t.string("kind")
     if kind == "emulator":
-        t.only("kind", "keystore", "passphrase_env", "passphrase_file")
+        t.only("kind", "keystore", "passphrase_env", "passphrase_file", "answer_within_seconds")
         env = t.optional_string("passphrase_env")
         file = t.optional_path("passphrase_file", required=False)
         if (env is None) == (file is None):
             raise ConfigError(f"{t.prefix}: set exactly one of passphrase_env and passphrase_file")
-        return EmulatorBackendConfig(t.path("keystore"), env, file)
+        return EmulatorBackendConfig(
+            t.path("keystore"),
+            env,
+            file,
+            t.seconds("answer_within_seconds", DEFAULT_ANSWER_WITHIN),
+        )
     if kind == "hwi":
         t.only(
             "kind",
@@ -197,6 +207,7 @@ def _backend(t: _Table) -> BackendConfig:
             "device_path",
             "call_timeout_seconds",
             "sign_timeout_seconds",
+            "answer_within_seconds",
         )
         return _hwi(t)
     raise ConfigError(f'{t.key("kind")}: expected "emulator" or "hwi", got {kind!r}')
@@ -224,6 +235,7 @@ def _hwi(t: _Table) -> HwiBackendConfig:
         device_path=device_path,
         call_timeout_seconds=t.seconds("call_timeout_seconds", DEFAULT_CALL_TIMEOUT),
         sign_timeout_seconds=t.seconds("sign_timeout_seconds", DEFAULT_SIGN_TIMEOUT),
+        answer_within_seconds=t.seconds("answer_within_seconds", DEFAULT_ANSWER_WITHIN),
     )
 
 

@@ -61,6 +61,7 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
         chain = _node(config.chain)
         monitor = NodeMonitor(chain, time.time)
         service = SignerService(config, backend, state, audit, time.time, chain, monitor)
+        stack.callback(service.close)
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )

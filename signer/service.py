@@ -107,6 +107,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             clock,
             chain,
             self._chain_rules,
+            config.backend.answer_within_seconds,
         )
         self._acknowledger = Acknowledger(
             config.network, config.policy, state, chain, self._rounds.lock, clock
@@ -326,8 +327,14 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 for index, signatures in sorted(result.signatures.items())
             ],
             refusals=[_refusal_message(refusal) for refusal in result.refusals],
-            signed_all=not result.refusals,
+            signed_all=not result.refusals and not result.pending,
+            pending=result.pending,
+            pending_since_unix=0 if result.pending_since is None else int(result.pending_since),
         )
+
+    def close(self) -> None:
+        """Stop the device worker (after the round it is on)."""
+        self._rounds.close()
 
 
 def _claims(deposits: Sequence[signer_pb2.DepositClaim]) -> list[DepositClaim]:
