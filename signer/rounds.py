@@ -76,6 +76,9 @@ class RoundResult:
         return self.pending_since is not None
 
 
+_CLOSE_SECONDS = 10.0
+
+
 class _BadSignature(Exception):
     """The device returned a signature that does not verify."""
 
@@ -195,9 +198,12 @@ class RoundSigner:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
 
-    def close(self) -> None:
-        """Stop the device worker once the round it is on ends; queued rounds are dropped."""
+    def close(self, wait: float = _CLOSE_SECONDS) -> None:
+        """Stop the device worker once the rounds queued before end (waiting up to ``wait``
+        seconds for it)."""
         self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(wait)
 
     def in_progress(self) -> list[tuple[bytes, float]]:
         """(manifest hash, since) of every round at the device."""
@@ -244,6 +250,9 @@ class RoundSigner:
     def _answer(self, job: _Job) -> RoundResult:
         if not job.done.wait(self._answer_within):
             return RoundResult(job.manifest_hash, {}, [], pending_since=job.started)
+        with self._jobs_lock:  # a failed attempt is reported once; the next request retries
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
         if job.timeout is not None:
             raise job.timeout
         assert job.result is not None
