@@ -65,7 +65,11 @@ def _emulate_jade(args: argparse.Namespace) -> int:
     )
     master = master_from_mnemonic(args.mnemonic_file.read_text(encoding="utf-8"))
     faults = Faults(
-        args.stall_seconds, args.stall_all, args.refuse_signing, args.require_previous_tx
+        args.stall_seconds,
+        args.stall_all,
+        args.refuse_signing,
+        args.require_previous_tx,
+        args.approve_after,
     )
     device = JadeDevice(
         master,
@@ -158,6 +162,14 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--refuse-signing", action="store_true", help="fault: the user rejects every transaction"
+    )
+    parser.add_argument(
+        "--approve-after",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="the user approves (or with --refuse-signing refuses) each transaction SECONDS "
+        "after it is shown; each prompt is logged ('sign_psbt: prompt N shown to the user')",
     )
     parser.add_argument(
         "--require-previous-tx",

@@ -58,6 +58,10 @@ class Faults:
     """Stall every call, not only ``sign_psbt``."""
     refuse_signing: bool = False
     require_previous_tx: bool = False
+    approve_after: float = 0.0
+    """Not a fault but a person: each transaction is shown (a prompt, logged and counted) and
+    approved (or refused, with ``refuse_signing``) this many seconds later; the device does
+    nothing else meanwhile, like a Jade showing a transaction."""
     """Not a fault but a stricter device: refuse an input to sign without its previous
     transaction (``non_witness_utxo``), as Trezor and BitBox02 refuse segwit v0 inputs."""
 
@@ -93,6 +97,9 @@ class JadeDevice:
         self._restrict_network = restrict_network
         self._registry = Registry(network, master.fingerprint, state_file)
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.prompts = 0
+        """Transactions shown to the user for approval (``sign_psbt`` calls that parsed)."""
         self._methods: dict[str, Callable[[object], object]] = {
             "get_version_info": self._get_version_info,
             "ping": lambda _: 0,
@@ -108,6 +115,10 @@ class JadeDevice:
     @property
     def fingerprint(self) -> bytes:
         return self._master.fingerprint
+
+    def close(self) -> None:
+        """Interrupt a person's wait (the device is going away)."""
+        self._closing.set()
 
     def call(self, method: str, params: object) -> object:
         """The result of ``method``; a refusal raises ``JadeRpcError``."""
@@ -279,6 +290,10 @@ class JadeDevice:
         raw = values.get("psbt")
         if not isinstance(raw, bytes) or not raw:
             raise p.bad("Failed to extract psbt bytes from parameters")
+        self.prompts += 1
+        log.info("sign_psbt: prompt %d shown to the user", self.prompts)
+        if self.faults.approve_after and self._closing.wait(self.faults.approve_after):
+            raise JadeRpcError(PROTOCOL_ERROR, "Device closed")
         registered = [multisig for _, multisig in self._registry.items()]
         return sign_request(
             raw,

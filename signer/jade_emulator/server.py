@@ -69,6 +69,7 @@ class JadeEmulatorServer:
     def close(self) -> None:
         """Stop accepting, end every session (interrupting stalls) and free the port."""
         self._stopping.set()
+        self.device.close()
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
