@@ -154,10 +154,15 @@ def emulator_backend(keystore: Path) -> dict[str, Any]:
 
 
 def hwi_backend(
-    port: int, fingerprint: bytes, sign_timeout: float = 60.0, answer_within: float = 2.0
+    port: int,
+    fingerprint: bytes,
+    sign_timeout: float = 60.0,
+    answer_within: float = 2.0,
+    probe_seconds: float = 2.0,
 ) -> dict[str, Any]:
     return {
         "answer_within_seconds": answer_within,
+        "probe_seconds": probe_seconds,
         "kind": "hwi",
         "device_type": "jade",
         "device_path": f"tcp:127.0.0.1:{port}",
