@@ -149,7 +149,7 @@ class HwiBackend:
                         )
             except BackendError as e:
                 self._stop()
-                return _condition_of(str(e)), str(e)
+                return condition_of_failure(str(e)), str(e)
             return DeviceCondition.READY, ""
         finally:
             self._lock.release()
@@ -249,7 +249,7 @@ class HwiBackend:
         self._process, self._conn = None, None
 
 
-def _condition_of(message: str) -> DeviceCondition:
+def condition_of_failure(message: str) -> DeviceCondition:
     """What a failure to reach the device says about it."""
     lowered = message.lower()
     if "not ready" in lowered or "locked" in lowered or "pin" in lowered.split():
