@@ -77,10 +77,12 @@ def _emulate_jade(args: argparse.Namespace) -> int:
         restrict_network=args.restrict_network,
         state_file=args.state_file,
         faults=faults,
+        locked=args.locked,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: device.unlock())
     with JadeEmulatorServer(device, args.host, args.port) as server:
         print(
             f"jade emulator listening on {args.host}:{server.port} for {args.network}, "
@@ -162,6 +164,12 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--refuse-signing", action="store_true", help="fault: the user rejects every transaction"
+    )
+    parser.add_argument(
+        "--locked",
+        action="store_true",
+        help="start locked (PIN not entered: only get_version_info, ping and add_entropy are "
+        "answered); SIGUSR1 is the user unlocking it",
     )
     parser.add_argument(
         "--approve-after",

@@ -277,6 +277,41 @@ def test_the_refuse_signing_fault_is_a_user_rejection(
         commands.signtx(client, _round_psbt().to_base64())
 
 
+def test_each_transaction_shown_to_the_user_is_counted_as_a_prompt(
+    client: HardwareWalletClient, device: JadeDevice
+) -> None:
+    commands.displayaddress(client, desc=_hwi_descriptor(0))
+    commands.signtx(client, _round_psbt().to_base64())
+    commands.signtx(client, _round_psbt().to_base64())
+    assert device.prompts == 2
+
+
+def test_a_locked_jade_answers_only_its_version_and_says_it_is_locked() -> None:
+    device = JadeDevice(master_from_mnemonic(MNEMONIC), REGTEST, locked=True)
+    with JadeEmulatorServer(device, port=0) as server:
+        raw = RawClient(server.port)
+        try:
+            state = raw.call("get_version_info")["result"]["JADE_STATE"]
+            reply = raw.call("get_xpub", {"network": "testnet", "path": []})
+        finally:
+            raw.close()
+    assert (state, _error(reply)[0]) == ("LOCKED", JadeError.HW_LOCKED)
+
+
+def test_hwi_cannot_open_a_locked_jade_until_its_user_unlocks_it() -> None:
+    device = JadeDevice(master_from_mnemonic(MNEMONIC), REGTEST, locked=True)
+    with JadeEmulatorServer(device, port=0) as server:
+        path = _path(server)
+        with pytest.raises(Exception, match="Recovery Phrase Login"):
+            commands.get_client("jade", path, chain=Chain.REGTEST)
+        device.unlock()
+        client = commands.get_client("jade", path, chain=Chain.REGTEST)
+        try:
+            assert client.get_master_fingerprint() == device.fingerprint
+        finally:
+            client.close()
+
+
 def test_every_network_is_served_like_on_the_qemu_simulator(
     emulator: JadeEmulatorServer,
 ) -> None:

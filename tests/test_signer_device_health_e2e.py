@@ -102,9 +102,9 @@ class Rig:
         self.jade.stop()
         self.jade = None
 
-    def plug(self, approve_after: float = 0.0) -> JadeEmulator:
+    def plug(self, approve_after: float = 0.0, locked: bool = False) -> JadeEmulator:
         self.jade = JadeEmulator(
-            self.base / "jade", WORDS, port=self.port, approve_after=approve_after
+            self.base / "jade", WORDS, port=self.port, approve_after=approve_after, locked=locked
         )
         return self.jade
 
@@ -162,6 +162,17 @@ def test_a_daemon_started_without_its_device_waits_for_it(rig: Rig) -> None:
     assert [x.origin.split("/")[0] for x in info.account_xpubs] == [
         master_of(WORDS).fingerprint.hex()
     ]
+
+
+def test_a_locked_device_is_reported_locked_until_its_user_unlocks_it(rig: Rig) -> None:
+    rig.unplug()
+    jade = rig.plug(locked=True)
+    rig.start_daemon()
+    assert rig.health() == NOT_SERVING
+    device = rig.device()
+    assert (device.state, device.usable) == ("locked", False)
+    jade.unlock()
+    wait_for(lambda: rig.health() == SERVING, "serving once the user unlocked the device")
 
 
 def test_a_round_at_an_unplugged_device_is_abandoned_and_not_left_waiting(

@@ -348,6 +348,7 @@ class JadeEmulator(Process):
         stall_seconds: float = 0.0,
         require_previous_tx: bool = False,
         approve_after: float = 0.0,
+        locked: bool = False,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -357,11 +358,17 @@ class JadeEmulator(Process):
         args += ["--port", str(port), "--state-file", str(directory / "registry.json")]
         args += ["--stall-seconds", str(stall_seconds)]
         args += ["--approve-after", str(approve_after)]
+        if locked:
+            args.append("--locked")
         if require_previous_tx:
             args.append("--require-previous-tx")
         super().__init__(args, directory / "jade.log", _JADE_READY)
         self.port = int(self.match.group(1))
         self.fingerprint = master_of(words).fingerprint
+
+    def unlock(self) -> None:
+        """Its user enters the PIN (SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
 
     def prompts(self) -> int:
         """Transactions shown to its user so far, as its log counts them."""
