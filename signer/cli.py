@@ -83,7 +83,7 @@ def _emulate_jade(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: device.unlock())
-    with JadeEmulatorServer(device, args.host, args.port) as server:
+    with JadeEmulatorServer(device, args.host, args.port, args.single_client) as server:
         print(
             f"jade emulator listening on {args.host}:{server.port} for {args.network}, "
             f"master fingerprint {device.fingerprint.hex()}",
@@ -164,6 +164,12 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--refuse-signing", action="store_true", help="fault: the user rejects every transaction"
+    )
+    parser.add_argument(
+        "--single-client",
+        action="store_true",
+        help="serve one connection at a time, like the QEMU simulator and a USB serial port "
+        "(a second client waits until the first closes)",
     )
     parser.add_argument(
         "--locked",

@@ -312,6 +312,24 @@ def test_hwi_cannot_open_a_locked_jade_until_its_user_unlocks_it() -> None:
             client.close()
 
 
+def test_a_single_client_emulator_reads_a_second_client_only_after_the_first_closes() -> None:
+    device = JadeDevice(master_from_mnemonic(MNEMONIC), REGTEST)
+    with JadeEmulatorServer(device, port=0, single_client=True) as server:
+        first, second = RawClient(server.port), RawClient(server.port)
+        try:
+            first.call("ping")
+            second.sock.sendall(cbor2.dumps({"id": "2", "method": "ping"}))
+            second.sock.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                second.sock.recv(1)
+            first.close()
+            second.sock.settimeout(30)
+            answered = cbor2.loads(second.sock.recv(4096))
+        finally:
+            second.close()
+    assert answered == {"id": "2", "result": 0}
+
+
 def test_every_network_is_served_like_on_the_qemu_simulator(
     emulator: JadeEmulatorServer,
 ) -> None:

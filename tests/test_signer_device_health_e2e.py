@@ -72,11 +72,12 @@ def series() -> Series:
 
 
 class Rig:
-    """A Jade emulator (restartable on its port) and a signer daemon behind it."""
+    """A Jade emulator (restartable on its port, one client at a time like the QEMU simulator)
+    and a signer daemon behind it."""
 
     def __init__(self, base: Path, pki: Pki, regtest: Regtest, series: Series) -> None:
         self.base, self.pki = base, pki
-        self.jade: JadeEmulator | None = JadeEmulator(base / "jade", WORDS, approve_after=0)
+        self.jade: JadeEmulator | None = JadeEmulator(base / "jade", WORDS, single_client=True)
         self.port = self.jade.port
         directory = base / "signer"
         backend = hwi_backend(self.port, master_of(WORDS).fingerprint, probe_seconds=0.5)
@@ -104,7 +105,12 @@ class Rig:
 
     def plug(self, approve_after: float = 0.0, locked: bool = False) -> JadeEmulator:
         self.jade = JadeEmulator(
-            self.base / "jade", WORDS, port=self.port, approve_after=approve_after, locked=locked
+            self.base / "jade",
+            WORDS,
+            port=self.port,
+            approve_after=approve_after,
+            locked=locked,
+            single_client=True,
         )
         return self.jade
 

@@ -54,7 +54,12 @@ def pki(tmp_path: Path) -> Pki:
 
 @pytest.fixture
 def jade(tmp_path: Path) -> Iterator[JadeEmulator]:
-    jade = JadeEmulator(tmp_path / "jade", mnemonic_for("slow person"), approve_after=APPROVE_AFTER)
+    jade = JadeEmulator(
+        tmp_path / "jade",
+        mnemonic_for("slow person"),
+        approve_after=APPROVE_AFTER,
+        single_client=True,  # like the QEMU simulator and a USB serial port
+    )
     yield jade
     jade.stop()
 

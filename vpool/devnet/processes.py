@@ -349,6 +349,7 @@ class JadeEmulator(Process):
         require_previous_tx: bool = False,
         approve_after: float = 0.0,
         locked: bool = False,
+        single_client: bool = False,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -360,6 +361,8 @@ class JadeEmulator(Process):
         args += ["--approve-after", str(approve_after)]
         if locked:
             args.append("--locked")
+        if single_client:
+            args.append("--single-client")
         if require_previous_tx:
             args.append("--require-previous-tx")
         super().__init__(args, directory / "jade.log", _JADE_READY)
