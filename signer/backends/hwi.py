@@ -120,8 +120,9 @@ class HwiBackend:
         return replace(psbt, inputs=tuple(inputs))
 
     def probe(self, timeout: float) -> tuple[DeviceCondition, str]:
-        """Idle: the master fingerprint, asked with a ``timeout`` deadline (a new worker finds
-        the device first). Busy with a call (a person reviewing a transaction): only whether the
+        """Idle: whether the device is there (as below), then the master fingerprint, asked with
+        a ``timeout`` deadline (a new worker finds the device first). Busy with a call (a person
+        reviewing a transaction): only whether the
         device is still there (its TCP port answers, its serial path exists, the worker lives);
         if it is gone, the call in flight is abandoned (the worker is killed: the call fails at
         once instead of waiting out its deadline)."""
@@ -136,6 +137,10 @@ class HwiBackend:
                 process.kill()  # abandon the call in flight
             return DeviceCondition.ABSENT, f"{problem}; the call in flight was abandoned"
         try:
+            problem = self._presence_problem(timeout)
+            if problem is not None:  # gone: no need to wait for the worker to find out
+                self._stop()
+                return DeviceCondition.ABSENT, problem
             try:
                 if self._conn is None:
                     self._start(self._fingerprint.hex(), timeout)
