@@ -62,6 +62,10 @@ class Reason(StrEnum):
     REFUND_DESTINATION_NOT_SENDER = "REFUND_DESTINATION_NOT_SENDER"
     OPERATOR_REFUNDS_NOT_ALLOWED = "OPERATOR_REFUNDS_NOT_ALLOWED"
     DOUBLE_SIGN = "DOUBLE_SIGN"
+    SIGNING_IN_PROGRESS = "SIGNING_IN_PROGRESS"
+    """An input is spent by another round this signer approved and whose device has not
+    answered yet. Not final: ask again once that round is signed (then a safe replacement of
+    it may pass) or has failed. Scoped to the input."""
     SAME_TX_OTHER_MANIFEST = "SAME_TX_OTHER_MANIFEST"
     """This very transaction was signed under another manifest (a manifest that rebuilds to the
     same txid while claiming other facts, e.g. other input amounts). Final for this manifest:
@@ -201,6 +205,7 @@ FINALITY: dict[Reason, Finality] = {
             Reason.DEVICE_ERROR,
             Reason.DEVICE_TIMEOUT,
             Reason.DOUBLE_SIGN,
+            Reason.SIGNING_IN_PROGRESS,
             Reason.REFUND_ADDRESS_UNKNOWN,
             Reason.SERIES_NOT_REGISTERED,
         )

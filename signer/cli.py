@@ -88,7 +88,11 @@ def _emulate_jade(args: argparse.Namespace) -> int:
     )
     master = master_from_mnemonic(args.mnemonic_file.read_text(encoding="utf-8"))
     faults = Faults(
-        args.stall_seconds, args.stall_all, args.refuse_signing, args.require_previous_tx
+        args.stall_seconds,
+        args.stall_all,
+        args.refuse_signing,
+        args.require_previous_tx,
+        args.approve_after,
     )
     device = JadeDevice(
         master,
@@ -96,11 +100,13 @@ def _emulate_jade(args: argparse.Namespace) -> int:
         restrict_network=args.restrict_network,
         state_file=args.state_file,
         faults=faults,
+        locked=args.locked,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with JadeEmulatorServer(device, args.host, args.port) as server:
+    signal.signal(signal.SIGUSR1, lambda *_: device.unlock())
+    with JadeEmulatorServer(device, args.host, args.port, args.single_client) as server:
         print(
             f"jade emulator listening on {args.host}:{server.port} for {args.network}, "
             f"master fingerprint {device.fingerprint.hex()}",
@@ -191,6 +197,26 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--refuse-signing", action="store_true", help="fault: the user rejects every transaction"
+    )
+    parser.add_argument(
+        "--single-client",
+        action="store_true",
+        help="serve one connection at a time, like the QEMU simulator and a USB serial port "
+        "(a second client waits until the first closes)",
+    )
+    parser.add_argument(
+        "--locked",
+        action="store_true",
+        help="start locked (PIN not entered: only get_version_info, ping and add_entropy are "
+        "answered); SIGUSR1 is the user unlocking it",
+    )
+    parser.add_argument(
+        "--approve-after",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="the user approves (or with --refuse-signing refuses) each transaction SECONDS "
+        "after it is shown; each prompt is logged ('sign_psbt: prompt N shown to the user')",
     )
     parser.add_argument(
         "--require-previous-tx",

@@ -27,6 +27,8 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_CALL_TIMEOUT = 30.0
 DEFAULT_SIGN_TIMEOUT = 300.0
+DEFAULT_ANSWER_WITHIN = 2.0
+DEFAULT_DEVICE_PROBE = 2.0
 _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
 _HWI_DEVICE_TYPES = (
     "trezor", "ledger", "keepkey", "digitalbitbox", "coldcard", "bitbox02", "jade",
@@ -55,6 +57,8 @@ class EmulatorBackendConfig:
     keystore: Path
     passphrase_env: str | None
     passphrase_file: Path | None
+    answer_within_seconds: float = 2.0
+    """How long a SignRound call waits for the device before it answers ``pending``."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,13 @@ class HwiBackendConfig:
     device_path: str | None
     call_timeout_seconds: float
     sign_timeout_seconds: float
+    answer_within_seconds: float = 2.0
+    """How long a SignRound call waits for the device before it answers ``pending``."""
+    probe_seconds: float = 2.0
+    """How often the device is probed (also on every health check)."""
+    max_reviewed_payments: int = 0
+    """Payments a person reviews per transaction on this device (0: no cap set), reported in
+    GetInfo for the round builder."""
 
 
 BackendConfig = EmulatorBackendConfig | HwiBackendConfig
@@ -183,12 +194,17 @@ def _server(t: _Table) -> ServerConfig:
 def _backend(t: _Table) -> BackendConfig:
     kind = t.string("kind")
     if kind == "emulator":
-        t.only("kind", "keystore", "passphrase_env", "passphrase_file")
+        t.only("kind", "keystore", "passphrase_env", "passphrase_file", "answer_within_seconds")
         env = t.optional_string("passphrase_env")
         file = t.optional_path("passphrase_file", required=False)
         if (env is None) == (file is None):
             raise ConfigError(f"{t.prefix}: set exactly one of passphrase_env and passphrase_file")
-        return EmulatorBackendConfig(t.path("keystore"), env, file)
+        return EmulatorBackendConfig(
+            t.path("keystore"),
+            env,
+            file,
+            t.seconds("answer_within_seconds", DEFAULT_ANSWER_WITHIN),
+        )
     if kind == "hwi":
         t.only(
             "kind",
@@ -197,6 +213,9 @@ def _backend(t: _Table) -> BackendConfig:
             "device_path",
             "call_timeout_seconds",
             "sign_timeout_seconds",
+            "answer_within_seconds",
+            "probe_seconds",
+            "max_reviewed_payments",
         )
         return _hwi(t)
     raise ConfigError(f'{t.key("kind")}: expected "emulator" or "hwi", got {kind!r}')
@@ -224,7 +243,17 @@ def _hwi(t: _Table) -> HwiBackendConfig:
         device_path=device_path,
         call_timeout_seconds=t.seconds("call_timeout_seconds", DEFAULT_CALL_TIMEOUT),
         sign_timeout_seconds=t.seconds("sign_timeout_seconds", DEFAULT_SIGN_TIMEOUT),
+        answer_within_seconds=t.seconds("answer_within_seconds", DEFAULT_ANSWER_WITHIN),
+        probe_seconds=t.seconds("probe_seconds", DEFAULT_DEVICE_PROBE),
+        max_reviewed_payments=_reviewed_payments(t),
     )
+
+
+def _reviewed_payments(t: _Table) -> int:
+    value = t.integer("max_reviewed_payments", 0)
+    if value < 0:
+        raise ConfigError(f"{t.key('max_reviewed_payments')}: expected 0 (no cap) or more")
+    return value
 
 
 def _chain(t: _Table) -> ChainConfig:

@@ -40,7 +40,13 @@ from pool.tx import OutPoint, Transaction
 from pool.verify import compare_with_rebuild
 from pool.vocabulary import Reason, Scope
 from pool.weights import fee_for_weight, multisig_input_weight, output_weight, tx_weight
-from pool.withdrawal import PlannedTransaction, RequestOutcome, RoundPlan, build_round
+from pool.withdrawal import (
+    PaidOutput,
+    PlannedTransaction,
+    RequestOutcome,
+    RoundPlan,
+    build_round,
+)
 
 POLICY_RULES_VERSION = 3
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
@@ -215,10 +221,12 @@ class Approval:
     payments: int
     """Satoshis leaving the pool in transactions never signed before (request outputs, and
     change to a series that is not approved): what this round adds to the payment limits.
-    Re-signed transactions and fee bumps add nothing, their payments were counted when first
-    signed; refunds add nothing here (they have their own window)."""
+    Re-signed transactions add nothing, their payments were counted when first signed; a safe
+    replacement adds only the payments beyond those of the transactions it replaces; refunds
+    add nothing here (they have their own window)."""
     fee_bumps: tuple[str, ...] = field(default=())
-    """Txids signed as fee bumps of transactions signed before."""
+    """Txids signed as safe replacements of transactions signed before (a fee bump is the
+    simplest case)."""
     destinations: tuple[tuple[bytes, int], ...] = field(default=())
     """``payments`` by scriptPubKey (ascending), for the per-destination window."""
     refunds: int = 0
@@ -335,14 +343,10 @@ def _judge_round(
 ) -> Approval | list[Refusal]:
     """The rules of a rebuilt withdrawal round that read the signer's history."""
     try:
-        fresh, bumps = _check_signing_log(parsed, change_vouts, history, plan.manifest_hash)
-        counted = [
-            planned
-            for planned, new in zip(plan.transactions, fresh, strict=True)
-            if new and planned.txid_hex not in bumps
-        ]
+        fresh, replacements = _check_signing_log(parsed, change_vouts, history, plan.manifest_hash)
+        counted = [planned for planned, new in zip(plan.transactions, fresh, strict=True) if new]
         approved = approved_series_ids(config, registered, network, fingerprint)
-        flows = _flows(manifest, plan, counted, approved)
+        flows = _flows(manifest, plan, counted, approved, replacements)
         _check_limits(config, manifest, plan, network, flows, history, now)
     except _Refused as refused:
         return refused.refusals
@@ -352,7 +356,7 @@ def _judge_round(
         txids=tuple(t.txid_hex for t in plan.transactions),
         change_vouts=tuple(change_vouts),
         payments=flows.payments,
-        fee_bumps=tuple(bumps),
+        fee_bumps=tuple(sorted(replacements)),
         destinations=tuple(sorted(flows.by_destination().items())),
         moves=flows.moves,
     )
@@ -584,18 +588,20 @@ def _check_signing_log(
     change_vouts: Sequence[int | None],
     history: SigningHistory,
     manifest_hash: bytes,
-) -> tuple[list[bool], list[str]]:
-    """Never sign two different spends of one outpoint, except a fee bump of the one signed;
-    never sign one transaction under two manifests.
+) -> tuple[list[bool], dict[str, frozenset[int]]]:
+    """Never sign two spends of one outpoint unless the later is a safe replacement of the
+    earlier (``_safe_replacement``); never sign one transaction under two manifests.
 
-    Returns, per transaction, whether it is new (not signed before), and the fee bumps' txids.
+    Returns, per transaction, whether it is new (not signed before), and for each safe
+    replacement (by txid) the outputs it adds beyond the payments of the transactions it
+    replaces: only those count toward the limits.
     """
     fresh: list[bool] = []
-    bumps: list[str] = []
+    replacements: dict[str, frozenset[int]] = {}
     for i, (psbt, change_vout) in enumerate(zip(parsed, change_vouts, strict=True)):
         tx, txid = psbt.tx, psbt.tx.txid_hex
         new = False
-        bump_of: dict[str, bool] = {}  # compared once per transaction signed before, not per input
+        conflicts: dict[str, tuple[SignedBefore, int]] = {}  # txid -> (signed before, input)
         for j, txin in enumerate(tx.inputs):
             before = history.signed_spend(txin.prevout)
             if before is None:
@@ -603,22 +609,24 @@ def _check_signing_log(
             elif before.txid_hex == txid:
                 _check_same_manifest(before, manifest_hash, i, j)
             else:
-                if before.txid_hex not in bump_of:
-                    bump_of[before.txid_hex] = _is_fee_bump(before, tx, change_vout)
-                if not bump_of[before.txid_hex]:
-                    raise _refuse(
-                        Reason.DOUBLE_SIGN,
-                        f"PSBT {i} input {j} spends {txin.prevout}, already signed in "
-                        f"{before.txid_hex} with other outputs",
-                        scope=Scope.INPUT,
-                        psbt_index=i,
-                        input_index=j,
-                    )
-                new = True
-                if txid not in bumps:
-                    bumps.append(txid)
+                conflicts.setdefault(before.txid_hex, (before, j))
+        if conflicts:
+            problem, added = _safe_replacement([b for b, _ in conflicts.values()], tx, change_vout)
+            if problem is not None:
+                before, j = conflicts[problem[0]]
+                raise _refuse(
+                    Reason.DOUBLE_SIGN,
+                    f"PSBT {i} input {j} spends {tx.inputs[j].prevout}, already signed in "
+                    f"{before.txid_hex}, and PSBT {i} is not a safe replacement of it: "
+                    f"{problem[1]}",
+                    scope=Scope.INPUT,
+                    psbt_index=i,
+                    input_index=j,
+                )
+            new = True
+            replacements[txid] = added
         fresh.append(new)
-    return fresh, bumps
+    return fresh, replacements
 
 
 def _check_same_manifest(
@@ -638,23 +646,44 @@ def _check_same_manifest(
         )
 
 
-def _is_fee_bump(before: SignedBefore, tx: Transaction, new_vout: int | None) -> bool:
-    """Same inputs, every payment unchanged, only the change lower (or gone)."""
-    if {i.prevout for i in before.tx.inputs} != {i.prevout for i in tx.inputs}:
-        return False
-    old_change = before.tx.outputs[before.change_vout] if before.change_vout is not None else None
-    old_payments = [o for k, o in enumerate(before.tx.outputs) if k != before.change_vout]
-    new_payments = [o for k, o in enumerate(tx.outputs) if k != new_vout]
-    if old_payments != new_payments:
-        return False
-    if new_vout is None:
-        return True
-    new_change = tx.outputs[new_vout]
-    return (
-        old_change is not None
-        and new_change.script_pubkey == old_change.script_pubkey
-        and new_change.value < old_change.value
-    )
+def _payments(tx: Transaction, change_vout: int | None) -> list[tuple[int, bytes, int]]:
+    """``(vout, scriptPubKey, value)`` of every output but the change."""
+    return [(k, o.script_pubkey, o.value) for k, o in enumerate(tx.outputs) if k != change_vout]
+
+
+def _safe_replacement(
+    replaced: Sequence[SignedBefore], tx: Transaction, change_vout: int | None
+) -> tuple[tuple[str, str] | None, frozenset[int]]:
+    """Is ``tx`` a safe replacement of every transaction of ``replaced`` (those signed before
+    that spend one of its inputs)? It is iff it spends every input of each of them, and its
+    payments (outputs but the change: scriptPubKey and value) include every payment of each of
+    them, one output for one payment (the payments of all of them together, as a multiset).
+
+    Then whichever of them confirms, each payment is made once: the replacement excludes all of
+    them, and a transaction signed later that spends any of their inputs conflicts with the
+    replacement in turn. Returns ``(txid, why)`` of the first one it does not safely replace,
+    else None, and the vouts of ``tx``'s payments beyond theirs (new payments, for the limits).
+    """
+    inputs = {i.prevout for i in tx.inputs}
+    unmatched: dict[tuple[bytes, int], list[int]] = {}
+    for vout, script, value in _payments(tx, change_vout):
+        unmatched.setdefault((script, value), []).append(vout)
+    for before in replaced:
+        missing_inputs = [i.prevout for i in before.tx.inputs if i.prevout not in inputs]
+        if missing_inputs:
+            return (
+                before.txid_hex,
+                f"it does not spend its input {missing_inputs[0]}",
+            ), frozenset()
+        for vout, script, value in _payments(before.tx, before.change_vout):
+            left = unmatched.get((script, value))
+            if not left:
+                return (
+                    before.txid_hex,
+                    f"it does not pay its output {vout} ({value} sat to {script.hex()})",
+                ), frozenset()
+            left.pop(0)
+    return None, frozenset(vout for vouts in unmatched.values() for vout in vouts)
 
 
 # --------------------------------------------------------------------------- limits
@@ -690,8 +719,8 @@ class _ChangePayment:
 
 @dataclass(frozen=True)
 class _Flows:
-    """Where the value of a round's counted transactions (never signed before, no fee bumps)
-    goes."""
+    """Where the value of a round's counted transactions (never signed before, and the payments
+    safe replacements add) goes."""
 
     requests: Mapping[bytes, int]
     """Satoshis paid per request (by request key)."""
@@ -725,13 +754,22 @@ def _flows(
     plan: RoundPlan,
     counted: Sequence[PlannedTransaction],
     approved: frozenset[int],
+    replacements: Mapping[str, frozenset[int]],
 ) -> _Flows:
+    """``counted``: the transactions never signed before and the safe replacements; of a
+    replacement, only the payments it adds (``replacements``: txid → their vouts) count, and
+    its change as any change does."""
     txids = {t.txid_hex for t in counted}
+
+    def counts(output: PaidOutput) -> bool:
+        added = replacements.get(output.txid_hex)
+        return output.txid_hex in txids and (added is None or output.vout in added)
+
     requests: dict[bytes, int] = {}
     by_key = {r.key: r for r in manifest.requests}
     outcomes = _outcomes(manifest, plan)
     for request in manifest.requests:
-        amount = sum(o.amount for o in outcomes[request.key].outputs if o.txid_hex in txids)
+        amount = sum(o.amount for o in outcomes[request.key].outputs if counts(o))
         if amount:
             requests[request.key] = amount
     change_payments: list[_ChangePayment] = []

@@ -1,26 +1,33 @@
-"""Signing one round: policy, then the device, then checks, then the record, then the answer.
+"""Signing one round: policy, then the device (once, in the background), then checks, then the
+record, then the answer.
 
 Withdrawal and refund rounds take the same path; only the policy differs with the kind. Nothing
 reaches the device before the policy approves and the round's facts check out on this signer's
 own node (``signer.chain_checks``); the device then gets each input's previous transaction from
-that node. Every signature the device returns is
-verified against its input's exact BIP143 sighash; a round is recorded in the signing log
-*before* its signatures are handed out, and every request leaves one audit entry.
+that node. Every signature the device returns is verified against its input's exact BIP143
+sighash; a round is recorded in the signing log, with its answer, *before* its signatures are
+handed out. Every refused request leaves one audit entry, and every device attempt one more
+(signed or failed); a request answered from a round already at the device, or from its kept
+answer, leaves none.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 from pool.networks import Network
 from pool.psbt import Psbt
 from pool.roles import verify_partial_sigs
-from pool.vocabulary import Reason, RoundKind
+from pool.tx import OutPoint
+from pool.vocabulary import Reason, RoundKind, Scope
 from signer import chain_checks
 from signer.audit import AuditLog, Decision
 from signer.backends.base import (
@@ -57,21 +64,98 @@ class RoundResult:
     signatures: dict[int, list[Signature]]
     """By PSBT index; every PSBT with an input of ours, when the round is signed."""
     refusals: list[Refusal]
-    """Empty when the round is signed."""
+    """Empty when the round is signed (or pending)."""
+    pending_since: float | None = None
+    """Set while the device has not answered yet: since when it has been asked (unix seconds).
+    There are then no signatures and no refusals."""
+
+    @property
+    def pending(self) -> bool:
+        return self.pending_since is not None
+
+
+_CLOSE_SECONDS = 10.0
 
 
 class _BadSignature(Exception):
     """The device returned a signature that does not verify."""
 
 
+def round_key(manifest: bytes, psbts: Sequence[bytes]) -> bytes:
+    """The identity of a request: SHA256 of the manifest's hash and each PSBT's length and
+    hash, as received. Identical requests have the same key; any other request another."""
+    digest = hashlib.sha256(hashlib.sha256(manifest).digest())
+    for raw in psbts:
+        digest.update(len(raw).to_bytes(8, "big") + hashlib.sha256(raw).digest())
+    return digest.digest()
+
+
+@dataclass
+class _Job:
+    """A round that passed every check and was handed to the device worker."""
+
+    key: bytes
+    manifest_hash: bytes
+    approval: Approval
+    started: float
+    outpoints: frozenset[OutPoint]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: RoundResult | None = None
+    timeout: DeviceTimeout | None = None
+    """The device overran its deadline (reported as DEADLINE_EXCEEDED)."""
+
+
+class _WithRoundsInProgress:
+    """The signing history as the policy must see it while rounds are at the device: their
+    payments, refunds and moves already count in the windows (they are recorded only once the
+    device signed), so two rounds judged side by side cannot together pass a limit."""
+
+    def __init__(self, history: SigningHistory, in_progress: Sequence[Approval]) -> None:
+        self._history = history
+        self._in_progress = in_progress
+
+    def amount_signed_since(self, since: float) -> int:
+        return self._history.amount_signed_since(since) + sum(a.payments for a in self._in_progress)
+
+    def amount_paid_to_since(self, script_pubkey: bytes, since: float) -> int:
+        extra = sum(
+            amount
+            for a in self._in_progress
+            for script, amount in a.destinations
+            if script == script_pubkey
+        )
+        return self._history.amount_paid_to_since(script_pubkey, since) + extra
+
+    def amount_refunded_since(self, since: float) -> int:
+        return self._history.amount_refunded_since(since) + sum(
+            a.refunds for a in self._in_progress
+        )
+
+    def amount_moved_since(self, since: float) -> int:
+        return self._history.amount_moved_since(since) + sum(a.moves for a in self._in_progress)
+
+    def __getattr__(self, name: str) -> Any:
+        """Whatever else the history offers, unchanged."""
+        return getattr(self._history, name)
+
+
 class RoundSigner:
-    """Signs rounds one at a time (the lock also orders the signing log).
+    """Signs rounds: each round once, in the background, on one device worker thread.
+
+    A request is identified by its manifest hash and PSBTs as received (``round_key``). The
+    first request of a round runs the policy and the chain checks; once they pass, the round's
+    outpoints are reserved and the device worker asks the device, once. The call waits up to
+    ``answer_within`` seconds for the device and otherwise answers *pending*; every later
+    identical request gets the same answer (pending, then the signatures or the device's
+    refusal), kept in the signer's state once final, so a restart does not prompt again.
 
     The rebuild of a withdrawal round (decoding, rebuild, byte comparison: everything that reads
-    no signer state) runs before the lock is taken, so a large or hostile round costs its own
-    caller's thread and never holds up another round. Under the lock: the clock, every rule that
-    reads the signing log or the limits' window, the device, the record and the audit entry, so
-    that two rounds can never both pass the signing log or the limits before either is recorded.
+    no signer state) runs before the lock is taken. ``lock`` is held for the rest of the
+    evaluation (the clock, every rule that reads the signing log or the limits' window, the
+    reservation) and again for the record once the device signed, never while the device is
+    asked: a person may take minutes, and deposit acknowledgements take the lock too. A round
+    that spends an outpoint reserved by a round at the device is refused SIGNING_IN_PROGRESS,
+    and the payments of rounds at the device count in the limits' windows.
     """
 
     def __init__(
@@ -85,8 +169,10 @@ class RoundSigner:
         clock: Callable[[], float],
         chain: ChainView | None,
         chain_rules: ChainRules,
+        answer_within: float = 2.0,
     ) -> None:
-        """``chain`` is this signer's own node; None (development only) refuses every round."""
+        """``chain`` is this signer's own node; None (development only) refuses every round.
+        ``answer_within``: seconds a call waits for the device before it answers pending."""
         self._signer_id = signer_id
         self._network = network
         self._policy = policy
@@ -98,81 +184,243 @@ class RoundSigner:
         self._clock = clock
         self._chain = chain
         self._chain_rules = chain_rules
+        self._answer_within = answer_within
         self.lock = threading.Lock()
-        """Held while a round is evaluated, signed and recorded; deposit acknowledgements take it
-        too (signer.acknowledgements), so the two never interleave."""
+        """Held while a round is evaluated and reserved, and while a signed round is recorded;
+        deposit acknowledgements take it too (signer.acknowledgements), so the two never
+        interleave. Never held while the device is asked."""
+        self._jobs_lock = threading.Lock()
+        self._jobs: dict[bytes, _Job] = {}
+        """Rounds at the device, and rounds whose device attempt failed (until reported)."""
+        self._reserved: dict[OutPoint, _Job] = {}
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    def close(self, wait: float = _CLOSE_SECONDS) -> None:
+        """Stop the device worker once the rounds queued before end (waiting up to ``wait``
+        seconds for it)."""
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(wait)
+
+    def in_progress(self) -> list[tuple[bytes, float]]:
+        """(manifest hash, since) of every round at the device."""
+        with self._jobs_lock:
+            return [
+                (j.manifest_hash, j.started) for j in self._jobs.values() if not j.done.is_set()
+            ]
 
     def sign_round(self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]) -> RoundResult:
-        """Sign the round or refuse it; a device that overruns its deadline raises
-        ``DeviceTimeout`` (after the audit entry is written)."""
-        rebuilt = self._rebuild(kind, manifest, psbts)
-        with self.lock:
-            return self._sign_round(kind, manifest, psbts, rebuilt, self._clock())
+        """Sign the round, refuse it, or answer pending while its device is asked; a device
+        that overran its deadline raises ``DeviceTimeout`` (once: a later request asks again)."""
+        key = round_key(manifest, psbts)
+        job = self._known(key)
+        if job is None:
+            stored = self._stored(key)
+            if stored is not None:
+                return stored
+            rebuilt = self._rebuild(kind, manifest, psbts)
+            with self.lock:
+                job = self._known(key)
+                if job is None:
+                    stored = self._stored(key)
+                    if stored is not None:
+                        return stored
+                    started = self._start(kind, manifest, psbts, key, rebuilt, self._clock())
+                    if isinstance(started, RoundResult):
+                        return started
+                    job = started
+        return self._answer(job)
 
-    def _sign_round(
+    def _known(self, key: bytes) -> _Job | None:
+        """The round's job; one whose device attempt failed is handed out once, then forgotten
+        (the next request starts a new attempt)."""
+        with self._jobs_lock:
+            job = self._jobs.get(key)
+            if job is not None and job.done.is_set():
+                del self._jobs[key]
+            return job
+
+    def _stored(self, key: bytes) -> RoundResult | None:
+        answer = self._state.round_answer(key)
+        return None if answer is None else _decode_answer(answer)
+
+    def _answer(self, job: _Job) -> RoundResult:
+        if not job.done.wait(self._answer_within):
+            return RoundResult(job.manifest_hash, {}, [], pending_since=job.started)
+        with self._jobs_lock:  # a failed attempt is reported once; the next request retries
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
+        if job.timeout is not None:
+            raise job.timeout
+        assert job.result is not None
+        return job.result
+
+    def _start(
         self,
         kind: RoundKind,
         manifest: bytes,
         psbts: Sequence[bytes],
+        key: bytes,
         rebuilt: Rebuilt | list[Refusal],
         now: float,
-    ) -> RoundResult:
+    ) -> _Job | RoundResult:
+        """Under the lock: evaluate the round; if it passes, reserve it and queue it for the
+        device."""
         digest = hashlib.sha256(manifest).digest()
+        audit = partial(self._audit, kind, manifest, psbts, now=now)
 
-        def audit(decision: Decision, reasons: Sequence[str]) -> None:
-            self._audit_log.append(
-                kind=kind,
-                manifest=manifest,
-                psbts=psbts,
-                decision=decision,
-                reasons=reasons,
-                policy_hash=self.policy_hash,
-                signer_id=self._signer_id,
-                now=now,
-            )
-
-        def finish(decision: Decision, refusals: list[Refusal]) -> RoundResult:
+        def refuse(refusals: list[Refusal]) -> RoundResult:
             reasons = [str(refusal.reason) for refusal in refusals]
-            audit(decision, reasons)
-            log.info("%s round %s %s: %s", kind, digest.hex(), decision, ", ".join(reasons))
+            audit(Decision.REFUSED, reasons)
+            log.info("%s round %s refused: %s", kind, digest.hex(), ", ".join(reasons))
             return RoundResult(digest, {}, refusals)
 
         if isinstance(rebuilt, list):
-            return finish(Decision.REFUSED, rebuilt)
+            return refuse(rebuilt)
         if self._chain is None:
             refusal = Refusal(
                 Reason.CHAIN_NOT_CONFIGURED,
                 "this signer runs without a node (chain.dev_without_node): it signs nothing",
             )
-            return finish(Decision.REFUSED, [refusal])
+            return refuse([refusal])
         chain = RoundChain(self._chain)
+        with self._jobs_lock:
+            at_device = [j.approval for j in self._jobs.values() if not j.done.is_set()]
         try:
-            history: SigningHistory = ChainReleasedHistory(self._state, chain)
+            history: SigningHistory = _WithRoundsInProgress(
+                ChainReleasedHistory(self._state, chain), at_device
+            )
             verdict = rebuilt.judge(history, now)
             if isinstance(verdict, list):
-                return finish(Decision.REFUSED, verdict)
+                return refuse(verdict)
+            busy = self._reservation_refusals(verdict)
+            if busy:
+                return refuse(busy)
             checked = chain_checks.check_round(chain, self._chain_rules, kind, manifest, verdict)
         except ChainUnavailable as e:
-            return finish(Decision.REFUSED, [Refusal(Reason.CHAIN_UNAVAILABLE, str(e))])
+            return refuse([Refusal(Reason.CHAIN_UNAVAILABLE, str(e))])
         if isinstance(checked, list):
-            return finish(Decision.REFUSED, checked)
+            return refuse(checked)
+        outpoints = frozenset(i.prevout for p in verdict.psbts for i in p.tx.inputs)
+        job = _Job(key, digest, verdict, now, outpoints)
+        with self._jobs_lock:
+            self._jobs[key] = job
+            for outpoint in outpoints:
+                self._reserved[outpoint] = job
+        log.info("%s round %s passed: asking the device", kind, digest.hex())
+        self._submit(partial(self._run, job, kind, manifest, psbts, checked))
+        return job
+
+    def _reservation_refusals(self, approval: Approval) -> list[Refusal]:
+        refusals = []
+        with self._jobs_lock:
+            for i, psbt in enumerate(approval.psbts):
+                for j, txin in enumerate(psbt.tx.inputs):
+                    other = self._reserved.get(txin.prevout)
+                    if other is not None:
+                        refusals.append(
+                            Refusal(
+                                Reason.SIGNING_IN_PROGRESS,
+                                f"PSBT {i} input {j} spends {txin.prevout}, which round "
+                                f"{other.manifest_hash.hex()} spends too and is at the device "
+                                f"since {other.started:.0f}",
+                                Scope.INPUT,
+                                psbt_index=i,
+                                input_index=j,
+                            )
+                        )
+        return refusals
+
+    def _submit(self, work: Callable[[], None]) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="device-worker", daemon=True)
+            self._worker.start()
+        self._queue.put(work)
+
+    def _work(self) -> None:
+        """The device worker: one round at a time, in the order they passed."""
+        while True:
+            work = self._queue.get()
+            if work is None:
+                return
+            work()
+
+    def _run(
+        self,
+        job: _Job,
+        kind: RoundKind,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        checked: Sequence[Psbt],
+    ) -> None:
+        """On the device worker: ask the device once, then record and keep the answer."""
+        digest = job.manifest_hash
+        failure: Refusal | None = None
+        signatures: dict[int, list[Signature]] = {}
         try:
             signatures = self._device_sign(checked)
         except DeviceTimeout as e:
-            audit(Decision.FAILED, [Reason.DEVICE_TIMEOUT])
-            log.warning("%s round %s failed: %s", kind, digest.hex(), e)
-            raise
+            job.timeout = e
         except DeviceRefused as e:
-            return finish(Decision.FAILED, [Refusal(Reason.DEVICE_REFUSED, str(e))])
+            failure = Refusal(Reason.DEVICE_REFUSED, str(e))
         except BackendError as e:
-            return finish(Decision.FAILED, [Refusal(Reason.DEVICE_ERROR, str(e))])
+            failure = Refusal(Reason.DEVICE_ERROR, str(e))
         except _BadSignature as e:
-            return finish(Decision.FAILED, [Refusal(Reason.BAD_DEVICE_SIGNATURE, str(e))])
-        self._state.record_signed(verdict, now)
-        audit(Decision.SIGNED, [])
-        count = sum(len(s) for s in signatures.values())
-        log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
-        return RoundResult(digest, signatures, [])
+            failure = Refusal(Reason.BAD_DEVICE_SIGNATURE, str(e))
+        except Exception as e:  # the worker must outlive any one round
+            log.exception("%s round %s: the device worker failed", kind, digest.hex())
+            failure = Refusal(Reason.DEVICE_ERROR, f"internal error: {type(e).__name__}")
+        with self.lock:
+            now = self._clock()
+            audit = partial(self._audit, kind, manifest, psbts, now=now)
+            if job.timeout is not None:
+                audit(Decision.FAILED, [Reason.DEVICE_TIMEOUT])
+                log.warning("%s round %s failed: %s", kind, digest.hex(), job.timeout)
+            elif failure is not None:
+                job.result = RoundResult(digest, {}, [failure])
+                if failure.reason in _FINAL_DEVICE_REASONS:
+                    self._state.record_answer(job.key, digest, _encode_answer(job.result), now)
+                audit(Decision.FAILED, [str(failure.reason)])
+                log.info("%s round %s failed: %s", kind, digest.hex(), failure.reason)
+            else:
+                job.result = RoundResult(digest, signatures, [])
+                answer = (job.key, _encode_answer(job.result))
+                self._state.record_signed(job.approval, now, answer)
+                audit(Decision.SIGNED, [])
+                count = sum(len(s) for s in signatures.values())
+                log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
+            with self._jobs_lock:
+                for outpoint in job.outpoints:
+                    if self._reserved.get(outpoint) is job:
+                        del self._reserved[outpoint]
+                final = job.timeout is None and (
+                    failure is None or failure.reason in _FINAL_DEVICE_REASONS
+                )
+                if final:  # kept in the state from now on
+                    self._jobs.pop(job.key, None)
+                job.done.set()
+
+    def _audit(
+        self,
+        kind: RoundKind,
+        manifest: bytes,
+        psbts: Sequence[bytes],
+        decision: Decision,
+        reasons: Sequence[str],
+        *,
+        now: float,
+    ) -> None:
+        self._audit_log.append(
+            kind=kind,
+            manifest=manifest,
+            psbts=psbts,
+            decision=decision,
+            reasons=reasons,
+            policy_hash=self.policy_hash,
+            signer_id=self._signer_id,
+            now=now,
+        )
 
     def _rebuild(
         self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]
@@ -230,6 +478,59 @@ class RoundSigner:
             _verify(index, psbt, found)
             signed[index] = [(i, pubkey, sig) for (i, pubkey), sig in sorted(found.items())]
         return signed
+
+
+_FINAL_DEVICE_REASONS = frozenset({Reason.DEVICE_REFUSED, Reason.BAD_DEVICE_SIGNATURE})
+"""Device answers kept as the round's final answer; a device error or timeout is not final:
+it is reported once, and a later identical request asks the device again."""
+
+
+def _encode_answer(result: RoundResult) -> str:
+    return json.dumps(
+        {
+            "signatures": {
+                str(index): [[i, key.hex(), sig.hex()] for i, key, sig in sigs]
+                for index, sigs in result.signatures.items()
+            },
+            "refusals": [
+                {
+                    "reason": str(r.reason),
+                    "message": r.message,
+                    "scope": str(r.scope),
+                    "client_id": r.client_id,
+                    "request_id": r.request_id,
+                    "psbt_index": r.psbt_index,
+                    "input_index": r.input_index,
+                }
+                for r in result.refusals
+            ],
+            "manifest_hash": result.manifest_hash.hex(),
+        },
+        sort_keys=True,
+    )
+
+
+def _decode_answer(text: str) -> RoundResult:
+    data = json.loads(text)
+    return RoundResult(
+        bytes.fromhex(data["manifest_hash"]),
+        {
+            int(index): [(int(i), bytes.fromhex(k), bytes.fromhex(s)) for i, k, s in sigs]
+            for index, sigs in data["signatures"].items()
+        },
+        [
+            Refusal(
+                Reason(r["reason"]),
+                r["message"],
+                Scope(r["scope"]),
+                r["client_id"],
+                r["request_id"],
+                r["psbt_index"],
+                r["input_index"],
+            )
+            for r in data["refusals"]
+        ],
+    )
 
 
 def _verify(index: int, psbt: Psbt, signatures: dict[tuple[int, bytes], bytes]) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -27,6 +28,7 @@ from signer.audit import AuditLog, audit_path
 from signer.backends import open_backend
 from signer.chain import NodeChain
 from signer.config import ChainConfig, ConfigError, ServerConfig, SignerConfig, load_config
+from signer.device_monitor import DeviceCondition, DeviceMonitor, DeviceStatus
 from signer.node_monitor import NodeMonitor, NodeStatus
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
 GRACE_SECONDS = 5.0
+DEVICE_PROBE_TIMEOUT = 3.0
+"""Seconds a device probe may take (a fingerprint, or a presence check while it is busy)."""
 _WORKERS = 8
 
 
@@ -60,19 +64,42 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
         stack.callback(backend.close)
         chain = _node(config.chain)
         monitor = NodeMonitor(chain, time.time)
-        service = SignerService(config, backend, state, audit, time.time, chain, monitor)
+        service_box: list[SignerService] = []
+        device = DeviceMonitor(
+            backend.probe,
+            time.time,
+            DEVICE_PROBE_TIMEOUT,
+            lambda: service_box[0].round_at_device_since() if service_box else None,
+        )
+        service = SignerService(config, backend, state, audit, time.time, chain, monitor, device)
+        service_box.append(service)
+        stack.callback(service.close)
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
-        server, address, health_service = _start(config, service, gatekeeper)
+        health = Health()
+        server, address, health_service = _start(config, service, gatekeeper, health, device)
+        health.attach(health_service)
         probing = threading.Event()
         stack.callback(probing.set)
-        listener = health_listener(health_service)
-        listener(monitor.probe())  # the health is right from the ready line on
+        health.node(monitor.probe())  # the health is right from the ready line on
+
+        def device_heard(status: DeviceStatus) -> None:
+            if status.condition is DeviceCondition.READY:
+                service.load_account_xpub()
+            health.device(status)
+
+        device_heard(device.probe())
         threading.Thread(
             target=monitor.run,
-            args=(probing, config.chain.probe_seconds, listener),
+            args=(probing, config.chain.probe_seconds, health.node),
             name="node-probe",
+            daemon=True,
+        ).start()
+        threading.Thread(
+            target=device.run,
+            args=(probing, getattr(config.backend, "probe_seconds", 2.0), device_heard),
+            name="device-probe",
             daemon=True,
         ).start()
         print(f"vpool-signer {config.signer_id} serving on {address}", flush=True)
@@ -104,6 +131,61 @@ def _node(config: ChainConfig) -> NodeChain | None:
     )
 
 
+class Health:
+    """The signer's health from its node's and its device's last probes: SERVING (overall and
+    for the signer service) only while both are fine (``node_fine``, ``DeviceStatus.usable``).
+    The reasons are in GetInfo's ``node`` and ``device`` and in the log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._service: HealthServicer | None = None
+        self._node: NodeStatus | None = None
+        self._device: DeviceStatus | None = None
+
+    def attach(self, health_service: HealthServicer) -> None:
+        with self._lock:
+            self._service = health_service
+        self._update()
+
+    def node(self, status: NodeStatus) -> None:
+        with self._lock:
+            self._node = status
+        self._update()
+
+    def device(self, status: DeviceStatus) -> None:
+        with self._lock:
+            self._device = status
+        self._update()
+
+    def _update(self) -> None:
+        with self._lock:
+            if self._service is None:
+                return
+            up = (self._node is None or node_fine(self._node)) and (
+                self._device is None or self._device.usable
+            )
+            Status = health_pb2.HealthCheckResponse
+            for name in ("", SERVICE_NAME):
+                self._service.set(name, Status.SERVING if up else Status.NOT_SERVING)
+
+
+class _ProbingHealthServicer(HealthServicer):  # type: ignore[misc]
+    """The standard health service, which probes the device before answering each Check."""
+
+    def __init__(self, before_check: Callable[[], None]) -> None:
+        super().__init__()
+        self._before_check = before_check
+
+    def Check(self, request: Any, context: Any) -> Any:
+        self._before_check()
+        return super().Check(request, context)
+
+
+def node_fine(status: NodeStatus) -> bool:
+    """The node answers and is not syncing, or there is none (development only)."""
+    return (status.reachable and not status.syncing) or not status.configured
+
+
 def health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], None]:
     """SERVING while the node answers and is not syncing; NOT_SERVING (overall and for the signer
     service) while it does not answer or says it is still syncing (it cannot vouch for the
@@ -113,7 +195,7 @@ def health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], No
     Status = health_pb2.HealthCheckResponse
 
     def listen(status: NodeStatus) -> None:
-        up = (status.reachable and not status.syncing) or not status.configured
+        up = node_fine(status)
         serving = Status.SERVING if up else Status.NOT_SERVING
         for name in ("", SERVICE_NAME):
             health_service.set(name, serving)
@@ -122,13 +204,19 @@ def health_listener(health_service: HealthServicer) -> Callable[[NodeStatus], No
 
 
 def _start(
-    config: SignerConfig, service: SignerService, gatekeeper: Gatekeeper
+    config: SignerConfig,
+    service: SignerService,
+    gatekeeper: Gatekeeper,
+    health: Health,
+    device: DeviceMonitor,
 ) -> tuple[grpc.Server, str, HealthServicer]:
-    """A started server, the address it listens on, and its health service."""
+    """A started server, the address it listens on, and its health service (which probes the
+    device on every Check)."""
     settings = config.server
     server = make_server(gatekeeper, settings.max_message_bytes, _WORKERS)
     signer_pb2_grpc.add_SignerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    health_service = add_health_and_reflection(server, (SERVICE_NAME,))
+    probing = _ProbingHealthServicer(lambda: health.device(device.probe()))
+    health_service = add_health_and_reflection(server, (SERVICE_NAME,), probing)
     try:
         if settings.insecure_dev:
             log.warning(

@@ -33,6 +33,7 @@ from signer.backends.base import (
 from signer.chain import NodeChain
 from signer.chain_checks import ChainRules
 from signer.config import SignerConfig
+from signer.device_monitor import DeviceMonitor, limits_of
 from signer.keystore import bip48_account_path
 from signer.node_monitor import NodeMonitor
 from signer.policy import DepositClaim, Refusal, registration_refusal
@@ -80,9 +81,10 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         clock: Callable[[], float],
         chain: NodeChain | None,
         monitor: NodeMonitor,
+        device: DeviceMonitor | None = None,
     ) -> None:
         """``chain`` is this signer's node (None without one, development only); ``monitor``
-        probes it for GetInfo and health."""
+        probes it for GetInfo and health, ``device`` the device (None: not watched)."""
         self._network = config.network
         self._policy = config.policy
         self._backend = backend
@@ -101,26 +103,50 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             clock,
             chain,
             self._chain_rules,
+            config.backend.answer_within_seconds,
         )
         self._acknowledger = Acknowledger(
             config.network, config.policy, state, chain, self._rounds.lock, clock
         )
-        xpub, origin = backend.xpub(bip48_account_path(self._network))
+        self._device = device
+        self._account: signer_pb2.AccountXpub | None = None
+        self.load_account_xpub()
+        reviewed = getattr(config.backend, "max_reviewed_payments", 0)
+        limits = limits_of(backend.model, reviewed)
         self._info = signer_pb2.SignerInfo(
             signer_id=config.signer_id,
             backend_kind=BACKEND_KINDS[backend.kind],
             device_model=backend.model,
             master_fingerprint=self._fingerprint.hex(),
-            account_xpubs=[
-                signer_pb2.AccountXpub(
-                    network=NETWORK_CODES[self._network.name],
-                    origin=origin.to_string(),
-                    xpub=xpub,
-                )
-            ],
             policy_hash=self._rounds.policy_hash,
             software_version=software_version(),
+            device_limits=signer_pb2.DeviceLimits(
+                max_inputs=limits.max_inputs,
+                max_outputs=limits.max_outputs,
+                max_psbt_bytes=limits.max_psbt_bytes,
+                max_reviewed_payments=limits.max_reviewed_payments,
+            ),
         )
+
+    def load_account_xpub(self) -> bool:
+        """Read the account xpub from the device if not known yet (a device absent at start
+        gives it once it is there); whether it is known."""
+        if self._account is not None:
+            return True
+        try:
+            xpub, origin = self._backend.xpub(bip48_account_path(self._network))
+        except BackendError as e:
+            log.warning("the account xpub cannot be read yet: %s", e)
+            return False
+        self._account = signer_pb2.AccountXpub(
+            network=NETWORK_CODES[self._network.name], origin=origin.to_string(), xpub=xpub
+        )
+        return True
+
+    def round_at_device_since(self) -> float | None:
+        """Since when the oldest round at the device has been there (None: none)."""
+        starts = [since for _, since in self._rounds.in_progress()]
+        return min(starts) if starts else None
 
     # ------------------------------------------------------------------------------ queries
 
@@ -128,6 +154,19 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         node = self._monitor.status
         info = signer_pb2.SignerInfo()
         info.CopyFrom(self._info)
+        if self._account is not None:
+            info.account_xpubs.append(self._account)
+        if self._device is not None:
+            device = self._device.status
+            info.device.CopyFrom(
+                signer_pb2.DeviceState(
+                    state=str(device.condition),
+                    usable=device.usable,
+                    error=device.error,
+                    checked_at=device.checked_at,
+                    busy_since_unix=int(device.busy_since),
+                )
+            )
         info.node.CopyFrom(
             signer_pb2.NodeState(
                 configured=node.configured,
@@ -323,8 +362,14 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 for index, signatures in sorted(result.signatures.items())
             ],
             refusals=[_refusal_message(refusal) for refusal in result.refusals],
-            signed_all=not result.refusals,
+            signed_all=not result.refusals and not result.pending,
+            pending=result.pending,
+            pending_since_unix=0 if result.pending_since is None else int(result.pending_since),
         )
+
+    def close(self) -> None:
+        """Stop the device worker (after the round it is on)."""
+        self._rounds.close()
 
 
 def _claims(deposits: Sequence[signer_pb2.DepositClaim]) -> list[DepositClaim]:

@@ -90,6 +90,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (prev_txid, prev_vout)
         ) WITHOUT ROWID""",
     ),
+    (  # 5: the final answer to each round the device answered (idempotent SignRound)
+        """CREATE TABLE round_answers (
+            round_key BLOB PRIMARY KEY,
+            manifest_hash BLOB NOT NULL,
+            answer TEXT NOT NULL,
+            answered_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -109,6 +117,11 @@ _INSERT_DESTINATION = """
     INSERT INTO destination_payments (manifest_hash, script_pubkey, amount, at)
     VALUES (?, ?, ?, ?)
     ON CONFLICT (manifest_hash, script_pubkey) DO NOTHING
+"""
+
+_INSERT_ANSWER = """
+    INSERT INTO round_answers (round_key, manifest_hash, answer, answered_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (round_key) DO NOTHING
 """
 
 _SigningRow = tuple[bytes, int, str, bytes, int | None, bytes, float]
@@ -352,9 +365,12 @@ class SignerState:
             )  # fmt: skip
             return inserted.rowcount == 1
 
-    def record_signed(self, approval: Approval, now: float) -> None:
+    def record_signed(
+        self, approval: Approval, now: float, answer: tuple[bytes, str] | None = None
+    ) -> None:
         """Record a signed round of any kind, atomically: its spends in the signing log, its
-        payments (also per destination), refunds and moves in the windows.
+        payments (also per destination), refunds and moves in the windows, and ``answer``
+        (round key, encoded answer: ``record_answer``) in the same transaction.
 
         Recording the same round (same manifest hash) again counts nothing twice.
         """
@@ -369,6 +385,21 @@ class SignerState:
             db.executemany(_UPSERT_SIGNED, rows)
             if db.execute(_INSERT_SPEND, spend).rowcount:
                 db.executemany(_INSERT_DESTINATION, destinations)
+            if answer is not None:
+                db.execute(_INSERT_ANSWER, (answer[0], approval.manifest_hash, answer[1], now))
+
+    def record_answer(
+        self, round_key: bytes, manifest_hash: bytes, answer: str, now: float
+    ) -> None:
+        """Keep the final answer (``answer``: its encoding by ``signer.rounds``) the device gave
+        to the round ``round_key`` (manifest hash and PSBTs as received); the first one stays."""
+        with self._write() as db:
+            db.execute(_INSERT_ANSWER, (round_key, manifest_hash, answer, now))
+
+    def round_answer(self, round_key: bytes) -> str | None:
+        """The final answer kept for the round ``round_key``, if any."""
+        rows = self._query("SELECT answer FROM round_answers WHERE round_key = ?", (round_key,))
+        return None if not rows else str(rows[0][0])
 
     # ----------------------------------------------------------------------- series registry
 

@@ -277,6 +277,59 @@ def test_the_refuse_signing_fault_is_a_user_rejection(
         commands.signtx(client, _round_psbt().to_base64())
 
 
+def test_each_transaction_shown_to_the_user_is_counted_as_a_prompt(
+    client: HardwareWalletClient, device: JadeDevice
+) -> None:
+    commands.displayaddress(client, desc=_hwi_descriptor(0))
+    commands.signtx(client, _round_psbt().to_base64())
+    commands.signtx(client, _round_psbt().to_base64())
+    assert device.prompts == 2
+
+
+def test_a_locked_jade_answers_only_its_version_and_says_it_is_locked() -> None:
+    device = JadeDevice(master_from_mnemonic(MNEMONIC), REGTEST, locked=True)
+    with JadeEmulatorServer(device, port=0) as server:
+        raw = RawClient(server.port)
+        try:
+            state = raw.call("get_version_info")["result"]["JADE_STATE"]
+            reply = raw.call("get_xpub", {"network": "testnet", "path": []})
+        finally:
+            raw.close()
+    assert (state, _error(reply)[0]) == ("LOCKED", JadeError.HW_LOCKED)
+
+
+def test_hwi_cannot_open_a_locked_jade_until_its_user_unlocks_it() -> None:
+    device = JadeDevice(master_from_mnemonic(MNEMONIC), REGTEST, locked=True)
+    with JadeEmulatorServer(device, port=0) as server:
+        path = _path(server)
+        with pytest.raises(Exception, match="Recovery Phrase Login"):
+            commands.get_client("jade", path, chain=Chain.REGTEST)
+        device.unlock()
+        client = commands.get_client("jade", path, chain=Chain.REGTEST)
+        try:
+            assert client.get_master_fingerprint() == device.fingerprint
+        finally:
+            client.close()
+
+
+def test_a_single_client_emulator_reads_a_second_client_only_after_the_first_closes() -> None:
+    device = JadeDevice(master_from_mnemonic(MNEMONIC), REGTEST)
+    with JadeEmulatorServer(device, port=0, single_client=True) as server:
+        first, second = RawClient(server.port), RawClient(server.port)
+        try:
+            first.call("ping")
+            second.sock.sendall(cbor2.dumps({"id": "2", "method": "ping"}))
+            second.sock.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                second.sock.recv(1)
+            first.close()
+            second.sock.settimeout(30)
+            answered = cbor2.loads(second.sock.recv(4096))
+        finally:
+            second.close()
+    assert answered == {"id": "2", "result": 0}
+
+
 def test_every_network_is_served_like_on_the_qemu_simulator(
     emulator: JadeEmulatorServer,
 ) -> None:

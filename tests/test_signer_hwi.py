@@ -31,6 +31,7 @@ from signer.backends.base import BackendError
 from signer.backends.hwi import HwiBackend
 from signer.backends.hwi_worker import DeviceSpec
 from signer.config import HwiBackendConfig
+from signer.device_monitor import DeviceCondition
 from signer.jade_emulator import HWI_SIMULATOR_PORT
 from signer.keystore import bip48_account_path
 from tests.chain_harness import fund, pinned, signer_chain
@@ -221,8 +222,17 @@ def test_a_device_is_found_by_fingerprint_alone(tmp_path: Path) -> None:
             assert origin.fingerprint == jade.fingerprint
         finally:
             backend.close()
-        with pytest.raises(BackendError, match="no device with fingerprint 00000000"):
-            HwiBackend(HwiBackendConfig(bytes(4), None, None, 20, 20), REGTEST)
+        absent = HwiBackend(HwiBackendConfig(bytes(4), None, None, 20, 20), REGTEST)
+        try:  # the daemon waits for its device: the probe says why it is not there
+            condition, error = absent.probe(20)
+            with pytest.raises(BackendError, match="no device with fingerprint 00000000"):
+                absent.xpub(ACCOUNT)
+        finally:
+            absent.close()
+        assert (condition, "no device with fingerprint 00000000" in error) == (
+            DeviceCondition.ABSENT,
+            True,
+        )
     finally:
         jade.stop()
 
@@ -242,8 +252,17 @@ def test_without_libusb_the_other_devices_are_still_scanned(
 
 def test_a_device_with_another_fingerprint_is_refused(pool: Pool) -> None:
     path = f"tcp:127.0.0.1:{pool.jades[0].port}"
-    with pytest.raises(BackendError, match=f"not {pool.jades[1].fingerprint.hex()}"):
-        HwiBackend(HwiBackendConfig(pool.jades[1].fingerprint, "jade", path, 20, 20), REGTEST)
+    backend = HwiBackend(HwiBackendConfig(pool.jades[1].fingerprint, "jade", path, 20, 20), REGTEST)
+    try:
+        condition, error = backend.probe(20)
+        with pytest.raises(BackendError, match=f"not {pool.jades[1].fingerprint.hex()}"):
+            backend.xpub(ACCOUNT)
+    finally:
+        backend.close()
+    assert (condition, f"not {pool.jades[1].fingerprint.hex()}" in error) == (
+        DeviceCondition.WRONG_DEVICE,
+        True,
+    )
 
 
 # --- device deadline ---------------------------------------------------------------------------

@@ -161,6 +161,69 @@ def test_fee_bump_adds_nothing_to_the_limits() -> None:
     assert bump.payments == 0
 
 
+# --------------------------------------------------------------------------- safe replacement
+
+
+def signed(m: Manifest) -> MemoryHistory:
+    """A history in which the round of ``m`` was signed."""
+    history = MemoryHistory()
+    first = evaluate(m, history=history)
+    assert isinstance(first, Approval)
+    history.record(first, NOW)
+    return history
+
+
+def two_coin_round(*requests: WithdrawalRequest, coins: Sequence[int] = (0, 1)) -> Manifest:
+    return manifest([S1], [utxo(i, BTC, 100 + i, index=i) for i in coins], list(requests))
+
+
+def test_a_replacement_that_still_pays_every_payment_and_adds_one_is_approved() -> None:
+    history = signed(honest_manifest())
+    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    result = evaluate(more, history=history)
+    assert isinstance(result, Approval)
+    assert result.fee_bumps == (result.psbts[0].tx.txid_hex,)
+
+
+def test_a_replacement_counts_only_the_payments_it_adds_toward_the_limits() -> None:
+    history = signed(honest_manifest())
+    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    result = evaluate(more, history=history)
+    assert isinstance(result, Approval)
+    assert (result.payments, result.destinations) == (10**7, ((p2wpkh("carol/1"), 10**7),))
+
+
+def test_a_replacement_whose_new_payments_pass_the_daily_limit_is_refused() -> None:
+    history = signed(honest_manifest())
+    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    config = policy(max_daily_amount=55_000_000 + 10**7 - 1)
+    assert reasons(evaluate(more, history=history, config=config)) == [Reason.DAILY_LIMIT_EXCEEDED]
+
+
+def test_a_replacement_that_drops_a_payment_is_refused_as_a_double_sign() -> None:
+    history = signed(honest_manifest())
+    fewer = honest_manifest(requests=honest_manifest().requests[:2])
+    assert reasons(evaluate(fewer, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+def test_a_replacement_that_adds_an_input_and_pays_every_payment_is_approved() -> None:
+    history = signed(two_coin_round(request("alice", "1", 150_000_000)))
+    bigger = two_coin_round(
+        request("alice", "1", 150_000_000), request("carol", "1", 60_000_000), coins=(0, 1, 2)
+    )
+    result = evaluate(bigger, history=history)
+    assert isinstance(result, Approval)
+    assert result.payments == 60_000_000
+
+
+def test_a_replacement_that_leaves_an_input_of_the_replaced_transaction_unspent_is_refused() -> (
+    None
+):
+    history = signed(two_coin_round(request("alice", "1", 150_000_000)))
+    other_coins = two_coin_round(request("alice", "1", 150_000_000), coins=(0, 9))
+    assert reasons(evaluate(other_coins, history=history)) == [Reason.DOUBLE_SIGN]
+
+
 # --------------------------------------------------------------------------- mutations
 
 

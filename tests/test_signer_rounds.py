@@ -134,4 +134,5 @@ def test_of_two_rounds_spending_one_coin_rebuilt_side_by_side_only_one_is_signed
     for thread, _ in started:
         thread.join(WAIT)
     outcomes = sorted([refusal.reason for refusal in results[0].refusals] for _, results in started)
-    assert outcomes == [[], [Reason.DOUBLE_SIGN]]
+    # the second is judged while the first is at the device, or after it was signed
+    assert outcomes in ([[], [Reason.DOUBLE_SIGN]], [[], [Reason.SIGNING_IN_PROGRESS]])

@@ -266,6 +266,7 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         "deposit_addresses",
         "destination_payments",
         "acknowledged_deposits",
+        "round_answers",
     }
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from pool.descriptor import MultisigDescriptor
@@ -190,9 +189,14 @@ def make_server(
     )
 
 
-def add_health_and_reflection(server: grpc.Server, services: Sequence[str]) -> HealthServicer:
-    """The standard health service (SERVING for "" and each of ``services``) and reflection."""
-    health_service = health.HealthServicer()
+def add_health_and_reflection(
+    server: grpc.Server,
+    services: Sequence[str],
+    health_service: health.HealthServicer | None = None,
+) -> health.HealthServicer:
+    """The standard health service (SERVING for "" and each of ``services``; ``health_service``
+    if given, e.g. a subclass) and reflection."""
+    health_service = health_service or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     reflection.enable_server_reflection(
         (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server

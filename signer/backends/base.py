@@ -8,6 +8,7 @@ from pool.hdkeys import KeyOrigin
 from pool.networks import Network
 from pool.psbt import Psbt
 from pool.series import Series
+from signer.device_monitor import DeviceCondition
 
 
 class BackendError(Exception):
@@ -47,6 +48,12 @@ class Backend(Protocol):
 
     def sign(self, psbt: Psbt) -> Psbt:
         """``psbt`` with this key's partial signatures added (nothing else changed)."""
+        ...
+
+    def probe(self, timeout: float) -> tuple[DeviceCondition, str]:
+        """The device's condition now, and why it is not usable, within about ``timeout``
+        seconds, without disturbing a call in flight (a device found gone has that call
+        abandoned: it fails at once)."""
         ...
 
     def close(self) -> None: ...

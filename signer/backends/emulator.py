@@ -7,6 +7,7 @@ from pool.networks import Network
 from pool.psbt import Psbt
 from pool.roles import sign_psbt
 from pool.series import Series
+from signer.device_monitor import DeviceCondition
 
 
 class EmulatorBackend:
@@ -35,6 +36,9 @@ class EmulatorBackend:
     def sign(self, psbt: Psbt) -> Psbt:
         master = self._master
         return sign_psbt(psbt, master.fingerprint, lambda p: master.derive_path(p).private_key)
+
+    def probe(self, timeout: float) -> tuple[DeviceCondition, str]:
+        return DeviceCondition.SOFTWARE, ""
 
     def close(self) -> None:
         """Nothing to release."""

@@ -10,7 +10,10 @@ over, and the signatures that come back are counted per key.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
+import socket
 import threading
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -33,6 +36,9 @@ from signer.backends.base import (
     our_keys,
 )
 from signer.config import HwiBackendConfig
+from signer.device_monitor import DeviceCondition
+
+log = logging.getLogger(__name__)
 
 _STOP_SECONDS = 5.0
 
@@ -54,8 +60,17 @@ class HwiBackend:
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._closed = False
         with self._lock:
-            fingerprint, self.model = self._start(None)
+            try:
+                fingerprint, self.model = self._start(None)
+            except BackendError as e:
+                if config.fingerprint is None:
+                    raise
+                # the device is absent or locked: wait for it (the probe and every call look
+                # for it again), as the configured fingerprint
+                log.warning("device not available at start, waiting for it: %s", e)
+                fingerprint, self.model = config.fingerprint.hex(), config.device_type or "hwi"
         self._fingerprint = bytes.fromhex(fingerprint)
 
     def fingerprint(self) -> bytes:
@@ -104,8 +119,65 @@ class HwiBackend:
             inputs[index] = replace(inputs[index], partial_sigs=sigs)
         return replace(psbt, inputs=tuple(inputs))
 
+    def probe(self, timeout: float) -> tuple[DeviceCondition, str]:
+        """Idle: whether the device is there (as below), then the master fingerprint, asked with
+        a ``timeout`` deadline (a new worker finds the device first). Busy with a call (a person
+        reviewing a transaction): only whether the
+        device is still there (its TCP port answers, its serial path exists, the worker lives);
+        if it is gone, the call in flight is abandoned (the worker is killed: the call fails at
+        once instead of waiting out its deadline)."""
+        if self._closed:
+            return DeviceCondition.ABSENT, "the backend is closed"
+        if not self._lock.acquire(blocking=False):
+            problem = self._presence_problem(timeout)
+            if problem is None:
+                return DeviceCondition.BUSY, ""
+            process = self._process
+            if process is not None:
+                process.kill()  # abandon the call in flight
+            return DeviceCondition.ABSENT, f"{problem}; the call in flight was abandoned"
+        try:
+            problem = self._presence_problem(timeout)
+            if problem is not None:  # gone: no need to wait for the worker to find out
+                self._stop()
+                return DeviceCondition.ABSENT, problem
+            try:
+                if self._conn is None:
+                    self._start(self._fingerprint.hex(), timeout)
+                else:
+                    fingerprint, _ = self._request("connect", None, "the probe", timeout)
+                    if fingerprint != self._fingerprint.hex():
+                        self._stop()
+                        raise BackendError(
+                            f"found a device with fingerprint {fingerprint}, "
+                            f"not {self._fingerprint.hex()}"
+                        )
+            except BackendError as e:
+                self._stop()
+                return condition_of_failure(str(e)), str(e)
+            return DeviceCondition.READY, ""
+        finally:
+            self._lock.release()
+
+    def _presence_problem(self, timeout: float) -> str | None:
+        process = self._process
+        if process is not None and not process.is_alive():
+            return "the device worker exited"
+        path = self._config.device_path or ""
+        if path.startswith("tcp:"):
+            host, _, port = path[4:].rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=timeout).close()
+            except (OSError, ValueError) as e:
+                return f"nothing answers at {path}: {e}"
+        elif path.startswith("/") and not os.path.exists(path):
+            return f"{path} is gone"
+        return None
+
     def close(self) -> None:
-        """Stop the worker; a call waiting on it (from another thread) fails at once."""
+        """Stop the worker; a call waiting on it (from another thread) fails at once, and no
+        call starts a new one."""
+        self._closed = True
         process = self._process
         if process is not None:
             process.kill()
@@ -125,11 +197,13 @@ class HwiBackend:
     def _call(self, op: str, argument: Any, what: str, timeout: float | None = None) -> Any:
         """One request to the worker (started first if there is none), within its deadline."""
         with self._lock:
+            if self._closed:
+                raise BackendError(f"{what}: the signer is stopping")
             if self._conn is None:
                 self._start(self._fingerprint.hex())
             return self._request(op, argument, what, timeout or self._config.call_timeout_seconds)
 
-    def _start(self, expected: str | None) -> tuple[str, str]:
+    def _start(self, expected: str | None, timeout: float | None = None) -> tuple[str, str]:
         """Start a worker and open the device, which must have the ``expected`` fingerprint
         (hex) when given: its fingerprint and model. On failure no worker is left."""
         context = multiprocessing.get_context("spawn")
@@ -142,7 +216,7 @@ class HwiBackend:
         self._process, self._conn = process, parent
         try:
             fingerprint, model = self._request(
-                "connect", None, "opening the device", self._config.call_timeout_seconds
+                "connect", None, "opening the device", timeout or self._config.call_timeout_seconds
             )
             if expected is not None and fingerprint != expected:
                 raise BackendError(f"found a device with fingerprint {fingerprint}, not {expected}")
@@ -178,3 +252,13 @@ class HwiBackend:
             self._process.kill()
             self._process.join(_STOP_SECONDS)
         self._process, self._conn = None, None
+
+
+def condition_of_failure(message: str) -> DeviceCondition:
+    """What a failure to reach the device says about it."""
+    lowered = message.lower()
+    if "not ready" in lowered or "locked" in lowered or "pin" in lowered.split():
+        return DeviceCondition.LOCKED
+    if "found a device with fingerprint" in lowered or ("has fingerprint" in lowered):
+        return DeviceCondition.WRONG_DEVICE
+    return DeviceCondition.ABSENT

@@ -46,7 +46,8 @@ def run(conn: Connection, spec: DeviceSpec) -> None:
             conn.send(("error", "refused", _message(e)))
         except Exception as e:
             device.drop()
-            conn.send(("error", "device", _message(e)))
+            prefix = "device not ready: " if type(e).__name__ == "DeviceNotReadyError" else ""
+            conn.send(("error", "device", prefix + _message(e)))
     device.drop()
 
 

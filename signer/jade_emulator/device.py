@@ -26,6 +26,7 @@ from pool.script import p2wsh_script_pubkey
 from signer.jade_emulator import params as p
 from signer.jade_emulator.errors import EmulatorError
 from signer.jade_emulator.protocol import (
+    HW_LOCKED,
     NETWORK_MISMATCH,
     PROTOCOL_ERROR,
     UNKNOWN_METHOD,
@@ -45,6 +46,8 @@ _FOLLOW_UP_METHODS = frozenset(
 )
 _MULTISIG_VARIANTS = frozenset({"sh(multi(k))", WSH_MULTI, "sh(wsh(multi(k)))"})
 _JADE_NETWORKS = {"mainnet": MAINNET, "testnet": TESTNET, "localtest": REGTEST}
+_WHILE_LOCKED = frozenset({"get_version_info", "ping", "add_entropy"})
+"""Methods a locked Jade answers."""
 _MAX_SIGNERS = 15
 _MAX_NAME_LEN = 15
 
@@ -58,6 +61,10 @@ class Faults:
     """Stall every call, not only ``sign_psbt``."""
     refuse_signing: bool = False
     require_previous_tx: bool = False
+    approve_after: float = 0.0
+    """Not a fault but a person: each transaction is shown (a prompt, logged and counted) and
+    approved (or refused, with ``refuse_signing``) this many seconds later; the device does
+    nothing else meanwhile, like a Jade showing a transaction."""
     """Not a fault but a stricter device: refuse an input to sign without its previous
     transaction (``non_witness_utxo``), as Trezor and BitBox02 refuse segwit v0 inputs."""
 
@@ -84,15 +91,21 @@ class JadeDevice:
         restrict_network: bool = False,
         state_file: Path | None = None,
         faults: Faults | None = None,
+        locked: bool = False,
     ) -> None:
         """``network``'s type (main or test) is the only one served if ``restrict_network``;
-        the state file, if any, writes xpubs in its encoding."""
+        the state file, if any, writes xpubs in its encoding. ``locked``: the PIN has not been
+        entered yet (``unlock`` is the user entering it on the device)."""
         self.faults = faults or Faults()
         self._master = master
         self._network = network
         self._restrict_network = restrict_network
         self._registry = Registry(network, master.fingerprint, state_file)
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._locked = locked
+        self.prompts = 0
+        """Transactions shown to the user for approval (``sign_psbt`` calls that parsed)."""
         self._methods: dict[str, Callable[[object], object]] = {
             "get_version_info": self._get_version_info,
             "ping": lambda _: 0,
@@ -109,6 +122,15 @@ class JadeDevice:
     def fingerprint(self) -> bytes:
         return self._master.fingerprint
 
+    def close(self) -> None:
+        """Interrupt a person's wait (the device is going away)."""
+        self._closing.set()
+
+    def unlock(self) -> None:
+        """The user enters the PIN on the device (or uses "QR PIN Unlock")."""
+        self._locked = False
+        log.info("unlocked by its user")
+
     def call(self, method: str, params: object) -> object:
         """The result of ``method``; a refusal raises ``JadeRpcError``."""
         handler = self._methods.get(method)
@@ -116,6 +138,10 @@ class JadeDevice:
             if method in _FOLLOW_UP_METHODS:
                 raise JadeRpcError(PROTOCOL_ERROR, "Unexpected method")
             raise JadeRpcError(UNKNOWN_METHOD, "Unknown method")
+        if self._locked and method not in _WHILE_LOCKED:
+            # the firmware would run the pinserver exchange from auth_user; the emulator has no
+            # pinserver: the device stays locked until its user unlocks it
+            raise JadeRpcError(HW_LOCKED, "Cannot process message - hw locked or network mismatch")
         with self._lock:
             return handler(params)
 
@@ -135,7 +161,7 @@ class JadeDevice:
             "BATTERY_STATUS": 0,
             "BATTERY_MILLIVOLTS": 0,
             "BATTERY_CHARGING": False,
-            "JADE_STATE": "READY",
+            "JADE_STATE": "LOCKED" if self._locked else "READY",
             "JADE_NETWORKS": self._network_type() if self._restrict_network else "ALL",
             "JADE_HAS_PIN": False,
         }
@@ -279,6 +305,10 @@ class JadeDevice:
         raw = values.get("psbt")
         if not isinstance(raw, bytes) or not raw:
             raise p.bad("Failed to extract psbt bytes from parameters")
+        self.prompts += 1
+        log.info("sign_psbt: prompt %d shown to the user", self.prompts)
+        if self.faults.approve_after and self._closing.wait(self.faults.approve_after):
+            raise JadeRpcError(PROTOCOL_ERROR, "Device closed")
         registered = [multisig for _, multisig in self._registry.items()]
         return sign_request(
             raw,

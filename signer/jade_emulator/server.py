@@ -3,8 +3,10 @@
 Like the Jade QEMU simulator's serial-over-TCP port, the server never closes a connection that
 the client holds open (hwilib's TCP transport spins forever once its peer has closed): a session
 ends when the client closes its side, or when the whole server is closed. Unlike QEMU's
-single-client socket it serves several connections at once; the device still runs one method at
-a time, and an injected stall holds only the connection it delays.
+single-client socket it serves several connections at once by default; with ``single_client``
+it serves one at a time like QEMU (a second client connects but is not read until the first
+closes). The device runs one method at a time either way, and an injected stall holds only the
+connection it delays.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ class JadeEmulatorServer:
     """Serves a ``JadeDevice`` on ``host:port`` (port 0 picks a free one) once ``start``-ed."""
 
     def __init__(
-        self, device: JadeDevice, host: str = "127.0.0.1", port: int = HWI_SIMULATOR_PORT
+        self,
+        device: JadeDevice,
+        host: str = "127.0.0.1",
+        port: int = HWI_SIMULATOR_PORT,
+        single_client: bool = False,
     ) -> None:
         self.device = device
+        self._one_client = threading.Lock() if single_client else None
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -69,6 +76,7 @@ class JadeEmulatorServer:
     def close(self) -> None:
         """Stop accepting, end every session (interrupting stalls) and free the port."""
         self._stopping.set()
+        self.device.close()
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
@@ -95,7 +103,16 @@ class JadeEmulatorServer:
                 return
             self._connections.add(connection)
         try:
-            _Session(connection, self.device, self._stopping).run()
+            if self._one_client is None:
+                _Session(connection, self.device, self._stopping).run()
+                return
+            while not self._one_client.acquire(timeout=0.1):
+                if self._stopping.is_set():
+                    return
+            try:
+                _Session(connection, self.device, self._stopping).run()
+            finally:
+                self._one_client.release()
         finally:
             with self._connections_lock:
                 self._connections.discard(connection)

@@ -153,8 +153,16 @@ def emulator_backend(keystore: Path) -> dict[str, Any]:
     return {"kind": "emulator", "keystore": str(keystore), "passphrase_env": PASSPHRASE_ENV}
 
 
-def hwi_backend(port: int, fingerprint: bytes, sign_timeout: float = 60.0) -> dict[str, Any]:
+def hwi_backend(
+    port: int,
+    fingerprint: bytes,
+    sign_timeout: float = 60.0,
+    answer_within: float = 2.0,
+    probe_seconds: float = 2.0,
+) -> dict[str, Any]:
     return {
+        "answer_within_seconds": answer_within,
+        "probe_seconds": probe_seconds,
         "kind": "hwi",
         "device_type": "jade",
         "device_path": f"tcp:127.0.0.1:{port}",
@@ -339,6 +347,9 @@ class JadeEmulator(Process):
         port: int = 0,
         stall_seconds: float = 0.0,
         require_previous_tx: bool = False,
+        approve_after: float = 0.0,
+        locked: bool = False,
+        single_client: bool = False,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -347,11 +358,24 @@ class JadeEmulator(Process):
         args = ["emulate-jade", "--network", "regtest", "--mnemonic-file", str(words_file)]
         args += ["--port", str(port), "--state-file", str(directory / "registry.json")]
         args += ["--stall-seconds", str(stall_seconds)]
+        args += ["--approve-after", str(approve_after)]
+        if locked:
+            args.append("--locked")
+        if single_client:
+            args.append("--single-client")
         if require_previous_tx:
             args.append("--require-previous-tx")
         super().__init__(args, directory / "jade.log", _JADE_READY)
         self.port = int(self.match.group(1))
         self.fingerprint = master_of(words).fingerprint
+
+    def unlock(self) -> None:
+        """Its user enters the PIN (SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def prompts(self) -> int:
+        """Transactions shown to its user so far, as its log counts them."""
+        return self.log.read_text(encoding="utf-8").count("shown to the user")
 
 
 class CoordinatorDaemon(Process):

@@ -30,7 +30,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SignerInfo(_message.Message):
-    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node")
+    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node", "device", "device_limits")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_KIND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,8 @@ class SignerInfo(_message.Message):
     POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     backend_kind: BackendKind
     device_model: str
@@ -47,7 +49,35 @@ class SignerInfo(_message.Message):
     policy_hash: str
     software_version: str
     node: NodeState
-    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ...) -> None: ...
+    device: DeviceState
+    device_limits: DeviceLimits
+    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ..., device: _Optional[_Union[DeviceState, _Mapping]] = ..., device_limits: _Optional[_Union[DeviceLimits, _Mapping]] = ...) -> None: ...
+
+class DeviceState(_message.Message):
+    __slots__ = ("state", "usable", "error", "checked_at", "busy_since_unix")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    USABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    usable: bool
+    error: str
+    checked_at: float
+    busy_since_unix: int
+    def __init__(self, state: _Optional[str] = ..., usable: bool = ..., error: _Optional[str] = ..., checked_at: _Optional[float] = ..., busy_since_unix: _Optional[int] = ...) -> None: ...
+
+class DeviceLimits(_message.Message):
+    __slots__ = ("max_inputs", "max_outputs", "max_psbt_bytes", "max_reviewed_payments")
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PSBT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REVIEWED_PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    max_inputs: int
+    max_outputs: int
+    max_psbt_bytes: int
+    max_reviewed_payments: int
+    def __init__(self, max_inputs: _Optional[int] = ..., max_outputs: _Optional[int] = ..., max_psbt_bytes: _Optional[int] = ..., max_reviewed_payments: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
     __slots__ = ("configured", "reachable", "tip_height", "tip_hash", "syncing", "error", "checked_at", "min_conf", "max_tip_lag")
