@@ -107,6 +107,8 @@ class DevPool:
     own_nodes: bool = False
     """Give every signer a bcoin node of its own, peered with the coordinator's (``signer_nodes``);
     by default they all ask the coordinator's node."""
+    jade_approve_after: float = 0.0
+    """Seconds the Jade emulators' user takes to approve a transaction (a person at a device)."""
     say: Callable[[str], None] = lambda _text: None
 
     node: BcoinNode = field(init=False)
@@ -193,7 +195,12 @@ class DevPool:
         base = self.directory / spec.signer_id
         base.mkdir(parents=True, exist_ok=True)
         if spec.kind == "jade":
-            jade = JadeEmulator(base / "jade", spec.words, require_previous_tx=True)
+            jade = JadeEmulator(
+                base / "jade",
+                spec.words,
+                require_previous_tx=True,
+                approve_after=self.jade_approve_after,
+            )
             self.jades[spec.signer_id] = jade
             backend = hwi_backend(jade.port, jade.fingerprint)
             what = f"HWI backend driving a Jade-protocol emulator on port {jade.port}"
