@@ -89,7 +89,9 @@ def insert_withdrawal(
     extra_fee: int,
     now: float,
 ) -> Withdrawal:
-    """A new pending withdrawal and its first event. The caller checks idempotency first."""
+    """A new pending withdrawal and its first event. The caller checks idempotency first.
+
+    The row is not read back: the returned withdrawal is made of what was inserted."""
     withdrawal_id = conn.execute(
         insert(withdrawals)
         .values(
@@ -109,9 +111,21 @@ def insert_withdrawal(
         .returning(withdrawals.c.id)
     ).scalar_one()
     _append_event(conn, withdrawal_id, client_id, Status.PENDING, "", now)
-    found = get_by_id(conn, withdrawal_id)
-    assert found is not None
-    return found
+    return Withdrawal(
+        id=int(withdrawal_id),
+        client_id=client_id,
+        request_id=request_id,
+        address=address,
+        script_pubkey=script_pubkey,
+        amount=amount,
+        extra_fee=extra_fee,
+        status=Status.PENDING,
+        split=False,
+        reason="",
+        round_seq=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def get_by_id(conn: Connection, withdrawal_id: int) -> Withdrawal | None:
