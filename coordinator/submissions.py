@@ -1,8 +1,9 @@
 """Group commit of SubmitWithdrawal: the submissions waiting at one moment share one transaction.
 
 A caller queues its checked request and waits. One caller at a time is the writer: it takes
-every queued request (up to ``MAX_BATCH``), and in one transaction looks each up by (client,
-request id), inserts the new ones and builds every answer; after the commit it hands each caller
+every queued request (up to ``MAX_BATCH``), and in one transaction looks them all up by (client,
+request id) in one query, inserts the new ones in one statement (and their first events in
+another) and builds every answer; after the commit it hands each caller
 its answer and the next waiting caller, if any, writes the next batch. Nobody answers before
 the commit that made their withdrawal durable, and idempotency is exactly that of one
 transaction per request: a request id already stored (or stored earlier in the same batch)
@@ -102,29 +103,32 @@ class SubmissionWriter:
     def _store(
         self, conn: Connection, batch: list[_Waiting], created: list[_Waiting]
     ) -> list[Answer | BaseException]:
-        viewer = views.WithdrawalViews(conn)
-        now = self._clock()
-        stored_here: dict[tuple[str, str], wstore.Withdrawal] = {}
-        answers: list[Answer | BaseException] = []
-        for waiting in batch:
-            key = (waiting.client_id, waiting.body.request_id)
-            stored = stored_here.get(key) or wstore.get_by_request(conn, *key)
-            if stored is None:
-                body = waiting.body
-                stored = wstore.insert_withdrawal(
-                    conn,
-                    client_id=waiting.client_id,
-                    request_id=body.request_id,
-                    address=body.address,
-                    script_pubkey=body.script_pubkey,
-                    amount=body.amount,
-                    extra_fee=body.extra_fee,
-                    now=now,
+        """One lookup of every key, one insert of the new ones (each key once), the answers."""
+        keys = [(w.client_id, w.body.request_id) for w in batch]
+        stored = wstore.get_by_requests(conn, keys)
+        new: dict[tuple[str, str], _Waiting] = {}
+        for key, waiting in zip(keys, batch, strict=True):
+            if key not in stored:
+                new.setdefault(key, waiting)
+        inserted = wstore.insert_withdrawals(
+            conn,
+            [
+                wstore.NewWithdrawal(
+                    w.client_id,
+                    w.body.request_id,
+                    w.body.address,
+                    w.body.script_pubkey,
+                    w.body.amount,
+                    w.body.extra_fee,
                 )
-                stored_here[key] = stored
-                created.append(waiting)
-            answers.append((stored, viewer.message(stored)))
-        return answers
+                for w in new.values()
+            ],
+            self._clock(),
+        )
+        stored.update(zip(new, inserted, strict=True))
+        created += new.values()
+        viewer = views.WithdrawalViews(conn)
+        return [(stored[key], viewer.message(stored[key])) for key in keys]
 
     def _one_by_one(
         self, batch: list[_Waiting], created: list[_Waiting]
