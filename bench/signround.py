@@ -182,7 +182,8 @@ def against_bare(r: Round, repetitions: int) -> tuple[Row, Comparison]:
             "×",
             "<= 6",
             f"SignRound {ms(comparison.median_a)} (policy rebuild, chain checks against a "
-            f"stand-in chain view answering from a dict, so no node I/O, emulator backend, "
+            f"stand-in chain view answering from a dict, so no node I/O; the coins come from "
+            f"funding transactions of {OUTPUTS_PER_FUNDING} outputs each; emulator backend, "
             f"verification, signing and audit logs); coincurve {ms(comparison.median_b)}; "
             f"{comparison.spread()}",
         ),
