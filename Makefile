@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make test     - create .venv if needed, install vpool with test extras, run the tests"
 	@echo "make demo     - a real regtest pool end to end (bcoin, 3 signers, coordinator)"
-	@echo "make bench    - benchmarks (ratios in one run)"
+	@echo "make bench    - benchmarks: bench/results.json and .md (QUICK=1: within 2 minutes)"
 	@echo "make lint     - ruff + mypy"
 	@echo "make proto    - regenerate gRPC code from proto/"
 	@echo "make vectors  - regenerate the golden withdrawal and refund vectors (review the diff!)"
@@ -44,11 +44,11 @@ test: $(STAMP) system-deps node_modules
 demo: $(STAMP) system-deps node_modules
 	$(PY) -m vpool.devnet.demo
 
-# Benchmarks: ratios measured in one run (precomputed against naive BIP143 sighash per input;
-# the rebuild of a round at N and 2N requests, which fails if it grows faster than near-linear).
+# Benchmarks: every figure measured in the run, peers side by side (bench/run.py); writes
+# bench/results.json and bench/results.md. QUICK=1: smaller sizes, within 2 minutes.
 bench: $(STAMP)
-	$(PY) scripts/sighash_cost.py 10 100 1000
-	$(PY) scripts/rebuild_cost.py --check --repeat 7 --only funded --only short --only fees 1500 3000
+	$(PY) -m bench.run $(if $(QUICK),--quick)
+	$(PY) scripts/rebuild_cost.py --check --repeat 7 --only funded --only short --only fees $(if $(QUICK),750 1500,1500 3000)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

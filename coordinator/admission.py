@@ -20,16 +20,15 @@ import grpc
 from sqlalchemy import Connection
 
 from coordinator import views
-from coordinator.config import CoordinatorConfig
+from coordinator.config import PoolConfig
 from coordinator.store import chain as cstore
 from coordinator.store import withdrawals as wstore
 from vpool.rpc import RpcFailure
 
 
-def spendable_balance(conn: Connection, config: CoordinatorConfig) -> tuple[int, int, int]:
+def spendable_balance(conn: Connection, pool: PoolConfig) -> tuple[int, int, int]:
     """(spendable, confirmed, claimed): the pool's confirmed balance over all series, what the
     withdrawals not yet sent claim, and the difference (never negative)."""
-    pool = config.pool
     balances = cstore.balances(
         conn, views.tip_height(conn), pool.min_conf, coinbase_maturity=pool.coinbase_maturity
     )
@@ -38,20 +37,29 @@ def spendable_balance(conn: Connection, config: CoordinatorConfig) -> tuple[int,
     return max(0, confirmed - claimed), confirmed, claimed
 
 
-def admit(conn: Connection, config: CoordinatorConfig, amount: int, extra_fee: int) -> None:
-    """Refuse (``FAILED_PRECONDITION``, naming the limit) a new withdrawal the pool cannot pay."""
-    limit = config.pool.max_withdrawal
-    if amount > limit:
-        raise RpcFailure(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"amount_sat: {amount} is above the pool's maximum withdrawal "
-            f"(pool.max_withdrawal) of {limit} sat",
-        )
-    spendable, confirmed, claimed = spendable_balance(conn, config)
-    if amount + extra_fee > spendable:
-        raise RpcFailure(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"amount_sat: {amount} (plus extra fee {extra_fee}) is above the pool's spendable "
-            f"balance of {spendable} sat (confirmed {confirmed} sat minus {claimed} sat claimed "
-            "by withdrawals not yet sent)",
-        )
+class Budget:
+    """What new withdrawals may still claim, read once (a batch of submissions shares one)."""
+
+    def __init__(self, conn: Connection, pool: PoolConfig) -> None:
+        self._limit = pool.max_withdrawal
+        self._spendable, self._confirmed, self._claimed = spendable_balance(conn, pool)
+
+    def take(self, amount: int, extra_fee: int) -> None:
+        """Claim a new withdrawal's amount and extra fee, or refuse it (``FAILED_PRECONDITION``,
+        naming the limit) and claim nothing."""
+        if amount > self._limit:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"amount_sat: {amount} is above the pool's maximum withdrawal "
+                f"(pool.max_withdrawal) of {self._limit} sat",
+            )
+        if amount + extra_fee > self._spendable:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"amount_sat: {amount} (plus extra fee {extra_fee}) is above the pool's "
+                f"spendable balance of {self._spendable} sat (confirmed {self._confirmed} sat "
+                f"minus {self._claimed} sat claimed by withdrawals not yet sent)",
+            )
+        self._spendable -= amount + extra_fee
+        self._claimed += amount + extra_fee
+

@@ -3,9 +3,9 @@
 The proto's comments are the specification. Callers are authorized before a method runs
 (coordinator.server): a method reads the caller's name from its certificate, and a client only
 ever sees its own withdrawals, deposits and fees. Bad input raises ``RpcFailure``
-INVALID_ARGUMENT naming the field, before any write; every write is one transaction, and a
-change wakes the Watch streams (coordinator.watch). The deposit calls are in
-coordinator.deposit_api.
+INVALID_ARGUMENT naming the field, before any write; every write is one transaction (concurrent
+submissions share one: coordinator.submissions), and a change wakes the Watch streams
+(coordinator.watch). The deposit calls are in coordinator.deposit_api.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from coordinator import validation, views
 from coordinator.admission import admit
@@ -37,6 +36,7 @@ from coordinator.store.alerts import recent_alerts
 from coordinator.store.fees import fee_notices
 from coordinator.store.schema import transaction
 from coordinator.store.settings import rounds_paused, set_rounds_paused
+from coordinator.submissions import SubmissionWriter
 from coordinator.watch import ChangeSignal, follow
 from pool.networks import Network
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
@@ -96,17 +96,14 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self._clock = clock
         self._deposits = DepositApi(config, engine, board, signers, clock)
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
+        self._submissions = SubmissionWriter(engine, config.pool, clock, changes.notify)
 
     def SubmitWithdrawal(
         self, request: coordinator_pb2.SubmitWithdrawalRequest, context: Any
     ) -> coordinator_pb2.Withdrawal:
         body = validation.withdrawal(request, self._config.pool, self._config.network)
         client_id = _caller_name(context)
-        try:
-            stored, message = self._submit(client_id, body)
-        except IntegrityError:
-            # The same request id arrived twice at once and the other call stored it first.
-            stored, message = self._submit(client_id, body)
+        stored, message = self._submissions.submit(client_id, body)
         differing = _differences(stored, body)
         if differing:
             raise RpcFailure(
@@ -115,31 +112,6 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 f"{', '.join(differing)}",
             )
         return message
-
-    def _submit(
-        self, client_id: str, body: validation.WithdrawalBody
-    ) -> tuple[wstore.Withdrawal, coordinator_pb2.Withdrawal]:
-        """The stored withdrawal of the request id, inserting it when there is none."""
-        with transaction(self._engine) as conn:
-            stored = wstore.get_by_request(conn, client_id, body.request_id)
-            created = stored is None
-            if stored is None:
-                admit(conn, self._config, body.amount, body.extra_fee)
-                stored = wstore.insert_withdrawal(
-                    conn,
-                    client_id=client_id,
-                    request_id=body.request_id,
-                    address=body.address,
-                    script_pubkey=body.script_pubkey,
-                    amount=body.amount,
-                    extra_fee=body.extra_fee,
-                    now=self._clock(),
-                )
-            message = views.WithdrawalViews(conn).message(stored)
-        if created:
-            log.info("client %s: withdrawal %r queued", client_id, body.request_id)
-            self._changes.notify()
-        return stored, message
 
     def GetWithdrawal(
         self, request: coordinator_pb2.GetWithdrawalRequest, context: Any

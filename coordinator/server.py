@@ -18,6 +18,7 @@ from grpc_health.v1.health import HealthServicer
 
 from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.config import ConfigError, ServerConfig
+from coordinator.store.schema import POOL_CONNECTIONS
 from vpool.rpc import (
     Authorizer,
     Gatekeeper,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 ADMIN_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-WORKERS = 64
+WORKERS = POOL_CONNECTIONS
 """Calls served at once, WatchWithdrawals streams included (api.MAX_WATCHES of them at most);
 more are refused with RESOURCE_EXHAUSTED rather than queued behind long streams."""
 

@@ -443,14 +443,22 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+POOL_KEPT = 8
+"""Connections the pool keeps open."""
+POOL_CONNECTIONS = 64
+"""Connections at most, and the server's workers (coordinator.server.WORKERS): no
+call waits for a connection (SQLAlchemy's default is 15)."""
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``sqlite:///path`` or ``postgresql+psycopg://...``."""
+    pool = {"pool_size": POOL_KEPT, "max_overflow": POOL_CONNECTIONS - POOL_KEPT}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def current_version(conn: Connection) -> int:

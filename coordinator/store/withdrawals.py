@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, func, insert, select, tuple_, update
 
 from coordinator.store.schema import withdrawal_events, withdrawal_outputs, withdrawals
 
@@ -94,7 +94,9 @@ def insert_withdrawal(
     extra_fee: int,
     now: float,
 ) -> Withdrawal:
-    """A new pending withdrawal and its first event. The caller checks idempotency first."""
+    """A new pending withdrawal and its first event. The caller checks idempotency first.
+
+    The row is not read back: the returned withdrawal is made of what was inserted."""
     withdrawal_id = conn.execute(
         insert(withdrawals)
         .values(
@@ -114,9 +116,21 @@ def insert_withdrawal(
         .returning(withdrawals.c.id)
     ).scalar_one()
     _append_event(conn, withdrawal_id, client_id, Status.PENDING, "", now)
-    found = get_by_id(conn, withdrawal_id)
-    assert found is not None
-    return found
+    return Withdrawal(
+        id=int(withdrawal_id),
+        client_id=client_id,
+        request_id=request_id,
+        address=address,
+        script_pubkey=script_pubkey,
+        amount=amount,
+        extra_fee=extra_fee,
+        status=Status.PENDING,
+        split=False,
+        reason="",
+        round_seq=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def get_by_id(conn: Connection, withdrawal_id: int) -> Withdrawal | None:
@@ -351,3 +365,95 @@ def outputs_of(conn: Connection, withdrawal_id: int) -> list[tuple[str, int, int
         .order_by(withdrawal_outputs.c.txid, withdrawal_outputs.c.vout)
     ).all()
     return [(str(r.txid), int(r.vout), int(r.amount)) for r in rows]
+
+
+@dataclass(frozen=True)
+class NewWithdrawal:
+    """What ``insert_withdrawals`` stores for one request."""
+
+    client_id: str
+    request_id: str
+    address: str
+    script_pubkey: bytes
+    amount: int
+    extra_fee: int
+
+
+def get_by_requests(
+    conn: Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Withdrawal]:
+    """The stored withdrawals of these ``(client id, request id)`` keys, in one query."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(withdrawals).where(
+            tuple_(withdrawals.c.client_id, withdrawals.c.request_id).in_(wanted)
+        )
+    ).all()
+    found = [Withdrawal.from_row(r) for r in rows]
+    return {(w.client_id, w.request_id): w for w in found}
+
+
+def insert_withdrawals(
+    conn: Connection, new: Sequence[NewWithdrawal], now: float
+) -> list[Withdrawal]:
+    """New pending withdrawals and their first events, in two statements; in ``new``'s order.
+    The caller checks idempotency first. Nothing is read back."""
+    if not new:
+        return []
+    ids = (
+        conn.execute(
+            insert(withdrawals).returning(withdrawals.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "client_id": n.client_id,
+                    "request_id": n.request_id,
+                    "address": n.address,
+                    "script_pubkey": n.script_pubkey,
+                    "amount": n.amount,
+                    "extra_fee": n.extra_fee,
+                    "status": Status.PENDING.value,
+                    "split": False,
+                    "reason": "",
+                    "round_seq": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in new
+            ],
+        )
+        .scalars()
+        .all()
+    )
+    conn.execute(
+        insert(withdrawal_events),
+        [
+            {
+                "withdrawal_id": i,
+                "client_id": n.client_id,
+                "status": Status.PENDING.value,
+                "detail": "",
+                "at": now,
+            }
+            for i, n in zip(ids, new, strict=True)
+        ],
+    )
+    return [
+        Withdrawal(
+            int(i),
+            n.client_id,
+            n.request_id,
+            n.address,
+            n.script_pubkey,
+            n.amount,
+            n.extra_fee,
+            Status.PENDING,
+            False,
+            "",
+            None,
+            now,
+            now,
+        )
+        for i, n in zip(ids, new, strict=True)
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from pool.hdkeys import ExtendedPrivateKey, KeyOrigin
 from pool.networks import Network
 from pool.psbt import Psbt
@@ -9,9 +11,17 @@ from pool.roles import sign_psbt
 from pool.series import Series
 from signer.device_monitor import DeviceCondition
 
+_LAST_LEVELS = 2
+"""Levels derived for each input: branch and index below the account key."""
+
 
 class EmulatorBackend:
-    """Signs with libsecp256k1 through ``pool.roles``; has no screen and registers nothing."""
+    """Signs with libsecp256k1 through ``pool.roles``; has no screen and registers nothing.
+
+    The account keys (every level of a path but the last two) are derived once and kept in this
+    backend, beside the master key it already holds: an input's key then costs two derivations,
+    not six. Nothing is kept outside the backend, and ``close`` forgets them.
+    """
 
     kind = "emulator"
     model = "software"
@@ -19,6 +29,8 @@ class EmulatorBackend:
     def __init__(self, master: ExtendedPrivateKey, network: Network) -> None:
         self._master = master
         self.network = network
+        self._accounts: dict[tuple[int, ...], ExtendedPrivateKey] = {}
+        self._accounts_lock = threading.Lock()
 
     def fingerprint(self) -> bytes:
         return self._master.fingerprint
@@ -34,11 +46,25 @@ class EmulatorBackend:
         return series.address(branch, index, self.network), False
 
     def sign(self, psbt: Psbt) -> Psbt:
-        master = self._master
-        return sign_psbt(psbt, master.fingerprint, lambda p: master.derive_path(p).private_key)
+        return sign_psbt(psbt, self._master.fingerprint, self._private_key_at)
+
+    def _private_key_at(self, path: tuple[int, ...]) -> bytes:
+        """The private key at ``path`` from the master: the cached account key, then the rest."""
+        split = max(0, len(path) - _LAST_LEVELS)
+        return self._account(path[:split]).derive_path(path[split:]).private_key
+
+    def _account(self, path: tuple[int, ...]) -> ExtendedPrivateKey:
+        with self._accounts_lock:
+            account = self._accounts.get(path)
+            if account is None:
+                account = self._master.derive_path(path)
+                self._accounts[path] = account
+            return account
 
     def probe(self, timeout: float) -> tuple[DeviceCondition, str]:
         return DeviceCondition.SOFTWARE, ""
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Forget the derived account keys."""
+        with self._accounts_lock:
+            self._accounts.clear()
