@@ -24,12 +24,13 @@ from pool.roles import input_sighash, sign_psbt
 from pool.series import CHANGE, RECEIVE, Series
 from pool.sighash import SegwitV0Sighasher
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
+from pool.vocabulary import RoundKind
 from pool.withdrawal import build_round
 from signer.audit import AuditLog
 from signer.backends.emulator import EmulatorBackend
 from signer.chain import ChainUtxo
 from signer.chain_checks import ChainRules
-from signer.policy import PolicyConfig, RoundKind, series_checksum
+from signer.policy import PolicyConfig, series_checksum
 from signer.rounds import RoundSigner
 from signer.state import SignerState
 from tests.factories import BTC, TIP_HASH, make_series, manifest, master_key, request

@@ -24,9 +24,10 @@ from pathlib import Path
 import psycopg
 
 from bench.common import Row, row
+from coordinator.store.schema import make_engine
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
-from tests.coordinator_harness import CLIENTS, address, write_daemon_config
+from tests.coordinator_harness import CLIENTS, address, fund_pool, write_daemon_config
 from tests.factories import make_series
 from vpool.devnet.processes import CoordinatorDaemon, Pki, client_credentials
 
@@ -178,6 +179,7 @@ def measure(store: str, requests_per_burst: int, bursts: int = BURSTS) -> list[R
                 directory / "coordinator", pki, url, CLOSED_PORT_URL, series
             )
             daemon = CoordinatorDaemon(config)
+            fund_pool(make_engine(url), 10**15)  # admission takes every withdrawal of the load
             try:
                 cpu_before = _cpu_seconds(daemon.proc.pid)
                 result = run_load(daemon.address, pki, requests_per_burst, bursts)

@@ -62,4 +62,3 @@ class Budget:
             )
         self._spendable -= amount + extra_fee
         self._claimed += amount + extra_fee
-

@@ -19,7 +19,6 @@ import grpc
 from sqlalchemy import Connection, Engine
 
 from coordinator import validation, views
-from coordinator.admission import admit
 from coordinator.config import CoordinatorConfig
 from coordinator.deposit_api import DepositApi, DepositSigners
 from coordinator.health import HealthBoard

@@ -8,14 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import Engine, func, select
 
+from coordinator.config import PoolConfig
 from coordinator.store import withdrawals as wstore
 from coordinator.store.schema import withdrawal_events, withdrawals
 from coordinator.submissions import SubmissionWriter
 from coordinator.validation import WithdrawalBody
-from vpool.rpc import RpcFailure
-from coordinator.config import PoolConfig
 from tests.coordinator_harness import fund_pool
 from tests.factories import BTC, p2wpkh
+from vpool.rpc import RpcFailure
 
 CALLERS = 24
 
@@ -31,7 +31,9 @@ def _count(engine: Engine, table: object) -> int:
 
 def _writer(engine: Engine, notified: list[int]) -> SubmissionWriter:
     fund_pool(engine, BTC)  # admission takes withdrawals up to what the pool holds
-    return SubmissionWriter(engine, PoolConfig(), lambda: 1_700_000_000.0, lambda: notified.append(1))
+    return SubmissionWriter(
+        engine, PoolConfig(), lambda: 1_700_000_000.0, lambda: notified.append(1)
+    )
 
 
 def test_concurrent_submissions_each_store_their_own_withdrawal(engine: Engine) -> None:
