@@ -78,16 +78,21 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
         health = Health()
-        server, address, health_service = _start(config, service, gatekeeper, health, device)
+
+        def device_heard(status: DeviceStatus) -> None:
+            """A device is ready for the signer once it also gave its account xpub (GetInfo
+            shows it to the coordinator): the health says SERVING only then."""
+            if status.condition is DeviceCondition.READY and not service.load_account_xpub():
+                return
+            health.device(status)
+
+        server, address, health_service = _start(
+            config, service, gatekeeper, lambda: device_heard(device.probe())
+        )
         health.attach(health_service)
         probing = threading.Event()
         stack.callback(probing.set)
         health.node(monitor.probe())  # the health is right from the ready line on
-
-        def device_heard(status: DeviceStatus) -> None:
-            if status.condition is DeviceCondition.READY:
-                service.load_account_xpub()
-            health.device(status)
 
         device_heard(device.probe())
         threading.Thread(
@@ -207,15 +212,14 @@ def _start(
     config: SignerConfig,
     service: SignerService,
     gatekeeper: Gatekeeper,
-    health: Health,
-    device: DeviceMonitor,
+    probe_device: Callable[[], None],
 ) -> tuple[grpc.Server, str, HealthServicer]:
-    """A started server, the address it listens on, and its health service (which probes the
-    device on every Check)."""
+    """A started server, the address it listens on, and its health service (which calls
+    ``probe_device`` before every Check)."""
     settings = config.server
     server = make_server(gatekeeper, settings.max_message_bytes, _WORKERS)
     signer_pb2_grpc.add_SignerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    probing = _ProbingHealthServicer(lambda: health.device(device.probe()))
+    probing = _ProbingHealthServicer(probe_device)
     health_service = add_health_and_reflection(server, (SERVICE_NAME,), probing)
     try:
         if settings.insecure_dev:
