@@ -121,13 +121,3 @@ class DeviceMonitor:
             else:
                 log.warning("device %s: %s", status.condition, status.error)
         return status
-
-    def run(
-        self, stop: threading.Event, interval: float, listener: Callable[[DeviceStatus], None]
-    ) -> None:
-        """Probe every ``interval`` seconds until ``stop`` is set; ``listener`` hears each
-        probe's status (the first one included)."""
-        while True:
-            listener(self.probe())
-            if stop.wait(interval):
-                return

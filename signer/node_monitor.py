@@ -70,13 +70,3 @@ class NodeMonitor:
             else:
                 log.warning("node unreachable: %s", status.error)
         return status
-
-    def run(
-        self, stop: threading.Event, interval: float, listener: Callable[[NodeStatus], None]
-    ) -> None:
-        """Probe every ``interval`` seconds until ``stop`` is set; ``listener`` hears each
-        probe's status (the first one included)."""
-        while True:
-            listener(self.probe())
-            if stop.wait(interval):
-                return

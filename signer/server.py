@@ -30,6 +30,7 @@ from signer.chain import NodeChain
 from signer.config import ChainConfig, ConfigError, ServerConfig, SignerConfig, load_config
 from signer.device_monitor import DeviceCondition, DeviceMonitor, DeviceStatus
 from signer.node_monitor import NodeMonitor, NodeStatus
+from signer.probing import probe_every
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
 from signer.state import SignerState
@@ -96,14 +97,19 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
 
         device_heard(device.probe())
         threading.Thread(
-            target=monitor.run,
-            args=(probing, config.chain.probe_seconds, health.node),
+            target=probe_every,
+            args=(monitor.probe, probing, config.chain.probe_seconds, health.node),
             name="node-probe",
             daemon=True,
         ).start()
         threading.Thread(
-            target=device.run,
-            args=(probing, getattr(config.backend, "probe_seconds", 2.0), device_heard),
+            target=probe_every,
+            args=(
+                device.probe,
+                probing,
+                getattr(config.backend, "probe_seconds", 2.0),
+                device_heard,
+            ),
             name="device-probe",
             daemon=True,
         ).start()
