@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import build, sighash, signround, submissions
 from bench.common import Row
+from tests.store_fixtures import PG_ADMIN
 
 HERE = Path(__file__).resolve().parent
 REPETITIONS = 5
@@ -55,7 +56,7 @@ def _postgres_version() -> str:
     try:
         import psycopg
 
-        with psycopg.connect(submissions.PG_ADMIN) as conn:
+        with psycopg.connect(PG_ADMIN) as conn:
             found = conn.execute("SHOW server_version").fetchone()
         return str(found[0]) if found else "?"
     except Exception as e:

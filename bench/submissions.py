@@ -17,11 +17,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
 
 from bench.common import Row, row
 from coordinator.store.schema import make_engine
@@ -29,13 +27,13 @@ from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
 from tests.coordinator_harness import CLIENTS, address, fund_pool, write_daemon_config
 from tests.factories import make_series
+from tests.store_fixtures import throwaway_postgres
 from vpool.devnet.processes import CoordinatorDaemon, Pki, client_credentials
 
 PROCESSES = 4
 THREADS = 8
 CLIENT_COUNT = PROCESSES * THREADS
 BURSTS = 5
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CLOSED_PORT_URL = "http://127.0.0.1:9"
 """The chain: nothing listens there (rounds cannot run; submissions do not need the chain)."""
 SERIES = make_series(1, 2, [0, 1, 2])
@@ -133,17 +131,9 @@ def run_load(target: str, pki: Pki, requests_per_burst: int, bursts: int) -> lis
     return bursts_out
 
 
-@contextmanager
-def postgres_url() -> Iterator[str]:
-    """A throwaway database on the machine's PostgreSQL (127.0.0.1:5432, trust auth)."""
-    name = f"vpool_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres_url() -> AbstractContextManager[str]:
+    """A throwaway database on the machine's PostgreSQL."""
+    return throwaway_postgres("vpool_bench")
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -24,11 +25,11 @@ from pool.series import CHANGE, RECEIVE, Series, SeriesState
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    if os.environ.get("VPOOL_SKIP_POSTGRES") == "1":
-        pytest.skip("VPOOL_SKIP_POSTGRES=1")
-    name = f"vpool_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def throwaway_postgres(prefix: str) -> Iterator[str]:
+    """The URL of a new database on the machine's PostgreSQL (127.0.0.1:5432, trust auth),
+    dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -36,6 +37,14 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    if os.environ.get("VPOOL_SKIP_POSTGRES") == "1":
+        pytest.skip("VPOOL_SKIP_POSTGRES=1")
+    with throwaway_postgres("vpool_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
