@@ -76,13 +76,6 @@ RECEIVE_INDEXES = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    pki = Pki(tmp_path_factory.mktemp("pki"))
-    pki.issue("coordinator", "coordinator")
-    return pki
-
-
-@pytest.fixture(scope="module")
 def signers(
     tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
 ) -> Iterator[dict[str, str]]:

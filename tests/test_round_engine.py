@@ -88,13 +88,6 @@ CALL_TIMEOUT = 20.0
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    pki = Pki(tmp_path_factory.mktemp("pki"))
-    pki.issue("coordinator", "coordinator")
-    return pki
-
-
-@pytest.fixture(scope="module")
 def signers(
     tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
 ) -> Iterator[dict[str, str]]:

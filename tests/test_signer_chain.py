@@ -93,13 +93,6 @@ def _start_signer(
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    pki = Pki(tmp_path_factory.mktemp("pki"))
-    pki.issue("coordinator", "coordinator")
-    return pki
-
-
-@pytest.fixture(scope="module")
 def signers(
     tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest
 ) -> Iterator[Signers]:

@@ -62,13 +62,6 @@ COSIGNER = master_key(1)
 POLICY = {"max_request_amount": 2 * BTC, "max_daily_amount": 20 * BTC}
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    pki = Pki(tmp_path_factory.mktemp("pki"))
-    pki.issue("coordinator", "coordinator")
-    return pki
-
-
 def _start(directory: Path, pki: Pki, policy: dict[str, int], regtest: Regtest) -> SignerDaemon:
     keystore = write_keystore(directory / "keystore.json", SIGNER)
     config = write_config(

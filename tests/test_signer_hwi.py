@@ -84,13 +84,6 @@ class Pool:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    pki = Pki(tmp_path_factory.mktemp("pki"))
-    pki.issue("coordinator", "coordinator")
-    return pki
-
-
-@pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -> Iterator[Pool]:
     """Signers jade-a and jade-b (hwi backend, one Jade emulator each, which like Trezor and
     BitBox02 refuse inputs without their previous transaction) and soft (emulator)."""

@@ -47,13 +47,6 @@ the defaults: 10 BTC per request and per destination in a round, 100 sat/vB."""
 Stub = signer_pb2_grpc.SignerServiceStub
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    pki = Pki(tmp_path_factory.mktemp("pki"))
-    pki.issue("coordinator", "coordinator")
-    return pki
-
-
 def _start(
     directory: Path, pki: Pki, regtest: Regtest, key: int, series: list[Series], **policy: int
 ) -> SignerDaemon:
