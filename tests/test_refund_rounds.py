@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -318,7 +318,7 @@ def test_a_refund_round_one_signer_signed_waits_and_completes_when_its_signers_r
     assert pool.reserved() == 1
     with pool.rounds(round_deadline_seconds=1.0) as rounds:
         assert rounds.run_refunds().round_id is None  # the deposit is in the waiting round
-        [done] = rounds.retry_waiting()
+        [done] = wait_for(rounds.retry_waiting)  # once its poll interval has passed
     assert done == RoundOutcome(waiting.round_id, "1 of 1 transactions broadcast")
     assert pool.again(deposit).refund.txid == view.transactions[0].txid
 
@@ -392,3 +392,15 @@ def test_a_coordinator_killed_in_a_refund_round_resumes_and_refunds_once(
         if any((i.prevout.txid_hex, i.prevout.vout) == deposit.outpoint for i in tx.inputs)
     ]
     assert spending == [done.refund.txid]
+
+
+def wait_for(
+    outcomes: Callable[[], list[RoundOutcome]], seconds: float = 30.0
+) -> list[RoundOutcome]:
+    """Call ``outcomes`` until it returns some (a round is asked again at most every
+    ``rounds.poll_seconds``: a condition to wait on, never a time to guess)."""
+    deadline = time.monotonic() + seconds
+    while not (found := outcomes()):
+        assert time.monotonic() < deadline, "no waiting round was asked again"
+        time.sleep(0.05)
+    return found
