@@ -33,6 +33,7 @@ from embit.transaction import SIGHASH
 from hwilib import commands
 from hwilib.common import Chain
 from hwilib.devices import jade as hwi_jade
+from hwilib.devices.jadepy import jade as jadepy_jade
 from hwilib.devices.jadepy.jade import JadeAPI, JadeError
 from hwilib.errors import ActionCanceledError
 from hwilib.hwwclient import HardwareWalletClient
@@ -46,6 +47,8 @@ from pool.psbt import Psbt, PsbtOutput
 from pool.roles import verify_partial_sigs
 from pool.series import RECEIVE, Series, SeriesState
 from pool.withdrawal import build_round
+from signer.backends.hwi_device import Device
+from signer.backends.hwi_worker import DeviceSpec
 from signer.cli import main
 from signer.jade_emulator import (
     HWI_SIMULATOR_PORT,
@@ -376,6 +379,37 @@ def test_a_stalled_sign_psbt_exceeds_a_short_client_timeout(
     assert other is not None
     assert other.get_master_fingerprint().hex() == FINGERPRINT  # the stall blocks no one else
     other.close()
+
+
+def _signed_through_the_worker_device(
+    emulator: JadeEmulatorServer, patience: float, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Sign as the signer's HWI worker does, with hwilib's own read timeout cut to 1 s (it is
+    120 s: the same race, made short) and the person taking 2 s."""
+    monkeypatch.setattr(jadepy_jade, "DEFAULT_SERIAL_TIMEOUT", 1)
+    spec = DeviceSpec("regtest", FINGERPRINT, "jade", _path(emulator), patience_seconds=patience)
+    device = Device(spec)
+    try:
+        psbt_b64 = _without_change_derivations(_round_psbt()).to_base64()
+        return str(device.call("sign", psbt_b64))
+    finally:
+        device.drop()
+
+
+def test_the_worker_device_waits_for_a_person_longer_than_hwilibs_own_timeout(
+    emulator: JadeEmulatorServer, device: JadeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device.faults = Faults(approve_after=2)
+    signed = Psbt.from_base64(_signed_through_the_worker_device(emulator, 30, monkeypatch))
+    assert all(i.partial_sigs for i in signed.inputs)
+
+
+def test_without_patience_hwilibs_own_timeout_expires_before_the_person_answers(
+    emulator: JadeEmulatorServer, device: JadeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device.faults = Faults(approve_after=2)
+    with pytest.raises(TimeoutError):
+        _signed_through_the_worker_device(emulator, 0, monkeypatch)
 
 
 def test_stall_all_delays_every_call(emulator: JadeEmulatorServer, device: JadeDevice) -> None:

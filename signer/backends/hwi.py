@@ -56,6 +56,7 @@ class HwiBackend:
             fingerprint=config.fingerprint.hex() if config.fingerprint else None,
             device_type=config.device_type,
             device_path=config.device_path,
+            patience_seconds=max(config.sign_timeout_seconds, config.call_timeout_seconds),
         )
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None

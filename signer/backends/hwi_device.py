@@ -82,6 +82,7 @@ class Device:
             where = f"{self._model} with fingerprint {spec.fingerprint}"
         if client is None:
             raise DeviceError(f"no client for {where}")
+        _wait_as_long_as(client, spec.patience_seconds)
         found = client.get_master_fingerprint().hex()
         if spec.fingerprint is not None and found != spec.fingerprint:
             client.close()
@@ -101,6 +102,30 @@ class Device:
         raise DeviceError(
             f"no device with fingerprint {self._spec.fingerprint} among {seen} found{detail}"
         )
+
+
+def _wait_as_long_as(client: HardwareWalletClient, seconds: float) -> None:
+    """Make the client's transport wait ``seconds`` for an answer before it gives up.
+
+    hwilib's Jade client reads with a fixed 120 s timeout (``DEFAULT_SERIAL_TIMEOUT``), so a
+    person taking longer than that to review a round would see the request fail on the host
+    while the device still shows it. The daemon's own deadline (the worker is killed when it
+    passes) is the one that counts; the transport must not expire first. Other hwilib clients
+    wait on the device without a read timeout of their own.
+    """
+    if seconds <= 0 or not isinstance(client, JadeClient):
+        return
+    transport = client.jade.jade.impl
+    transport.timeout = seconds
+    for handle in ("tcp_sock", "ser"):  # TCP (emulator) or serial (USB)
+        connection = getattr(transport, handle, None)
+        if connection is None:
+            continue
+        if handle == "tcp_sock":
+            connection.settimeout(seconds)
+        else:
+            connection.timeout = seconds
+            connection.write_timeout = seconds
 
 
 def _enumerate(chain: Chain) -> tuple[list[dict[str, Any]], list[str]]:

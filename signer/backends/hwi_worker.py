@@ -23,6 +23,10 @@ class DeviceSpec:
     fingerprint: str | None
     device_type: str | None
     device_path: str | None
+    patience_seconds: float = 0.0
+    """How long the device's transport waits for one answer (a person reviewing a round): at
+    least the daemon's own deadline for a call, so that hwilib never gives up first (its Jade
+    client's default is 120 s, whatever vpool's setting). 0: hwilib's default."""
 
 
 class Declined(Exception):

@@ -61,12 +61,12 @@ class Faults:
     """Stall every call, not only ``sign_psbt``."""
     refuse_signing: bool = False
     require_previous_tx: bool = False
+    """Not a fault but a stricter device: refuse an input to sign without its previous
+    transaction (``non_witness_utxo``), as Trezor and BitBox02 refuse segwit v0 inputs."""
     approve_after: float = 0.0
     """Not a fault but a person: each transaction is shown (a prompt, logged and counted) and
     approved (or refused, with ``refuse_signing``) this many seconds later; the device does
     nothing else meanwhile, like a Jade showing a transaction."""
-    """Not a fault but a stricter device: refuse an input to sign without its previous
-    transaction (``non_witness_utxo``), as Trezor and BitBox02 refuse segwit v0 inputs."""
 
     def stall_for(self, method: str) -> float:
         return self.stall_seconds if self.stall_all or method == "sign_psbt" else 0.0
