@@ -18,10 +18,11 @@ from embit.script import Script as EmbitScript
 from embit.transaction import Transaction as EmbitTransaction
 from hwilib.devices import trezor as hwi_trezor
 
+from pool.address import encode_segwit_address
 from pool.descriptor import DescriptorKey
 from pool.hdkeys import ExtendedPrivateKey, KeyOrigin
 from pool.manifest import Manifest
-from pool.networks import REGTEST
+from pool.networks import MAINNET, REGTEST, TESTNET
 from pool.roles import combine, extract, finalize
 from pool.series import CHANGE, Series, SeriesState
 from pool.withdrawal import build_round
@@ -43,6 +44,7 @@ from vpool.devnet.processes import (
     Pki,
     SignerDaemon,
     emulator_backend,
+    free_port,
     hwi_backend,
     master_of,
     mnemonic_for,
@@ -298,3 +300,49 @@ def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
     finally:
         daemon.stop()
         jade.stop()
+
+
+@pytest.fixture
+def absent_device() -> Iterator[HwiBackend]:
+    """A backend whose device is not there (nothing listens at its path): calls are stubbed."""
+    config = HwiBackendConfig(bytes(4), "jade", f"tcp:127.0.0.1:{free_port()}", 20, 20)
+    backend = HwiBackend(config, REGTEST)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _device_shows(backend: HwiBackend, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    monkeypatch.setattr(backend, "_call", lambda op, argument, what: (address, "vpool-1"))
+
+
+def test_a_regtest_address_shown_under_testnets_prefix_is_the_pools_address(
+    absent_device: HwiBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = _series(1, [master_key(i) for i in range(3)])
+    script = series.derive(CHANGE, 7).script_pubkey
+    _device_shows(absent_device, monkeypatch, encode_segwit_address(TESTNET, 0, script[2:]))
+    shown, on_device = absent_device.display_address(series, CHANGE, 7)
+    assert shown == series.address(CHANGE, 7, REGTEST)
+    assert on_device
+
+
+def test_a_testnet_prefixed_address_of_another_script_is_refused(
+    absent_device: HwiBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = _series(1, [master_key(i) for i in range(3)])
+    other = series.derive(CHANGE, 8).script_pubkey
+    _device_shows(absent_device, monkeypatch, encode_segwit_address(TESTNET, 0, other[2:]))
+    with pytest.raises(BackendError, match="the device computed the address tb1"):
+        absent_device.display_address(series, CHANGE, 7)
+
+
+def test_a_mainnet_address_shown_for_a_regtest_pool_is_refused(
+    absent_device: HwiBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = _series(1, [master_key(i) for i in range(3)])
+    script = series.derive(CHANGE, 7).script_pubkey
+    _device_shows(absent_device, monkeypatch, encode_segwit_address(MAINNET, 0, script[2:]))
+    with pytest.raises(BackendError, match="the device computed the address bc1"):
+        absent_device.display_address(series, CHANGE, 7)
