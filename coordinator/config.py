@@ -108,6 +108,11 @@ class RoundsConfig:
     max_inputs: int = 2_000
     """Most UTXOs in one withdrawal round's manifest (the first in spending order; the others
     wait): at most every signer's ``max_inputs``."""
+    max_tx_inputs: int = 0
+    max_tx_payments: int = 0
+    """Caps on each transaction's inputs and payments (0: none), written into the manifest
+    together with the smallest limits the signers' devices report (coordinator.withdrawal_rounds
+    ``shape_caps``): for devices that report none, or a person who reviews fewer payments."""
     withdrawal_expiry_seconds: float = 7 * 86_400.0
     """A withdrawal ``deferred`` (the pool lacked funds) for longer than this since it was
     submitted becomes ``expired``, final (coordinator.expiry)."""
@@ -355,6 +360,8 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         poll_seconds=_get(r, "poll_seconds", float, "rounds.", 3.0),
         max_requests=_get(r, "max_requests", int, "rounds.", 3_000),
         max_inputs=_get(r, "max_inputs", int, "rounds.", 2_000),
+        max_tx_inputs=_get(r, "max_tx_inputs", int, "rounds.", 0),
+        max_tx_payments=_get(r, "max_tx_payments", int, "rounds.", 0),
         withdrawal_expiry_seconds=_get(
             r, "withdrawal_expiry_seconds", float, "rounds.", 7 * 86_400.0
         ),
@@ -369,6 +376,9 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     _seconds(rounds.withdrawal_expiry_seconds, "rounds.withdrawal_expiry_seconds")
     for name in ("queue_threshold", "max_requests", "max_inputs"):
         _positive(getattr(rounds, name), f"rounds.{name}")
+    for name in ("max_tx_inputs", "max_tx_payments"):
+        _at_least(getattr(rounds, name), 0, f"rounds.{name}", " (0: no cap)")
+        _at_most(getattr(rounds, name), 2**32 - 1, f"rounds.{name}")
 
     signers = []
     for where, entry in _entries(doc, "signers"):

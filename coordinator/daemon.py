@@ -204,7 +204,9 @@ def serve(config_path: Path) -> int:
         board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
         stack.callback(changes.close)
-        rounds = RoundEngine(config, engine, chain, signers, time.time)
+        rounds = RoundEngine(
+            config, engine, chain, signers, time.time, device_limits=signers.device_limits
+        )
         scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
             config.server,

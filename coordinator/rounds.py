@@ -107,6 +107,7 @@ from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
 from pool.script import parse_multisig_script
 from pool.vocabulary import RoundKind
+from vpool.v1.signer_pb2 import DeviceLimits
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,10 @@ class RoundEngine:
         signers: RoundSigners,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        device_limits: Callable[[], Iterable[DeviceLimits]] = tuple,
     ) -> None:
+        """``device_limits``: the limits the signers' devices reported, as known (they cap the
+        shape of each withdrawal transaction: coordinator.withdrawal_rounds.shape_caps)."""
         self._config = config
         self._sleep = sleep
         self._engine = engine
@@ -198,7 +202,7 @@ class RoundEngine:
         self._signers = signers
         self._clock = clock
         self._builders: dict[RoundKind, RoundBuilder] = {
-            RoundKind.WITHDRAWAL: WithdrawalBuilder(config),
+            RoundKind.WITHDRAWAL: WithdrawalBuilder(config, device_limits),
             RoundKind.REFUND: RefundBuilder(config, engine, Senders(chain)),
         }
 

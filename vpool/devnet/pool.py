@@ -109,6 +109,8 @@ class DevPool:
     by default they all ask the coordinator's node."""
     jade_approve_after: float = 0.0
     """Seconds the Jade emulators' user takes to approve a transaction (a person at a device)."""
+    jade_backend: dict[str, Any] = field(default_factory=dict)
+    """More keys of the Jade signers' [backend] table (e.g. max_reviewed_payments)."""
     say: Callable[[str], None] = lambda _text: None
 
     node: BcoinNode = field(init=False)
@@ -202,7 +204,7 @@ class DevPool:
                 approve_after=self.jade_approve_after,
             )
             self.jades[spec.signer_id] = jade
-            backend = hwi_backend(jade.port, jade.fingerprint)
+            backend = {**hwi_backend(jade.port, jade.fingerprint), **self.jade_backend}
             what = f"HWI backend driving a Jade-protocol emulator on port {jade.port}"
         else:
             keystore = write_keystore(base / "keystore.json", master_of(spec.words))
