@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,7 @@ from hwilib.devices import trezor as hwi_trezor
 
 from pool.address import encode_segwit_address
 from pool.descriptor import DescriptorKey
-from pool.hdkeys import ExtendedPrivateKey, KeyOrigin
+from pool.hdkeys import HARDENED, ExtendedPrivateKey, KeyOrigin
 from pool.manifest import Manifest
 from pool.networks import MAINNET, REGTEST, TESTNET
 from pool.roles import combine, extract, finalize
@@ -59,9 +59,11 @@ SIGN_TIMEOUT = 1.5
 MARGIN = 3.0
 
 
-def _series(series_id: int, masters: list[ExtendedPrivateKey]) -> Series:
+def _series(
+    series_id: int, masters: list[ExtendedPrivateKey], account: tuple[int, ...] = ACCOUNT
+) -> Series:
     keys = tuple(
-        DescriptorKey(KeyOrigin(m.fingerprint, ACCOUNT), m.derive_path(ACCOUNT).public())
+        DescriptorKey(KeyOrigin(m.fingerprint, account), m.derive_path(account).public())
         for m in masters
     )
     return Series(series_id, 2, keys, SeriesState.ACTIVE)
@@ -77,6 +79,8 @@ def _round(regtest: Regtest, series: Series, tag: str) -> Manifest:
 class Pool:
     pki: Pki
     series: Series
+    next_series: Series
+    """Series 2 (the same keyholders' BIP48 account 1), registered too: a sweep's target."""
     jades: list[JadeEmulator]
     signers: list[SignerDaemon]
     registrations: list[signer_pb2.RegisterSeriesResponse]
@@ -95,9 +99,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
         for tag in "ab"
     ]
     soft_key = master_key(3)
-    series = _series(
-        1, [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
-    )
+    masters = [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
+    series = _series(1, masters)
+    next_series = _series(2, masters, (*ACCOUNT[:2], 1 + HARDENED, *ACCOUNT[3:]))
     signers = []
     try:
         for tag, jade in zip("ab", jades, strict=True):
@@ -108,7 +112,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
                 pki,
                 f"jade-{tag}",
                 backend,
-                series=[series],
+                series=[series, next_series],
                 chain=signer_chain(directory, regtest.node),
             )
             signers.append(SignerDaemon(config))
@@ -118,7 +122,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
             pki,
             "soft",
             emulator_backend(keystore),
-            series=[series],
+            series=[series, next_series],
             chain=signer_chain(base / "soft", regtest.node),
         )
         signers.append(SignerDaemon(config))
@@ -126,7 +130,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
             daemon.stub(pki).RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
             for daemon in signers
         ]
-        yield Pool(pki, series, jades, signers, registrations)
+        for daemon in signers:
+            daemon.stub(pki).RegisterSeries(register_request(next_series), timeout=CALL_TIMEOUT)
+        yield Pool(pki, series, next_series, jades, signers, registrations)
     finally:
         for process in [*signers, *jades]:
             process.stop()
@@ -196,6 +202,45 @@ def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently
             assert sig.pubkey in keys and sig.signature[-1] == 0x01
             key = EmbitPublicKey.parse(sig.pubkey)
             assert key.verify(EmbitSignature.parse(sig.signature[:-1]), digest)
+
+
+def _sign_on_every_signer(pool: Pool, m: Manifest) -> None:
+    """Every signer signs the round's one transaction; the signatures make it complete."""
+    [planned] = build_round(m).transactions
+    answers = [pool.stub(i).SignRound(round_request(m), timeout=CALL_TIMEOUT) for i in range(3)]
+    assert all(a.signed_all and not a.refusals for a in answers)
+    signed = [with_signatures(planned.psbt, a.signed_psbts[0]) for a in answers]
+    assert extract(finalize(combine(signed))).txid_hex == planned.psbt.tx.txid_hex
+
+
+def test_a_withdrawals_change_is_recognised_as_change_on_the_devices(
+    pool: Pool, regtest: Regtest
+) -> None:
+    m = _round(regtest, pool.series, "change-hidden")
+    _sign_on_every_signer(pool, m)
+    for jade in pool.jades:  # the payment is shown, the change (output 1) is not
+        assert jade.reviews()[-1] == "outputs shown [0], change [1]"
+
+
+def test_a_sweep_signs_on_the_devices_with_the_new_series_output_shown_as_a_payment(
+    pool: Pool, regtest: Regtest
+) -> None:
+    """Inputs of the retiring series, change to the new one: the firmware validates change only
+    against the one registration all signed inputs match, so the person sees the move."""
+    utxos = fund(regtest, pool.series, [BTC, BTC])
+    retiring = replace(pool.series, state=SeriesState.RETIRING)
+    m = pinned(
+        regtest,
+        [retiring, pool.next_series],
+        utxos,
+        [request("alice", "sweep", BTC // 2)],
+        change_index=((2, 0),),
+    )
+    [planned] = build_round(m).transactions
+    assert planned.change is not None and planned.change.series_id == 2
+    _sign_on_every_signer(pool, m)
+    for jade in pool.jades:
+        assert jade.reviews()[-1] == "outputs shown [0, 1], change []"
 
 
 # --- finding the device ------------------------------------------------------------------------
