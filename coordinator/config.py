@@ -68,7 +68,9 @@ class ChainConfig:
     fee_target_blocks: int = 6
     fee_floor: int = 1_000
     """Satoshis per 1000 vB."""
-    fee_ceiling: int = 100_000
+    fee_ceiling: int = 50_000
+    """Satoshis per 1000 vB (50 sat/vB): half the signers' default `max_fee_rate`, so that a
+    transaction without change (its dust remainder left to the fee) still passes their limit."""
     timeout_seconds: float = 30.0
     scan_start_height: int = 0
     """First block the scanner reads on a new database: the height the pool was created at
@@ -311,7 +313,7 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         poll_seconds=_get(c, "poll_seconds", float, "chain.", 2.0),
         fee_target_blocks=_get(c, "fee_target_blocks", int, "chain.", 6),
         fee_floor=_get(c, "fee_floor", int, "chain.", 1_000),
-        fee_ceiling=_get(c, "fee_ceiling", int, "chain.", 100_000),
+        fee_ceiling=_get(c, "fee_ceiling", int, "chain.", 50_000),
         timeout_seconds=_get(c, "timeout_seconds", float, "chain.", 30.0),
         scan_start_height=_get(c, "scan_start_height", int, "chain.", 0),
     )

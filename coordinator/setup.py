@@ -47,7 +47,7 @@ rpc_password = "change-me"
 poll_seconds = 2.0
 fee_target_blocks = 6
 fee_floor = 1000
-fee_ceiling = 100000
+fee_ceiling = 50000
 timeout_seconds = 30.0
 # First block scanned on a new store: the height at which the pool was created.
 scan_start_height = 0
