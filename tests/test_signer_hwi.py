@@ -38,7 +38,13 @@ from signer.keystore import bip48_account_path
 from tests.chain_harness import fund, pinned, signer_chain
 from tests.factories import BTC, master_key, request
 from tests.regtest_fixtures import Regtest
-from tests.signer_harness import CALL_TIMEOUT, register_request, round_request, with_signatures
+from tests.signer_harness import (
+    CALL_TIMEOUT,
+    register_request,
+    round_request,
+    sign_until_answered,
+    with_signatures,
+)
 from vpool.devnet.processes import (
     JadeEmulator,
     Pki,
@@ -181,7 +187,7 @@ def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently
     m = _round(regtest, pool.series, "w1000")
     [planned] = build_round(m).transactions
     request_message = round_request(m)
-    answers = [pool.stub(i).SignRound(request_message, timeout=CALL_TIMEOUT) for i in range(3)]
+    answers = [sign_until_answered(pool.stub(i), request_message) for i in range(3)]
     assert all(a.signed_all and not a.refusals for a in answers)
     signed = [with_signatures(planned.psbt, a.signed_psbts[0]) for a in answers]
     raw = extract(finalize(combine(signed))).serialize()
@@ -207,7 +213,7 @@ def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently
 def _sign_on_every_signer(pool: Pool, m: Manifest) -> None:
     """Every signer signs the round's one transaction; the signatures make it complete."""
     [planned] = build_round(m).transactions
-    answers = [pool.stub(i).SignRound(round_request(m), timeout=CALL_TIMEOUT) for i in range(3)]
+    answers = [sign_until_answered(pool.stub(i), round_request(m)) for i in range(3)]
     assert all(a.signed_all and not a.refusals for a in answers)
     signed = [with_signatures(planned.psbt, a.signed_psbts[0]) for a in answers]
     assert extract(finalize(combine(signed))).txid_hex == planned.psbt.tx.txid_hex
@@ -336,7 +342,7 @@ def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
 
         jade.stop()  # the stall is lifted: the same device comes back on the same port
         jade = JadeEmulator(tmp_path / "jade", words, port=jade.port)
-        assert stub.SignRound(request_message, timeout=CALL_TIMEOUT).signed_all
+        assert sign_until_answered(stub, request_message).signed_all
         decisions = [
             json.loads(line)["decision"]
             for line in audit_path(daemon.data_dir).read_text().splitlines()
