@@ -146,13 +146,6 @@ class SignerEndpoint:
 
 
 @dataclass(frozen=True)
-class SeriesConfig:
-    id: int
-    receive: str
-    change: str
-
-
-@dataclass(frozen=True)
 class CoordinatorConfig:
     network: Network
     data_dir: Path
@@ -162,10 +155,8 @@ class CoordinatorConfig:
     pool: PoolConfig
     rounds: RoundsConfig
     signers: tuple[SignerEndpoint, ...]
-    series: tuple[SeriesConfig, ...] = field(default=())
     deposits: DepositsConfig = field(default_factory=DepositsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
-    """Series to create at first start (later ones come through AdminService.AddSeries)."""
 
 
 _read: dict[int, tuple[str, dict[str, Any], set[str]]] = {}
@@ -384,17 +375,13 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     if len(set(ids)) != len(ids):
         raise ConfigError("signers: duplicate signer id")
 
-    series = tuple(
-        SeriesConfig(
-            id=_get(entry, "id", int, where),
-            receive=_get(entry, "receive", str, where),
-            change=_get(entry, "change", str, where),
+    if "series" in doc:
+        raise ConfigError(
+            "series: not read from the configuration any more: add a series with `vpool admin "
+            "add-series`, which registers it on the signers first (a store holding a series its "
+            "signers never registered is repaired by the same command, with the same id and "
+            "descriptors)"
         )
-        for where, entry in _entries(doc, "series")
-    )
-    for i, one in enumerate(series):
-        if not 0 <= one.id < 2**31:
-            raise ConfigError(f"series[{i}].id: must be from 0 to 2^31 - 1")
     d = _table(doc, "deposits")
     deposits = DepositsConfig(
         confirmations=_get(d, "confirmations", int, "deposits.", 3),
@@ -439,7 +426,6 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         pool=pool,
         rounds=rounds,
         signers=tuple(signers),
-        series=series,
         deposits=deposits,
         liveness=liveness,
     )

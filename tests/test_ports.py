@@ -65,7 +65,7 @@ def test_a_coordinator_refuses_a_port_another_process_holds(
     tmp_path: Path, held_port: int, store_url: str
 ) -> None:
     pki = Pki(tmp_path / "pki")
-    config = write_daemon_config(tmp_path / "coordinator", pki, store_url, "http://127.0.0.1:9", [])
+    config = write_daemon_config(tmp_path / "coordinator", pki, store_url, "http://127.0.0.1:9")
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{held_port}"'))
     done = _run("coordinator.cli", config)
