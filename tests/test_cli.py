@@ -302,6 +302,21 @@ def test_admin_propose_refund_of_an_unknown_deposit_exits_not_found(setup: Setup
     assert "no deposit" in done.stderr
 
 
+def test_admin_cancel_round_of_an_unknown_round_exits_not_found(setup: Setup) -> None:
+    done = vpool("admin", "cancel-round", "--round-id", "ab" * 32, env=setup.env(ADMIN))
+    assert done.returncode == exitcodes.NOT_FOUND
+    assert "NOT_FOUND: round_id: no round" in done.stderr
+
+
+def test_admin_cancel_round_without_a_round_id_exits_bad_usage(setup: Setup) -> None:
+    empty = vpool("admin", "cancel-round", "--round-id", "", env=setup.env(ADMIN))
+    assert empty.returncode == exitcodes.USAGE
+    assert "INVALID_ARGUMENT: round_id: missing" in empty.stderr
+    missing = vpool("admin", "cancel-round", env=setup.env(ADMIN))
+    assert missing.returncode == exitcodes.USAGE
+    assert "--round-id" in missing.stderr
+
+
 # --- health ------------------------------------------------------------------------------------
 
 
