@@ -27,7 +27,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test,dev]'  # no setuptools banners
 	@touch $(STAMP)
 
 # The regtest node of the tests and the demo: bcoin, run with its JavaScript backends. No install
