@@ -455,6 +455,25 @@ def test_a_replayed_event_carries_its_own_status_not_the_withdrawals_current_one
     )  # fmt: skip
 
 
+def test_a_replayed_event_carries_the_reason_and_time_it_recorded(api: ApiServer) -> None:
+    alice = api.client()
+    alice.SubmitWithdrawal(_request(), timeout=CALL_TIMEOUT)
+    with transaction(api.engine) as conn:
+        found = wstore.get_by_request(conn, "alice", "w-1")
+        assert found is not None
+        later = time.time() + 3_600
+        wstore.set_status(conn, [found.id], wstore.Status.DEFERRED, later, detail="no funds")
+    stream = alice.WatchWithdrawals(pb.WatchWithdrawalsRequest(), timeout=CALL_TIMEOUT)
+    pending, deferred = next(stream), next(stream)
+    stream.cancel()
+    assert (pending.withdrawal.reason, pending.withdrawal.updated_unix) == ("", pending.at_unix)
+    assert pending.at_unix < int(later)
+    assert (deferred.withdrawal.reason, deferred.withdrawal.updated_unix) == (
+        "no funds", int(later),
+    )  # fmt: skip
+    assert (pending.withdrawal.round_id, pending.withdrawal.confirmations) == ("", 0)
+
+
 def test_an_uppercase_bech32_withdrawal_address_is_stored_in_lower_case(api: ApiServer) -> None:
     lower = address("upper")
     got = api.client().SubmitWithdrawal(_request(address=lower.upper()), timeout=CALL_TIMEOUT)
