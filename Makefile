@@ -48,7 +48,11 @@ test: $(STAMP) system-deps node_modules
 
 # A real regtest pool end to end: bcoin, three signers (one behind the Jade-protocol emulator),
 # the coordinator on SQLite, two clients; prints each step and a summary, exits 0.
-demo: $(RUNTIME) system-deps node_modules
+# The Python packages and bcoin install side by side (-j2): on a fresh clone that is most of the
+# wait.
+demo:
+	@$(MAKE) -s --no-print-directory -j2 $(RUNTIME) node_modules
+	@$(MAKE) -s --no-print-directory system-deps
 	$(PY) -m vpool.devnet.demo
 
 # Benchmarks: every figure measured in the run, peers side by side (bench/run.py); writes
