@@ -97,8 +97,6 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
          "liveness.health_interval_seconds: must be a finite number"),
         ("down_after_missed = 2", "down_after_missed = 1001",
          "liveness.down_after_missed: must be at most 1000"),
-        ("# [[series]]\n# id = 1\n# receive", "[[series]]\nid = -1\nchange = \"x\"\nreceive",
-         "series[0].id: must be from 0 to 2^31 - 1"),
         ("poll_seconds = 3.0", "poll_seconds = 0", "rounds.poll_seconds: must be positive"),
     ],
 )  # fmt: skip
