@@ -105,7 +105,7 @@ class Loop:
         signers: SignerPool,
         board: HealthBoard,
         changes: ChangeSignal,
-        set_serving: Callable[[bool], None],
+        set_serving: Callable[[str | None], None],
         watcher: TransactionWatcher,
         expiry: Expiry,
     ) -> None:

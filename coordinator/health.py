@@ -200,7 +200,7 @@ class HealthBoard:
         found = [r for r in reasons if r is not None]
         return "; ".join(found) if found else None
 
-    def publish(self, set_serving: Callable[[bool], None]) -> str | None:
+    def publish(self, set_serving: Callable[[str | None], None]) -> str | None:
         """Give the gRPC health what ``not_serving_reason`` says (logging each change); the
         reason, or None while serving."""
         reason = self.not_serving_reason()
@@ -211,7 +211,7 @@ class HealthBoard:
                 log.info("health: SERVING")
             else:
                 log.warning("health: NOT_SERVING: %s", reason)
-        set_serving(reason is None)
+        set_serving(reason)
         return reason
 
     def series_changed(self) -> bool:

@@ -295,4 +295,6 @@ def test_the_grpc_health_follows_the_quorum_and_the_node_and_comes_back(
     )
     board.note_node(None)
     assert board.publish(published.append) is None
-    assert published == [True, False, False, True]
+    assert [reason is None for reason in published] == [True, False, False, True]
+    assert published[1] == degraded  # the gRPC health is given the reason (vpool.health)
+
