@@ -297,4 +297,3 @@ def test_the_grpc_health_follows_the_quorum_and_the_node_and_comes_back(
     assert board.publish(published.append) is None
     assert [reason is None for reason in published] == [True, False, False, True]
     assert published[1] == degraded  # the gRPC health is given the reason (vpool.health)
-
