@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from coordinator.api import AdminApi, CoordinatorApi
+from coordinator.audit_heads import AuditHeads
 from coordinator.chain import BitcoinRPC, ChainError
 from coordinator.config import ConfigError, CoordinatorConfig, load_config
 from coordinator.credits import Credits
@@ -204,7 +205,8 @@ def serve(config_path: Path) -> int:
         board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
         stack.callback(changes.close)
-        rounds = RoundEngine(config, engine, chain, signers, time.time)
+        heads = AuditHeads(engine, signers, time.time)
+        rounds = RoundEngine(config, engine, chain, signers, time.time, after_round=heads.record)
         scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
             config.server,

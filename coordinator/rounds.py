@@ -190,7 +190,11 @@ class RoundEngine:
         signers: RoundSigners,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        after_round: Callable[[str], object] | None = None,
     ) -> None:
+        """``after_round(round_id)`` runs each time a round was asked for signatures
+        (coordinator.audit_heads records the signers' audit heads there)."""
+        self._after_round = after_round
         self._config = config
         self._sleep = sleep
         self._engine = engine
@@ -310,7 +314,13 @@ class RoundEngine:
     def _sign(self, seq: int) -> RoundOutcome:
         signing = self._load(seq)
         self._collect(signing)
-        return self._conclude(signing.record.seq)
+        outcome = self._conclude(signing.record.seq)
+        if self._after_round is not None:
+            try:
+                self._after_round(signing.record.round_id)
+            except Exception:  # the round is done; what follows it must not undo that
+                log.exception("round %s: after the round", signing.record.round_id)
+        return outcome
 
     def _load(self, seq: int) -> _Signing:
         with self._engine.connect() as conn:

@@ -228,9 +228,19 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _audit_verify(args: argparse.Namespace) -> int:
     path = args.file if args.file is not None else audit.audit_path(args.data_dir)
-    result = audit.verify(path)
+    if args.against is None:
+        result = audit.verify(path)
+    else:
+        try:
+            anchor = audit.Anchor.parse(args.against)
+        except ValueError as e:
+            print(f"vpool-signer: error: --against: {e}", file=sys.stderr)
+            return 2
+        result = audit.verify_against(path, anchor)
     if result.ok:
         print(f"audit log OK: {result.entries} entries, head {result.head}")
+        if args.against is not None:
+            print(f"it holds {args.against}, the head recorded elsewhere")
         return 0
     print(
         f"audit log {path} is BAD at entry {result.first_bad_seq}: {result.message} "
@@ -248,6 +258,13 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--data-dir", type=Path, help=f"the signer's data dir (its {audit.AUDIT_FILE})"
     )
     source.add_argument("--file", type=Path, help="the audit log file")
+    check.add_argument(
+        "--against",
+        metavar="HEAD",
+        help="SEQ:HASH (or HASH) of an entry the log must still hold, e.g. the head the "
+        "coordinator recorded after a round (GetPoolStatus, its status page): a log whose tail "
+        "was cut fails",
+    )
     check.set_defaults(handler=_audit_verify)
 
 

@@ -29,7 +29,7 @@ from pool.roles import verify_partial_sigs
 from pool.tx import OutPoint
 from pool.vocabulary import Reason, RoundKind, Scope
 from signer import chain_checks
-from signer.audit import AuditLog, Decision
+from signer.audit import AuditLog, Decision, describe_psbts
 from signer.backends.base import (
     Backend,
     BackendError,
@@ -420,6 +420,7 @@ class RoundSigner:
             policy_hash=self.policy_hash,
             signer_id=self._signer_id,
             now=now,
+            transactions=describe_psbts(psbts, self._network),
         )
 
     def _rebuild(

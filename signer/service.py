@@ -109,6 +109,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             config.network, config.policy, state, chain, self._rounds.lock, clock
         )
         self._device = device
+        self._audit = audit
         self._account: signer_pb2.AccountXpub | None = None
         self.load_account_xpub()
         reviewed = getattr(config.backend, "max_reviewed_payments", 0)
@@ -180,6 +181,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 max_tip_lag=self._chain_rules.max_tip_lag,
             )
         )
+        info.audit_seq, info.audit_head = self._audit.position
         return info
 
     def GetXpub(
