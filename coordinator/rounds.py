@@ -292,7 +292,7 @@ class RoundEngine:
                 return RoundOutcome(None, built)
             seq = rstore.create_round(conn, replace(built.new, rebuilt_from=rebuilt_from), now)
             built.claim(conn, seq)
-        log.info("%s", built.summary)
+        log.info("%s", built.summary, extra={"round_id": built.new.round_id, "kind": builder.kind})
         return seq
 
     def _chain_state(self) -> ChainState:
@@ -613,7 +613,7 @@ class RoundEngine:
         with transaction(self._engine) as conn:
             rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
             self._follow(conn, tx.round_seq, now)
-        log.info("transaction %s broadcast", tx.txid)
+        log.info("transaction %s broadcast", tx.txid, extra={"txid": tx.txid})
         return True
 
     def _push(self, tx: TxRecord) -> bool:

@@ -25,6 +25,7 @@ from signer.jade_emulator import (
     master_from_mnemonic,
 )
 from vpool import exitcodes
+from vpool.logs import add_arguments as add_log_arguments
 from vpool.version import version_text
 
 
@@ -301,9 +302,9 @@ def _add_series_checksum(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from vpool import logs
+
+    logs.configure(args.log_level, args.log_format)
     # Imported here so that the other commands do not load gRPC and the daemon's modules.
     from signer.audit import AuditError
     from signer.backends.base import BackendError
@@ -313,7 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
     from vpool.tls import TlsError
 
     try:
-        return serve(args.config, args.insecure_dev)
+        return serve(args.config, args.insecure_dev, args.metrics_listen)
     except (ConfigError, StateError, AuditError, BackendError, TlsError) as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return 1
@@ -328,6 +329,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve plaintext without client authentication (development only; the "
         "configuration must also say server.insecure_dev = true)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (plain HTTP without "
+        "authentication: bind it to loopback or a monitoring network; port 0: any free one)",
+    )
+    add_log_arguments(parser)
     parser.set_defaults(handler=_serve)
 
 

@@ -18,7 +18,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -273,7 +273,14 @@ class RoundSigner:
         def refuse(refusals: list[Refusal]) -> RoundResult:
             reasons = [str(refusal.reason) for refusal in refusals]
             audit(Decision.REFUSED, reasons)
-            log.info("%s round %s refused: %s", kind, digest.hex(), ", ".join(reasons))
+            log.info(
+                "%s round %s refused: %s",
+                kind,
+                digest.hex(),
+                ", ".join(reasons),
+                extra={"round_id": digest.hex(), "kind": str(kind), "decision": "refused",
+                       "reasons": reasons},
+            )  # fmt: skip
             return RoundResult(digest, {}, refusals)
 
         if isinstance(rebuilt, list):
@@ -389,7 +396,13 @@ class RoundSigner:
                 self._state.record_signed(job.approval, now, answer)
                 audit(Decision.SIGNED, [])
                 count = sum(len(s) for s in signatures.values())
-                log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
+                log.info(
+                    "%s round %s signed: %d signatures",
+                    kind,
+                    digest.hex(),
+                    count,
+                    extra=signed_fields(kind, digest, describe_psbts(psbts, self._network)),
+                )
             with self._jobs_lock:
                 for outpoint in job.outpoints:
                     if self._reserved.get(outpoint) is job:
@@ -479,6 +492,23 @@ class RoundSigner:
             _verify(index, psbt, found)
             signed[index] = [(i, pubkey, sig) for (i, pubkey), sig in sorted(found.items())]
         return signed
+
+
+def signed_fields(
+    kind: RoundKind, digest: bytes, transactions: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The log fields of a signed round: what left the pool, to whom (change included)."""
+    outputs = [o for t in transactions for o in t.get("outputs", ())]
+    return {
+        "round_id": digest.hex(),
+        "kind": str(kind),
+        "decision": "signed",
+        "txids": [t.get("txid") for t in transactions],
+        "outputs": outputs,
+        "amount_sat": sum(int(o["amount"]) for o in outputs),
+        "destinations": [o.get("address", o.get("script")) for o in outputs],
+        "fee_sat": sum(int(t["fee"]) for t in transactions if t.get("fee") is not None),
+    }
 
 
 _FINAL_DEVICE_REASONS = frozenset({Reason.DEVICE_REFUSED, Reason.BAD_DEVICE_SIGNATURE})

@@ -47,7 +47,7 @@ DEVICE_PROBE_TIMEOUT = 3.0
 _WORKERS = 8
 
 
-def serve(config_path: Path, insecure_dev: bool) -> int:
+def serve(config_path: Path, insecure_dev: bool, metrics_listen: str | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; the exit status."""
     config = load_config(config_path)
     if config.server.insecure_dev != insecure_dev:
