@@ -33,12 +33,13 @@ from coordinator.config import ConfigError, CoordinatorConfig, load_config
 from coordinator.credits import Credits
 from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
-from coordinator.metrics import MetricsServer
+from coordinator.metrics import CoordinatorMetrics, MetricsServer
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
 from coordinator.scheduler import RoundScheduler
 from coordinator.server import start_server
 from coordinator.signers import SignerPool
+from coordinator.status_page import StatusPage, is_loopback, refused_page
 from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate, transaction
 from coordinator.watch import ChangeSignal
@@ -190,6 +191,27 @@ class Loop:
             log.info("%s: working again", what)
 
 
+def start_http(
+    config: CoordinatorConfig, engine: Engine, board: HealthBoard, scanner: Scanner
+) -> MetricsServer:
+    """``/metrics`` on ``server.metrics_listen``, and the status page at ``/`` when that address
+    is a loopback one (coordinator.status_page)."""
+    collector = CoordinatorMetrics(engine, board, config.network, config.pool, scanner)
+    host = config.server.metrics_listen.rpartition(":")[0]
+    page = StatusPage(config, engine, board, scanner)
+    status = page.page if is_loopback(host) else refused_page(host)
+    metrics = MetricsServer(config.server.metrics_listen, collector, {"/": status}).start()
+    url = f"http://{metrics.address}"
+    log.info(
+        "metrics on %s/metrics, status page on %s/%s",
+        url,
+        url,
+        "" if is_loopback(host) else " (refused: not a loopback address)",
+        extra={"event": "http_listening", "metrics_url": f"{url}/metrics", "status_url": url},
+    )
+    return metrics
+
+
 def serve(config_path: Path) -> int:
     """Run the coordinator until SIGTERM or SIGINT; the exit status."""
     config = load_config(config_path)
@@ -240,9 +262,8 @@ def serve(config_path: Path) -> int:
         board.publish(running.set_serving)  # the quorum recorded before a restart holds
         loop.start()
         if config.server.metrics_listen:
-            metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
+            metrics = start_http(config, engine, board, scanner)
             stack.callback(metrics.stop)
-            log.info("metrics on http://%s/metrics", metrics.address)
         print(f"vpool-coordinator serving on {running.address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)

@@ -189,6 +189,11 @@ class HealthBoard:
         with self._lock:
             self._node_problem = problem
 
+    def node_problem(self) -> str | None:
+        """Why the last look at the node failed (None: it answered, or none yet)."""
+        with self._lock:
+            return self._node_problem
+
     def not_serving_reason(self) -> str | None:
         """Why CoordinatorService must not be used now (the pool is degraded, or its node does
         not answer), or None while it is usable."""

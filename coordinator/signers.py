@@ -32,6 +32,7 @@ from coordinator.config import CoordinatorConfig, SignerEndpoint, TlsConfig
 from pool.networks import Network
 from pool.series import CHANGE, RECEIVE, Series
 from pool.vocabulary import RoundKind
+from vpool.metrics import REGISTRY
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,17 @@ the signer one lookup on its node, about 6 ms on bcoin, so a call stays well wit
 a signer that answers late has recorded its acknowledgements anyway and repeats them at once."""
 
 
+SIGNER_CALLS = REGISTRY.histogram(
+    "vpool_signer_call_seconds",
+    "Seconds of each call to a signer, by signer, method and result (ok, down, timeout, error).",
+    ("signer", "method", "result"),
+)
+
+
+def _observe(signer_id: str, method: str, started: float, result: str) -> None:
+    SIGNER_CALLS.observe(time.monotonic() - started, signer=signer_id, method=method, result=result)
+
+
 def _call_error(error: grpc.RpcError) -> CallError:
     """Classify a failed call by its status code."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
@@ -295,12 +307,16 @@ class SignerPool:
     def _call(self, signer_id: str, name: str, call: Callable[[_Signer], _T]) -> _T:
         """Run the call ``name``; a failed call raises ``SignerCallError``."""
         signer = self._signer(signer_id)
+        started = time.monotonic()
         try:
-            return call(signer)
+            answer = call(signer)
         except grpc.RpcError as exc:
             error = _call_error(exc)
+            _observe(signer_id, name, started, str(error.failure))
             log.info("signer %s: %s failed (%s)", signer_id, name, error.code)
             raise SignerCallError(signer_id, error) from None
+        _observe(signer_id, name, started, "ok")
+        return answer
 
     def get_info(self, signer_id: str, timeout: float) -> signer_pb2.SignerInfo:
         """The signer's identity, keys and policy hash."""

@@ -18,6 +18,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -40,6 +41,7 @@ from signer.backends.base import (
 )
 from signer.chain import ChainUnavailable, ChainView
 from signer.chain_checks import ChainReleasedHistory, ChainRules, RoundChain
+from signer.metrics import DEVICE_SIGN, count_request
 from signer.policy import (
     Approval,
     PolicyConfig,
@@ -365,6 +367,7 @@ class RoundSigner:
         digest = job.manifest_hash
         failure: Refusal | None = None
         signatures: dict[int, list[Signature]] = {}
+        started = time.monotonic()
         try:
             signatures = self._device_sign(checked)
         except DeviceTimeout as e:
@@ -378,6 +381,8 @@ class RoundSigner:
         except Exception as e:  # the worker must outlive any one round
             log.exception("%s round %s: the device worker failed", kind, digest.hex())
             failure = Refusal(Reason.DEVICE_ERROR, f"internal error: {type(e).__name__}")
+        result = "timeout" if job.timeout else "failed" if failure else "signed"
+        DEVICE_SIGN.observe(time.monotonic() - started, kind=str(kind), result=result)
         with self.lock:
             now = self._clock()
             audit = partial(self._audit, kind, manifest, psbts, now=now)
@@ -435,6 +440,7 @@ class RoundSigner:
             now=now,
             transactions=describe_psbts(psbts, self._network),
         )
+        count_request(str(kind), str(decision), [str(r) for r in reasons])
 
     def _rebuild(
         self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]

@@ -28,15 +28,18 @@ from signer.backends import open_backend
 from signer.chain import NodeChain
 from signer.config import ChainConfig, ConfigError, ServerConfig, SignerConfig, load_config
 from signer.device_monitor import DeviceCondition, DeviceMonitor, DeviceStatus
+from signer.metrics import SignerCollector
 from signer.node_monitor import NodeMonitor, NodeStatus
 from signer.probing import probe_every
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
 from signer.state import SignerState
 from vpool.health import ReasonedHealthServicer
+from vpool.metrics import REGISTRY, HttpEndpoint, Registry
 from vpool.rpc import add_health_and_reflection, make_server, mutual_tls
 from vpool.tls import TlsError, load_certificate, peer_identity
 from vpool.v1 import signer_pb2, signer_pb2_grpc
+from vpool.version import software_version
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,12 @@ def serve(config_path: Path, insecure_dev: bool, metrics_listen: str | None = No
             name="device-probe",
             daemon=True,
         ).start()
+        if metrics_listen:
+            endpoint = _start_metrics(
+                metrics_listen, config, backend.fingerprint().hex(), monitor, device, health,
+                audit, service,
+            )  # fmt: skip
+            stack.callback(endpoint.stop)
         print(f"vpool-signer {config.signer_id} serving on {address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
@@ -124,6 +133,42 @@ def serve(config_path: Path, insecure_dev: bool, metrics_listen: str | None = No
             gatekeeper.wait_idle(GRACE_SECONDS)
         server.stop(None).wait()
     return 0
+
+
+def _start_metrics(
+    listen: str,
+    config: SignerConfig,
+    fingerprint: str,
+    monitor: NodeMonitor,
+    device: DeviceMonitor,
+    health: Health,
+    audit: AuditLog,
+    service: SignerService,
+) -> HttpEndpoint:
+    """``/metrics`` on ``listen`` (signer.metrics); ConfigError when it cannot listen there."""
+    registry = Registry()
+    collector = SignerCollector(
+        config.signer_id,
+        fingerprint,
+        software_version(),
+        lambda: monitor.status,
+        lambda: device.status,
+        health.not_serving_reason,
+        lambda: audit.position,
+        service.rounds_at_device,
+    )
+    registry.add_collector(collector.collect)
+    registry.add_collector(REGISTRY.families)
+    try:
+        endpoint = HttpEndpoint(listen, registry).start()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--metrics-listen: cannot listen on {listen}: {e}") from None
+    log.info(
+        "metrics on http://%s/metrics",
+        endpoint.address,
+        extra={"event": "http_listening", "metrics_url": f"http://{endpoint.address}/metrics"},
+    )
+    return endpoint
 
 
 def _node(config: ChainConfig) -> NodeChain | None:

@@ -149,6 +149,10 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         starts = [since for _, since in self._rounds.in_progress()]
         return min(starts) if starts else None
 
+    def rounds_at_device(self) -> int:
+        """How many rounds wait at the device."""
+        return len(self._rounds.in_progress())
+
     # ------------------------------------------------------------------------------ queries
 
     def GetInfo(self, request: signer_pb2.GetInfoRequest, context: Any) -> signer_pb2.SignerInfo:
