@@ -19,6 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
     from vpool import logs
 
     logs.configure(args.log_level, args.log_format)
+    if args.log_format == "json":
+        logs.capture_native_stderr()  # gRPC's own lines (TLS handshakes refused) as JSON too
     # Imported here so that --help does not load gRPC, SQLAlchemy and the daemon's modules.
     from sqlalchemy.exc import SQLAlchemyError
 

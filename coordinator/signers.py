@@ -411,11 +411,17 @@ class SignerPool:
         except grpc.RpcError as exc:
             error = _call_error(exc)
             seconds = time.monotonic() - started
+            _observe(signer_id, "SignRound", started, str(error.failure))
             log.info(
-                "signer %s: SignRound failed after %.1f s (%s)", signer_id, seconds, error.code
+                "signer %s: SignRound failed after %.1f s (%s)",
+                signer_id,
+                seconds,
+                error.code,
+                extra={"signer_id": signer_id},
             )
             return SignResult(error=error, seconds=seconds)
         result = _result_from_response(response, time.monotonic() - started)
+        _observe(signer_id, "SignRound", started, "pending" if result.pending else "ok")
         if result.pending:
             log.info("signer %s: SignRound pending (its device is asked)", signer_id)
             return result
@@ -447,8 +453,10 @@ class SignerPool:
             response = self._signer(signer_id).stub.AcknowledgeDeposits(request, timeout=deadline)
         except grpc.RpcError as exc:
             error = _call_error(exc)
+            _observe(signer_id, "AcknowledgeDeposits", started, str(error.failure))
             log.info("signer %s: AcknowledgeDeposits failed (%s)", signer_id, error.code)
             return AcknowledgeResult(error=error, seconds=time.monotonic() - started)
+        _observe(signer_id, "AcknowledgeDeposits", started, "ok")
         seconds = time.monotonic() - started
         answers = tuple(
             DepositAnswer(r.txid, r.vout, r.acknowledged, r.reason_code, r.message, r.confirmations)

@@ -137,7 +137,7 @@ def balance_chart(
     )
     return (
         f'<svg id="balance-chart" role="img" aria-label="pool balance over blocks" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'width="100%" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet">'
         f"<title>Pool balance (BTC) from block {low_h} to {heights[-1]}</title>{grid}"
         f'<polygon points="{area}" class="area"/>'
         f'<polyline points="{points}" class="line"/>'
@@ -164,6 +164,7 @@ code{font-size:12px}
 .warn,.maintenance,.pending,.signing,.broadcast,.timeout{background:#fdf0d0;color:#7a5300}
 .empty{color:#6b7685;font-style:italic}
 ul.alerts li{margin-bottom:4px}
+svg{display:block;max-width:100%;height:auto}
 svg text{font-size:11px;fill:#55606e}
 svg .grid{stroke:#e4e7eb}
 svg .area{fill:#cfe0f7}
@@ -191,11 +192,13 @@ class StatusPage:
 
     def render(self) -> str:
         now = self.clock()
-        with self.engine.connect() as conn:
-            parts = self._sections(conn, now)
+        # The board reads the store itself: ask it before holding a connection (an SQLite
+        # connection holds the writer lock, and a second one would wait for it).
         reason = self.board.not_serving_reason()
-        health = _badge("SERVING", "ok") if reason is None else _badge("NOT SERVING", "bad")
         quorum = self.board.quorum()
+        with self.engine.connect() as conn:
+            parts = self._sections(conn, now, reason)
+        health = _badge("SERVING", "ok") if reason is None else _badge("NOT SERVING", "bad")
         network = self.config.network.name
         return (
             "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -209,7 +212,7 @@ class StatusPage:
             f"{parts['rounds']}{parts['deposits']}</main></body></html>"
         )
 
-    def _sections(self, conn: Connection, now: float) -> dict[str, str]:
+    def _sections(self, conn: Connection, now: float, reason: str | None) -> dict[str, str]:
         network, pool = self.config.network, self.config.pool
         tip = cstore.last_block(conn)
         scanned = 0 if tip is None else tip.height
@@ -220,7 +223,7 @@ class StatusPage:
         )
         return {
             "chain": escape(chain),
-            "alerts": self._alerts(conn, now),
+            "alerts": self._alerts(conn, now, reason),
             "balance": self._balance(conn, balances, network.name),
             "signers": self._signers(conn, now),
             "queue": self._queue(conn, now),
@@ -228,9 +231,8 @@ class StatusPage:
             "deposits": self._deposits(conn, now),
         }
 
-    def _alerts(self, conn: Connection, now: float) -> str:
+    def _alerts(self, conn: Connection, now: float, reason: str | None) -> str:
         items = []
-        reason = self.board.not_serving_reason()
         if reason is not None:
             items.append(f"<li>{_badge('not serving', 'bad')} {escape(reason)}</li>")
         if rounds_paused(conn):

@@ -305,6 +305,8 @@ def _serve(args: argparse.Namespace) -> int:
     from vpool import logs
 
     logs.configure(args.log_level, args.log_format)
+    if args.log_format == "json":
+        logs.capture_native_stderr()  # gRPC's own lines (TLS handshakes refused) as JSON too
     # Imported here so that the other commands do not load gRPC and the daemon's modules.
     from signer.audit import AuditError
     from signer.backends.base import BackendError

@@ -135,3 +135,22 @@ def test_a_bad_log_level_is_bad_usage() -> None:
     )
     assert done.returncode == 2
     assert "--log-level" in done.stderr
+
+
+def test_a_native_grpc_line_becomes_a_record_with_its_level_and_event() -> None:
+    line = (
+        "E1208 00:16:12.771365952   11158 ssl_transport_security.cc:1519]       Handshake "
+        "failed with fatal error SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED."
+    )
+    level, message, fields = logs.native_record(line)
+    assert level == logging.ERROR
+    assert message.startswith("Handshake failed")
+    assert fields == {"source": "ssl_transport_security.cc:1519", "event": "tls_handshake_failed"}
+
+
+def test_any_other_stderr_line_is_kept_as_an_error() -> None:
+    assert logs.native_record("Segmentation fault") == (
+        logging.ERROR,
+        "Segmentation fault",
+        {"event": "stderr"},
+    )

@@ -15,6 +15,11 @@ The field names in use: ``round_id``, ``kind``, ``withdrawal_id`` (client/reques
 (list of {address, amount}), ``height``, ``block_hash``, ``blocks``, ``peer``, ``method``,
 ``decision``, ``reasons``, ``audit_head``. A failure's traceback is in ``exception``.
 
+What native code writes to stderr (gRPC's core library: a TLS handshake that failed, a peer
+whose certificate the pool's CA did not sign) is turned into lines of the same format
+(``capture_native_stderr``): logger ``grpc.core``, its level from the line's first letter, and
+``event: tls_handshake_failed`` for a rejected TLS peer (gRPC does not say which address).
+
 No secret is ever logged: a field whose name speaks of one (password, passphrase, mnemonic,
 seed, secret, private key, token, cookie) is replaced by ``"[redacted]"`` whatever its value,
 as a last guard; the code never passes one.
@@ -24,7 +29,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -112,6 +120,50 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+_NATIVE_LINE = re.compile(r"^([EWID])\d{4} [\d:.]+\s+\d+ ([^\]]+)\]\s*(.*)$")
+_NATIVE_LEVELS = {"E": logging.ERROR, "W": logging.WARNING, "I": logging.INFO, "D": logging.DEBUG}
+native_log = logging.getLogger("grpc.core")
+
+
+def native_record(line: str) -> tuple[int, str, dict[str, Any]]:
+    """(level, message, fields) of a line native code wrote to stderr."""
+    match = _NATIVE_LINE.match(line)
+    if match is None:
+        return logging.ERROR, line, {"event": "stderr"}
+    letter, source, message = match.groups()
+    fields: dict[str, Any] = {"source": source.strip()}
+    if "Handshake failed" in message:
+        fields["event"] = "tls_handshake_failed"
+    return _NATIVE_LEVELS[letter], message, fields
+
+
+def capture_native_stderr() -> None:
+    """Route file descriptor 2 through a pipe: the root logger's handlers keep the real stderr,
+    and every line written to fd 2 by anything else (native code) is logged as a record of
+    ``grpc.core`` (``native_record``). Call after ``configure``."""
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    stream = os.fdopen(real, "w", buffering=1, encoding="utf-8", errors="replace")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream)
+    sys.stderr = stream
+
+    def pump() -> None:
+        with os.fdopen(read_end, "r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                try:
+                    if line.strip():
+                        level, message, fields = native_record(line.rstrip("\n"))
+                        native_log.log(level, "%s", message, extra=fields)
+                except Exception:  # the pump must outlive any line, or fd 2 would block
+                    continue
+
+    threading.Thread(target=pump, name="native-stderr", daemon=True).start()
 
 
 def add_arguments(parser: Any) -> None:
