@@ -25,6 +25,16 @@ system-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0) >/dev/null; \
 	  else echo "note: libusb-1.0 missing; install libusb-1.0-0 for HWI USB scans"; fi; }
 
+# The status page's tests drive Debian's chromium headless (Playwright, with the system browser:
+# nothing is downloaded). Installed where we can (root with apt); elsewhere those tests skip.
+.PHONY: browser-deps
+browser-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (the status page's browser tests)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "note: chromium missing; install Debian's chromium for the status page tests"; fi; }
+
 # Two stamps: the demo needs only vpool and what it runs on ($(RUNTIME)); the tests, lint and
 # benchmarks also need the test and dev extras ($(STAMP)). PYTHONWARNINGS silences setuptools'
 # notice about editable installs (the only deprecation it had, the license table, is fixed).
@@ -43,7 +53,7 @@ node_modules: package-lock.json
 	@command -v npm >/dev/null || { echo "note: npm missing; the regtest tests will skip"; exit 0; }; \
 	  npm ci --ignore-scripts --no-audit --no-fund && touch node_modules
 
-test: $(STAMP) system-deps node_modules
+test: $(STAMP) system-deps browser-deps node_modules
 	$(PY) -m pytest -q
 
 # A real regtest pool end to end: bcoin, three signers (one behind the Jade-protocol emulator),

@@ -32,6 +32,7 @@ from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
 from coordinator.store.alerts import recent_alerts
+from coordinator.store.audit_heads import latest_heads
 from coordinator.store.fees import fee_notices
 from coordinator.store.schema import transaction
 from coordinator.store.settings import rounds_paused, set_rounds_paused
@@ -226,11 +227,14 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             waiting, awaiting = rstore.signing_notes(
                 conn, self._config.rounds.round_deadline_seconds, self._clock()
             )
+            heads = latest_heads(conn)
         status = coordinator_pb2.PoolStatus(
             network=views.network_code(network),
             tip_height=tip,
             series=[views.series_balance(s, balances[s.id]) for s in series],
-            signers=[views.signer_health(s) for s in self._board.snapshot()],
+            signers=[
+                views.signer_health(s, heads.get(s.signer_id)) for s in self._board.snapshot()
+            ],
             quorum=self._board.quorum().state,
             queue_length=queue,
             rounds_paused=paused,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pool.networks import NETWORKS
+from vpool.logs import add_arguments as add_log_arguments
 from vpool.version import version_text
 
 EXIT_HELP = """exit codes: 0 done; 1 the configuration or a file it names cannot be used (the
@@ -16,9 +16,11 @@ message names the key); 2 bad usage."""
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from vpool import logs
+
+    logs.configure(args.log_level, args.log_format)
+    if args.log_format == "json":
+        logs.capture_native_stderr()  # gRPC's own lines (TLS handshakes refused) as JSON too
     # Imported here so that --help does not load gRPC, SQLAlchemy and the daemon's modules.
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the coordinator (gRPC over mutual TLS)")
     serve.add_argument("--config", type=Path, required=True, help="the coordinator.toml file")
+    add_log_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser(

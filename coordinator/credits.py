@@ -97,7 +97,14 @@ def credit_acknowledged(conn: Connection, network: Network, now: float) -> list[
         credited.append(
             dstore.set_status(conn, d.txid, d.vout, Status.CREDITED, now, detail=detail)
         )
-        log.info("deposit %s:%d credited: %s", d.txid, d.vout, detail)
+        log.info(
+            "deposit %s:%d credited: %s",
+            d.txid,
+            d.vout,
+            detail,
+            extra={"outpoint": f"{d.txid}:{d.vout}", "amount_sat": d.value,
+                   "client_id": d.client_id, "user_id": d.user_id, "series_id": d.series_id},
+        )  # fmt: skip
     return credited
 
 

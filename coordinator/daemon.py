@@ -27,17 +27,19 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from coordinator.api import AdminApi, CoordinatorApi
+from coordinator.audit_heads import AuditHeads
 from coordinator.chain import BitcoinRPC, ChainError
 from coordinator.config import CoordinatorConfig, load_config
 from coordinator.credits import Credits
 from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
-from coordinator.metrics import MetricsServer
+from coordinator.metrics import CoordinatorMetrics, MetricsServer
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
 from coordinator.scheduler import RoundScheduler
 from coordinator.server import start_server
 from coordinator.signers import SignerPool
+from coordinator.status_page import StatusPage, is_loopback, refused_page
 from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate, transaction
 from coordinator.watch import ChangeSignal
@@ -83,7 +85,7 @@ class Loop:
         signers: SignerPool,
         board: HealthBoard,
         changes: ChangeSignal,
-        set_serving: Callable[[bool], None],
+        set_serving: Callable[[str | None], None],
         watcher: TransactionWatcher,
         expiry: Expiry,
     ) -> None:
@@ -167,6 +169,27 @@ class Loop:
             log.info("%s: working again", what)
 
 
+def start_http(
+    config: CoordinatorConfig, engine: Engine, board: HealthBoard, scanner: Scanner
+) -> MetricsServer:
+    """``/metrics`` on ``server.metrics_listen``, and the status page at ``/`` when that address
+    is a loopback one (coordinator.status_page)."""
+    collector = CoordinatorMetrics(engine, board, config.network, config.pool, scanner)
+    host = config.server.metrics_listen.rpartition(":")[0]
+    page = StatusPage(config, engine, board, scanner)
+    status = page.page if is_loopback(host) else refused_page(host)
+    metrics = MetricsServer(config.server.metrics_listen, collector, {"/": status}).start()
+    url = f"http://{metrics.address}"
+    log.info(
+        "metrics on %s/metrics, status page on %s/%s",
+        url,
+        url,
+        "" if is_loopback(host) else " (refused: not a loopback address)",
+        extra={"event": "http_listening", "metrics_url": f"{url}/metrics", "status_url": url},
+    )
+    return metrics
+
+
 def serve(config_path: Path) -> int:
     """Run the coordinator until SIGTERM or SIGINT; the exit status."""
     config = load_config(config_path)
@@ -182,8 +205,15 @@ def serve(config_path: Path) -> int:
         board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
         stack.callback(changes.close)
+        heads = AuditHeads(engine, signers, time.time)
         rounds = RoundEngine(
-            config, engine, chain, signers, time.time, device_limits=signers.device_limits
+            config,
+            engine,
+            chain,
+            signers,
+            time.time,
+            device_limits=signers.device_limits,
+            after_round=heads.record,
         )
         scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
@@ -218,9 +248,8 @@ def serve(config_path: Path) -> int:
         board.publish(running.set_serving)  # the quorum recorded before a restart holds
         loop.start()
         if config.server.metrics_listen:
-            metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
+            metrics = start_http(config, engine, board, scanner)
             stack.callback(metrics.stop)
-            log.info("metrics on http://%s/metrics", metrics.address)
         print(f"vpool-coordinator serving on {running.address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)

@@ -189,6 +189,11 @@ class HealthBoard:
         with self._lock:
             self._node_problem = problem
 
+    def node_problem(self) -> str | None:
+        """Why the last look at the node failed (None: it answered, or none yet)."""
+        with self._lock:
+            return self._node_problem
+
     def not_serving_reason(self) -> str | None:
         """Why CoordinatorService must not be used now (the pool is degraded, or its node does
         not answer), or None while it is usable."""
@@ -200,7 +205,7 @@ class HealthBoard:
         found = [r for r in reasons if r is not None]
         return "; ".join(found) if found else None
 
-    def publish(self, set_serving: Callable[[bool], None]) -> str | None:
+    def publish(self, set_serving: Callable[[str | None], None]) -> str | None:
         """Give the gRPC health what ``not_serving_reason`` says (logging each change); the
         reason, or None while serving."""
         reason = self.not_serving_reason()
@@ -211,7 +216,7 @@ class HealthBoard:
                 log.info("health: SERVING")
             else:
                 log.warning("health: NOT_SERVING: %s", reason)
-        set_serving(reason is None)
+        set_serving(reason)
         return reason
 
     def series_changed(self) -> bool:

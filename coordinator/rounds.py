@@ -192,9 +192,13 @@ class RoundEngine:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         device_limits: Callable[[], Iterable[DeviceLimits]] = tuple,
+        after_round: Callable[[str], object] | None = None,
     ) -> None:
         """``device_limits``: the limits the signers' devices reported, as known (they cap the
-        shape of each withdrawal transaction: coordinator.withdrawal_rounds.shape_caps)."""
+        shape of each withdrawal transaction: coordinator.withdrawal_rounds.shape_caps).
+        ``after_round(round_id)`` runs each time a round was asked for signatures
+        (coordinator.audit_heads records the signers' audit heads there)."""
+        self._after_round = after_round
         self._config = config
         self._sleep = sleep
         self._engine = engine
@@ -292,7 +296,7 @@ class RoundEngine:
                 return RoundOutcome(None, built)
             seq = rstore.create_round(conn, replace(built.new, rebuilt_from=rebuilt_from), now)
             built.claim(conn, seq)
-        log.info("%s", built.summary)
+        log.info("%s", built.summary, extra={"round_id": built.new.round_id, "kind": builder.kind})
         return seq
 
     def _chain_state(self) -> ChainState:
@@ -314,7 +318,13 @@ class RoundEngine:
     def _sign(self, seq: int) -> RoundOutcome:
         signing = self._load(seq)
         self._collect(signing)
-        return self._conclude(signing.record.seq)
+        outcome = self._conclude(signing.record.seq)
+        if self._after_round is not None:
+            try:
+                self._after_round(signing.record.round_id)
+            except Exception:  # the round is done; what follows it must not undo that
+                log.exception("round %s: after the round", signing.record.round_id)
+        return outcome
 
     def _load(self, seq: int) -> _Signing:
         with self._engine.connect() as conn:
@@ -607,7 +617,7 @@ class RoundEngine:
         with transaction(self._engine) as conn:
             rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
             self._follow(conn, tx.round_seq, now)
-        log.info("transaction %s broadcast", tx.txid)
+        log.info("transaction %s broadcast", tx.txid, extra={"txid": tx.txid})
         return True
 
     def _push(self, tx: TxRecord) -> bool:

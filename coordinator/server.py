@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import HealthServicer
 
 from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.config import ConfigError, ServerConfig
 from coordinator.store.schema import POOL_CONNECTIONS
+from vpool.health import ReasonedHealthServicer
 from vpool.rpc import (
     Authorizer,
     Gatekeeper,
@@ -65,15 +65,14 @@ class RunningServer:
     server: grpc.Server
     address: str
     """host:port it listens on (the port chosen when the configuration says 0)."""
-    health: HealthServicer
+    health: ReasonedHealthServicer
     gatekeeper: Gatekeeper
 
-    def set_serving(self, serving: bool) -> None:
-        """The gRPC health of CoordinatorService and of the server ("") (coordinator.health);
+    def set_serving(self, reason: str | None) -> None:
+        """The gRPC health of CoordinatorService and of the server ("") (coordinator.health):
+        SERVING when ``reason`` is None, else NOT_SERVING with the reason (vpool.health);
         AdminService stays SERVING."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else NOT_SERVING
-        for name in ("", COORDINATOR_SERVICE):
-            self.health.set(name, status)
+        self.health.set_reason(("", COORDINATOR_SERVICE), reason)
 
     def stop(self, grace: float) -> None:
         """No new calls; up to ``grace`` seconds for the running ones, then cancel the rest."""
@@ -93,7 +92,8 @@ def start_server(
     server = make_server(gatekeeper, settings.max_message_bytes, WORKERS, WORKERS)
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(coordinator, server)  # type: ignore[no-untyped-call]
     coordinator_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
-    health = add_health_and_reflection(server, (COORDINATOR_SERVICE, ADMIN_SERVICE))
+    health = ReasonedHealthServicer()
+    add_health_and_reflection(server, (COORDINATOR_SERVICE, ADMIN_SERVICE), health)
     try:
         port = server.add_secure_port(settings.listen, credentials)
     except RuntimeError as e:

@@ -9,6 +9,7 @@ from coordinator.signers import NETWORK_CODES, Refusal
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.audit_heads import AuditHead
 from coordinator.store.chain import Balance, last_block
 from pool.address import script_pubkey_to_address
 from pool.networks import Network
@@ -179,14 +180,21 @@ def series_balance(series: Series, balance: Balance) -> coordinator_pb2.SeriesBa
     )
 
 
-def signer_health(state: SignerState) -> coordinator_pb2.SignerHealth:
-    return coordinator_pb2.SignerHealth(
+def signer_health(
+    state: SignerState, head: AuditHead | None = None
+) -> coordinator_pb2.SignerHealth:
+    """A signer's health, with its audit head as last recorded (coordinator.audit_heads)."""
+    health = coordinator_pb2.SignerHealth(
         signer_id=state.signer_id,
         state=state.state,
         fingerprint=state.fingerprint,
         last_seen_unix=int(state.last_seen),
         detail=state.detail,
     )
+    if head is not None:
+        health.audit_seq, health.audit_head = head.seq, head.head
+        health.audit_recorded_unix = int(head.at)
+    return health
 
 
 def round_summary(summary: rstore.RoundSummary) -> coordinator_pb2.RoundSummary:

@@ -11,6 +11,7 @@ again, reopens it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
@@ -35,6 +36,8 @@ from pool.withdrawal import (
 )
 from vpool.v1.signer_pb2 import DeviceLimits
 
+log = logging.getLogger(__name__)
+
 DEFERRED_REASON = "not enough confirmed pool funds after fees"
 
 _WITHDRAWAL_OF_TX = {
@@ -45,6 +48,9 @@ _WITHDRAWAL_OF_TX = {
 }
 _FOLLOWED = (Status.IN_ROUND, Status.SIGNED, Status.BROADCAST, Status.CONFIRMED)
 """Withdrawal statuses that follow their transactions."""
+
+_LOGGED = (Status.BROADCAST, Status.COMPLETED)
+"""Withdrawal statuses logged when reached (with amount and destination)."""
 
 _ByKey = dict[RequestKey, Withdrawal]
 
@@ -140,6 +146,15 @@ class WithdrawalBuilder:
                 continue
             if current.status in _FOLLOWED:
                 wstore.set_status(conn, [withdrawal_id], target, now)
+                if target is not current.status and target in _LOGGED:
+                    log.info(
+                        "withdrawal %s",
+                        target.value,
+                        extra={"withdrawal_id": f"{current.client_id}/{current.request_id}",
+                               "client_id": current.client_id, "amount_sat": current.amount,
+                               "destination": current.address, "round_seq": seq,
+                               "status": target.value},
+                    )  # fmt: skip
 
     def apply_refusals(
         self, conn: Connection, seq: int, refused: Mapping[RequestKey, RefusedRequest], now: float

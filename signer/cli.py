@@ -26,6 +26,7 @@ from signer.jade_emulator import (
     master_from_mnemonic,
 )
 from vpool import exitcodes
+from vpool.logs import add_arguments as add_log_arguments
 from vpool.version import version_text
 
 
@@ -257,9 +258,19 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _audit_verify(args: argparse.Namespace) -> int:
     path = args.file if args.file is not None else audit.audit_path(args.data_dir)
-    result = audit.verify(path)
+    if args.against is None:
+        result = audit.verify(path)
+    else:
+        try:
+            anchor = audit.Anchor.parse(args.against)
+        except ValueError as e:
+            print(f"vpool-signer: error: --against: {e}", file=sys.stderr)
+            return 2
+        result = audit.verify_against(path, anchor)
     if result.ok:
         print(f"audit log OK: {result.entries} entries, head {result.head}")
+        if args.against is not None:
+            print(f"it holds {args.against}, the head recorded elsewhere")
         return 0
     print(
         f"audit log {path} is BAD at entry {result.first_bad_seq}: {result.message} "
@@ -277,6 +288,13 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--data-dir", type=Path, help=f"the signer's data dir (its {audit.AUDIT_FILE})"
     )
     source.add_argument("--file", type=Path, help="the audit log file")
+    check.add_argument(
+        "--against",
+        metavar="HEAD",
+        help="SEQ:HASH (or HASH) of an entry the log must still hold, e.g. the head the "
+        "coordinator recorded after a round (GetPoolStatus, its status page): a log whose tail "
+        "was cut fails",
+    )
     check.set_defaults(handler=_audit_verify)
 
 
@@ -313,9 +331,11 @@ def _add_series_checksum(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from vpool import logs
+
+    logs.configure(args.log_level, args.log_format)
+    if args.log_format == "json":
+        logs.capture_native_stderr()  # gRPC's own lines (TLS handshakes refused) as JSON too
     # Imported here so that the other commands do not load gRPC and the daemon's modules.
     from signer.audit import AuditError
     from signer.backends.base import BackendError
@@ -325,7 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
     from vpool.tls import TlsError
 
     try:
-        return serve(args.config, args.insecure_dev)
+        return serve(args.config, args.insecure_dev, args.metrics_listen)
     except (ConfigError, StateError, AuditError, BackendError, TlsError) as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return 1
@@ -340,6 +360,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve plaintext without client authentication (development only; the "
         "configuration must also say server.insecure_dev = true)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (plain HTTP without "
+        "authentication: bind it to loopback or a monitoring network; port 0: any free one)",
+    )
+    add_log_arguments(parser)
     parser.set_defaults(handler=_serve)
 
 

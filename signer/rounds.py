@@ -18,7 +18,8 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -29,7 +30,7 @@ from pool.roles import verify_partial_sigs
 from pool.tx import OutPoint
 from pool.vocabulary import Reason, RoundKind, Scope
 from signer import chain_checks
-from signer.audit import AuditLog, Decision
+from signer.audit import AuditLog, Decision, describe_psbts
 from signer.backends.base import (
     Backend,
     BackendError,
@@ -41,6 +42,7 @@ from signer.backends.base import (
 from signer.chain import ChainUnavailable, ChainView
 from signer.chain_checks import ChainReleasedHistory, ChainRules, RoundChain
 from signer.device_monitor import DeviceLimits, TxShape, shape_problems
+from signer.metrics import DEVICE_SIGN, count_request
 from signer.policy import (
     Approval,
     PolicyConfig,
@@ -277,7 +279,14 @@ class RoundSigner:
         def refuse(refusals: list[Refusal]) -> RoundResult:
             reasons = [str(refusal.reason) for refusal in refusals]
             audit(Decision.REFUSED, reasons)
-            log.info("%s round %s refused: %s", kind, digest.hex(), ", ".join(reasons))
+            log.info(
+                "%s round %s refused: %s",
+                kind,
+                digest.hex(),
+                ", ".join(reasons),
+                extra={"round_id": digest.hex(), "kind": str(kind), "decision": "refused",
+                       "reasons": reasons},
+            )  # fmt: skip
             return RoundResult(digest, {}, refusals)
 
         if isinstance(rebuilt, list):
@@ -379,6 +388,7 @@ class RoundSigner:
         digest = job.manifest_hash
         failure: Refusal | None = None
         signatures: dict[int, list[Signature]] = {}
+        started = time.monotonic()
         try:
             signatures = self._device_sign(checked)
         except DeviceTimeout as e:
@@ -392,6 +402,8 @@ class RoundSigner:
         except Exception as e:  # the worker must outlive any one round
             log.exception("%s round %s: the device worker failed", kind, digest.hex())
             failure = Refusal(Reason.DEVICE_ERROR, f"internal error: {type(e).__name__}")
+        result = "timeout" if job.timeout else "failed" if failure else "signed"
+        DEVICE_SIGN.observe(time.monotonic() - started, kind=str(kind), result=result)
         with self.lock:
             now = self._clock()
             audit = partial(self._audit, kind, manifest, psbts, now=now)
@@ -410,7 +422,13 @@ class RoundSigner:
                 self._state.record_signed(job.approval, now, answer)
                 audit(Decision.SIGNED, [])
                 count = sum(len(s) for s in signatures.values())
-                log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
+                log.info(
+                    "%s round %s signed: %d signatures",
+                    kind,
+                    digest.hex(),
+                    count,
+                    extra=signed_fields(kind, digest, describe_psbts(psbts, self._network)),
+                )
             with self._jobs_lock:
                 for outpoint in job.outpoints:
                     if self._reserved.get(outpoint) is job:
@@ -441,7 +459,9 @@ class RoundSigner:
             policy_hash=self.policy_hash,
             signer_id=self._signer_id,
             now=now,
+            transactions=describe_psbts(psbts, self._network),
         )
+        count_request(str(kind), str(decision), [str(r) for r in reasons])
 
     def _rebuild(
         self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]
@@ -499,6 +519,23 @@ class RoundSigner:
             _verify(index, psbt, found)
             signed[index] = [(i, pubkey, sig) for (i, pubkey), sig in sorted(found.items())]
         return signed
+
+
+def signed_fields(
+    kind: RoundKind, digest: bytes, transactions: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The log fields of a signed round: what left the pool, to whom (change included)."""
+    outputs = [o for t in transactions for o in t.get("outputs", ())]
+    return {
+        "round_id": digest.hex(),
+        "kind": str(kind),
+        "decision": "signed",
+        "txids": [t.get("txid") for t in transactions],
+        "outputs": outputs,
+        "amount_sat": sum(int(o["amount"]) for o in outputs),
+        "destinations": [o.get("address", o.get("script")) for o in outputs],
+        "fee_sat": sum(int(t["fee"]) for t in transactions if t.get("fee") is not None),
+    }
 
 
 _FINAL_DEVICE_REASONS = frozenset({Reason.DEVICE_REFUSED, Reason.BAD_DEVICE_SIGNATURE})

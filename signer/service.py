@@ -112,6 +112,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             config.network, config.policy, state, chain, self._rounds.lock, clock
         )
         self._device = device
+        self._audit = audit
         self._account: signer_pb2.AccountXpub | None = None
         self.load_account_xpub()
         self._info = signer_pb2.SignerInfo(
@@ -149,6 +150,10 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         starts = [since for _, since in self._rounds.in_progress()]
         return min(starts) if starts else None
 
+    def rounds_at_device(self) -> int:
+        """How many rounds wait at the device."""
+        return len(self._rounds.in_progress())
+
     # ------------------------------------------------------------------------------ queries
 
     def GetInfo(self, request: signer_pb2.GetInfoRequest, context: Any) -> signer_pb2.SignerInfo:
@@ -181,6 +186,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 max_tip_lag=self._chain_rules.max_tip_lag,
             )
         )
+        info.audit_seq, info.audit_head = self._audit.position
         return info
 
     def GetXpub(

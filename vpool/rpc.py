@@ -116,7 +116,12 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
         def guarded(request: Any, context: Any) -> Any:
             denial = self._deny(method, context)
             if denial is not None:
-                log.warning("refused %s: %s", method, denial)
+                log.warning(
+                    "refused %s: %s",
+                    method,
+                    denial,
+                    extra={"event": "peer_refused", "peer": context.peer(), "method": method},
+                )
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
             if streams:
                 return self._stream(method, context, behavior, request)

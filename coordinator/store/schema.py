@@ -328,6 +328,20 @@ transaction_sends = Table(
 """Every time the transaction watcher (coordinator.watcher) sent a round transaction again, and
 what the node answered (``detail``: why it was sent; the node's reason when it refused)."""
 
+signer_audit_heads = Table(
+    "signer_audit_heads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("signer_id", String(128), nullable=False, index=True),
+    Column("round_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+)
+"""Each signer's audit log head (GetInfo's ``audit_seq``, ``audit_head``) as read after a round
+(coordinator.audit_heads): kept here, outside the signer's host, so that a cut tail of its log
+is seen (``vpool-signer audit verify --against SEQ:HASH``)."""
+
 alerts = Table(
     "alerts",
     metadata,
@@ -417,8 +431,13 @@ def _migration_5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[transaction_sends])
 
 
+def _migration_6(conn: Connection) -> None:
+    """The signers' audit log heads, recorded after every round."""
+    metadata.create_all(conn, tables=[signer_audit_heads])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

@@ -113,6 +113,9 @@ class DevPool:
     """Seconds the Jade emulators' user takes to approve a transaction (a person at a device)."""
     jade_backend: dict[str, Any] = field(default_factory=dict)
     """More keys of the Jade signers' [backend] table (e.g. max_reviewed_payments)."""
+    metrics: bool = False
+    """Serve /metrics on every daemon (loopback, free ports) and the coordinator's status page;
+    ``coordinator_http`` is then the coordinator's base URL."""
     say: Callable[[str], None] = lambda _text: None
 
     node: BcoinNode = field(init=False)
@@ -127,6 +130,8 @@ class DevPool:
     _next_receive: int = field(init=False, default=0)
     """Numbers the funding users."""
     _coordinator_config: Path = field(init=False)
+    coordinator_http: str = field(init=False, default="")
+    """``http://127.0.0.1:PORT`` of the coordinator's /metrics and status page (``metrics``)."""
 
     # ------------------------------------------------------------------------------ start/stop
 
@@ -228,10 +233,13 @@ class DevPool:
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
             chain=node_chain(base, node.rpc_url, *node.credentials),
         )
-        self.daemons[spec.signer_id] = SignerDaemon(config)
+        args = ["--metrics-listen", "127.0.0.1:0"] if self.metrics else []
+        self.daemons[spec.signer_id] = SignerDaemon(config, args)
         self.say(f"{spec.signer_id}: {what}, serving on {self.daemons[spec.signer_id].address}")
 
     def _write_coordinator_config(self) -> Path:
+        if self.metrics:
+            self.coordinator_http = f"http://127.0.0.1:{free_port()}"
         directory = self.directory / "coordinator"
         directory.mkdir(parents=True, exist_ok=True)
         cert, key = self.pki.issue("coordinator", "coordinator")
@@ -249,6 +257,7 @@ class DevPool:
         liveness = _toml_table(self.liveness_settings)
         rounds = _toml_table(self.rounds_settings)
         path = directory / "coordinator.toml"
+        metrics = f'metrics_listen = "{self.coordinator_http[7:]}"\n' if self.metrics else ""
         path.write_text(
             f"""network = "regtest"
 data_dir = "data"
@@ -256,7 +265,7 @@ database_url = "{self.database_url}"
 
 [server]
 listen = "127.0.0.1:0"
-clients = [{", ".join(f'"{c}"' for c in CLIENTS)}]
+{metrics}clients = [{", ".join(f'"{c}"' for c in CLIENTS)}]
 admins = ["{ADMIN}"]
 
 [server.tls]

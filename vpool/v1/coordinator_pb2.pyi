@@ -198,18 +198,24 @@ class SeriesBalance(_message.Message):
     def __init__(self, series_id: _Optional[int] = ..., state: _Optional[str] = ..., confirmed_sat: _Optional[int] = ..., unconfirmed_sat: _Optional[int] = ..., utxo_count: _Optional[int] = ..., m: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
 
 class SignerHealth(_message.Message):
-    __slots__ = ("signer_id", "state", "fingerprint", "last_seen_unix", "detail")
+    __slots__ = ("signer_id", "state", "fingerprint", "last_seen_unix", "detail", "audit_seq", "audit_head", "audit_recorded_unix")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_RECORDED_UNIX_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     state: str
     fingerprint: str
     last_seen_unix: int
     detail: str
-    def __init__(self, signer_id: _Optional[str] = ..., state: _Optional[str] = ..., fingerprint: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    audit_seq: int
+    audit_head: str
+    audit_recorded_unix: int
+    def __init__(self, signer_id: _Optional[str] = ..., state: _Optional[str] = ..., fingerprint: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., detail: _Optional[str] = ..., audit_seq: _Optional[int] = ..., audit_head: _Optional[str] = ..., audit_recorded_unix: _Optional[int] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
     __slots__ = ("round_id", "status", "transactions", "withdrawals", "fee_sat", "created_unix")
