@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
-from coincurve import PrivateKey, PublicKey
+from coincurve import PublicKey
 
 from pool.address import base58check_decode, base58check_encode
 from pool.errors import AddressError, HDKeyError
@@ -317,7 +317,7 @@ class ExtendedPrivateKey:
     @cached_property
     def public_key(self) -> bytes:
         """33-byte compressed public key."""
-        point: bytes = PrivateKey(self.private_key).public_key.format(compressed=True)
+        point: bytes = PublicKey.from_valid_secret(self.private_key).format(compressed=True)
         return point
 
     @property
@@ -342,12 +342,11 @@ class ExtendedPrivateKey:
         else:
             data = self.public_key + index.to_bytes(4, "big")
         digest = hmac_sha512(self.chain_code, data)
-        try:
-            child: bytes = PrivateKey(self.private_key).add(digest[:32]).secret
-        except ValueError:
-            raise HDKeyError(
-                f"child {index} is invalid; BIP32 says to use the next index"
-            ) from None
+        tweak = int.from_bytes(digest[:32], "big")
+        secret = (tweak + int.from_bytes(self.private_key, "big")) % _CURVE_ORDER
+        if tweak >= _CURVE_ORDER or secret == 0:
+            raise HDKeyError(f"child {index} is invalid; BIP32 says to use the next index")
+        child = secret.to_bytes(32, "big")
         return ExtendedPrivateKey(self.depth + 1, self.fingerprint, index, digest[32:], child)
 
     def derive_path(self, path: Iterable[int]) -> ExtendedPrivateKey:

@@ -18,6 +18,7 @@ import binascii
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 from pool.ecdsa import is_valid_public_key
@@ -512,8 +513,17 @@ def _decode_globals(
 
 def _check_previous_tx(raw: bytes, prevout: OutPoint) -> None:
     """The non-witness UTXO must be the transaction the input spends, with that output."""
-    previous = Transaction.parse(raw)
-    if previous.txid != prevout.txid:
-        raise PsbtError(f"transaction {previous.txid_hex} is not {prevout.txid_hex}, the one spent")
-    if prevout.vout >= len(previous.outputs):
+    txid, outputs = _previous_tx_outline(raw)
+    if txid != prevout.txid:
+        txid_hex = txid[::-1].hex()
+        raise PsbtError(f"transaction {txid_hex} is not {prevout.txid_hex}, the one spent")
+    if prevout.vout >= outputs:
         raise PsbtError(f"the previous transaction has no output {prevout.vout}")
+
+
+@lru_cache(maxsize=4096)
+def _previous_tx_outline(raw: bytes) -> tuple[bytes, int]:
+    """``(txid, output count)`` of a previous transaction, parsed once however many inputs (and
+    copies of a PSBT) carry it."""
+    previous, txid = Transaction.parse_with_txid(raw)
+    return txid, len(previous.outputs)

@@ -137,7 +137,27 @@ def locktime_problem(locktime: int, node_height: int) -> Problem | None:
     return None
 
 
-def previous_tx_problem(raw: bytes | None, outpoint: OutPoint, claimed: TxOut) -> Problem | None:
+@dataclass(frozen=True)
+class PreviousTx:
+    """A transaction from this signer's node, parsed once however many inputs spend it."""
+
+    txid: bytes
+    outputs: tuple[TxOut, ...]
+    stripped: bytes
+    """Its witness-stripped serialization (BIP174 allows either; the stripped form is smaller
+    and what devices hash)."""
+
+    @classmethod
+    def parse(cls, raw: bytes) -> PreviousTx:
+        """Raises ``VpoolError`` when ``raw`` does not parse."""
+        tx, txid = Transaction.parse_with_txid(raw)
+        stripped = tx.serialize_without_witness() if tx.has_witness else raw
+        return cls(txid, tx.outputs, stripped)
+
+
+def previous_tx_problem(
+    raw: bytes | PreviousTx | None, outpoint: OutPoint, claimed: TxOut
+) -> Problem | None:
     """The node's previous transaction must be the one spent, with the claimed output."""
     if raw is None:
         return (
@@ -146,13 +166,14 @@ def previous_tx_problem(raw: bytes | None, outpoint: OutPoint, claimed: TxOut) -
             "transaction index?)",
         )
     try:
-        previous = Transaction.parse(raw)
+        previous = raw if isinstance(raw, PreviousTx) else PreviousTx.parse(raw)
     except VpoolError as e:
         return Reason.PREVIOUS_TX_MISMATCH, f"the node's previous transaction does not parse: {e}"
     if previous.txid != outpoint.txid:
         return (
             Reason.PREVIOUS_TX_MISMATCH,
-            f"the node's previous transaction is {previous.txid_hex}, not {outpoint.txid_hex}",
+            f"the node's previous transaction is {previous.txid[::-1].hex()}, not "
+            f"{outpoint.txid_hex}",
         )
     if outpoint.vout >= len(previous.outputs) or previous.outputs[outpoint.vout] != claimed:
         return (
@@ -271,7 +292,9 @@ def check_round(
 def _with_previous_transactions(
     chain: RoundChain, psbts: Sequence[Psbt]
 ) -> tuple[Psbt, ...] | list[Refusal]:
-    cache: dict[bytes, bytes | None] = {}
+    """Each previous transaction is asked of the node, parsed and hashed once per round, however
+    many inputs spend it."""
+    cache: dict[bytes, PreviousTx | bytes | None] = {}
     refusals: list[Refusal] = []
     attached: list[Psbt] = []
     for i, psbt in enumerate(psbts):
@@ -279,21 +302,27 @@ def _with_previous_transactions(
         for j, claimed, txin in _inputs(psbt):
             outpoint = txin.prevout
             if outpoint.txid not in cache:
-                cache[outpoint.txid] = chain.raw_transaction(outpoint.txid_hex)
-            raw = cache[outpoint.txid]
-            problem = previous_tx_problem(raw, outpoint, claimed)
+                cache[outpoint.txid] = _previous(chain.raw_transaction(outpoint.txid_hex))
+            previous = cache[outpoint.txid]
+            problem = previous_tx_problem(previous, outpoint, claimed)
             if problem is not None:
                 refusals.append(_input_refusal(problem, i, j, outpoint))
                 continue
-            assert raw is not None
-            inputs[j] = replace(inputs[j], non_witness_utxo=_without_witness(raw))
+            assert isinstance(previous, PreviousTx)
+            inputs[j] = replace(inputs[j], non_witness_utxo=previous.stripped)
         attached.append(replace(psbt, inputs=tuple(inputs)))
     return refusals or tuple(attached)
 
 
-def _without_witness(raw: bytes) -> bytes:
-    """BIP174 allows either; the witness-stripped form is smaller and what devices hash."""
-    return Transaction.parse(raw).serialize_without_witness()
+def _previous(raw: bytes | None) -> PreviousTx | bytes | None:
+    """The node's transaction parsed, or as it came when it does not parse (the check says
+    why)."""
+    if raw is None:
+        return None
+    try:
+        return PreviousTx.parse(raw)
+    except VpoolError:
+        return raw
 
 
 def _inputs(psbt: Psbt) -> Iterable[tuple[int, TxOut, TxIn]]:
