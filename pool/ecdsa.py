@@ -7,6 +7,8 @@ compressed public key, which is what segwit v0 policy relays.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from coincurve import PublicKey
 from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
@@ -53,6 +55,7 @@ def sign(private_key: bytes, digest: bytes) -> bytes:
     return bytes(cdata_to_der(signature, GLOBAL_CONTEXT))
 
 
+@lru_cache(maxsize=1 << 16)
 def is_valid_public_key(key: bytes) -> bool:
     """True for a 33-byte compressed or 65-byte uncompressed encoding of a curve point."""
     return _parsed_public_key(key) is not None

@@ -251,6 +251,20 @@ class ExtendedPublicKey:
             key = key.derive_child(index)
         return key
 
+    def descendant_public_key(self, *path: int) -> bytes:
+        """The public key at ``path`` below this key (non-hardened): ``derive_path(path)``'s
+        public key, through the cached derivations alone (no extended key is built and checked
+        on the way: each derived point is valid, ``_derive_public_child`` makes sure)."""
+        chain_code, public_key = self.chain_code, self.public_key
+        for index in path:
+            _check_index(index)
+            if index >= HARDENED:
+                raise HDKeyError(
+                    f"cannot derive hardened child {_format_index(index)} from a public key"
+                )
+            chain_code, public_key = _derive_public_child(chain_code, public_key, index)
+        return public_key
+
 
 # --- private keys ------------------------------------------------------------------------------
 

@@ -307,7 +307,8 @@ def rebuild_round(
         _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
         change_vouts = [_change_vout(t) for t in plan.transactions]
-        _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
+        wanted = [t.psbt for t in plan.transactions]
+        _compare_with_rebuild(parsed, wanted, change_vouts, registered, psbts)
         _check_something_to_sign(parsed, fingerprint)
     except _Refused as refused:
         return refused.refusals
@@ -562,9 +563,11 @@ def _compare_with_rebuild(
     wanted: Sequence[Psbt],
     change_vouts: Sequence[int | None],
     registered: Mapping[int, Series],
+    received: Sequence[bytes],
 ) -> None:
-    """The PSBTs must be, byte for byte, the ones the manifest builds (``pool.verify``)."""
-    differences = compare_with_rebuild(parsed, wanted, change_vouts, registered)
+    """The PSBTs must be, byte for byte, the ones the manifest builds (``pool.verify``):
+    ``received``, the bytes ``parsed`` came from, are compared as they came."""
+    differences = compare_with_rebuild(parsed, wanted, change_vouts, registered, received)
     if differences:
         raise _Refused(
             [
@@ -1041,7 +1044,7 @@ def evaluate_refund_round(
         plan = build_refunds(manifest)
         no_change: list[int | None] = [None] * len(plan.transactions)
         wanted = [t.psbt for t in plan.transactions]
-        _compare_with_rebuild(parsed, wanted, no_change, registered_series)
+        _compare_with_rebuild(parsed, wanted, no_change, registered_series, psbts)
         _check_something_to_sign(parsed, fingerprint)
         _check_fee_rate(config, manifest.fee_rate)
         window = _RefundWindow(config, history, now)
