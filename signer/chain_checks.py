@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pool.errors import VpoolError
-from pool.manifest import decode_manifest
+from pool.manifest import Manifest, decode_manifest
 from pool.psbt import Psbt
 from pool.refunds import decode_refund_manifest
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
@@ -265,10 +265,12 @@ def check_round(
     kind: RoundKind,
     manifest: bytes,
     approval: Approval,
+    decoded: Manifest | None = None,
 ) -> tuple[Psbt, ...] | list[Refusal]:
     """The approved round's PSBTs with each input's previous transaction attached, or the
-    refusals. Raises ``ChainUnavailable`` when the node cannot answer."""
-    pinned_height, pinned_hash, heights = _pinned(kind, manifest)
+    refusals. Raises ``ChainUnavailable`` when the node cannot answer. ``decoded``: the
+    withdrawal manifest as the policy decoded it from ``manifest`` (else decoded here)."""
+    pinned_height, pinned_hash, heights = _pinned(kind, manifest, decoded)
     node_height, _ = chain.tip()
     at_pinned = chain.block_hash(pinned_height) if pinned_height <= node_height else None
     problem = tip_problem(pinned_height, pinned_hash, node_height, at_pinned, rules.max_tip_lag)
@@ -343,13 +345,15 @@ def _input_refusal(problem: Problem, i: int, j: int, outpoint: OutPoint) -> Refu
     )
 
 
-def _pinned(kind: RoundKind, manifest: bytes) -> tuple[int, str, dict[OutPoint, int]]:
+def _pinned(
+    kind: RoundKind, manifest: bytes, decoded: Manifest | None
+) -> tuple[int, str, dict[OutPoint, int]]:
     """The pinned tip (height, display hex) and the claimed heights of a decoded manifest (the
     policy decoded it already, so it decodes)."""
     if kind is RoundKind.REFUND:
         refund = decode_refund_manifest(manifest)
         return refund.tip_height, refund.tip_hash.hex(), {}
-    withdrawal = decode_manifest(manifest)
+    withdrawal = decode_manifest(manifest) if decoded is None else decoded
     heights = {u.outpoint: u.height for u in withdrawal.utxos}
     return withdrawal.tip_height, withdrawal.tip_hash.hex(), heights
 

@@ -286,6 +286,8 @@ class Rebuilt:
     the rebuild, the expensive part, outside it."""
 
     judge: Callable[[SigningHistory, float], Approval | list[Refusal]]
+    manifest: Manifest | None = None
+    """The withdrawal manifest as decoded by the rebuild (None for a refund round)."""
 
 
 def rebuild_round(
@@ -327,7 +329,7 @@ def rebuild_round(
             now,
         )
 
-    return Rebuilt(judge)
+    return Rebuilt(judge, manifest)
 
 
 def _judge_round(
