@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
@@ -124,6 +125,7 @@ class PolicyConfig:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+@lru_cache(maxsize=1024)
 def series_checksum(series: Series, network: Network) -> str:
     """What an operator approves a series by: the BIP380 checksum of its receive descriptor in
     canonical spelling (keys in the series' canonical order, origins in h notation), as

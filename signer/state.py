@@ -22,7 +22,7 @@ from typing import Any
 
 from pool.hashes import hash256
 from pool.networks import Network, get_network
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.series import CHANGE, RECEIVE, Series, SeriesState, parsed_series
 from pool.tx import OutPoint, Transaction
 from signer.policy import AcknowledgedDeposit, Approval, DepositClaim, SignedBefore
 
@@ -463,9 +463,7 @@ class SignerState:
     def registered_series(self, network: Network) -> dict[int, Series]:
         """Registered series of ``network`` by id, all in state ACTIVE (the signer ignores it)."""
         return {
-            series_id: Series.from_descriptors(
-                series_id, receive, change, SeriesState.ACTIVE, network
-            )
+            series_id: parsed_series(series_id, receive, change, SeriesState.ACTIVE, network)
             for series_id, (receive, change) in self.series_descriptors(network).items()
         }
 

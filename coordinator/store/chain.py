@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TypeVar
 
 from sqlalchemy import (
@@ -43,7 +42,7 @@ from coordinator.store.schema import (
 from pool.errors import FieldError
 from pool.manifest import Utxo
 from pool.networks import Network
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.series import CHANGE, RECEIVE, Series, SeriesState, parsed_series
 from pool.tx import OutPoint
 
 BRANCHES = (RECEIVE, CHANGE)
@@ -212,23 +211,13 @@ def retirement_heights(conn: Connection) -> dict[int, int]:
 
 def _series_from_row(row: Row[tuple[object, ...]], network: Network) -> Series:
     m = row._mapping
-    return _parsed_series(
+    return parsed_series(
         int(m["id"]),
         str(m["receive_descriptor"]),
         str(m["change_descriptor"]),
         SeriesState(m["state"]),
         network,
     )
-
-
-@lru_cache(maxsize=1024)
-def _parsed_series(
-    series_id: int, receive: str, change: str, state: SeriesState, network: Network
-) -> Series:
-    """A stored series, its descriptors parsed (and checksummed) once per process, not at every
-    read (admission reads every series for each batch of submissions). A ``Series`` is
-    immutable; a change of state is another key."""
-    return Series.from_descriptors(series_id, receive, change, state, network)
 
 
 def all_series(conn: Connection, network: Network) -> list[Series]:
