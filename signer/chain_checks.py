@@ -211,6 +211,7 @@ class RoundChain:
     def __init__(self, chain: ChainView) -> None:
         self._chain = chain
         self._utxos: dict[OutPoint, ChainUtxo | None] = {}
+        self._raw: dict[str, bytes | None] = {}
         self._tip: tuple[int, str] | None = None
 
     def tip(self) -> tuple[int, str]:
@@ -227,7 +228,24 @@ class RoundChain:
         return self._utxos[outpoint]
 
     def raw_transaction(self, txid_hex: str) -> bytes | None:
+        if txid_hex in self._raw:
+            return self._raw[txid_hex]
         return self._chain.raw_transaction(txid_hex)
+
+    def prefetch(self, outpoints: Iterable[OutPoint]) -> None:
+        """Ask the node for these outpoints at once, when it can answer a batch (``utxos``);
+        later ``utxo`` calls answer from what it said."""
+        batch = getattr(self._chain, "utxos", None)
+        missing = list(dict.fromkeys(o for o in outpoints if o not in self._utxos))
+        if batch is not None and missing:
+            self._utxos.update(batch(missing))
+
+    def prefetch_transactions(self, txids_hex: Iterable[str]) -> None:
+        """The same for previous transactions (``raw_transactions``)."""
+        batch = getattr(self._chain, "raw_transactions", None)
+        missing = list(dict.fromkeys(t for t in txids_hex if t not in self._raw))
+        if batch is not None and missing:
+            self._raw.update(batch(missing))
 
     def unspent(self, outpoint: OutPoint) -> bool:
         return self.utxo(outpoint) is not None
@@ -276,6 +294,7 @@ def check_round(
     problem = tip_problem(pinned_height, pinned_hash, node_height, at_pinned, rules.max_tip_lag)
     if problem is not None:
         return [Refusal(*problem)]
+    chain.prefetch(txin.prevout for psbt in approval.psbts for txin in psbt.tx.inputs)
     refusals: list[Refusal] = []
     for i, psbt in enumerate(approval.psbts):
         problem = locktime_problem(psbt.tx.locktime, node_height)
@@ -296,6 +315,7 @@ def _with_previous_transactions(
 ) -> tuple[Psbt, ...] | list[Refusal]:
     """Each previous transaction is asked of the node, parsed and hashed once per round, however
     many inputs spend it."""
+    chain.prefetch_transactions(txin.prevout.txid_hex for psbt in psbts for txin in psbt.tx.inputs)
     cache: dict[bytes, PreviousTx | bytes | None] = {}
     refusals: list[Refusal] = []
     attached: list[Psbt] = []
