@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import build, sighash, signround, submissions
+from bench import build, sighash, signround, submissions, whole_round
 from bench.common import Row
 from tests.store_fixtures import PG_ADMIN
 
@@ -72,6 +72,8 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
     short = (500, 2_000) if quick else (1_000, 4_000)
     memory_pending = 20_000 if quick else 100_000
     submit_burst = 320 if quick else 1_280
+    db_inputs = (50, 500) if quick else (100, 1_000)
+    round_size = whole_round.QUICK if quick else whole_round.FULL
     the_round: list[signround.Round] = []
 
     def round_() -> signround.Round:
@@ -91,6 +93,8 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
         ("build growth", lambda: [build.growth(*growth, reps, budget=150.0)[0]]),
         ("build growth, funds short", lambda: [build.growth(*short, reps, funded=False)[0]]),
         ("peak memory", lambda: [build.peak_memory(memory_pending)]),
+        ("signer database growth", lambda: [signround.database_growth(*db_inputs)]),
+        ("whole round", lambda: whole_round.measure(round_size, reps)),
     ]
 
 

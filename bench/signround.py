@@ -269,3 +269,36 @@ def against_bdk(r: Round, repetitions: int) -> Row:
         f"tprv, sign with trust_witness_utxo, no finalizing; bdk checks no policy, keeps no log; "
         f"same signatures checked); {comparison.spread()}",
     )
+
+
+def database_bytes_added(r: Round) -> int:
+    """How much one signed round adds to a fresh signer's database (closed, so checkpointed)."""
+    with tempfile.TemporaryDirectory(prefix="vpool-bench-db-") as tmp:
+        signer = new_signer(Path(tmp), r)
+        state = signer._state
+        state.close()
+        before = state.path.stat().st_size
+        signer = new_signer(Path(tmp), r)
+        result = signer.sign_round(RoundKind.WITHDRAWAL, r.manifest_bytes, r.psbt_bytes)
+        assert not getattr(result, "refusals", None), "the bench round was refused"
+        signer.close()
+        signer._state.close()
+        return signer._state.path.stat().st_size - before
+
+
+def database_growth(small: int, large: int) -> Row:
+    """A signer's database growth per signed input, for a small and a large round."""
+    rounds = (make_round(small), make_round(large))
+    added = [database_bytes_added(r) for r in rounds]
+    per_input = [a / r.inputs for a, r in zip(added, rounds, strict=True)]
+    factor = large / small
+    return row(
+        f"a signer's database growth, {small} → {large}-input round",
+        added[1] / added[0],
+        f"× per {factor:g}×",
+        f"<= {factor * 1.1:g}",
+        f"{added[0] / 1000:.0f} kB → {added[1] / 1000:.0f} kB added by one signed round "
+        f"({per_input[0]:.0f} → {per_input[1]:.0f} bytes per input: a signing-log row per "
+        f"input, each transaction stored once, the kept answer, the spend); linear is "
+        f"{factor:g}×; SQLite page granularity, so one measurement each",
+    )

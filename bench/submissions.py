@@ -45,6 +45,8 @@ class Burst:
     seconds: float
     latencies: tuple[float, ...]
     errors: int
+    client_cpu: float
+    """CPU seconds the client processes spent in the burst."""
 
 
 def _client_process(
@@ -93,12 +95,13 @@ def _client_process(
 
         threads = [threading.Thread(target=work, args=(t,)) for t in range(len(stubs))]
         barrier.wait()
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        results.put((b, start, time.time(), [x for lat in latencies for x in lat], errors[0]))
+        end, cpu = time.time(), time.process_time() - cpu
+        results.put((b, start, end, [x for lat in latencies for x in lat], errors[0], cpu))
 
 
 def run_load(target: str, pki: Pki, requests_per_burst: int, bursts: int) -> list[Burst]:
@@ -115,10 +118,10 @@ def run_load(target: str, pki: Pki, requests_per_burst: int, bursts: int) -> lis
         proc = ctx.Process(target=_client_process, args=args)
         proc.start()
         procs.append(proc)
-    got: dict[int, list[tuple[float, float, list[float], int]]] = {}
+    got: dict[int, list[tuple[float, float, list[float], int, float]]] = {}
     for _ in range(PROCESSES * bursts):
-        b, start, end, lats, errors = results.get(timeout=600)
-        got.setdefault(b, []).append((start, end, lats, errors))
+        b, start, end, lats, errors, cpu = results.get(timeout=600)
+        got.setdefault(b, []).append((start, end, lats, errors, cpu))
     for proc in procs:
         proc.join(timeout=60)
     bursts_out = []
@@ -126,7 +129,12 @@ def run_load(target: str, pki: Pki, requests_per_burst: int, bursts: int) -> lis
         parts = got[b]
         seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
         bursts_out.append(
-            Burst(seconds, tuple(x for p in parts for x in p[2]), sum(p[3] for p in parts))
+            Burst(
+                seconds,
+                tuple(x for p in parts for x in p[2]),
+                sum(p[3] for p in parts),
+                sum(p[4] for p in parts),
+            )
         )
     return bursts_out
 
@@ -181,6 +189,11 @@ def measure(store: str, requests_per_burst: int, bursts: int = BURSTS) -> list[R
     latencies = [x for b in result for x in b.latencies]
     errors = sum(b.errors for b in result)
     rate = statistics.median(rates)
+    measured = sum(len(b.latencies) for b in result)
+    daemon_ms = cpu / calls * 1000
+    client_ms = sum(b.client_cpu for b in result) / measured * 1000
+    cores = os.cpu_count() or 1
+    ceiling = cores / (daemon_ms + client_ms) * 1000
     p99 = percentile(latencies, 0.99)
     p50 = percentile(latencies, 0.50)
     common = (
@@ -194,8 +207,10 @@ def measure(store: str, requests_per_burst: int, bursts: int = BURSTS) -> list[R
             "/s",
             ">= 1000",
             f"vpool-coordinator serve over mutual TLS on loopback; {common}; median of "
-            f"{len(rates)} bursts, spread {min(rates):.0f}–{max(rates):.0f}/s; the daemon's CPU: "
-            f"{cpu / calls * 1000:.2f} ms per call (the clients share the 2 cores)",
+            f"{len(rates)} bursts, spread {min(rates):.0f}–{max(rates):.0f}/s; CPU per call: "
+            f"the daemon {daemon_ms:.2f} ms, the clients {client_ms:.2f} ms, so {cores} idle "
+            f"cores could serve at most {ceiling:.0f}/s; the machine's load average at the "
+            f"end: {os.getloadavg()[0]:.1f}",
         ),
         row(
             f"SubmitWithdrawal p99 latency, 32 concurrent clients, {store}",

@@ -188,7 +188,7 @@ class MultisigDescriptor:
         children = sorted(
             (
                 (
-                    key.xpub.derive_child(self.branch).derive_child(index).public_key,
+                    key.xpub.descendant_public_key(self.branch, index),
                     key.origin.child(self.branch, index),
                 )
                 for key in self.keys

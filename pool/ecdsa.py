@@ -7,7 +7,12 @@ compressed public key, which is what segwit v0 policy relays.
 
 from __future__ import annotations
 
-from coincurve import PrivateKey, PublicKey
+from functools import lru_cache
+
+from coincurve import PublicKey
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
+from coincurve.ecdsa import cdata_to_der
 
 from pool.errors import SignatureError
 
@@ -17,10 +22,9 @@ MIN_DER_LEN = 8
 MAX_DER_LEN = 72
 
 
-def _private_key(secret: bytes) -> PrivateKey:
+def _check_private_key(secret: bytes) -> None:
     if len(secret) != 32 or not 0 < int.from_bytes(secret, "big") < CURVE_ORDER:
         raise SignatureError("a private key must be 32 bytes encoding 1..n-1")
-    return PrivateKey(secret)
 
 
 def _check_digest(digest: bytes) -> None:
@@ -29,35 +33,52 @@ def _check_digest(digest: bytes) -> None:
 
 
 def public_key(private_key: bytes) -> bytes:
-    """The 33-byte compressed public key of a private key."""
-    return bytes(_private_key(private_key).public_key.format(compressed=True))
+    """The 33-byte compressed public key of a private key.
+
+    One point multiplication (coincurve's ``PrivateKey`` would make two: it derives the x-only
+    key too)."""
+    _check_private_key(private_key)
+    return bytes(PublicKey.from_valid_secret(private_key).format(compressed=True))
 
 
 def sign(private_key: bytes, digest: bytes) -> bytes:
     """A DER signature of a 32-byte digest: RFC6979 nonce, low S, no sighash byte."""
     _check_digest(digest)
-    return bytes(_private_key(private_key).sign(digest, hasher=None))
+    _check_private_key(private_key)
+    # What coincurve's PrivateKey.sign does (libsecp256k1's default RFC6979 nonce), without the
+    # two public keys its constructor derives first.
+    signature = ffi.new("secp256k1_ecdsa_signature *")
+    if not lib.secp256k1_ecdsa_sign(
+        GLOBAL_CONTEXT.ctx, signature, digest, private_key, ffi.NULL, ffi.NULL
+    ):
+        raise SignatureError("libsecp256k1 could not sign")
+    return bytes(cdata_to_der(signature, GLOBAL_CONTEXT))
 
 
+@lru_cache(maxsize=1 << 16)
 def is_valid_public_key(key: bytes) -> bool:
     """True for a 33-byte compressed or 65-byte uncompressed encoding of a curve point."""
+    return _parsed_public_key(key) is not None
+
+
+def _parsed_public_key(key: bytes) -> PublicKey | None:
     if not (len(key) == 33 and key[0] in (2, 3)) and not (len(key) == 65 and key[0] == 4):
-        return False
+        return None
     try:
-        PublicKey(key)
+        return PublicKey(key)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def verify(public_key: bytes, der_signature: bytes, digest: bytes) -> bool:
     """True only for a strict-DER, low-S signature of ``digest`` by a compressed public key."""
     _check_digest(digest)
-    if len(public_key) != 33 or not is_valid_public_key(public_key):
+    if len(public_key) != 33:
         return False
-    if not is_low_s(der_signature):
+    parsed = _parsed_public_key(public_key)
+    if parsed is None or not is_low_s(der_signature):
         return False
-    return bool(PublicKey(public_key).verify(der_signature, digest, hasher=None))
+    return bool(parsed.verify(der_signature, digest, hasher=None))
 
 
 def _der_integers(sig: bytes) -> tuple[bytes, bytes] | None:

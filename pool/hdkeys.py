@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
-from coincurve import PrivateKey, PublicKey
+from coincurve import PublicKey
 
 from pool.address import base58check_decode, base58check_encode
 from pool.errors import AddressError, HDKeyError
@@ -251,6 +251,20 @@ class ExtendedPublicKey:
             key = key.derive_child(index)
         return key
 
+    def descendant_public_key(self, *path: int) -> bytes:
+        """The public key at ``path`` below this key (non-hardened): ``derive_path(path)``'s
+        public key, through the cached derivations alone (no extended key is built and checked
+        on the way: each derived point is valid, ``_derive_public_child`` makes sure)."""
+        chain_code, public_key = self.chain_code, self.public_key
+        for index in path:
+            _check_index(index)
+            if index >= HARDENED:
+                raise HDKeyError(
+                    f"cannot derive hardened child {_format_index(index)} from a public key"
+                )
+            chain_code, public_key = _derive_public_child(chain_code, public_key, index)
+        return public_key
+
 
 # --- private keys ------------------------------------------------------------------------------
 
@@ -317,7 +331,7 @@ class ExtendedPrivateKey:
     @cached_property
     def public_key(self) -> bytes:
         """33-byte compressed public key."""
-        point: bytes = PrivateKey(self.private_key).public_key.format(compressed=True)
+        point: bytes = PublicKey.from_valid_secret(self.private_key).format(compressed=True)
         return point
 
     @property
@@ -342,12 +356,11 @@ class ExtendedPrivateKey:
         else:
             data = self.public_key + index.to_bytes(4, "big")
         digest = hmac_sha512(self.chain_code, data)
-        try:
-            child: bytes = PrivateKey(self.private_key).add(digest[:32]).secret
-        except ValueError:
-            raise HDKeyError(
-                f"child {index} is invalid; BIP32 says to use the next index"
-            ) from None
+        tweak = int.from_bytes(digest[:32], "big")
+        secret = (tweak + int.from_bytes(self.private_key, "big")) % _CURVE_ORDER
+        if tweak >= _CURVE_ORDER or secret == 0:
+            raise HDKeyError(f"child {index} is invalid; BIP32 says to use the next index")
+        child = secret.to_bytes(32, "big")
         return ExtendedPrivateKey(self.depth + 1, self.fingerprint, index, digest[32:], child)
 
     def derive_path(self, path: Iterable[int]) -> ExtendedPrivateKey:

@@ -18,6 +18,7 @@ import binascii
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 from pool.ecdsa import is_valid_public_key
@@ -134,11 +135,15 @@ def _require_no_key_data(key_data: bytes) -> None:
         raise PsbtError(f"key data must be empty, got {len(key_data)} bytes")
 
 
-def _check_pubkeys(pubkeys: Iterable[bytes], what: str) -> None:
+def _check_pubkeys(pubkeys: Iterable[bytes], key_type: int, names: dict[int, str]) -> None:
+    """Every key of a map's entries of ``key_type`` is a valid public key (the error names the
+    key type)."""
     for pubkey in pubkeys:
         if len(pubkey) not in (33, 65):
+            what = _key_name(key_type, names)
             raise PsbtError(f"{what}: a public key must be 33 or 65 bytes, got {len(pubkey)}")
         if not is_valid_public_key(pubkey):
+            what = _key_name(key_type, names)
             raise PsbtError(f"{what}: {pubkey.hex()} is not a valid public key")
 
 
@@ -239,8 +244,8 @@ class PsbtInput:
     def __post_init__(self) -> None:
         for name in ("partial_sigs", "bip32_derivations", "unknown"):
             object.__setattr__(self, name, dict(getattr(self, name)))
-        _check_pubkeys(self.partial_sigs, _key_name(IN_PARTIAL_SIG, _INPUT_NAMES))
-        _check_pubkeys(self.bip32_derivations, _key_name(IN_BIP32_DERIVATION, _INPUT_NAMES))
+        _check_pubkeys(self.partial_sigs, IN_PARTIAL_SIG, _INPUT_NAMES)
+        _check_pubkeys(self.bip32_derivations, IN_BIP32_DERIVATION, _INPUT_NAMES)
         if self.sighash_type is not None and not 0 <= self.sighash_type <= 0xFFFFFFFF:
             label = _key_name(IN_SIGHASH_TYPE, _INPUT_NAMES)
             raise PsbtError(f"{label}: not a 32-bit unsigned integer")
@@ -335,7 +340,7 @@ class PsbtOutput:
     def __post_init__(self) -> None:
         for name in ("bip32_derivations", "unknown"):
             object.__setattr__(self, name, dict(getattr(self, name)))
-        _check_pubkeys(self.bip32_derivations, _key_name(OUT_BIP32_DERIVATION, _OUTPUT_NAMES))
+        _check_pubkeys(self.bip32_derivations, OUT_BIP32_DERIVATION, _OUTPUT_NAMES)
         _check_unknown(self.unknown, _OUTPUT_NAMES)
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
@@ -512,8 +517,17 @@ def _decode_globals(
 
 def _check_previous_tx(raw: bytes, prevout: OutPoint) -> None:
     """The non-witness UTXO must be the transaction the input spends, with that output."""
-    previous = Transaction.parse(raw)
-    if previous.txid != prevout.txid:
-        raise PsbtError(f"transaction {previous.txid_hex} is not {prevout.txid_hex}, the one spent")
-    if prevout.vout >= len(previous.outputs):
+    txid, outputs = _previous_tx_outline(raw)
+    if txid != prevout.txid:
+        txid_hex = txid[::-1].hex()
+        raise PsbtError(f"transaction {txid_hex} is not {prevout.txid_hex}, the one spent")
+    if prevout.vout >= outputs:
         raise PsbtError(f"the previous transaction has no output {prevout.vout}")
+
+
+@lru_cache(maxsize=4096)
+def _previous_tx_outline(raw: bytes) -> tuple[bytes, int]:
+    """``(txid, output count)`` of a previous transaction, parsed once however many inputs (and
+    copies of a PSBT) carry it."""
+    previous, txid = Transaction.parse_with_txid(raw)
+    return txid, len(previous.outputs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from pool.descriptor import (
     DerivedScript,
@@ -91,3 +92,13 @@ class Series:
         if set(recv.keys) != set(chg.keys):
             raise DescriptorError("receive and change descriptors have different keys")
         return cls(id, recv.m, recv.keys, state)
+
+
+@lru_cache(maxsize=1024)
+def parsed_series(
+    series_id: int, receive: str, change: str, state: SeriesState, network: Network
+) -> Series:
+    """``Series.from_descriptors``, parsed (and checksummed) once per process for each stored
+    spelling: the coordinator and the signers read their series at every round and every batch
+    of submissions. A ``Series`` is immutable."""
+    return Series.from_descriptors(series_id, receive, change, state, network)

@@ -222,6 +222,13 @@ class Transaction:
         return Transaction(self.version, self.inputs, self.outputs, self.locktime, stacks)
 
     @classmethod
+    def parse_with_txid(cls, data: bytes) -> tuple[Transaction, bytes]:
+        """``parse`` and the txid; a transaction without witnesses is hashed as received (the
+        parser accepts only the canonical encoding, so its bytes are its serialization)."""
+        tx = cls.parse(data)
+        return tx, tx.txid if tx.has_witness else hash256(data)
+
+    @classmethod
     def parse(cls, data: bytes) -> Transaction:
         """Decode a whole transaction in either serialization; refuse anything non-canonical."""
         reader = Reader(data)

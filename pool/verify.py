@@ -58,17 +58,23 @@ def compare_with_rebuild(
     wanted: Sequence[Psbt],
     change_vouts: Sequence[int | None],
     registered: Mapping[int, Series],
+    received: Sequence[bytes] | None = None,
 ) -> list[Difference]:
     """Every difference between the PSBTs received and the ones the manifest builds (``wanted``,
     with each one's change output), the first of each reason per PSBT; empty when they are the
     same bytes. ``registered`` are the series an input may come from (to tell a foreign input
-    from one the manifest did not select)."""
+    from one the manifest did not select). ``received``: the bytes ``got`` were parsed from,
+    compared as they came (else ``got`` is serialized again): then a PSBT whose fields match but
+    whose encoding is not the canonical one (entries out of order) differs too."""
     if len(got) != len(wanted):
         message = f"{len(got)} PSBTs sent, the manifest builds {len(wanted)}"
         return [Difference(Reason.PSBT_COUNT_MISMATCH, message)]
+    if received is not None and len(received) != len(got):
+        raise ValueError(f"{len(received)} received PSBTs for {len(got)} parsed")
     found: list[Difference] = []
     for i, (g, w, change_vout) in enumerate(zip(got, wanted, change_vouts, strict=True)):
-        if g.serialize() == w.serialize():
+        sent = g.serialize() if received is None else received[i]
+        if sent == w.serialize():
             continue
         diffs = _differences(g, w, change_vout, registered) or [
             (Reason.PSBT_MISMATCH, "PSBT fields differ from the manifest's", None)
@@ -110,7 +116,7 @@ def verify_round(manifest: bytes, psbts: Sequence[bytes]) -> Verdict:
             failed = Difference(Reason.MALFORMED_PSBT, f"PSBT {i} does not parse: {exc}", i)
             return Verdict(kind, manifest_hash, (), (), (failed,))
     differences = compare_with_rebuild(
-        parsed, [b[0] for b in built], [b[3] for b in built], {s.id: s for s in series}
+        parsed, [b[0] for b in built], [b[3] for b in built], {s.id: s for s in series}, psbts
     )
     return Verdict(
         kind,

@@ -11,6 +11,7 @@ for now, never signed on a guess.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -129,8 +130,23 @@ class NodeChain:
         except (TypeError, ValueError):
             raise ChainUnavailable("getblockhash: unexpected answer") from None
 
+    def utxos(self, outpoints: Sequence[OutPoint]) -> dict[OutPoint, ChainUtxo | None]:
+        """``utxo`` of each outpoint, asked in one JSON-RPC batch (a round's hundreds of inputs
+        in one request, not one request each)."""
+        answers = self._rpc.call_batch("gettxout", [(o.txid_hex, o.vout, False) for o in outpoints])
+        found: dict[OutPoint, ChainUtxo | None] = {}
+        for outpoint, answer in zip(outpoints, answers, strict=True):
+            if isinstance(answer, ChainError):
+                raise ChainUnavailable(f"the node answered an error: {answer}")
+            found[outpoint] = self._utxo_of(outpoint, answer)
+        return found
+
     def utxo(self, outpoint: OutPoint) -> ChainUtxo | None:
-        answer = self._call("gettxout", outpoint.txid_hex, outpoint.vout, False)
+        return self._utxo_of(
+            outpoint, self._call("gettxout", outpoint.txid_hex, outpoint.vout, False)
+        )
+
+    def _utxo_of(self, outpoint: OutPoint, answer: Any) -> ChainUtxo | None:
         if answer is None:
             return None
         try:
@@ -145,6 +161,21 @@ class NodeChain:
             return None  # not confirmed: not in the chain's UTXO set
         height = self._height_of(best) - confirmations + 1
         return ChainUtxo(value, script, height, confirmations, coinbase)
+
+    def raw_transactions(self, txids_hex: Sequence[str]) -> dict[str, bytes | None]:
+        """``raw_transaction`` of each txid, asked in one JSON-RPC batch."""
+        answers = self._rpc.call_batch("getrawtransaction", [(t, 0) for t in txids_hex])
+        return {t: self._raw_of(t, a) for t, a in zip(txids_hex, answers, strict=True)}
+
+    def _raw_of(self, txid_hex: str, answer: Any) -> bytes | None:
+        if isinstance(answer, ChainError):
+            if is_not_found(answer):
+                return None
+            raise ChainUnavailable(f"the node answered an error: {answer}")
+        try:
+            return bytes.fromhex(answer)
+        except (TypeError, ValueError):
+            raise ChainUnavailable(f"getrawtransaction {txid_hex}: unexpected answer") from None
 
     def _height_of(self, block_hash: str) -> int:
         height = self._heights.get(block_hash)

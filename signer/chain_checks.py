@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pool.errors import VpoolError
-from pool.manifest import decode_manifest
+from pool.manifest import Manifest, decode_manifest
 from pool.psbt import Psbt
 from pool.refunds import decode_refund_manifest
 from pool.tx import OutPoint, Transaction, TxIn, TxOut
@@ -137,7 +137,27 @@ def locktime_problem(locktime: int, node_height: int) -> Problem | None:
     return None
 
 
-def previous_tx_problem(raw: bytes | None, outpoint: OutPoint, claimed: TxOut) -> Problem | None:
+@dataclass(frozen=True)
+class PreviousTx:
+    """A transaction from this signer's node, parsed once however many inputs spend it."""
+
+    txid: bytes
+    outputs: tuple[TxOut, ...]
+    stripped: bytes
+    """Its witness-stripped serialization (BIP174 allows either; the stripped form is smaller
+    and what devices hash)."""
+
+    @classmethod
+    def parse(cls, raw: bytes) -> PreviousTx:
+        """Raises ``VpoolError`` when ``raw`` does not parse."""
+        tx, txid = Transaction.parse_with_txid(raw)
+        stripped = tx.serialize_without_witness() if tx.has_witness else raw
+        return cls(txid, tx.outputs, stripped)
+
+
+def previous_tx_problem(
+    raw: bytes | PreviousTx | None, outpoint: OutPoint, claimed: TxOut
+) -> Problem | None:
     """The node's previous transaction must be the one spent, with the claimed output."""
     if raw is None:
         return (
@@ -146,13 +166,14 @@ def previous_tx_problem(raw: bytes | None, outpoint: OutPoint, claimed: TxOut) -
             "transaction index?)",
         )
     try:
-        previous = Transaction.parse(raw)
+        previous = raw if isinstance(raw, PreviousTx) else PreviousTx.parse(raw)
     except VpoolError as e:
         return Reason.PREVIOUS_TX_MISMATCH, f"the node's previous transaction does not parse: {e}"
     if previous.txid != outpoint.txid:
         return (
             Reason.PREVIOUS_TX_MISMATCH,
-            f"the node's previous transaction is {previous.txid_hex}, not {outpoint.txid_hex}",
+            f"the node's previous transaction is {previous.txid[::-1].hex()}, not "
+            f"{outpoint.txid_hex}",
         )
     if outpoint.vout >= len(previous.outputs) or previous.outputs[outpoint.vout] != claimed:
         return (
@@ -190,6 +211,7 @@ class RoundChain:
     def __init__(self, chain: ChainView) -> None:
         self._chain = chain
         self._utxos: dict[OutPoint, ChainUtxo | None] = {}
+        self._raw: dict[str, bytes | None] = {}
         self._tip: tuple[int, str] | None = None
 
     def tip(self) -> tuple[int, str]:
@@ -206,7 +228,24 @@ class RoundChain:
         return self._utxos[outpoint]
 
     def raw_transaction(self, txid_hex: str) -> bytes | None:
+        if txid_hex in self._raw:
+            return self._raw[txid_hex]
         return self._chain.raw_transaction(txid_hex)
+
+    def prefetch(self, outpoints: Iterable[OutPoint]) -> None:
+        """Ask the node for these outpoints at once, when it can answer a batch (``utxos``);
+        later ``utxo`` calls answer from what it said."""
+        batch = getattr(self._chain, "utxos", None)
+        missing = list(dict.fromkeys(o for o in outpoints if o not in self._utxos))
+        if batch is not None and missing:
+            self._utxos.update(batch(missing))
+
+    def prefetch_transactions(self, txids_hex: Iterable[str]) -> None:
+        """The same for previous transactions (``raw_transactions``)."""
+        batch = getattr(self._chain, "raw_transactions", None)
+        missing = list(dict.fromkeys(t for t in txids_hex if t not in self._raw))
+        if batch is not None and missing:
+            self._raw.update(batch(missing))
 
     def unspent(self, outpoint: OutPoint) -> bool:
         return self.utxo(outpoint) is not None
@@ -244,15 +283,18 @@ def check_round(
     kind: RoundKind,
     manifest: bytes,
     approval: Approval,
+    decoded: Manifest | None = None,
 ) -> tuple[Psbt, ...] | list[Refusal]:
     """The approved round's PSBTs with each input's previous transaction attached, or the
-    refusals. Raises ``ChainUnavailable`` when the node cannot answer."""
-    pinned_height, pinned_hash, heights = _pinned(kind, manifest)
+    refusals. Raises ``ChainUnavailable`` when the node cannot answer. ``decoded``: the
+    withdrawal manifest as the policy decoded it from ``manifest`` (else decoded here)."""
+    pinned_height, pinned_hash, heights = _pinned(kind, manifest, decoded)
     node_height, _ = chain.tip()
     at_pinned = chain.block_hash(pinned_height) if pinned_height <= node_height else None
     problem = tip_problem(pinned_height, pinned_hash, node_height, at_pinned, rules.max_tip_lag)
     if problem is not None:
         return [Refusal(*problem)]
+    chain.prefetch(txin.prevout for psbt in approval.psbts for txin in psbt.tx.inputs)
     refusals: list[Refusal] = []
     for i, psbt in enumerate(approval.psbts):
         problem = locktime_problem(psbt.tx.locktime, node_height)
@@ -271,7 +313,10 @@ def check_round(
 def _with_previous_transactions(
     chain: RoundChain, psbts: Sequence[Psbt]
 ) -> tuple[Psbt, ...] | list[Refusal]:
-    cache: dict[bytes, bytes | None] = {}
+    """Each previous transaction is asked of the node, parsed and hashed once per round, however
+    many inputs spend it."""
+    chain.prefetch_transactions(txin.prevout.txid_hex for psbt in psbts for txin in psbt.tx.inputs)
+    cache: dict[bytes, PreviousTx | bytes | None] = {}
     refusals: list[Refusal] = []
     attached: list[Psbt] = []
     for i, psbt in enumerate(psbts):
@@ -279,21 +324,27 @@ def _with_previous_transactions(
         for j, claimed, txin in _inputs(psbt):
             outpoint = txin.prevout
             if outpoint.txid not in cache:
-                cache[outpoint.txid] = chain.raw_transaction(outpoint.txid_hex)
-            raw = cache[outpoint.txid]
-            problem = previous_tx_problem(raw, outpoint, claimed)
+                cache[outpoint.txid] = _previous(chain.raw_transaction(outpoint.txid_hex))
+            previous = cache[outpoint.txid]
+            problem = previous_tx_problem(previous, outpoint, claimed)
             if problem is not None:
                 refusals.append(_input_refusal(problem, i, j, outpoint))
                 continue
-            assert raw is not None
-            inputs[j] = replace(inputs[j], non_witness_utxo=_without_witness(raw))
+            assert isinstance(previous, PreviousTx)
+            inputs[j] = replace(inputs[j], non_witness_utxo=previous.stripped)
         attached.append(replace(psbt, inputs=tuple(inputs)))
     return refusals or tuple(attached)
 
 
-def _without_witness(raw: bytes) -> bytes:
-    """BIP174 allows either; the witness-stripped form is smaller and what devices hash."""
-    return Transaction.parse(raw).serialize_without_witness()
+def _previous(raw: bytes | None) -> PreviousTx | bytes | None:
+    """The node's transaction parsed, or as it came when it does not parse (the check says
+    why)."""
+    if raw is None:
+        return None
+    try:
+        return PreviousTx.parse(raw)
+    except VpoolError:
+        return raw
 
 
 def _inputs(psbt: Psbt) -> Iterable[tuple[int, TxOut, TxIn]]:
@@ -314,13 +365,15 @@ def _input_refusal(problem: Problem, i: int, j: int, outpoint: OutPoint) -> Refu
     )
 
 
-def _pinned(kind: RoundKind, manifest: bytes) -> tuple[int, str, dict[OutPoint, int]]:
+def _pinned(
+    kind: RoundKind, manifest: bytes, decoded: Manifest | None
+) -> tuple[int, str, dict[OutPoint, int]]:
     """The pinned tip (height, display hex) and the claimed heights of a decoded manifest (the
     policy decoded it already, so it decodes)."""
     if kind is RoundKind.REFUND:
         refund = decode_refund_manifest(manifest)
         return refund.tip_height, refund.tip_hash.hex(), {}
-    withdrawal = decode_manifest(manifest)
+    withdrawal = decode_manifest(manifest) if decoded is None else decoded
     heights = {u.outpoint: u.height for u in withdrawal.utxos}
     return withdrawal.tip_height, withdrawal.tip_hash.hex(), heights
 

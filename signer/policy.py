@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
@@ -124,6 +125,7 @@ class PolicyConfig:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+@lru_cache(maxsize=1024)
 def series_checksum(series: Series, network: Network) -> str:
     """What an operator approves a series by: the BIP380 checksum of its receive descriptor in
     canonical spelling (keys in the series' canonical order, origins in h notation), as
@@ -286,6 +288,8 @@ class Rebuilt:
     the rebuild, the expensive part, outside it."""
 
     judge: Callable[[SigningHistory, float], Approval | list[Refusal]]
+    manifest: Manifest | None = None
+    """The withdrawal manifest as decoded by the rebuild (None for a refund round)."""
 
 
 def rebuild_round(
@@ -307,7 +311,8 @@ def rebuild_round(
         _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
         change_vouts = [_change_vout(t) for t in plan.transactions]
-        _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
+        wanted = [t.psbt for t in plan.transactions]
+        _compare_with_rebuild(parsed, wanted, change_vouts, registered, psbts)
         _check_something_to_sign(parsed, fingerprint)
     except _Refused as refused:
         return refused.refusals
@@ -326,7 +331,7 @@ def rebuild_round(
             now,
         )
 
-    return Rebuilt(judge)
+    return Rebuilt(judge, manifest)
 
 
 def _judge_round(
@@ -562,9 +567,11 @@ def _compare_with_rebuild(
     wanted: Sequence[Psbt],
     change_vouts: Sequence[int | None],
     registered: Mapping[int, Series],
+    received: Sequence[bytes],
 ) -> None:
-    """The PSBTs must be, byte for byte, the ones the manifest builds (``pool.verify``)."""
-    differences = compare_with_rebuild(parsed, wanted, change_vouts, registered)
+    """The PSBTs must be, byte for byte, the ones the manifest builds (``pool.verify``):
+    ``received``, the bytes ``parsed`` came from, are compared as they came."""
+    differences = compare_with_rebuild(parsed, wanted, change_vouts, registered, received)
     if differences:
         raise _Refused(
             [
@@ -1041,7 +1048,7 @@ def evaluate_refund_round(
         plan = build_refunds(manifest)
         no_change: list[int | None] = [None] * len(plan.transactions)
         wanted = [t.psbt for t in plan.transactions]
-        _compare_with_rebuild(parsed, wanted, no_change, registered_series)
+        _compare_with_rebuild(parsed, wanted, no_change, registered_series, psbts)
         _check_something_to_sign(parsed, fingerprint)
         _check_fee_rate(config, manifest.fee_rate)
         window = _RefundWindow(config, history, now)

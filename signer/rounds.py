@@ -313,7 +313,9 @@ class RoundSigner:
             busy = self._reservation_refusals(verdict)
             if busy:
                 return refuse(busy)
-            checked = chain_checks.check_round(chain, self._chain_rules, kind, manifest, verdict)
+            checked = chain_checks.check_round(
+                chain, self._chain_rules, kind, manifest, verdict, rebuilt.manifest
+            )
         except ChainUnavailable as e:
             return refuse([Refusal(Reason.CHAIN_UNAVAILABLE, str(e))])
         if isinstance(checked, list):

@@ -20,8 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pool.hashes import hash256
 from pool.networks import Network, get_network
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.series import CHANGE, RECEIVE, Series, SeriesState, parsed_series
 from pool.tx import OutPoint, Transaction
 from signer.policy import AcknowledgedDeposit, Approval, DepositClaim, SignedBefore
 
@@ -98,16 +99,28 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             answered_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (  # 6: each signed transaction stored once (not in every one of its inputs' log rows)
+        """CREATE TABLE signed_transactions (
+            txid TEXT PRIMARY KEY,
+            tx BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """INSERT INTO signed_transactions (txid, tx) SELECT txid, tx FROM signing_log WHERE true
+        ON CONFLICT (txid) DO NOTHING""",
+        "ALTER TABLE signing_log DROP COLUMN tx",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _UPSERT_SIGNED = """
     INSERT INTO signing_log
-        (prev_txid, prev_vout, txid, tx, change_vout, manifest_hash, signed_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+        (prev_txid, prev_vout, txid, change_vout, manifest_hash, signed_at)
+    VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (prev_txid, prev_vout) DO UPDATE SET
-        txid = excluded.txid, tx = excluded.tx, change_vout = excluded.change_vout,
+        txid = excluded.txid, change_vout = excluded.change_vout,
         manifest_hash = excluded.manifest_hash, signed_at = excluded.signed_at
+"""
+_INSERT_SIGNED_TX = """
+    INSERT INTO signed_transactions (txid, tx) VALUES (?, ?) ON CONFLICT (txid) DO NOTHING
 """
 _INSERT_SPEND = """
     INSERT INTO spends (manifest_hash, amount, refunds, moves, at) VALUES (?, ?, ?, ?, ?)
@@ -124,7 +137,7 @@ _INSERT_ANSWER = """
     ON CONFLICT (round_key) DO NOTHING
 """
 
-_SigningRow = tuple[bytes, int, str, bytes, int | None, bytes, float]
+_SigningRow = tuple[bytes, int, str, int | None, bytes, float]
 
 
 class StateError(Exception):
@@ -155,8 +168,11 @@ def _unlock(fd: int) -> None:
     os.close(fd)
 
 
-def _signing_rows(approval: Approval, now: float) -> list[_SigningRow]:
-    """One signing-log row per input of every PSBT of the approval."""
+def _signing_rows(
+    approval: Approval, now: float
+) -> tuple[list[_SigningRow], list[tuple[str, bytes]]]:
+    """One signing-log row per input of every PSBT of the approval, and each transaction once
+    (txid, unsigned serialization)."""
     planned = len(approval.txids)
     if not len(approval.psbts) == planned == len(approval.change_vouts):
         raise StateError(
@@ -164,16 +180,18 @@ def _signing_rows(approval: Approval, now: float) -> list[_SigningRow]:
             f"outputs for {planned} planned transactions"
         )
     rows: list[_SigningRow] = []
+    transactions: list[tuple[str, bytes]] = []
     items = zip(approval.psbts, approval.txids, approval.change_vouts, strict=True)
     for index, (psbt, txid, change_vout) in enumerate(items):
         tx = psbt.tx
-        if tx.txid_hex != txid:
-            raise StateError(f"PSBT {index} is not transaction {index} of the plan")
         raw = tx.serialize_without_witness()
+        if hash256(raw)[::-1].hex() != txid:
+            raise StateError(f"PSBT {index} is not transaction {index} of the plan")
+        transactions.append((txid, raw))
         for txin in tx.inputs:
             prev = txin.prevout
-            rows.append((prev.txid, prev.vout, txid, raw, change_vout, approval.manifest_hash, now))
-    return rows
+            rows.append((prev.txid, prev.vout, txid, change_vout, approval.manifest_hash, now))
+    return rows, transactions
 
 
 @lru_cache(maxsize=16)
@@ -288,8 +306,9 @@ class SignerState:
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         """The last unsigned transaction this signer signed that spends ``outpoint``."""
         rows = self._query(
-            "SELECT txid, tx, change_vout, manifest_hash FROM signing_log "
-            "WHERE prev_txid = ? AND prev_vout = ?",
+            "SELECT l.txid, t.tx, l.change_vout, l.manifest_hash FROM signing_log l "
+            "JOIN signed_transactions t ON t.txid = l.txid "
+            "WHERE l.prev_txid = ? AND l.prev_vout = ?",
             (outpoint.txid, outpoint.vout),
         )
         if not rows:
@@ -374,7 +393,7 @@ class SignerState:
 
         Recording the same round (same manifest hash) again counts nothing twice.
         """
-        rows = _signing_rows(approval, now)
+        rows, transactions = _signing_rows(approval, now)
         spend = (approval.manifest_hash, approval.payments, approval.refunds, approval.moves, now)
         destinations = [
             (approval.manifest_hash, script, amount, now)
@@ -382,6 +401,7 @@ class SignerState:
             if amount > 0
         ]
         with self._write() as db:
+            db.executemany(_INSERT_SIGNED_TX, transactions)
             db.executemany(_UPSERT_SIGNED, rows)
             if db.execute(_INSERT_SPEND, spend).rowcount:
                 db.executemany(_INSERT_DESTINATION, destinations)
@@ -443,9 +463,7 @@ class SignerState:
     def registered_series(self, network: Network) -> dict[int, Series]:
         """Registered series of ``network`` by id, all in state ACTIVE (the signer ignores it)."""
         return {
-            series_id: Series.from_descriptors(
-                series_id, receive, change, SeriesState.ACTIVE, network
-            )
+            series_id: parsed_series(series_id, receive, change, SeriesState.ACTIVE, network)
             for series_id, (receive, change) in self.series_descriptors(network).items()
         }
 

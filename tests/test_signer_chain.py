@@ -422,19 +422,23 @@ class _Forward(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        method, params = body["method"], body["params"]
-        try:
-            result: Any = self.server.node.call(method, *params)
-            if method == "getrawtransaction" and self.server.wrong_tx_hex is not None:
-                result = self.server.wrong_tx_hex
-            answer = {"result": result, "error": None, "id": body["id"]}
-        except Exception as e:  # the node's error, passed on
-            answer = {"result": None, "error": {"code": -1, "message": str(e)}, "id": body["id"]}
+        answer = [self._answer(b) for b in body] if isinstance(body, list) else self._answer(body)
         data = json.dumps(answer, default=str).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _answer(self, call: dict[str, Any]) -> dict[str, Any]:
+        """One call's reply (a batch is a list of calls, answered each in turn)."""
+        method, params = call["method"], call["params"]
+        try:
+            result: Any = self.server.node.call(method, *params)
+            if method == "getrawtransaction" and self.server.wrong_tx_hex is not None:
+                result = self.server.wrong_tx_hex
+            return {"result": result, "error": None, "id": call["id"]}
+        except Exception as e:  # the node's error, passed on
+            return {"result": None, "error": {"code": -1, "message": str(e)}, "id": call["id"]}
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -251,6 +251,27 @@ def test_database_uses_the_wal_journal(tmp_path: Path) -> None:
         db.close()
 
 
+def test_a_signed_transaction_is_stored_once_however_many_inputs_it_has(tmp_path: Path) -> None:
+    utxos = [utxo(i, BTC // 10, 10 + i) for i in range(8)]
+    signed = approval(manifest([S1], utxos, [request("c1", "r1", BTC // 2)]))
+    inputs = len(signed.psbts[0].tx.inputs)
+    assert inputs > 1
+    with SignerState(tmp_path) as state:
+        state.record_signed(signed, NOW)
+        for txin in signed.psbts[0].tx.inputs:
+            before = state.signed_spend(txin.prevout)
+            assert before is not None and before.tx == signed.psbts[0].tx
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        log_rows = db.execute("SELECT count(*) FROM signing_log").fetchone()[0]
+        stored = db.execute("SELECT count(*) FROM signed_transactions").fetchone()[0]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(signing_log)")}
+    finally:
+        db.close()
+    assert (log_rows, stored) == (inputs, 1)
+    assert "tx" not in columns
+
+
 def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) -> None:
     SignerState(tmp_path / "new").close()
     db = sqlite3.connect(tmp_path / "new" / DB_FILE)
@@ -267,6 +288,7 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         "destination_payments",
         "acknowledged_deposits",
         "round_answers",
+        "signed_transactions",
     }
 
 

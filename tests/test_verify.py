@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from pool.manifest import Manifest, encode_manifest
+from pool.psbt import MAGIC, Psbt, _write_map
 from pool.refunds import build_refunds, encode_refund_manifest
+from pool.serialize import var_bytes
 from pool.verify import verify_round
 from pool.vocabulary import Reason, RoundKind
 from pool.withdrawal import build_round
@@ -123,3 +125,16 @@ def test_verify_round_says_what_is_wrong_with_its_input(
     (tmp_path / "round.json").write_text("{}")
     assert cli.main(["verify-round", "--round", str(tmp_path / "round.json")]) == 2
     assert "not the JSON of `vpool admin round`" in capsys.readouterr().err
+
+
+def test_a_psbt_encoded_out_of_canonical_order_does_not_match() -> None:
+    psbt = build_round(honest()).transactions[0].psbt
+    canonical = psbt.serialize()
+    reordered = MAGIC + b"".join(
+        var_bytes(key) + var_bytes(value)
+        for key, value in sorted(psbt._global_entries(), reverse=True)
+    )
+    reordered += b"\0" + canonical[len(MAGIC) + len(_write_map(psbt._global_entries())) :]
+    assert Psbt.parse(reordered) == psbt and reordered != canonical
+    verdict = verify_round(encode_manifest(honest()), [reordered])
+    assert [(d.reason, d.psbt_index) for d in verdict.differences] == [(Reason.PSBT_MISMATCH, 0)]

@@ -16,6 +16,7 @@ import itertools
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from decimal import Decimal
 from http.client import HTTPException
 from pathlib import Path
@@ -91,6 +92,43 @@ class JsonRpcClient:
         body = json.dumps(
             {"jsonrpc": "1.0", "id": next(self._ids), "method": method, "params": list(params)}
         ).encode()
+        return _result(method, self._post(method, body))
+
+    def call_batch(self, method: str, params: Sequence[Sequence[Any]]) -> list[Any]:
+        """The results of ``method`` called with each of ``params``, in one HTTP request (a
+        JSON-RPC batch, which Core and bcoin both answer): each result, or the ``ChainError``
+        the node answered that call with. ``ChainUnavailable`` when the batch got no answer."""
+        if not params:
+            return []
+        ids = [next(self._ids) for _ in params]
+        body = json.dumps(
+            [
+                {"jsonrpc": "1.0", "id": i, "method": method, "params": list(p)}
+                for i, p in zip(ids, params, strict=True)
+            ]
+        ).encode()
+        answer = self._post(method, body)
+        try:
+            replies = json.loads(answer, parse_float=Decimal)
+        except ValueError:
+            raise ChainUnavailable(f"{method}: the node's answer is not JSON") from None
+        if not isinstance(replies, list) or not all(isinstance(r, dict) for r in replies):
+            raise ChainUnavailable(f"{method}: the node's answer is not a JSON-RPC batch reply")
+        by_id = {r.get("id"): r for r in replies}
+        if set(by_id) != set(ids):
+            raise ChainUnavailable(f"{method}: the node's batch reply does not answer every call")
+        results: list[Any] = []
+        for i in ids:
+            try:
+                results.append(_reply_result(method, by_id[i]))
+            except ChainUnavailable:
+                raise
+            except ChainError as e:
+                results.append(e)
+        return results
+
+    def _post(self, method: str, body: bytes) -> bytes:
+        """The body of the node's answer to one HTTP request (an error's body too)."""
         request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
         auth = self._authorization()
         if auth is not None:
@@ -107,7 +145,7 @@ class JsonRpcClient:
         except (urllib.error.URLError, HTTPException, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ChainUnavailable(f"{method}: node unreachable at {self.url}: {reason}") from None
-        return _result(method, answer)
+        return answer
 
 
 def _result(method: str, answer: bytes) -> Any:
@@ -117,6 +155,10 @@ def _result(method: str, answer: bytes) -> Any:
         raise ChainUnavailable(f"{method}: the node's answer is not JSON") from None
     if not isinstance(reply, dict):
         raise ChainUnavailable(f"{method}: the node's answer is not a JSON-RPC reply")
+    return _reply_result(method, reply)
+
+
+def _reply_result(method: str, reply: dict[str, Any]) -> Any:
     error = reply.get("error")
     if error:
         code, message = int(error.get("code", 0)), str(error.get("message", ""))

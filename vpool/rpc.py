@@ -77,7 +77,14 @@ def caller_identity(context: Any) -> Identity:
     certificates = context.auth_context().get(_CERT_KEY)
     if not certificates:
         raise TlsError("no client certificate")
-    return peer_identity(certificates[0])
+    return _identity_of(certificates[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity_of(certificate: bytes) -> Identity:
+    """``peer_identity`` of a PEM certificate TLS verified, parsed once per certificate (a
+    client's calls all present the same one)."""
+    return peer_identity(certificate)
 
 
 class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -91,6 +98,8 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
         self._authorize = authorize
         self._running = 0
         self._idle = threading.Condition()
+        self._guarded: dict[str, tuple[Any, Any]] = {}
+        """Method → (its handler, the guarded handler): wrapped once, not at every call."""
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no call is running; False if some still are after ``timeout`` seconds."""
@@ -102,12 +111,17 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = details.method
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
         changes = {
             name: self._guard(method, getattr(handler, name), name.endswith("_stream"))
             for name in _BEHAVIORS
             if getattr(handler, name) is not None
         }
-        return handler._replace(**changes)
+        guarded = handler._replace(**changes)
+        self._guarded[method] = (handler, guarded)
+        return guarded
 
     def _guard(
         self, method: str, behavior: Callable[..., Any], streams: bool

@@ -42,7 +42,7 @@ from coordinator.store.schema import (
 from pool.errors import FieldError
 from pool.manifest import Utxo
 from pool.networks import Network
-from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from pool.series import CHANGE, RECEIVE, Series, SeriesState, parsed_series
 from pool.tx import OutPoint
 
 BRANCHES = (RECEIVE, CHANGE)
@@ -211,7 +211,7 @@ def retirement_heights(conn: Connection) -> dict[int, int]:
 
 def _series_from_row(row: Row[tuple[object, ...]], network: Network) -> Series:
     m = row._mapping
-    return Series.from_descriptors(
+    return parsed_series(
         int(m["id"]),
         str(m["receive_descriptor"]),
         str(m["change_descriptor"]),

@@ -11,15 +11,15 @@ from pool.roles import sign_psbt
 from pool.series import Series
 from signer.device_monitor import DeviceCondition
 
-_LAST_LEVELS = 2
-"""Levels derived for each input: branch and index below the account key."""
+_LAST_LEVELS = 1
+"""Levels derived for each input: the index below its branch key."""
 
 
 class EmulatorBackend:
     """Signs with libsecp256k1 through ``pool.roles``; has no screen and registers nothing.
 
-    The account keys (every level of a path but the last two) are derived once and kept in this
-    backend, beside the master key it already holds: an input's key then costs two derivations,
+    The branch keys (every level of a path but the last) are derived once and kept in this
+    backend, beside the master key it already holds: an input's key then costs one derivation,
     not six. Nothing is kept outside the backend, and ``close`` forgets them.
     """
 
@@ -49,7 +49,7 @@ class EmulatorBackend:
         return sign_psbt(psbt, self._master.fingerprint, self._private_key_at)
 
     def _private_key_at(self, path: tuple[int, ...]) -> bytes:
-        """The private key at ``path`` from the master: the cached account key, then the rest."""
+        """The private key at ``path`` from the master: the cached branch key, then the index."""
         split = max(0, len(path) - _LAST_LEVELS)
         return self._account(path[:split]).derive_path(path[split:]).private_key
 
