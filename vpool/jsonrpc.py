@@ -133,6 +133,7 @@ class JsonRpcClient:
         auth = self._authorization()
         if auth is not None:
             request.add_header("Authorization", auth)
+        answer: bytes
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 answer = response.read()
