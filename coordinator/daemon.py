@@ -9,6 +9,8 @@ transactions against the node at each new block (coordinator.watcher: re-sends, 
 reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
 the open rounds (track), start a withdrawal round when one is due, and a refund round when
 deposits wait for one (coordinator.scheduler).
+Only the active coordinator runs that loop and accepts writes (coordinator.leadership): a
+second one on the same store is a standby that serves reads until it takes the store's lock.
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
 ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
 (every step of a round is persisted before its side effect).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from coordinator.config import ConfigError, CoordinatorConfig, load_config
 from coordinator.credits import Credits
 from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
+from coordinator.leadership import EXIT_STEPPED_DOWN, Leadership, install_fence, open_lock
 from coordinator.metrics import MetricsServer
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
@@ -131,6 +135,8 @@ class Loop:
     def stop(self, timeout: float) -> None:
         """Ask the loop to stop and wait up to ``timeout`` seconds for its current step."""
         self._stop.set()
+        if self._thread.ident is None:
+            return  # never started (a standby)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning(
@@ -190,16 +196,20 @@ class Loop:
 
 
 def serve(config_path: Path) -> int:
-    """Run the coordinator until SIGTERM or SIGINT; the exit status."""
+    """Run the coordinator until SIGTERM or SIGINT; the exit status (``EXIT_STEPPED_DOWN`` when
+    it lost the store's lock: restart it, it comes back as a standby)."""
     config = load_config(config_path)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    stepped_down = threading.Event()
     with ExitStack() as stack:
         engine = open_store(config)
         stack.callback(engine.dispose)
-        create_series(config, engine, time.time())
+        leadership = Leadership(config.standby.poll_seconds)
+        install_fence(engine, leadership)
         chain = BitcoinRPC.from_config(config.chain)
+        chain.before_send = leadership.confirm
         signers = stack.enter_context(SignerPool.from_config(config))
         board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
@@ -208,9 +218,14 @@ def serve(config_path: Path) -> int:
         scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
             config.server,
-            CoordinatorApi(config, engine, board, signers, changes, time.time),
+            CoordinatorApi(config, engine, board, signers, changes, time.time, leadership),
             AdminApi(config, engine, scheduler, signers, board, chain, time.time),
+            refuse_writes=leadership.refuse_if_standby,
         )
+        running.set_serving(False)  # a standby until the lock is ours
+        name = f"{config.standby.name or socket.gethostname()} at {running.address}"
+        leadership.attach(open_lock(engine, name), name)
+        stack.callback(leadership.close)
         scanner = Scanner(
             engine,
             chain,
@@ -235,16 +250,46 @@ def serve(config_path: Path) -> int:
             watcher,
             expiry,
         )
-        board.publish(running.set_serving)  # the quorum recorded before a restart holds
-        loop.start()
         if config.server.metrics_listen:
             metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
             stack.callback(metrics.stop)
             log.info("metrics on http://%s/metrics", metrics.address)
+
+        def lost() -> None:
+            running.set_serving(False)
+            stepped_down.set()
+            stop.set()
+
+        def take_over() -> None:
+            board.reload()  # what the coordinator before this one recorded
+            create_series(config, engine, time.time())
+            board.publish(running.set_serving)  # the quorum recorded before a restart holds
+            loop.start()
+            leadership.watch(lost, stop)
+
+        def standby() -> None:
+            if not leadership.wait_active(stop, board.reload):
+                return
+            try:
+                take_over()
+            except Exception:
+                log.exception("taking over failed; stepping down")
+                lost()
+
+        if leadership.try_take():
+            take_over()  # at once: a lone coordinator starts as it always did
+        else:
+            board.reload()
+            log.warning(
+                "standby: %s holds the store's lock; serving reads, trying it every %g s",
+                leadership.active_name() or "another coordinator",
+                config.standby.poll_seconds,
+            )
+            threading.Thread(target=standby, name="standby", daemon=True).start()
         print(f"vpool-coordinator serving on {running.address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
         changes.close()  # WatchWithdrawals streams end
         running.stop(GRACE_SECONDS)
         loop.stop(GRACE_SECONDS)
-    return 0
+    return EXIT_STEPPED_DOWN if stepped_down.is_set() else 0

@@ -87,8 +87,13 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
     them, and only for them: gRPC's own grace period also waits for idle client connections.
     """
 
-    def __init__(self, authorize: Authorizer | None) -> None:
+    def __init__(
+        self, authorize: Authorizer | None, admit: Callable[[str], None] | None = None
+    ) -> None:
         self._authorize = authorize
+        self._admit = admit
+        """Called with the method after authorization; raises RpcFailure to refuse the call
+        (the coordinator's standby refuses writes)."""
         self._running = 0
         self._idle = threading.Condition()
 
@@ -118,6 +123,11 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
             if denial is not None:
                 log.warning("refused %s: %s", method, denial)
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
+            if self._admit is not None:
+                try:
+                    self._admit(method)
+                except RpcFailure as e:
+                    _fail(method, context, e)
             if streams:
                 return self._stream(method, context, behavior, request)
             with self._counted():
