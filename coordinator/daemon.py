@@ -2,8 +2,9 @@
 
 ``serve`` opens (and migrates) the store, creates the configured series on first start, serves
 the API, and runs one background loop: check the signers' health every
-``liveness.health_interval_seconds`` (and at once when the active series changes), follow the
-chain (scanner: deposits are classified against the quorum the checks record), credit the
+``liveness.health_interval_seconds`` (and at once when the active series changes) and replay
+to each signer back the deposit address registrations it missed (coordinator.registrations),
+follow the chain (scanner: deposits are classified against the quorum the checks record), credit the
 confirmed deposits the signers acknowledged (coordinator.credits), check the pool's unconfirmed
 transactions against the node at each new block (coordinator.watcher: re-sends, refusals,
 reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
@@ -37,6 +38,7 @@ from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
 from coordinator.leadership import EXIT_STEPPED_DOWN, Leadership, install_fence, open_lock
 from coordinator.metrics import MetricsServer
+from coordinator.registrations import Registrations
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
 from coordinator.scheduler import RoundScheduler
@@ -112,7 +114,9 @@ class Loop:
         set_serving: Callable[[bool], None],
         watcher: TransactionWatcher,
         expiry: Expiry,
+        registrations: Registrations,
     ) -> None:
+        self._registrations = registrations
         self._set_serving = set_serving
         self._watcher = watcher
         self._expiry = expiry
@@ -149,6 +153,7 @@ class Loop:
         while not self._stop.is_set():
             if time.monotonic() >= next_health or self._board.series_changed():
                 self._step("checking signers", self._check_signers)
+                self._step("replaying registrations", self._registrations.replay)
                 next_health = time.monotonic() + self._health_interval
             self._step("scanning the chain", self._sync)
             self._step("crediting deposits", self._credits.run)
@@ -249,6 +254,7 @@ def serve(config_path: Path) -> int:
             running.set_serving,
             watcher,
             expiry,
+            Registrations(engine, config.network, signers, board, deadline, time.time),
         )
         if config.server.metrics_listen:
             metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
