@@ -10,6 +10,8 @@ transactions against the node at each new block (coordinator.watcher: re-sends, 
 reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
 the open rounds (track), start a withdrawal round when one is due, and a refund round when
 deposits wait for one (coordinator.scheduler).
+Before that loop starts, a coordinator that was stopped longer than two health intervals records
+the quorum of that gap from the signers' own serving intervals (coordinator.outage).
 Only the active coordinator runs that loop and accepts writes (coordinator.leadership): a
 second one on the same store is a standby that serves reads until it takes the store's lock.
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
@@ -38,6 +40,7 @@ from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
 from coordinator.leadership import EXIT_STEPPED_DOWN, Leadership, install_fence, open_lock
 from coordinator.metrics import MetricsServer
+from coordinator.outage import OutageJudge
 from coordinator.registrations import Registrations
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
@@ -269,6 +272,8 @@ def serve(config_path: Path) -> int:
         def take_over() -> None:
             board.reload()  # what the coordinator before this one recorded
             create_series(config, engine, time.time())
+            # Before any block is scanned: the quorum while no coordinator checked the signers.
+            OutageJudge(engine, config.network, config.liveness, signers, deadline, time.time).run()
             board.publish(running.set_serving)  # the quorum recorded before a restart holds
             loop.start()
             leadership.watch(lost, stop)

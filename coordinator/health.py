@@ -273,6 +273,7 @@ class HealthBoard:
             current = quorum(active, states.values(), self._config.quorum_fraction)
             # Whole seconds: block header times, which deposits are judged by, have no more.
             changed = lstore.record_quorum(conn, current.state, math.floor(now), current.detail)
+            lstore.note_checked(conn, now)
         for signer_id, state in states.items():
             if state.state != self._states[signer_id].state:
                 level = logging.INFO if state.state == HEALTHY else logging.WARNING

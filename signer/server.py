@@ -33,6 +33,7 @@ from signer.node_monitor import NodeMonitor, NodeStatus
 from signer.probing import probe_every
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
+from signer.serving import ServingLog
 from signer.state import SignerState
 from vpool.rpc import add_health_and_reflection, make_server, mutual_tls
 from vpool.tls import TlsError, load_certificate, peer_identity
@@ -72,13 +73,16 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             DEVICE_PROBE_TIMEOUT,
             lambda: service_box[0].round_at_device_since() if service_box else None,
         )
-        service = SignerService(config, backend, state, audit, time.time, chain, monitor, device)
+        serving = ServingLog(state, time.time)
+        service = SignerService(
+            config, backend, state, audit, time.time, chain, monitor, device, serving
+        )
         service_box.append(service)
         stack.callback(service.close)
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
-        health = Health()
+        health = Health(serving.note)
 
         def device_heard(status: DeviceStatus) -> None:
             """A device is ready for the signer once it also gave its account xpub (GetInfo
@@ -147,7 +151,9 @@ class Health:
     for the signer service) only while both are fine (``node_fine``, ``DeviceStatus.usable``).
     The reasons are in GetInfo's ``node`` and ``device`` and in the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, heard: Callable[[bool], None] = lambda _serving: None) -> None:
+        self._heard = heard
+        """Told the health (SERVING or not) at every probe (signer.serving)."""
         self._lock = threading.Lock()
         self._service: HealthServicer | None = None
         self._node: NodeStatus | None = None
@@ -178,6 +184,7 @@ class Health:
             Status = health_pb2.HealthCheckResponse
             for name in ("", SERVICE_NAME):
                 self._service.set(name, Status.SERVING if up else Status.NOT_SERVING)
+        self._heard(up)
 
 
 class _ProbingHealthServicer(HealthServicer):  # type: ignore[misc]

@@ -267,6 +267,7 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         "destination_payments",
         "acknowledged_deposits",
         "round_answers",
+        "serving_intervals",
     }
 
 

@@ -1,11 +1,17 @@
-"""A deposit address with one of three signers down, end to end: a bcoin regtest node, three
-signer daemons, the coordinator daemon. The address is handed out once n - m + 1 = 2 signers
-recorded its refund address, the deposit is credited on their acknowledgements, and the signer
-that was down gets the registration replayed when it returns (read back from its own store)."""
+"""Liveness end to end: a bcoin regtest node, three signer daemons, the coordinator daemon.
+
+- A deposit address with one of three signers down is handed out once n - m + 1 = 2 signers
+  recorded its refund address, the deposit is credited on their acknowledgements, and the signer
+  that was down gets the registration replayed when it returns (read back from its own store).
+- Signers that go down while the coordinator itself is stopped: the coordinator, started again,
+  judges the deposits mined meanwhile by the signers' own serving intervals (refunded, not
+  credited).
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -75,3 +81,44 @@ def test_with_one_of_three_signers_down_an_address_is_handed_out_credited_and_re
     )
     for signer_id in ("signer-1", "signer-2"):
         assert refund_registered_on(devpool, signer_id, given.index) == refund_to
+
+
+def test_a_deposit_mined_while_the_coordinator_was_stopped_and_two_signers_down_is_refunded(
+    devpool: DevPool,
+) -> None:
+    refund_to = encode_segwit_address(REGTEST, 0, sha256(b"dave's refund")[:20])
+    given = devpool.client().GetDepositAddress(
+        pb.GetDepositAddressRequest(user_id="dave", refund_address=refund_to),
+        timeout=CALL_TIMEOUT,
+    )
+    assert devpool.coordinator is not None
+    devpool.coordinator.stop()
+    down = ("signer-2", "signer-3")
+    for signer_id in down:
+        devpool.stop_signer(signer_id)
+    stopped = time.time()
+    try:
+        devpool.wait_until(  # block times have whole seconds: mine after the outage began
+            lambda: time.time() >= stopped + 2 or None, "the next whole second"
+        )
+        outpoint = devpool.pay({given.address: BTC // 20})[given.address]
+        devpool.mine(CONFIRMATIONS + 1)
+        chain = devpool.node.chain
+        assert chain.block(chain.tip()[1]).time > stopped
+    finally:
+        for signer_id in down:
+            devpool.restart_signer(signer_id)  # the coordinator is stopped: nobody watches
+    devpool.start_coordinator()
+    judged = devpool.wait_until(
+        lambda: (
+            found
+            if (found := devpool.deposit("dave", outpoint)) is not None
+            and found.status not in (pb.DEPOSIT_STATUS_SEEN, pb.DEPOSIT_STATUS_CONFIRMING)
+            else None
+        ),
+        "the restarted coordinator to judge the deposit",
+    )
+    assert judged.status != pb.DEPOSIT_STATUS_CREDITED
+    assert judged.reason == "mined while the pool was degraded"
+    history = devpool.status()
+    assert history.quorum == "ok"
