@@ -40,6 +40,14 @@ def signers_missing(conn: Connection) -> set[str]:
     return set(conn.execute(select(missed_registrations.c.signer_id).distinct()).scalars())
 
 
+def pending(conn: Connection) -> set[tuple[bytes, str]]:
+    """(deposit address script, signer) of every registration not replayed yet."""
+    rows = conn.execute(
+        select(missed_registrations.c.script_pubkey, missed_registrations.c.signer_id)
+    ).all()
+    return {(bytes(script), str(signer_id)) for script, signer_id in rows}
+
+
 def replayed(conn: Connection, script_pubkey: bytes, signer_id: str) -> None:
     conn.execute(
         delete(missed_registrations).where(
