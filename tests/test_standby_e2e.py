@@ -271,3 +271,33 @@ def test_an_active_that_loses_its_lock_session_steps_down_and_exits_for_a_restar
     assert take_over(devpool, active, standby) < TAKEOVER_SECONDS
     submit(devpool, "after-step-down", destination(devpool, "after-step-down"), 1_200_000)
     assert devpool.run_round().round_id
+
+
+@pytest.fixture(scope="module")
+def sqlite_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevPool]:
+    """A pool on SQLite: its coordinators share one database file, on one machine."""
+    pool = DevPool(tmp_path_factory.mktemp("standby-sqlite"), signers=default_signers(3, jades=0))
+    pool.pool_settings["maturation"] = MATURATION
+    with pool:
+        pool.fund([2 * BTC] * 2)
+        try:
+            yield pool
+        finally:
+            for daemon in SPARES:
+                daemon.stop()
+
+
+def test_on_sqlite_a_second_coordinator_is_a_standby_and_takes_over_when_the_first_dies(
+    sqlite_pool: DevPool,
+) -> None:
+    active = sqlite_pool.coordinator
+    assert active is not None
+    standby = spare(sqlite_pool)
+    assert status_of(sqlite_pool, standby).role == "standby"
+    assert status_of(sqlite_pool, standby).active_coordinator.endswith(f" at {active.address}")
+    start = sqlite_pool.node.chain.tip()[0] + 1
+    active.proc.kill()
+    assert take_over(sqlite_pool, active, standby) < TAKEOVER_SECONDS
+    submit(sqlite_pool, "sqlite-after", destination(sqlite_pool, "sqlite-after"), 1_100_000)
+    assert sqlite_pool.run_round().round_id
+    paid_exactly_once(sqlite_pool, {"sqlite-after": 1_100_000}, start)
