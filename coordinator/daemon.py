@@ -260,7 +260,9 @@ def serve(config_path: Path) -> int:
             Registrations(engine, config.network, signers, board, deadline, time.time),
         )
         if config.server.metrics_listen:
-            metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
+            metrics = MetricsServer(
+                config.server.metrics_listen, board, engine, leadership.holds
+            ).start()
             stack.callback(metrics.stop)
             log.info("metrics on http://%s/metrics", metrics.address)
 

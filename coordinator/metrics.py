@@ -4,12 +4,17 @@ no authentication: bind it to loopback or a monitoring network).
     vpool_quorum_ok 1
     vpool_signer_healthy{signer="signer-1"} 1
     vpool_queue_length 3
+    vpool_coordinator_active 1
+
+``vpool_coordinator_active`` is 0 on a standby (coordinator.leadership): exactly one of the
+coordinators on a store shows 1.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import Engine
@@ -21,7 +26,7 @@ from coordinator.store.withdrawals import queue_length
 log = logging.getLogger(__name__)
 
 
-def render(board: HealthBoard, queue: int) -> str:
+def render(board: HealthBoard, queue: int, active: bool = True) -> str:
     """The metrics in Prometheus' text format."""
     lines = [
         "# TYPE vpool_quorum_ok gauge",
@@ -32,13 +37,20 @@ def render(board: HealthBoard, queue: int) -> str:
         name = state.signer_id.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'vpool_signer_healthy{{signer="{name}"}} {int(state.state == HEALTHY)}')
     lines += ["# TYPE vpool_queue_length gauge", f"vpool_queue_length {queue}"]
+    lines += ["# TYPE vpool_coordinator_active gauge", f"vpool_coordinator_active {int(active)}"]
     return "\n".join(lines) + "\n"
 
 
 class MetricsServer:
     """Serves ``render`` on its own thread until ``stop``."""
 
-    def __init__(self, listen: str, board: HealthBoard, engine: Engine) -> None:
+    def __init__(
+        self,
+        listen: str,
+        board: HealthBoard,
+        engine: Engine,
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
         host, _, port = listen.rpartition(":")
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,7 +60,7 @@ class MetricsServer:
                     return
                 with engine.connect() as conn:
                     queue = queue_length(conn)
-                body = render(board, queue).encode()
+                body = render(board, queue, active()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
