@@ -22,6 +22,7 @@ from coordinator import validation, views
 from coordinator.config import CoordinatorConfig
 from coordinator.deposit_api import DepositApi, DepositSigners
 from coordinator.health import HealthBoard
+from coordinator.leadership import ACTIVE, Leadership, standby_reason
 from coordinator.refund_api import RefundApi
 from coordinator.refund_rounds import RawTransactions, Senders
 from coordinator.round_kinds import CancelRefused
@@ -88,10 +89,13 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         signers: DepositSigners,
         changes: ChangeSignal,
         clock: Clock,
+        leadership: Leadership | None = None,
     ) -> None:
         self._config = config
         self._engine = engine
         self._board = board
+        self._leadership = leadership
+        """None: this coordinator is the only one, always active."""
         self._changes = changes
         self._clock = clock
         self._deposits = DepositApi(config, engine, board, signers, clock)
@@ -242,6 +246,12 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             awaiting=awaiting,
         )
         reason = self._board.not_serving_reason()
+        status.role, status.active_coordinator = ACTIVE, ""
+        if self._leadership is not None:
+            status.role = self._leadership.role
+            status.active_coordinator = self._leadership.active_name() or ""
+            if status.role != ACTIVE:
+                reason = standby_reason(self._leadership)
         status.health = "SERVING" if reason is None else "NOT_SERVING"
         status.health_detail = reason or ""
         if last:

@@ -30,6 +30,10 @@ MAX_MESSAGE_BYTES = 2**31 - 1
 """gRPC's limit on a message size."""
 MAX_LOOKAHEAD = 100_000
 """The most unused addresses the scanner watches ahead per branch."""
+MIN_STANDBY_POLL = 0.05
+MAX_STANDBY_POLL = 60.0
+MAX_STANDBY_NAME = 40
+"""A name fits PostgreSQL's application_name (63 bytes) with the listen address after it."""
 CONSENSUS_COINBASE_MATURITY = 100
 """Consensus: a coinbase output is spendable after this many confirmations."""
 
@@ -140,6 +144,15 @@ class LivenessConfig:
 
 
 @dataclass(frozen=True)
+class StandbyConfig:
+    name: str = ""
+    """How this coordinator is named to the others and in errors (default: host name and
+    listen address)."""
+    poll_seconds: float = 1.0
+    """How often a standby tries the lock, and the active one checks it still holds it."""
+
+
+@dataclass(frozen=True)
 class SignerEndpoint:
     id: str
     address: str
@@ -160,6 +173,7 @@ class CoordinatorConfig:
     signers: tuple[SignerEndpoint, ...]
     deposits: DepositsConfig = field(default_factory=DepositsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    standby: StandbyConfig = field(default_factory=StandbyConfig)
 
 
 def _positive(value: int | float, name: str) -> None:
@@ -352,6 +366,17 @@ def _load(doc: Table) -> CoordinatorConfig:
     _positive(liveness.down_after_missed, "liveness.down_after_missed")
     _at_most(liveness.down_after_missed, 1_000, "liveness.down_after_missed")
 
+    sb = doc.table("standby")
+    standby = StandbyConfig(
+        name=sb.value("name", str, ""),
+        poll_seconds=sb.value("poll_seconds", float, 1.0),
+    )
+    _seconds(standby.poll_seconds, "standby.poll_seconds")
+    _at_least(standby.poll_seconds, MIN_STANDBY_POLL, "standby.poll_seconds", " seconds")
+    _at_most(standby.poll_seconds, MAX_STANDBY_POLL, "standby.poll_seconds", " seconds")
+    if len(standby.name.encode()) > MAX_STANDBY_NAME or not standby.name.isprintable():
+        raise ConfigError(f"standby.name: at most {MAX_STANDBY_NAME} bytes of printable characters")
+
     return CoordinatorConfig(
         network=get_network(network_name),
         data_dir=data_dir,
@@ -363,4 +388,5 @@ def _load(doc: Table) -> CoordinatorConfig:
         signers=tuple(signers),
         deposits=deposits,
         liveness=liveness,
+        standby=standby,
     )

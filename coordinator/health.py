@@ -166,6 +166,14 @@ class HealthBoard:
         self._published: str | None = None
         """The not-serving reason last given to the gRPC health (None: SERVING)."""
 
+    def reload(self) -> None:
+        """Every signer's state as the store holds it (a standby follows what the active
+        coordinator records; the active one keeps its own)."""
+        with self._engine.connect() as conn:
+            records = lstore.signer_records(conn)
+        with self._lock:
+            self._states = {i: _from_record(records.get(i), i) for i in self._states}
+
     def snapshot(self) -> list[SignerState]:
         """Every signer, in configuration order."""
         with self._lock:
@@ -270,6 +278,7 @@ class HealthBoard:
             current = quorum(active, states.values(), self._config.quorum_fraction)
             # Whole seconds: block header times, which deposits are judged by, have no more.
             changed = lstore.record_quorum(conn, current.state, math.floor(now), current.detail)
+            lstore.note_checked(conn, now)
         for signer_id, state in states.items():
             if state.state != self._states[signer_id].state:
                 level = logging.INFO if state.state == HEALTHY else logging.WARNING

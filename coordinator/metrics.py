@@ -11,7 +11,8 @@ board, the scanner, the store); what happens in the process is counted as it hap
     vpool_signer_healthy{signer}, vpool_signer_state{signer,state},
     vpool_signer_last_seen_timestamp_seconds{signer}, vpool_signer_missed_checks{signer},
     vpool_signer_audit_seq{signer}, vpool_signer_call_seconds{signer,method,result} (histogram)
-    vpool_queue_length, vpool_withdrawals{status}, vpool_withdrawals_sat{status}
+    vpool_queue_length, vpool_coordinator_active, vpool_withdrawals{status},
+    vpool_withdrawals_sat{status}
     vpool_rounds{kind,status}, vpool_round_duration_seconds{kind} (histogram)
     vpool_deposits{status}, vpool_deposits_sat{status}, vpool_refunds{status}
     vpool_balance_sat{series,state}, vpool_utxos{series}
@@ -68,7 +69,12 @@ class CoordinatorMetrics:
         pool: PoolConfig,
         scanner: TipSource | None = None,
         clock: Callable[[], float] = time.time,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``active``: whether this coordinator holds the store's lock (coordinator.leadership);
+        ``vpool_coordinator_active`` is 0 on a standby, so exactly one coordinator of a store
+        shows 1."""
+        self._active = active
         self._engine = engine
         self._board = board
         self._network = network
@@ -98,6 +104,13 @@ class CoordinatorMetrics:
         families += self._signers(heads)
         families.append(
             Family("vpool_queue_length", "gauge", "Withdrawals waiting for a round.").add(queue)
+        )
+        families.append(
+            Family(
+                "vpool_coordinator_active",
+                "gauge",
+                "1 on the coordinator that holds the store's lock, 0 on a standby.",
+            ).add(int(self._active()))
         )
         families += _by_status("vpool_withdrawals", "Withdrawals by status.", withdrawals, "amount")
         rounds_family = Family("vpool_rounds", "gauge", "Rounds by kind and status (outcome).")

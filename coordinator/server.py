@@ -10,6 +10,7 @@ the TLS handshake.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -35,6 +36,29 @@ log = logging.getLogger(__name__)
 
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 ADMIN_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+WRITES = frozenset(
+    f"/{service}/{method}"
+    for service, methods in (
+        (
+            COORDINATOR_SERVICE,
+            ("SubmitWithdrawal", "CancelWithdrawal", "GetDepositAddress"),
+        ),
+        (
+            ADMIN_SERVICE,
+            (
+                "RunRoundNow",
+                "PauseRounds",
+                "ResumeRounds",
+                "AddSeries",
+                "SetSignerMaintenance",
+                "ProposeRefund",
+                "CancelRound",
+            ),
+        ),
+    )
+    for method in methods
+)
+"""The methods that change the store: a standby refuses them (coordinator.leadership)."""
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WORKERS = POOL_CONNECTIONS
 """Calls served at once, WatchWithdrawals streams included (api.MAX_WATCHES of them at most);
@@ -84,11 +108,20 @@ class RunningServer:
 
 
 def start_server(
-    settings: ServerConfig, coordinator: CoordinatorApi, admin: AdminApi
+    settings: ServerConfig,
+    coordinator: CoordinatorApi,
+    admin: AdminApi,
+    refuse_writes: Callable[[], None] | None = None,
 ) -> RunningServer:
-    """Both services, started, on ``settings.listen``."""
+    """Both services, started, on ``settings.listen``. ``refuse_writes`` is asked before each
+    call of a method in ``WRITES`` and raises RpcFailure to refuse it."""
     credentials = _credentials(settings)
-    gatekeeper = Gatekeeper(authorizer(settings))
+
+    def admit(method: str) -> None:
+        if refuse_writes is not None and method in WRITES:
+            refuse_writes()
+
+    gatekeeper = Gatekeeper(authorizer(settings), admit)
     server = make_server(gatekeeper, settings.max_message_bytes, WORKERS, WORKERS)
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(coordinator, server)  # type: ignore[no-untyped-call]
     coordinator_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]

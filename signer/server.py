@@ -33,6 +33,7 @@ from signer.node_monitor import NodeMonitor, NodeStatus
 from signer.probing import probe_every
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
+from signer.serving import ServingLog
 from signer.state import SignerState
 from vpool.health import ReasonedHealthServicer
 from vpool.metrics import REGISTRY, HttpEndpoint, Registry
@@ -75,13 +76,16 @@ def serve(config_path: Path, insecure_dev: bool, metrics_listen: str | None = No
             DEVICE_PROBE_TIMEOUT,
             lambda: service_box[0].round_at_device_since() if service_box else None,
         )
-        service = SignerService(config, backend, state, audit, time.time, chain, monitor, device)
+        serving = ServingLog(state, time.time)
+        service = SignerService(
+            config, backend, state, audit, time.time, chain, monitor, device, serving
+        )
         service_box.append(service)
         stack.callback(service.close)
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
-        health = Health()
+        health = Health(serving.note)
 
         def device_heard(status: DeviceStatus) -> None:
             """A device is ready for the signer once it also gave its account xpub (GetInfo
@@ -193,7 +197,9 @@ class Health:
     else NOT_SERVING with the reason (``not_serving_reason``, sent along each Check by
     vpool.health). The reasons are also in GetInfo's ``node`` and ``device`` and in the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, heard: Callable[[bool], None] = lambda _serving: None) -> None:
+        self._heard = heard
+        """Told the health (SERVING or not) at every probe (signer.serving)."""
         self._lock = threading.Lock()
         self._service: ReasonedHealthServicer | None = None
         self._node: NodeStatus | None = None
@@ -225,6 +231,7 @@ class Health:
                 return
             reason = not_serving_reason(self._node, self._device)
             self._service.set_reason(("", SERVICE_NAME), reason)
+        self._heard(reason is None)
 
 
 def not_serving_reason(node: NodeStatus | None, device: DeviceStatus | None) -> str | None:

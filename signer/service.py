@@ -39,6 +39,7 @@ from signer.node_monitor import NodeMonitor
 from signer.policy import DepositClaim, Refusal, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
+from signer.serving import ServingLog
 from signer.state import SignerState, StateError
 from vpool.rpc import series_from_descriptors
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
@@ -82,9 +83,12 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         chain: NodeChain | None,
         monitor: NodeMonitor,
         device: DeviceMonitor | None = None,
+        serving: ServingLog | None = None,
     ) -> None:
         """``chain`` is this signer's node (None without one, development only); ``monitor``
-        probes it for GetInfo and health, ``device`` the device (None: not watched)."""
+        probes it for GetInfo and health, ``device`` the device (None: not watched);
+        ``serving`` when it was serving (None: not recorded)."""
+        self._serving = serving
         self._network = config.network
         self._policy = config.policy
         self._backend = backend
@@ -172,6 +176,11 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                     checked_at=device.checked_at,
                     busy_since_unix=int(device.busy_since),
                 )
+            )
+        if self._serving is not None:
+            info.serving.extend(
+                signer_pb2.ServingInterval(from_unix=a, until_unix=b)
+                for a, b in self._serving.intervals()
             )
         info.node.CopyFrom(
             signer_pb2.NodeState(

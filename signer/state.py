@@ -108,6 +108,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ON CONFLICT (txid) DO NOTHING""",
         "ALTER TABLE signing_log DROP COLUMN tx",
     ),
+    (  # 7: when this signer was serving (its health SERVING), reported in GetInfo
+        """CREATE TABLE serving_intervals (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            until REAL NOT NULL CHECK (until >= started_at)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -466,6 +473,32 @@ class SignerState:
             series_id: parsed_series(series_id, receive, change, SeriesState.ACTIVE, network)
             for series_id, (receive, change) in self.series_descriptors(network).items()
         }
+
+    # ----------------------------------------------------------------------- serving intervals
+
+    def open_serving(self, now: float) -> int:
+        """A new interval in which this signer serves, from ``now``; its id."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO serving_intervals (started_at, until) VALUES (?, ?)", (now, now)
+            )
+        return int(cursor.lastrowid or 0)
+
+    def extend_serving(self, interval_id: int, now: float) -> None:
+        """The signer still serves at ``now`` (the interval's end moves there)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE serving_intervals SET until = max(until, ?) WHERE id = ?",
+                (now, interval_id),
+            )
+
+    def serving_intervals(self, limit: int) -> list[tuple[int, float, float]]:
+        """The last ``limit`` intervals (id, from, until), oldest first."""
+        rows = self._query(
+            "SELECT id, started_at, until FROM serving_intervals ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [(int(i), float(a), float(b)) for i, a, b in reversed(rows)]
 
     # ----------------------------------------------------------------------- deposit addresses
 

@@ -42,6 +42,7 @@ def test_the_example_loads_as_it_is(tmp_path: Path) -> None:
          "server.tls.crt: unknown key"),
         (_edited('address = "127.0.0.1:50052"', 'address = "127.0.0.1:50052"\ntlsname = "x"'),
          "signers[1].tlsname: unknown key"),
+        (_edited("poll_seconds = 1.0", "poll_second = 1.0"), "standby.poll_second: unknown key"),
     ],
 )  # fmt: skip
 def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
@@ -98,6 +99,13 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
         ("down_after_missed = 2", "down_after_missed = 1001",
          "liveness.down_after_missed: must be at most 1000"),
         ("poll_seconds = 3.0", "poll_seconds = 0", "rounds.poll_seconds: must be positive"),
+        ("poll_seconds = 1.0", "poll_seconds = 0.01",
+         "standby.poll_seconds: must be at least 0.05 seconds"),
+        ("poll_seconds = 1.0", "poll_seconds = nan", "standby.poll_seconds: must be a finite"),
+        ("poll_seconds = 1.0", "poll_seconds = 61.0",
+         "standby.poll_seconds: must be at most 60.0 seconds"),
+        ('# name = "coordinator-a"', f'name = "{"x" * 41}"',
+         "standby.name: at most 40 bytes of printable characters"),
     ],
 )  # fmt: skip
 def test_a_value_out_of_bounds_is_refused_by_name(

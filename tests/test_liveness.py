@@ -275,6 +275,7 @@ def test_metrics_show_the_quorum_the_signers_and_the_queue(
         'vpool_signer_healthy{signer="signer-1"} 0',
         'vpool_signer_healthy{signer="signer-2"} 0',
         "vpool_queue_length 0",
+        "vpool_coordinator_active 1",
     } <= samples
 
 

@@ -289,6 +289,7 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         "acknowledged_deposits",
         "round_answers",
         "signed_transactions",
+        "serving_intervals",
     }
 
 

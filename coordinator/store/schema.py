@@ -246,6 +246,17 @@ deposit_addresses = Table(
 )
 Index("deposit_addresses_user", deposit_addresses.c.client_id, deposit_addresses.c.user_id)
 
+# A deposit address's registration (its refund address) that a signer missed because it was
+# down: handed out once n - m + 1 signers had it, and replayed to each of the others when it
+# answers again (coordinator.registrations); the row goes once the signer has it.
+missed_registrations = Table(
+    "missed_registrations",
+    metadata,
+    Column("script_pubkey", LargeBinary, primary_key=True),
+    Column("signer_id", String(128), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
 # Every output paying a receive address (branch 0) of a pool series.
 deposits = Table(
     "deposits",
@@ -436,8 +447,14 @@ def _migration_6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[signer_audit_heads])
 
 
+def _migration_7(conn: Connection) -> None:
+    """Deposit address registrations a signer missed, replayed when it returns."""
+    metadata.create_all(conn, tables=[missed_registrations])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
+    _migration_7,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

@@ -297,6 +297,11 @@ poll_seconds = {self.poll_seconds}
         )
         return path
 
+    @property
+    def coordinator_config(self) -> Path:
+        """The coordinator's coordinator.toml (a second daemon on it is a standby)."""
+        return self._coordinator_config
+
     def start_coordinator(self, env: dict[str, str] | None = None) -> CoordinatorDaemon:
         """(Re)start the coordinator daemon, with extra environment variables if given."""
         self.coordinator = CoordinatorDaemon(self._coordinator_config, env=env)

@@ -234,7 +234,7 @@ class RoundSummary(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., status: _Optional[_Union[RoundStatus, str]] = ..., transactions: _Optional[int] = ..., withdrawals: _Optional[int] = ..., fee_sat: _Optional[int] = ..., created_unix: _Optional[int] = ...) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts", "health", "health_detail", "awaiting")
+    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts", "health", "health_detail", "awaiting", "role", "active_coordinator")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     TIP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,8 @@ class PoolStatus(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     HEALTH_DETAIL_FIELD_NUMBER: _ClassVar[int]
     AWAITING_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     network: _common_pb2.Network
     tip_height: int
     series: _containers.RepeatedCompositeFieldContainer[SeriesBalance]
@@ -259,7 +261,9 @@ class PoolStatus(_message.Message):
     health: str
     health_detail: str
     awaiting: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., health_detail: _Optional[str] = ..., awaiting: _Optional[_Iterable[str]] = ...) -> None: ...
+    role: str
+    active_coordinator: str
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., health_detail: _Optional[str] = ..., awaiting: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., active_coordinator: _Optional[str] = ...) -> None: ...
 
 class GetFeeStatementRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
