@@ -34,6 +34,7 @@ from pool.refunds import (
     decode_refund_manifest,
     sender_script,
 )
+from pool.replacement import Coin, check_replacement
 from pool.script import parse_multisig_script
 from pool.series import RECEIVE, Series
 from pool.tx import OutPoint, Transaction
@@ -48,12 +49,13 @@ from pool.withdrawal import (
     build_round,
 )
 
-POLICY_RULES_VERSION = 3
+POLICY_RULES_VERSION = 4
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
 2: refund rounds. 3: approved series, change classified (internal, move, payment), limits per
 destination, whole-fee rate, refund and move windows, same txid under another manifest, deposit
 acknowledgements (a refund of an acknowledged deposit is refused), caps on requests and UTXOs,
-PSBT and input counts before the rebuild."""
+PSBT and input counts before the rebuild. 4: a safe replacement pays a higher fee rate and no lower
+fee (``pool.replacement``)."""
 
 
 @dataclass(frozen=True)
@@ -590,7 +592,8 @@ def _check_signing_log(
     manifest_hash: bytes,
 ) -> tuple[list[bool], dict[str, frozenset[int]]]:
     """Never sign two spends of one outpoint unless the later is a safe replacement of the
-    earlier (``_safe_replacement``); never sign one transaction under two manifests.
+    earlier (``pool.replacement.check_replacement``); never sign one transaction under two
+    manifests.
 
     Returns, per transaction, whether it is new (not signed before), and for each safe
     replacement (by txid) the outputs it adds beyond the payments of the transactions it
@@ -611,7 +614,10 @@ def _check_signing_log(
             else:
                 conflicts.setdefault(before.txid_hex, (before, j))
         if conflicts:
-            problem, added = _safe_replacement([b for b, _ in conflicts.values()], tx, change_vout)
+            verdict = check_replacement(
+                [b for b, _ in conflicts.values()], tx, change_vout, _coins(psbt)
+            )
+            problem, added = verdict.problem, verdict.added
             if problem is not None:
                 before, j = conflicts[problem[0]]
                 raise _refuse(
@@ -646,44 +652,16 @@ def _check_same_manifest(
         )
 
 
-def _payments(tx: Transaction, change_vout: int | None) -> list[tuple[int, bytes, int]]:
-    """``(vout, scriptPubKey, value)`` of every output but the change."""
-    return [(k, o.script_pubkey, o.value) for k, o in enumerate(tx.outputs) if k != change_vout]
-
-
-def _safe_replacement(
-    replaced: Sequence[SignedBefore], tx: Transaction, change_vout: int | None
-) -> tuple[tuple[str, str] | None, frozenset[int]]:
-    """Is ``tx`` a safe replacement of every transaction of ``replaced`` (those signed before
-    that spend one of its inputs)? It is iff it spends every input of each of them, and its
-    payments (outputs but the change: scriptPubKey and value) include every payment of each of
-    them, one output for one payment (the payments of all of them together, as a multiset).
-
-    Then whichever of them confirms, each payment is made once: the replacement excludes all of
-    them, and a transaction signed later that spends any of their inputs conflicts with the
-    replacement in turn. Returns ``(txid, why)`` of the first one it does not safely replace,
-    else None, and the vouts of ``tx``'s payments beyond theirs (new payments, for the limits).
-    """
-    inputs = {i.prevout for i in tx.inputs}
-    unmatched: dict[tuple[bytes, int], list[int]] = {}
-    for vout, script, value in _payments(tx, change_vout):
-        unmatched.setdefault((script, value), []).append(vout)
-    for before in replaced:
-        missing_inputs = [i.prevout for i in before.tx.inputs if i.prevout not in inputs]
-        if missing_inputs:
-            return (
-                before.txid_hex,
-                f"it does not spend its input {missing_inputs[0]}",
-            ), frozenset()
-        for vout, script, value in _payments(before.tx, before.change_vout):
-            left = unmatched.get((script, value))
-            if not left:
-                return (
-                    before.txid_hex,
-                    f"it does not pay its output {vout} ({value} sat to {script.hex()})",
-                ), frozenset()
-            left.pop(0)
-    return None, frozenset(vout for vouts in unmatched.values() for vout in vouts)
+def _coins(psbt: Psbt) -> dict[OutPoint, Coin]:
+    """Each input's value and worst-case signed weight, from the rebuilt PSBT (its witness UTXO
+    and witness script, both compared with the manifest's rebuild)."""
+    coins = {}
+    for txin, inp in zip(psbt.tx.inputs, psbt.inputs, strict=True):
+        if inp.witness_utxo is None or inp.witness_script is None:
+            raise VpoolError(f"input {txin.prevout} has no witness UTXO or script")
+        m, keys = parse_multisig_script(inp.witness_script)
+        coins[txin.prevout] = Coin(inp.witness_utxo.value, multisig_input_weight(m, len(keys)))
+    return coins
 
 
 # --------------------------------------------------------------------------- limits

@@ -173,13 +173,22 @@ def signed(m: Manifest) -> MemoryHistory:
     return history
 
 
-def two_coin_round(*requests: WithdrawalRequest, coins: Sequence[int] = (0, 1)) -> Manifest:
-    return manifest([S1], [utxo(i, BTC, 100 + i, index=i) for i in coins], list(requests))
+def two_coin_round(
+    *requests: WithdrawalRequest, coins: Sequence[int] = (0, 1), fee_rate: int | None = None
+) -> Manifest:
+    base = manifest([S1], [utxo(i, BTC, 100 + i, index=i) for i in coins], list(requests))
+    return base if fee_rate is None else replace(base, fee_rate=fee_rate)
+
+
+BUMPED = 5_000
+"""A fee rate above the honest round's: a replacement must pay a higher one."""
 
 
 def test_a_replacement_that_still_pays_every_payment_and_adds_one_is_approved() -> None:
     history = signed(honest_manifest())
-    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    more = honest_manifest(
+        requests=(*honest_manifest().requests, request("carol", "1", 10**7)), fee_rate=BUMPED
+    )
     result = evaluate(more, history=history)
     assert isinstance(result, Approval)
     assert result.fee_bumps == (result.psbts[0].tx.txid_hex,)
@@ -187,7 +196,9 @@ def test_a_replacement_that_still_pays_every_payment_and_adds_one_is_approved() 
 
 def test_a_replacement_counts_only_the_payments_it_adds_toward_the_limits() -> None:
     history = signed(honest_manifest())
-    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    more = honest_manifest(
+        requests=(*honest_manifest().requests, request("carol", "1", 10**7)), fee_rate=BUMPED
+    )
     result = evaluate(more, history=history)
     assert isinstance(result, Approval)
     assert (result.payments, result.destinations) == (10**7, ((p2wpkh("carol/1"), 10**7),))
@@ -195,21 +206,49 @@ def test_a_replacement_counts_only_the_payments_it_adds_toward_the_limits() -> N
 
 def test_a_replacement_whose_new_payments_pass_the_daily_limit_is_refused() -> None:
     history = signed(honest_manifest())
-    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    more = honest_manifest(
+        requests=(*honest_manifest().requests, request("carol", "1", 10**7)), fee_rate=BUMPED
+    )
     config = policy(max_daily_amount=55_000_000 + 10**7 - 1)
     assert reasons(evaluate(more, history=history, config=config)) == [Reason.DAILY_LIMIT_EXCEEDED]
 
 
 def test_a_replacement_that_drops_a_payment_is_refused_as_a_double_sign() -> None:
     history = signed(honest_manifest())
-    fewer = honest_manifest(requests=honest_manifest().requests[:2])
+    fewer = honest_manifest(requests=honest_manifest().requests[:2], fee_rate=BUMPED)
     assert reasons(evaluate(fewer, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+def test_a_replacement_that_redirects_a_payment_is_refused_as_a_double_sign() -> None:
+    history = signed(honest_manifest())
+    alice, bob1, bob2 = honest_manifest().requests
+    redirected = replace(bob2, script_pubkey=p2wpkh("mallory"))
+    hostile = honest_manifest(requests=(alice, bob1, redirected), fee_rate=BUMPED)
+    assert reasons(evaluate(hostile, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+def test_a_replacement_at_a_lower_fee_rate_is_refused_as_a_double_sign() -> None:
+    history = signed(honest_manifest(fee_rate=BUMPED))
+    result = evaluate(honest_manifest(), history=history)
+    assert reasons(result) == [Reason.DOUBLE_SIGN]
+    assert isinstance(result, list) and "is not above" in result[0].message
+
+
+def test_a_fee_bump_above_the_signers_fee_rate_limit_is_refused() -> None:
+    history = signed(honest_manifest())
+    bump = evaluate(
+        honest_manifest(fee_rate=BUMPED), history=history, config=policy(max_fee_rate=4_000)
+    )
+    assert reasons(bump) == [Reason.FEE_RATE_ABOVE_LIMIT]
 
 
 def test_a_replacement_that_adds_an_input_and_pays_every_payment_is_approved() -> None:
     history = signed(two_coin_round(request("alice", "1", 150_000_000)))
     bigger = two_coin_round(
-        request("alice", "1", 150_000_000), request("carol", "1", 60_000_000), coins=(0, 1, 2)
+        request("alice", "1", 150_000_000),
+        request("carol", "1", 60_000_000),
+        coins=(0, 1, 2),
+        fee_rate=BUMPED,
     )
     result = evaluate(bigger, history=history)
     assert isinstance(result, Approval)
@@ -220,7 +259,7 @@ def test_a_replacement_that_leaves_an_input_of_the_replaced_transaction_unspent_
     None
 ):
     history = signed(two_coin_round(request("alice", "1", 150_000_000)))
-    other_coins = two_coin_round(request("alice", "1", 150_000_000), coins=(0, 9))
+    other_coins = two_coin_round(request("alice", "1", 150_000_000), coins=(0, 9), fee_rate=BUMPED)
     assert reasons(evaluate(other_coins, history=history)) == [Reason.DOUBLE_SIGN]
 
 
