@@ -235,6 +235,10 @@ class Approval:
     """Satoshis refunded by the refunds this signer signs for the first time."""
     moves: int = 0
     """Satoshis moved to another approved series in transactions never signed before."""
+    rungs: int = 0
+    """The last ``rungs`` PSBTs are the fee ladder's (pool.ladder): signed, never written in
+    the signing log (each spends exactly the inputs and pays exactly the payments of its
+    transaction, which is)."""
 
 
 _Problem = tuple[Reason, str]
@@ -305,27 +309,17 @@ def rebuild_round(
         _check_counts(config, manifest_bytes)
         manifest = _decode_manifest(decode_manifest, manifest_bytes, network)
         parsed = _parse_psbts(psbts, config)
-        _check_psbt_counts(parsed, len(manifest.utxos))
+        _check_psbt_counts(parsed, len(manifest.utxos), 1 + manifest.ladder_rungs)
         _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
-        change_vouts = [_change_vout(t) for t in plan.transactions]
-        _compare_with_rebuild(parsed, [t.psbt for t in plan.transactions], change_vouts, registered)
+        _compare_with_rebuild(parsed, plan.psbts, plan.change_vouts, registered)
         _check_something_to_sign(parsed, fingerprint)
     except _Refused as refused:
         return refused.refusals
 
     def judge(history: SigningHistory, now: float) -> Approval | list[Refusal]:
         return _judge_round(
-            config,
-            fingerprint,
-            network,
-            registered,
-            manifest,
-            plan,
-            parsed,
-            change_vouts,
-            history,
-            now,
+            config, fingerprint, network, registered, manifest, plan, parsed, history, now
         )
 
     return Rebuilt(judge)
@@ -339,24 +333,32 @@ def _judge_round(
     manifest: Manifest,
     plan: RoundPlan,
     parsed: Sequence[Psbt],
-    change_vouts: Sequence[int | None],
     history: SigningHistory,
     now: float,
 ) -> Approval | list[Refusal]:
-    """The rules of a rebuilt withdrawal round that read the signer's history."""
+    """The rules of a rebuilt withdrawal round that read the signer's history. The signing log
+    is checked for the transactions only: the ladder's rungs spend exactly their inputs and pay
+    exactly their payments, so what may follow a transaction may follow its rungs (and a rung
+    is checked as a fee bump of the one below it, ``_check_ladder``)."""
+    n = len(plan.transactions)
+    change_vouts = plan.change_vouts
     try:
-        fresh, replacements = _check_signing_log(parsed, change_vouts, history, plan.manifest_hash)
+        fresh, replacements = _check_signing_log(
+            parsed[:n], change_vouts[:n], history, plan.manifest_hash
+        )
         counted = [planned for planned, new in zip(plan.transactions, fresh, strict=True) if new]
         approved = approved_series_ids(config, registered, network, fingerprint)
         flows = _flows(manifest, plan, counted, approved, replacements)
         _check_limits(config, manifest, plan, network, flows, history, now)
+        _check_ladder(config, plan)
     except _Refused as refused:
         return refused.refusals
     return Approval(
         manifest_hash=plan.manifest_hash,
         psbts=tuple(parsed),
-        txids=tuple(t.txid_hex for t in plan.transactions),
+        txids=tuple(p.tx.txid_hex for p in plan.psbts),
         change_vouts=tuple(change_vouts),
+        rungs=len(plan.rungs),
         payments=flows.payments,
         fee_bumps=tuple(sorted(replacements)),
         destinations=tuple(sorted(flows.by_destination().items())),
@@ -364,8 +366,53 @@ def _judge_round(
     )
 
 
-def _change_vout(planned: PlannedTransaction) -> int | None:
-    return None if planned.change is None else planned.change.vout
+def _check_ladder(config: PolicyConfig, plan: RoundPlan) -> None:
+    """Each rung of the fee ladder is a fee bump of the one below it (its transaction for the
+    first): a safe replacement (``pool.replacement``) adding no payment, within this signer's
+    fee limits (``max_fee``, ``max_fee_rate`` on its rate and on its whole fee per worst-case
+    signed vsize). The rungs were rebuilt from the manifest, so this holds for an honest
+    round; it is checked all the same, as the limits are this signer's own."""
+    n = len(plan.transactions)
+    change_vouts = plan.change_vouts
+    below: dict[int, SignedBefore] = {}
+    for k, rung in enumerate(plan.rungs):
+        index = n + k
+        name = f"PSBT {index} (rung {rung.step} of transaction {rung.of})"
+        if rung.fee_rate > config.max_fee_rate:
+            raise _refuse(
+                Reason.FEE_RATE_ABOVE_LIMIT,
+                f"{name} is at {rung.fee_rate} sat/kvB, above this signer's limit of "
+                f"{config.max_fee_rate} (lower the pool's ladder rungs or step)",
+                psbt_index=index,
+            )
+        excess = _fee_excess(config, index, rung.fee)
+        if excess is not None:
+            raise _refuse(Reason.FEE_ABOVE_LIMIT, f"{name}: {excess}", psbt_index=index)
+        size, limit = _whole_fee_limit(config, rung.psbt)
+        if rung.fee > limit:
+            raise _refuse(
+                Reason.TX_FEE_RATE_ABOVE_LIMIT,
+                f"{name} pays {rung.fee} sat for {size} vB, above this signer's limit of "
+                f"{config.max_fee_rate} sat/kvB",
+                psbt_index=index,
+            )
+        previous = below.get(rung.of)
+        if previous is None:
+            base = plan.transactions[rung.of].psbt.tx
+            previous = SignedBefore(base.txid_hex, base, change_vouts[rung.of], plan.manifest_hash)
+        verdict = check_replacement(
+            [previous], rung.psbt.tx, change_vouts[index], _coins(rung.psbt)
+        )
+        if verdict.problem is not None or verdict.added:
+            why = "it adds a payment" if verdict.problem is None else verdict.problem[1]
+            raise _refuse(
+                Reason.DOUBLE_SIGN,
+                f"{name} is not a fee bump of {previous.txid_hex}: {why}",
+                psbt_index=index,
+            )
+        below[rung.of] = SignedBefore(
+            rung.txid_hex, rung.psbt.tx, change_vouts[index], plan.manifest_hash
+        )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -408,13 +455,15 @@ def _check_counts(config: PolicyConfig, manifest_bytes: bytes) -> None:
         )
 
 
-def _check_psbt_counts(parsed: Sequence[Psbt], utxos: int) -> None:
-    """Each transaction spends at least one of the manifest's UTXOs, and none twice."""
+def _check_psbt_counts(parsed: Sequence[Psbt], utxos: int, versions: int = 1) -> None:
+    """Each transaction spends at least one of the manifest's UTXOs, and none twice; with a fee
+    ladder, each transaction comes in at most ``versions`` versions (itself and its rungs)."""
     inputs = sum(len(p.tx.inputs) for p in parsed)
-    if len(parsed) > utxos or inputs > utxos:
+    if len(parsed) > utxos * versions or inputs > utxos * versions:
         raise _refuse(
             Reason.PSBT_COUNT_MISMATCH,
-            f"{len(parsed)} PSBTs with {inputs} inputs sent, the manifest has {utxos} UTXOs",
+            f"{len(parsed)} PSBTs with {inputs} inputs sent, the manifest has {utxos} UTXOs"
+            + (f" and {versions - 1} ladder rungs" if versions > 1 else ""),
         )
 
 

@@ -165,7 +165,8 @@ def _signing_rows(approval: Approval, now: float) -> list[_SigningRow]:
         )
     rows: list[_SigningRow] = []
     items = zip(approval.psbts, approval.txids, approval.change_vouts, strict=True)
-    for index, (psbt, txid, change_vout) in enumerate(items):
+    logged = planned - approval.rungs  # the ladder's rungs are not logged (Approval.rungs)
+    for index, (psbt, txid, change_vout) in enumerate(list(items)[:logged]):
         tx = psbt.tx
         if tx.txid_hex != txid:
             raise StateError(f"PSBT {index} is not transaction {index} of the plan")

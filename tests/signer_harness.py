@@ -113,7 +113,9 @@ class MemoryHistory:
         self.acknowledged[claim.outpoint] = AcknowledgedDeposit(claim, height, now)
 
     def record(self, approval: Approval, now: float = 0.0) -> None:
-        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
+        logged = len(approval.psbts) - approval.rungs  # as signer.state: rungs not logged
+        pairs = zip(approval.psbts, approval.change_vouts, strict=True)
+        for psbt, change in list(pairs)[:logged]:
             for txin in psbt.tx.inputs:
                 self.spends[txin.prevout] = SignedBefore(
                     psbt.tx.txid_hex, psbt.tx, change, approval.manifest_hash

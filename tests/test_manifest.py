@@ -106,7 +106,7 @@ def _encode_request(r: WithdrawalRequest) -> bytes:
 
 def test_decode_refuses_an_unknown_algorithm_version() -> None:
     data = bytearray(encode_manifest(sample()))
-    data[5] = 3  # u32 algorithm version follows magic and the encoding version byte
+    data[5] = 4  # u32 algorithm version follows magic and the encoding version byte
     with pytest.raises(ManifestError, match="version"):
         decode_manifest(bytes(data))
 

@@ -69,7 +69,7 @@ def honest_manifest(**changes: object) -> Manifest:
 
 
 def psbts_of(m: Manifest) -> list[bytes]:
-    return [t.psbt.serialize() for t in build_round(m).transactions]
+    return [p.serialize() for p in build_round(m).psbts]
 
 
 def evaluate(
@@ -261,6 +261,64 @@ def test_a_replacement_that_leaves_an_input_of_the_replaced_transaction_unspent_
     history = signed(two_coin_round(request("alice", "1", 150_000_000)))
     other_coins = two_coin_round(request("alice", "1", 150_000_000), coins=(0, 9), fee_rate=BUMPED)
     assert reasons(evaluate(other_coins, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+# --------------------------------------------------------------------------- fee ladder
+
+
+def laddered(rungs: int = 3, step: int = 2_000, **changes: object) -> Manifest:
+    return honest_manifest(ladder_rungs=rungs, ladder_step=step, **changes)
+
+
+def test_a_round_with_a_fee_ladder_is_approved_with_every_rung_to_sign() -> None:
+    m = laddered()
+    result = evaluate(m)
+    assert isinstance(result, Approval)
+    assert result.rungs == 3 and len(result.psbts) == len(build_round(m).transactions) + 3
+
+
+def test_the_ladder_counts_the_payments_once() -> None:
+    result = evaluate(laddered())
+    assert isinstance(result, Approval)
+    assert result.payments == 55_000_000
+
+
+def test_a_ladder_above_the_signers_fee_rate_limit_is_refused() -> None:
+    config = policy(max_fee_rate=6_000)
+    assert reasons(evaluate(laddered(), config=config)) == [Reason.FEE_RATE_ABOVE_LIMIT]
+
+
+def test_a_ladder_whose_top_rung_pays_more_than_max_fee_is_refused() -> None:
+    top = build_round(laddered()).rungs[-1].fee
+    config = policy(max_fee=top - 1)
+    assert reasons(evaluate(laddered(), config=config)) == [Reason.FEE_ABOVE_LIMIT]
+
+
+def test_a_rung_that_pays_its_bump_to_someone_else_is_refused() -> None:
+    m = laddered()
+    plan = build_round(m)
+    psbts = [p.serialize() for p in plan.psbts]
+    rung = plan.rungs[0].psbt
+    change = plan.change_vouts[0]
+    assert change is not None
+    outputs = list(rung.tx.outputs)
+    outputs[change] = replace(outputs[change], script_pubkey=p2wpkh("mallory"))
+    psbts[len(plan.transactions)] = with_outputs(rung, outputs).serialize()
+    assert reasons(evaluate(m, psbts)) != []
+
+
+def test_a_round_without_its_rungs_is_refused() -> None:
+    m = laddered()
+    psbts = [t.psbt.serialize() for t in build_round(m).transactions]
+    assert isinstance(evaluate(m, psbts), list)
+
+
+def test_after_a_ladder_is_signed_a_later_bump_of_its_transaction_is_judged_against_it() -> None:
+    history = signed(laddered())
+    bump = evaluate(laddered(fee_rate=BUMPED), history=history)
+    lower = evaluate(laddered(fee_rate=1_000), history=history)
+    assert isinstance(bump, Approval)
+    assert reasons(lower) == [Reason.DOUBLE_SIGN]
 
 
 # --------------------------------------------------------------------------- mutations
