@@ -13,7 +13,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pool.manifest import MAX_MONEY, MAX_STANDARD_WEIGHT, MIN_MAX_WEIGHT
+from pool.manifest import (
+    MAX_LADDER_RUNGS,
+    MAX_LADDER_STEP,
+    MAX_MONEY,
+    MAX_STANDARD_WEIGHT,
+    MIN_LADDER_STEP,
+    MIN_MAX_WEIGHT,
+)
 from pool.networks import NETWORKS, Network, get_network
 
 MIN_FEE_RATE = 1_000
@@ -114,6 +121,24 @@ class RoundsConfig:
 
 
 @dataclass(frozen=True)
+class LadderConfig:
+    """The fee ladder (``[ladder]``; pool/ladder.py): replacements of each withdrawal
+    transaction at rising fee rates, signed in the round's one ceremony."""
+
+    rungs: int = 0
+    """Rungs per transaction, 0 to 10 (0: no ladder)."""
+    step: int = 5_000
+    """Satoshis per 1000 vB each rung adds to the rate of the one below, 1,000 to 1,000,000."""
+    bump_after_blocks: int = 3
+    """A transaction still unconfirmed this many blocks after its round's pinned tip (rung k:
+    (k + 1) times as many) is replaced by its next rung (coordinator.watcher)."""
+
+    def manifest_step(self) -> int:
+        """The step as the manifest carries it (0 without a ladder)."""
+        return self.step if self.rungs else 0
+
+
+@dataclass(frozen=True)
 class DepositsConfig:
     confirmations: int = 3
     """Confirmations after which a deposit is credited."""
@@ -166,6 +191,7 @@ class CoordinatorConfig:
     deposits: DepositsConfig = field(default_factory=DepositsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     """Series to create at first start (later ones come through AdminService.AddSeries)."""
+    ladder: LadderConfig = field(default_factory=LadderConfig)
 
 
 _read: dict[int, tuple[str, dict[str, Any], set[str]]] = {}
@@ -430,6 +456,19 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     _positive(liveness.down_after_missed, "liveness.down_after_missed")
     _at_most(liveness.down_after_missed, 1_000, "liveness.down_after_missed")
 
+    la = _table(doc, "ladder")
+    ladder = LadderConfig(
+        rungs=_get(la, "rungs", int, "ladder.", 0),
+        step=_get(la, "step", int, "ladder.", 5_000),
+        bump_after_blocks=_get(la, "bump_after_blocks", int, "ladder.", 3),
+    )
+    if not 0 <= ladder.rungs <= MAX_LADDER_RUNGS:
+        raise ConfigError(f"ladder.rungs: must be from 0 to {MAX_LADDER_RUNGS}")
+    _at_least(ladder.step, MIN_LADDER_STEP, "ladder.step", " sat/1000 vB (1 sat/vB)")
+    _at_most(ladder.step, MAX_LADDER_STEP, "ladder.step", " sat/1000 vB")
+    _positive(ladder.bump_after_blocks, "ladder.bump_after_blocks")
+    _at_most(ladder.bump_after_blocks, MAX_DEPTH, "ladder.bump_after_blocks", " blocks")
+
     return CoordinatorConfig(
         network=get_network(network_name),
         data_dir=data_dir,
@@ -442,4 +481,5 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         series=series,
         deposits=deposits,
         liveness=liveness,
+        ladder=ladder,
     )

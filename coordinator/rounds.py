@@ -458,7 +458,8 @@ class RoundEngine:
         verdict = conclude(facts)
         if verdict is Verdict.BROADCAST:
             sent = self._broadcast(seq)
-            return RoundOutcome(record.round_id, f"{sent} of {len(txs)} transactions broadcast")
+            bases = sum(tx.base_idx is None for tx in txs)
+            return RoundOutcome(record.round_id, f"{sent} of {bases} transactions broadcast")
         if verdict is Verdict.PARTLY_SIGNED:
             self._broadcast(seq)
             detail = f"{signed} of {len(txs)} transactions signed; waiting for the signers"
@@ -585,6 +586,8 @@ class RoundEngine:
             txs = rstore.transactions(conn, seq)
         out = 0
         for tx in txs:
+            if tx.base_idx is not None:
+                continue  # a rung of the fee ladder: the watcher sends it when it is due
             if tx.status is TxStatus.SIGNED:
                 out += self._send(tx)
             else:
@@ -663,7 +666,7 @@ class RoundEngine:
         its transactions are."""
         record = rstore.round_by_seq(conn, seq)
         self._builders[record.kind].follow(conn, seq, now)
-        txs = rstore.transactions(conn, seq)
+        txs = list(rstore.live_versions(rstore.transactions(conn, seq)).values())
         least = min((tx.status for tx in txs), key=TX_ORDER.__getitem__)
         if record.status is not _ROUND_OF_TX[least]:
             rstore.set_round_status(conn, seq, _ROUND_OF_TX[least], now)

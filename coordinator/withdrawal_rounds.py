@@ -23,6 +23,7 @@ from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
 from coordinator.store.rounds import TX_ORDER, NewRound, NewTransaction, RoundRecord, TxStatus
 from coordinator.store.withdrawals import Status, Withdrawal
+from pool.ladder import Rung
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.series import CHANGE, SeriesState
 from pool.vocabulary import RoundKind
@@ -84,7 +85,8 @@ class WithdrawalBuilder:
         new = NewRound(
             round_id=plan.manifest_hash.hex(),
             manifest=encode_manifest(manifest),
-            transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions),
+            transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions)
+            + tuple(_new_rung(r, plan) for r in plan.rungs),
             kind=RoundKind.WITHDRAWAL,
         )
         summary = (
@@ -120,6 +122,8 @@ class WithdrawalBuilder:
                 WithdrawalRequest(w.client_id, w.request_id, w.script_pubkey, w.amount, w.extra_fee)
                 for w in queued
             ),
+            ladder_rungs=self._config.ladder.rungs,
+            ladder_step=self._config.ladder.manifest_step(),
         )
         return within_inputs(manifest, self._config.rounds.max_inputs)
 
@@ -195,6 +199,22 @@ def _claim(
                 split=outcome.status is RequestStatus.SPLIT,
             )
     cstore.advance_index(conn, manifest.active_series.id, CHANGE, plan.next_change_index)
+
+
+def _new_rung(rung: Rung, plan: RoundPlan) -> NewTransaction:
+    """A rung of the fee ladder: signed with the round, sent only by the watcher. Its inputs
+    are its transaction's (reserved once) and its outputs are not recorded as paying the
+    withdrawals: the withdrawals follow whichever version of the transaction is live."""
+    return NewTransaction(
+        txid=rung.txid_hex,
+        psbt=rung.psbt.serialize(),
+        fee=rung.fee,
+        inputs=(),
+        outputs=(),
+        fee_shares=rung.fee_shares,
+        base_idx=rung.of,
+        rung=rung.step,
+    )
 
 
 def _new_transaction(

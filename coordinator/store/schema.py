@@ -195,6 +195,10 @@ round_transactions = Table(
     Column("block_height", Integer, nullable=True),
     Column("block_hash", String(64), nullable=True),
     Column("broadcast_at", Float, nullable=True),
+    # migration 6: a rung of the fee ladder (pool/ladder.py) replaces transaction base_idx of its
+    # round; rung 0 (base_idx NULL) is the transaction itself.
+    Column("base_idx", Integer, nullable=True),
+    Column("rung", Integer, nullable=False, default=0),
 )
 
 signatures = Table(
@@ -417,8 +421,14 @@ def _migration_5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[transaction_sends])
 
 
+def _migration_6(conn: Connection) -> None:
+    """The fee ladder: a round's transactions include the rungs that may replace them."""
+    _add_column(conn, "round_transactions", "base_idx", "INTEGER")
+    _add_column(conn, "round_transactions", "rung", "INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 
