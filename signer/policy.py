@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
+from pool.cancel import CancelManifest, CancelPlan, build_cancel, decode_cancel, is_cancel_manifest
 from pool.descriptor import DescriptorKey, descriptor_checksum, strip_checksum
 from pool.errors import VpoolError
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, manifest_counts
@@ -168,6 +169,10 @@ class SigningHistory(Protocol):
         """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
         ...
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        """Did this signer sign a cancel of this request (``evaluate_cancel``)?"""
+        ...
+
 
 @dataclass(frozen=True)
 class DepositClaim:
@@ -235,6 +240,9 @@ class Approval:
     """Satoshis refunded by the refunds this signer signs for the first time."""
     moves: int = 0
     """Satoshis moved to another approved series in transactions never signed before."""
+    cancels: tuple[tuple[str, str], ...] = ()
+    """(client id, request id) of the requests a cancel round drops: recorded, never paid again
+    by this signer."""
     rungs: int = 0
     """The last ``rungs`` PSBTs are the fee ladder's (pool.ladder): signed, never written in
     the signing log (each spends exactly the inputs and pays exactly the payments of its
@@ -303,7 +311,10 @@ def rebuild_round(
     psbts: Sequence[bytes],
 ) -> Rebuilt | list[Refusal]:
     """The rules of a withdrawal round that read no signer state (``registered`` is a snapshot:
-    a registered series never changes)."""
+    a registered series never changes). A cancel manifest (pool.cancel) is a cancel round:
+    ``rebuild_cancel_round``."""
+    if is_cancel_manifest(manifest_bytes):
+        return rebuild_cancel_round(config, fingerprint, network, registered, manifest_bytes, psbts)
     try:
         _check_sizes(config, manifest_bytes, psbts)
         _check_counts(config, manifest_bytes)
@@ -349,6 +360,7 @@ def _judge_round(
         counted = [planned for planned, new in zip(plan.transactions, fresh, strict=True) if new]
         approved = approved_series_ids(config, registered, network, fingerprint)
         flows = _flows(manifest, plan, counted, approved, replacements)
+        _check_not_cancelled(manifest, plan, counted, history)
         _check_limits(config, manifest, plan, network, flows, history, now)
         _check_ladder(config, plan)
     except _Refused as refused:
@@ -363,6 +375,167 @@ def _judge_round(
         fee_bumps=tuple(sorted(replacements)),
         destinations=tuple(sorted(flows.by_destination().items())),
         moves=flows.moves,
+    )
+
+
+def _check_not_cancelled(
+    manifest: Manifest,
+    plan: RoundPlan,
+    counted: Sequence[PlannedTransaction],
+    history: SigningHistory,
+) -> None:
+    """A request this signer signed a cancel of is never paid again by a transaction it signs
+    now (docs/signer-policy.md, "Cancel"): whichever of the original and its replacement
+    confirms, the request is paid at most once."""
+    txids = {t.txid_hex for t in counted}
+    refusals = [
+        _request_refusal(
+            Reason.DOUBLE_SIGN,
+            f"request {o.request_id!r} of client {o.client_id!r} was cancelled out of a "
+            "transaction this signer signed; a cancelled request is never paid again",
+            request,
+        )
+        for request, o in zip(manifest.requests, _ordered_outcomes(manifest, plan), strict=True)
+        if any(p.txid_hex in txids for p in o.outputs)
+        and history.cancelled_request(o.client_id, o.request_id)
+    ]
+    if refusals:
+        raise _Refused(refusals)
+
+
+def _ordered_outcomes(manifest: Manifest, plan: RoundPlan) -> list[RequestOutcome]:
+    outcomes = _outcomes(manifest, plan)
+    return [outcomes[r.key] for r in manifest.requests]
+
+
+def rebuild_cancel_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered: Mapping[int, Series],
+    manifest_bytes: bytes,
+    psbts: Sequence[bytes],
+) -> Rebuilt | list[Refusal]:
+    """A cancel round (pool.cancel): the replacements of transactions of a round this signer
+    may have signed, without the payments of the cancelled requests. Rebuilt from the cancel
+    manifest and compared byte for byte like any round; ``_judge_cancel`` applies the signing
+    log."""
+    try:
+        _check_sizes(config, manifest_bytes, psbts)
+        cancel = _decode_manifest(decode_cancel, manifest_bytes, network)
+        original = cancel.original
+        if len(original.requests) > config.max_requests or len(original.utxos) > config.max_inputs:
+            raise _refuse(
+                Reason.ROUND_TOO_LARGE, "the cancelled round is above max_requests or max_inputs"
+            )
+        parsed = _parse_psbts(psbts, config)
+        _check_series(original.series, registered, fingerprint, also=[original.active_series])
+        try:
+            plan = build_cancel(cancel)
+        except VpoolError as exc:
+            raise _refuse(Reason.MALFORMED_MANIFEST, f"cancel manifest: {exc}") from None
+        wanted = [t.psbt for t in plan.transactions]
+        _compare_with_rebuild(
+            parsed, wanted, [t.change_vout for t in plan.transactions], registered
+        )
+        _check_something_to_sign(parsed, fingerprint)
+    except _Refused as refused:
+        return refused.refusals
+
+    def judge(history: SigningHistory, now: float) -> Approval | list[Refusal]:
+        try:
+            return _judge_cancel(config, cancel, plan, parsed, history)
+        except _Refused as refused:
+            return refused.refusals
+
+    return Rebuilt(judge)
+
+
+def _judge_cancel(
+    config: PolicyConfig,
+    cancel: CancelManifest,
+    plan: CancelPlan,
+    parsed: Sequence[Psbt],
+    history: SigningHistory,
+) -> Approval:
+    """Each replacement is a safe replacement of what this signer signed on its inputs, where a
+    dropped payment must be one of the cancelled requests' in the original transaction as this
+    signer rebuilt it, signed under the original manifest (pool.replacement, ``may_drop``); and
+    within this signer's fee limits. One cancel per transaction: a transaction replaced before
+    is replaced again only as a safe replacement without any dropped payment."""
+    _check_fee_rate(config, cancel.fee_rate)
+    original_hash = plan.original.manifest_hash
+    for i, t in enumerate(plan.transactions):
+        tx = t.psbt.tx
+        conflicts: dict[str, tuple[SignedBefore, int]] = {}
+        for j, txin in enumerate(tx.inputs):
+            before = history.signed_spend(txin.prevout)
+            if before is None:
+                continue
+            if before.txid_hex == tx.txid_hex:
+                _check_same_manifest(before, plan.manifest_hash, i, j)
+            else:
+                conflicts.setdefault(before.txid_hex, (before, j))
+        signed_original = {
+            txid for txid, (b, _) in conflicts.items() if b.manifest_hash == original_hash
+        }
+        if t.replaced_txid not in signed_original and tx.txid_hex not in {
+            b.txid_hex
+            for b in (history.signed_spend(txin.prevout) for txin in tx.inputs)
+            if b is not None
+        }:
+            raise _refuse(
+                Reason.CANCEL_OF_UNSIGNED,
+                f"PSBT {i} cancels out of transaction {t.replaced_txid}, which this signer did "
+                "not sign under the cancel's original manifest: nothing of its own to cancel",
+                psbt_index=i,
+            )
+        droppable = {(t.replaced_txid, v) for v in t.dropped}
+
+        def may_drop(
+            txid: str,
+            vout: int,
+            ours: set[str] = signed_original,
+            droppable: set[tuple[str, int]] = droppable,
+        ) -> bool:
+            return txid in ours and (txid, vout) in droppable
+
+        if conflicts:
+            verdict = check_replacement(
+                [b for b, _ in conflicts.values()], tx, t.change_vout, _coins(t.psbt), may_drop
+            )
+            problem = verdict.problem
+            if problem is None and verdict.added:
+                problem = (tx.txid_hex, "it adds a payment")
+            if problem is not None:
+                before, j = conflicts.get(problem[0], next(iter(conflicts.values())))
+                raise _refuse(
+                    Reason.DOUBLE_SIGN,
+                    f"PSBT {i} (cancel) spends {tx.inputs[j].prevout}, signed in "
+                    f"{before.txid_hex}, and is not a safe replacement of it: {problem[1]}",
+                    scope=Scope.INPUT,
+                    psbt_index=i,
+                    input_index=j,
+                )
+        excess = _fee_excess(config, i, t.fee)
+        if excess is not None:
+            raise _refuse(Reason.FEE_ABOVE_LIMIT, excess, psbt_index=i)
+        size, limit = _whole_fee_limit(config, t.psbt)
+        if t.fee > limit:
+            raise _refuse(
+                Reason.TX_FEE_RATE_ABOVE_LIMIT,
+                f"PSBT {i} pays {t.fee} sat for {size} vB, above this signer's limit of "
+                f"{config.max_fee_rate} sat/kvB",
+                psbt_index=i,
+            )
+    return Approval(
+        manifest_hash=plan.manifest_hash,
+        psbts=tuple(parsed),
+        txids=tuple(t.txid_hex for t in plan.transactions),
+        change_vouts=tuple(t.change_vout for t in plan.transactions),
+        payments=0,
+        fee_bumps=tuple(sorted(t.txid_hex for t in plan.transactions)),
+        cancels=cancel.cancels,
     )
 
 
