@@ -6,6 +6,7 @@ from sqlalchemy import Connection
 
 from coordinator.health import SignerState
 from coordinator.signers import NETWORK_CODES, Refusal
+from coordinator.store import cancels as cancel_store
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
@@ -59,8 +60,12 @@ class WithdrawalViews:
             round_id = rstore.round_by_seq(self._conn, seq).round_id
             versions = rstore.transactions(self._conn, seq)
             live = rstore.live_versions(versions)
-            # each version's txid → the live one (fee ladder): outputs follow the version paid
-            txs = {tx.txid: live[tx.family] for tx in versions}
+            # each version's txid → the live one (fee ladder, or a cancel round's replacement
+            # once sent): outputs follow the version that pays
+            txs = {
+                tx.txid: cancel_store.live_replacement(self._conn, live[tx.family])
+                for tx in versions
+            }
             self._rounds[seq] = (round_id, txs)
         return self._rounds[seq]
 

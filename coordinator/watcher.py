@@ -46,6 +46,7 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.chain import ChainError, ChainUnavailable
 from coordinator.config import CoordinatorConfig
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import sends as sstore
@@ -139,10 +140,15 @@ class TransactionWatcher:
             if tip_height - deepest + 1 >= self._maturation:
                 spender = spends[0].spent_txid
                 own = {v.txid for v in versions if v.family == tx.family}
-                self._conflicted(tx, spender, outpoints, quiet=spender in own)
+                with self._engine.connect() as conn:
+                    cancel = cancel_store.sent_replacement(conn, tx.txid)
+                self._conflicted(tx, spender, outpoints, quiet=spender in own or spender == cancel)
             return
         if rstore.is_superseded(tx, versions):
             return  # a rung of its fee ladder replaced it
+        with self._engine.connect() as conn:
+            if cancel_store.sent_replacement(conn, tx.txid) is not None:
+                return  # a cancel round's replacement of it was sent (coordinator.cancels)
         self._send(tx)
 
     def _climb(self, seq: int, tip_height: int) -> None:
@@ -163,6 +169,9 @@ class TransactionWatcher:
             with self._engine.connect() as conn:
                 if sstore.conflicting_spends(conn, live.txid, outpoints):
                     continue  # in a block already (the scanner reads it), or conflicted
+                base = next(v for v in versions if v.idx == family)
+                if cancel_store.sent_replacement(conn, base.txid) is not None:
+                    continue  # a cancel round replaces it (coordinator.cancels)
             above = [
                 v for v in versions if v.family == family and v.rung == live.rung + 1 and v.final_tx
             ]
@@ -312,6 +321,17 @@ class TransactionWatcher:
                     conn, [withdrawal_id], wstore.Status.COMPLETED, now, detail=detail
                 )
                 summary.append(f"withdrawal {current.request_id!r} paid by it")
+            elif (
+                cancel_store.has_cancel(conn, withdrawal_id) and current.status not in wstore.FINAL
+            ):
+                detail = (
+                    f"cancelled by the client: transaction {spender}, which replaced {tx.txid}, "
+                    "does not pay it"
+                )
+                wstore.set_status(
+                    conn, [withdrawal_id], wstore.Status.CANCELLED, now, detail=detail
+                )
+                summary.append(f"withdrawal {current.request_id!r} cancelled")
             elif current.status in wstore.FINAL:
                 summary.append(
                     f"withdrawal {current.request_id!r} was {current.status.value} but the chain "

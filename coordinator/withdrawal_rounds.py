@@ -21,8 +21,10 @@ from coordinator.round_kinds import BuiltRound, ChainState, RefusedRequest, Requ
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.cancels import cancel_rounds_of, drop_cancels
 from coordinator.store.rounds import TX_ORDER, NewRound, NewTransaction, RoundRecord, TxStatus
 from coordinator.store.withdrawals import Status, Withdrawal
+from pool.cancel import is_cancel_manifest
 from pool.ladder import Rung
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.series import CHANGE, SeriesState
@@ -158,11 +160,25 @@ class WithdrawalBuilder:
         """Abandon the round and give back the change indexes it took (so that the same
         manifest, built again, reopens it); how many withdrawals went back to the queue."""
         back = rstore.abandon_round(conn, record.seq, detail, now)
+        if is_cancel_manifest(record.manifest):  # a cancel round (coordinator.cancels)
+            forget_cancels(conn, record.seq, f"cancel round abandoned: {detail}", now)
+            return 0
         manifest = decode_manifest(record.manifest)
         active = manifest.active_series.id
         taken_to = build_round(manifest).next_change_index
         rstore.rewind_change_index(conn, active, taken_to, manifest.next_change_index(active))
         return len(back)
+
+
+def forget_cancels(conn: Connection, cancel_round_seq: int, detail: str, now: float) -> None:
+    """The cancels a cancel round was for are dropped (each withdrawal follows its
+    transaction), the reason in their detail."""
+    ids = [w for w, seq in cancel_rounds_of(conn) if seq == cancel_round_seq]
+    for withdrawal_id in ids:
+        current = wstore.get_by_id(conn, withdrawal_id)
+        if current is not None and current.status not in wstore.FINAL:
+            wstore.set_status(conn, [withdrawal_id], current.status, now, detail=detail)
+    drop_cancels(conn, ids)
 
 
 def within_inputs(manifest: Manifest, max_inputs: int) -> Manifest:

@@ -16,7 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
+from coordinator.config import load_config
+from coordinator.store import schema
 from pool.address import address_to_script_pubkey, encode_segwit_address
 from pool.hashes import sha256
 from pool.networks import REGTEST
@@ -44,7 +47,10 @@ def devpool(
     pool = DevPool(tmp_path_factory.mktemp("ladder"), round_deadline_seconds=30)
     pool.pool_settings["maturation"] = MATURATION
     pool.chain_settings.update(fee_floor=1_000, fee_ceiling=1_000)
-    pool.ladder_settings.update(rungs=request.param, step=STEP, bump_after_blocks=BUMP_AFTER)
+    # Without a ladder the step is the one a cancel's replacement adds to the original's rate:
+    # 1 + 5 = 6 sat/vB, above the market.
+    step = STEP if request.param else MARKET
+    pool.ladder_settings.update(rungs=request.param, step=step, bump_after_blocks=BUMP_AFTER)
     with pool:
         pool.fund([BTC // 2] * 2)
         yield pool
@@ -93,6 +99,30 @@ def sent_or_confirmed(pool: DevPool, client: str, request_id: str) -> bool | Non
     if current.confirmations:
         return True
     return pool.node.chain.mempool_entry(current.outputs[0].txid) is not None or None
+
+
+def diagnosis(pool: DevPool) -> str:
+    """The rounds, their transactions and the watcher's sends, for a failing assertion."""
+    config = load_config(pool.directory / "coordinator" / "coordinator.toml")
+    engine = schema.make_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            txs = conn.execute(
+                select(
+                    schema.round_transactions.c.round_seq,
+                    schema.round_transactions.c.txid,
+                    schema.round_transactions.c.status,
+                    schema.round_transactions.c.replaces,
+                    schema.round_transactions.c.broadcast_at,
+                )
+            ).all()
+            sends = conn.execute(select(schema.transaction_sends)).all()
+            rounds = conn.execute(
+                select(schema.rounds.c.seq, schema.rounds.c.status, schema.rounds.c.detail)
+            ).all()
+    finally:
+        engine.dispose()
+    return f"rounds {rounds}; transactions {txs}; sends {sends}"
 
 
 def fee_statement(pool: DevPool, client: str, round_id: str) -> list[pb.FeeNotice]:
@@ -168,3 +198,80 @@ def test_a_transaction_stuck_at_1_sat_vb_confirms_only_with_its_fee_ladder(
             ),
             f"{client}'s withdrawal completed",
         )
+
+
+def test_a_cancel_of_a_stuck_withdrawal_yields_exactly_one_paid_version(
+    devpool: DevPool, request: pytest.FixtureRequest
+) -> None:
+    """A withdrawal in a transaction stuck at 1 sat/vB is cancelled: the signers sign a
+    replacement without it (a cancel round, at the pool's fee rate plus one ladder step), the
+    watcher stops sending the original, the replacement confirms and pays the other withdrawal
+    once; the cancelled one is ``cancelled``, never paid."""
+    if "[ladder]" in request.node.name:
+        pytest.skip("run on the pool without a ladder (the ladder would bump the original)")
+    keeper, canceller = CLIENTS
+    payments = {keeper: 20_000_000, canceller: 5_000_000}
+    for client, amount in payments.items():
+        devpool.client(client).SubmitWithdrawal(
+            pb.SubmitWithdrawalRequest(
+                request_id="cancel-me", address=destination(f"c-{client}"), amount_sat=amount
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    response = devpool.run_round()
+    assert response.round_id, response.detail
+    devpool.wait_until(lambda: sent_or_confirmed(devpool, keeper, "cancel-me"), "sent")
+    original = withdrawal(devpool, keeper, "cancel-me").outputs[0].txid
+    start = devpool.node.chain.tip()[0] + 1
+    market_block(devpool)  # stuck: evicted, sent again
+    devpool.wait_until(lambda: sent_or_confirmed(devpool, keeper, "cancel-me"), "sent again")
+    # The market evicts the original before the replacement is sent: bcoin has no
+    # replace-by-fee, and keeps a transaction it refused once in its reject filter for good.
+    devpool.node.drop_mempool()
+    answer = devpool.client(canceller).CancelWithdrawal(
+        pb.CancelWithdrawalRequest(request_id="cancel-me"), timeout=CALL_TIMEOUT
+    )
+    assert answer.status == pb.WITHDRAWAL_STATUS_BROADCAST
+    assert answer.reason.startswith("cancel requested")
+    devpool.wait_until(
+        lambda: (
+            any(
+                r.round_id != response.round_id
+                and r.status in (pb.ROUND_STATUS_SIGNED, pb.ROUND_STATUS_BROADCAST)
+                for r in devpool.admin()
+                .ListRounds(pb.ListRoundsRequest(), timeout=CALL_TIMEOUT)
+                .rounds
+            )
+            or None
+        ),
+        "the cancel round signed",
+    )
+    blocks = 0
+    while withdrawal(devpool, keeper, "cancel-me").confirmations == 0 and blocks < BLOCKS:
+        market_block(devpool)
+        blocks += 1
+    paid = withdrawal(devpool, keeper, "cancel-me")
+    assert paid.confirmations > 0, f"not confirmed after {blocks} blocks: {diagnosis(devpool)}"
+    assert paid.outputs[0].txid != original  # the replacement confirmed
+    print(f"cancel: the replacement confirmed {blocks} blocks after the cancel")
+    spk = {c: address_to_script_pubkey(destination(f"c-{c}"), REGTEST) for c in payments}
+    assert devpool.received_by(spk[keeper], start) == payments[keeper]
+    assert devpool.received_by(spk[canceller], start) == 0
+    devpool.mine(MATURATION)
+    devpool.wait_until(
+        lambda: (
+            withdrawal(devpool, canceller, "cancel-me").status == pb.WITHDRAWAL_STATUS_CANCELLED
+            or None
+        ),
+        "the cancelled withdrawal cancelled",
+    )
+    devpool.wait_until(
+        lambda: (
+            withdrawal(devpool, keeper, "cancel-me").status == pb.WITHDRAWAL_STATUS_COMPLETED
+            or None
+        ),
+        "the kept withdrawal completed",
+    )
+    devpool.mine(2)
+    assert devpool.received_by(spk[keeper], start) == payments[keeper]  # exactly once
+    assert devpool.received_by(spk[canceller], start) == 0

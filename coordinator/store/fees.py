@@ -4,7 +4,8 @@ The round engine writes ``fee_shares`` with the round (coordinator.store.rounds)
 here once its transaction is signed, as only then is the fee certain to be paid. Of a
 transaction and the rungs of its fee ladder (pool/ladder.py), each with its own shares, only the
 live version counts (``coordinator.store.rounds.live_versions``): the one that confirmed, else
-the one sent last.
+the one sent last; likewise between a transaction and a cancel round's replacement of it
+(``coordinator.store.cancels.is_live_across_cancels``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, or_, select
 
+from coordinator.store.cancels import is_live_across_cancels
 from coordinator.store.rounds import TxRecord, TxStatus, live_versions, transactions
 from coordinator.store.schema import fee_shares, round_transactions, rounds
 from pool.manifest import MAX_LADDER_RUNGS
@@ -61,7 +63,7 @@ def fee_notices(
     def is_live(seq: int, txid: str) -> bool:
         if seq not in live:
             versions: dict[int, TxRecord] = live_versions(transactions(conn, seq))
-            live[seq] = {tx.txid for tx in versions.values()}
+            live[seq] = {tx.txid for tx in versions.values() if is_live_across_cancels(conn, tx)}
         return txid in live[seq]
 
     rows = [r for r in rows if is_live(int(r.round_seq), str(r.txid))][:limit]

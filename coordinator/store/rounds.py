@@ -121,6 +121,8 @@ class NewTransaction:
     base_idx: int | None = None
     """For a rung of the fee ladder: the index of the transaction it replaces."""
     rung: int = 0
+    replaces: str | None = None
+    """For a cancel round's transaction: the txid of the transaction it replaces."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class TxRecord:
     """A rung of the fee ladder: the index of the round's transaction it replaces."""
     rung: int = 0
     """0 for the transaction itself."""
+    replaces: str | None = None
+    """A cancel round's transaction: the txid of the transaction it replaces."""
 
     @property
     def family(self) -> int:
@@ -296,6 +300,11 @@ def _round_from_row(row: Row[tuple[object, ...]]) -> RoundRecord:
     )
 
 
+def tx_from_row(row: Row[tuple[object, ...]]) -> TxRecord:
+    """A ``round_transactions`` row as a record."""
+    return _tx_from_row(row)
+
+
 def _tx_from_row(row: Row[tuple[object, ...]]) -> TxRecord:
     m = row._mapping
     return TxRecord(
@@ -311,6 +320,7 @@ def _tx_from_row(row: Row[tuple[object, ...]]) -> TxRecord:
         broadcast_at=None if m["broadcast_at"] is None else float(m["broadcast_at"]),
         base_idx=None if m["base_idx"] is None else int(m["base_idx"]),
         rung=int(m["rung"] or 0),
+        replaces=None if m["replaces"] is None else str(m["replaces"]),
     )
 
 
@@ -434,6 +444,7 @@ def _add_transaction(conn: Connection, seq: int, idx: int, tx: NewTransaction, n
             status=TxStatus.UNSIGNED.value,
             base_idx=tx.base_idx,
             rung=tx.rung,
+            replaces=tx.replaces,
         )
     )
     for txid, vout in tx.inputs:
