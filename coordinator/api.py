@@ -28,6 +28,7 @@ from coordinator.refund_rounds import RawTransactions, Senders
 from coordinator.round_kinds import CancelRefused
 from coordinator.scheduler import Outcome, PoolDegraded, RoundBusy, RoundsPaused
 from coordinator.signers import Failure, SignerCallError
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
@@ -158,15 +159,33 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             if found is None:
                 raise _no_withdrawal(request_id)
             changed = found.status in wstore.QUEUED
+            in_transaction = found.status in (wstore.Status.SIGNED, wstore.Status.BROADCAST)
             if changed:
                 wstore.set_status(
                     conn, [found.id], wstore.Status.CANCELLED, self._clock(), detail="by the client"
                 )
+            elif in_transaction and found.round_seq is not None:
+                # Cancel and replace (coordinator.cancels): a cancel round replaces its
+                # transaction by one without it, if the signers accept it; until one of the
+                # two confirms, it stays as it is.
+                changed = cancel_store.request_cancel(
+                    conn, found.id, found.round_seq, self._clock()
+                )
+                if changed:
+                    wstore.set_status(
+                        conn,
+                        [found.id],
+                        found.status,
+                        self._clock(),
+                        detail="cancel requested: its transaction is to be replaced by one "
+                        "without it; it is cancelled if the replacement confirms, completed if "
+                        "the original does",
+                    )
             elif found.status is not wstore.Status.CANCELLED:
                 raise RpcFailure(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"request_id: withdrawal {request_id!r} is {found.status.value}; only "
-                    "pending or deferred withdrawals can be cancelled",
+                    "pending, deferred, signed or broadcast withdrawals can be cancelled",
                 )
             cancelled = wstore.get_by_id(conn, found.id)
             assert cancelled is not None

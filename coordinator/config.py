@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from pool.manifest import MAX_MONEY, MAX_STANDARD_WEIGHT, MIN_MAX_WEIGHT
+from pool.manifest import (
+    MAX_LADDER_RUNGS,
+    MAX_LADDER_STEP,
+    MAX_MONEY,
+    MAX_STANDARD_WEIGHT,
+    MIN_LADDER_STEP,
+    MIN_MAX_WEIGHT,
+)
 from pool.networks import NETWORKS, Network, get_network
 from vpool.config_reader import ConfigError as ConfigError  # raised by load_config
 from vpool.config_reader import Table, read_document
@@ -121,6 +128,24 @@ class RoundsConfig:
 
 
 @dataclass(frozen=True)
+class LadderConfig:
+    """The fee ladder (``[ladder]``; pool/ladder.py): replacements of each withdrawal
+    transaction at rising fee rates, signed in the round's one ceremony."""
+
+    rungs: int = 0
+    """Rungs per transaction, 0 to 10 (0: no ladder)."""
+    step: int = 5_000
+    """Satoshis per 1000 vB each rung adds to the rate of the one below, 1,000 to 1,000,000."""
+    bump_after_blocks: int = 3
+    """A transaction still unconfirmed this many blocks after its round's pinned tip (rung k:
+    (k + 1) times as many) is replaced by its next rung (coordinator.watcher)."""
+
+    def manifest_step(self) -> int:
+        """The step as the manifest carries it (0 without a ladder)."""
+        return self.step if self.rungs else 0
+
+
+@dataclass(frozen=True)
 class DepositsConfig:
     confirmations: int = 3
     """Confirmations after which a deposit is credited."""
@@ -174,6 +199,7 @@ class CoordinatorConfig:
     deposits: DepositsConfig = field(default_factory=DepositsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     standby: StandbyConfig = field(default_factory=StandbyConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
 
 
 def _positive(value: int | float, name: str) -> None:
@@ -377,6 +403,19 @@ def _load(doc: Table) -> CoordinatorConfig:
     if len(standby.name.encode()) > MAX_STANDBY_NAME or not standby.name.isprintable():
         raise ConfigError(f"standby.name: at most {MAX_STANDBY_NAME} bytes of printable characters")
 
+    la = doc.table("ladder")
+    ladder = LadderConfig(
+        rungs=la.value("rungs", int, 0),
+        step=la.value("step", int, 5_000),
+        bump_after_blocks=la.value("bump_after_blocks", int, 3),
+    )
+    if not 0 <= ladder.rungs <= MAX_LADDER_RUNGS:
+        raise ConfigError(f"ladder.rungs: must be from 0 to {MAX_LADDER_RUNGS}")
+    _at_least(ladder.step, MIN_LADDER_STEP, "ladder.step", " sat/1000 vB (1 sat/vB)")
+    _at_most(ladder.step, MAX_LADDER_STEP, "ladder.step", " sat/1000 vB")
+    _positive(ladder.bump_after_blocks, "ladder.bump_after_blocks")
+    _at_most(ladder.bump_after_blocks, MAX_DEPTH, "ladder.bump_after_blocks", " blocks")
+
     return CoordinatorConfig(
         network=get_network(network_name),
         data_dir=data_dir,
@@ -389,4 +428,5 @@ def _load(doc: Table) -> CoordinatorConfig:
         deposits=deposits,
         liveness=liveness,
         standby=standby,
+        ladder=ladder,
     )

@@ -71,6 +71,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
+from coordinator.cancels import build_cancel_round
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
 from coordinator.refund_rounds import RefundBuilder, Senders
@@ -90,8 +91,10 @@ from coordinator.round_state import (
     to_ask,
 )
 from coordinator.signers import Failure, Refusal, SignResult
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
+from coordinator.store import withdrawals as wstore
 from coordinator.store.rounds import (
     TX_ORDER,
     Outcome,
@@ -102,6 +105,7 @@ from coordinator.store.rounds import (
 )
 from coordinator.store.schema import transaction
 from coordinator.withdrawal_rounds import WithdrawalBuilder
+from pool.cancel import is_cancel_manifest
 from pool.errors import PsbtError
 from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
@@ -221,6 +225,35 @@ class RoundEngine:
         """Build, sign and broadcast a refund round when deposits wait for one
         (coordinator.refund_rounds); the open rounds hold other deposits than the new one."""
         return self._run(self._builders[RoundKind.REFUND])
+
+    def run_cancels(self) -> list[RoundOutcome]:
+        """Build and drive a cancel round (coordinator.cancels) for each round with cancels
+        waiting; the cancels that cannot be done are dropped, with the reason in the
+        withdrawal's detail (it follows its transaction)."""
+        with self._engine.connect() as conn:
+            seqs = sorted({c.round_seq for c in cancel_store.waiting_cancels(conn)})
+        outcomes: list[RoundOutcome] = []
+        for seq in seqs:
+            try:
+                fee_rate = self._chain_state().fee_rate
+            except ChainError as exc:
+                return [*outcomes, RoundOutcome(None, f"no cancel round built: {exc}")]
+            now = self._clock()
+            with transaction(self._engine) as conn:
+                built = build_cancel_round(conn, seq, fee_rate, self._config.ladder.step)
+                for withdrawal_id, why in built.dropped:
+                    current = wstore.get_by_id(conn, withdrawal_id)
+                    if current is not None and current.status not in wstore.FINAL:
+                        detail = f"cancel not done: {why}"
+                        wstore.set_status(conn, [withdrawal_id], current.status, now, detail=detail)
+                cancel_store.drop_cancels(conn, [w for w, _ in built.dropped])
+                if built.new is None:
+                    continue
+                new_seq = rstore.create_round(conn, built.new, now)
+                cancel_store.set_cancel_round(conn, built.cancelled, new_seq)
+            log.info("cancel round %s built for round %d", built.new.round_id, seq)
+            outcomes.append(self._drive(new_seq))
+        return outcomes
 
     def retry_waiting(self) -> list[RoundOutcome]:
         """At every scheduler tick: ask the signing rounds past their deadline (rounds that wait
@@ -472,7 +505,8 @@ class RoundEngine:
         verdict = conclude(facts)
         if verdict is Verdict.BROADCAST:
             sent = self._broadcast(seq)
-            return RoundOutcome(record.round_id, f"{sent} of {len(txs)} transactions broadcast")
+            bases = sum(tx.base_idx is None for tx in txs)
+            return RoundOutcome(record.round_id, f"{sent} of {bases} transactions broadcast")
         if verdict is Verdict.PARTLY_SIGNED:
             self._broadcast(seq)
             detail = f"{signed} of {len(txs)} transactions signed; waiting for the signers"
@@ -547,7 +581,12 @@ class RoundEngine:
     def _rebuild(
         self, record: RoundRecord, refused: dict[RequestKey, RefusedRequest]
     ) -> RoundOutcome:
-        """Abandon the round and build it again without the refused requests (once)."""
+        """Abandon the round and build it again without the refused requests (once); a cancel
+        round is abandoned (its withdrawals follow their transactions)."""
+        if is_cancel_manifest(record.manifest):
+            with self._engine.connect() as conn:
+                outcomes = rstore.outcomes(conn, record.seq)
+            return self._abandon(record, outcomes, refused)
         detail = f"rebuilt without {len(refused)} refused requests"
         builder = self._builders[record.kind]
 
@@ -599,6 +638,8 @@ class RoundEngine:
             txs = rstore.transactions(conn, seq)
         out = 0
         for tx in txs:
+            if tx.base_idx is not None:
+                continue  # a rung of the fee ladder: the watcher sends it when it is due
             if tx.status is TxStatus.SIGNED:
                 out += self._send(tx)
             else:
@@ -677,7 +718,7 @@ class RoundEngine:
         its transactions are."""
         record = rstore.round_by_seq(conn, seq)
         self._builders[record.kind].follow(conn, seq, now)
-        txs = rstore.transactions(conn, seq)
+        txs = list(rstore.live_versions(rstore.transactions(conn, seq)).values())
         least = min((tx.status for tx in txs), key=TX_ORDER.__getitem__)
         if record.status is not _ROUND_OF_TX[least]:
             rstore.set_round_status(conn, seq, _ROUND_OF_TX[least], now)

@@ -6,6 +6,7 @@ from sqlalchemy import Connection
 
 from coordinator.health import SignerState
 from coordinator.signers import NETWORK_CODES, Refusal
+from coordinator.store import cancels as cancel_store
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
@@ -58,7 +59,14 @@ class WithdrawalViews:
     def _round(self, seq: int) -> tuple[str, dict[str, rstore.TxRecord]]:
         if seq not in self._rounds:
             round_id = rstore.round_by_seq(self._conn, seq).round_id
-            txs = {tx.txid: tx for tx in rstore.transactions(self._conn, seq)}
+            versions = rstore.transactions(self._conn, seq)
+            live = rstore.live_versions(versions)
+            # each version's txid → the live one (fee ladder, or a cancel round's replacement
+            # once sent): outputs follow the version that pays
+            txs = {
+                tx.txid: cancel_store.live_replacement(self._conn, live[tx.family])
+                for tx in versions
+            }
             self._rounds[seq] = (round_id, txs)
         return self._rounds[seq]
 
@@ -82,7 +90,9 @@ class WithdrawalViews:
         out.round_id = round_id
         paid = wstore.outputs_of(self._conn, w.id)
         out.outputs.extend(
-            coordinator_pb2.PaidOutput(txid=txid, vout=vout, amount_sat=amount)
+            coordinator_pb2.PaidOutput(
+                txid=txs[txid].txid if txid in txs else txid, vout=vout, amount_sat=amount
+            )
             for txid, vout, amount in paid
         )
         paying = [txs[txid] for txid in {txid for txid, _, _ in paid} if txid in txs]

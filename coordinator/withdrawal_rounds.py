@@ -22,8 +22,11 @@ from coordinator.round_kinds import BuiltRound, ChainState, RefusedRequest, Requ
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.cancels import cancel_rounds_of, drop_cancels
 from coordinator.store.rounds import TX_ORDER, NewRound, NewTransaction, RoundRecord, TxStatus
 from coordinator.store.withdrawals import Status, Withdrawal
+from pool.cancel import is_cancel_manifest
+from pool.ladder import Rung
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.series import CHANGE, SeriesState
 from pool.vocabulary import RoundKind
@@ -97,7 +100,8 @@ class WithdrawalBuilder:
         new = NewRound(
             round_id=plan.manifest_hash.hex(),
             manifest=encode_manifest(manifest),
-            transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions),
+            transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions)
+            + tuple(_new_rung(r, plan) for r in plan.rungs),
             kind=RoundKind.WITHDRAWAL,
         )
         summary = (
@@ -133,6 +137,8 @@ class WithdrawalBuilder:
                 WithdrawalRequest(w.client_id, w.request_id, w.script_pubkey, w.amount, w.extra_fee)
                 for w in queued
             ),
+            ladder_rungs=self._config.ladder.rungs,
+            ladder_step=self._config.ladder.manifest_step(),
             **shape_caps(self._config.rounds, self._device_limits()),
         )
         return within_inputs(manifest, self._config.rounds.max_inputs)
@@ -177,6 +183,9 @@ class WithdrawalBuilder:
         """Abandon the round and give back the change indexes it took (so that the same
         manifest, built again, reopens it); how many withdrawals went back to the queue."""
         back = rstore.abandon_round(conn, record.seq, detail, now)
+        if is_cancel_manifest(record.manifest):  # a cancel round (coordinator.cancels)
+            forget_cancels(conn, record.seq, f"cancel round abandoned: {detail}", now)
+            return 0
         manifest = decode_manifest(record.manifest)
         active = manifest.active_series.id
         taken_to = build_round(manifest).next_change_index
@@ -196,6 +205,17 @@ def shape_caps(rounds: RoundsConfig, devices: Iterable[DeviceLimits]) -> dict[st
         "max_tx_inputs": min((cap for cap in inputs if cap), default=0),
         "max_tx_payments": min((cap for cap in payments if cap), default=0),
     }
+
+
+def forget_cancels(conn: Connection, cancel_round_seq: int, detail: str, now: float) -> None:
+    """The cancels a cancel round was for are dropped (each withdrawal follows its
+    transaction), the reason in their detail."""
+    ids = [w for w, seq in cancel_rounds_of(conn) if seq == cancel_round_seq]
+    for withdrawal_id in ids:
+        current = wstore.get_by_id(conn, withdrawal_id)
+        if current is not None and current.status not in wstore.FINAL:
+            wstore.set_status(conn, [withdrawal_id], current.status, now, detail=detail)
+    drop_cancels(conn, ids)
 
 
 def within_inputs(manifest: Manifest, max_inputs: int) -> Manifest:
@@ -232,6 +252,22 @@ def _claim(
                 split=outcome.status is RequestStatus.SPLIT,
             )
     cstore.advance_index(conn, manifest.active_series.id, CHANGE, plan.next_change_index)
+
+
+def _new_rung(rung: Rung, plan: RoundPlan) -> NewTransaction:
+    """A rung of the fee ladder: signed with the round, sent only by the watcher. Its inputs
+    are its transaction's (reserved once) and its outputs are not recorded as paying the
+    withdrawals: the withdrawals follow whichever version of the transaction is live."""
+    return NewTransaction(
+        txid=rung.txid_hex,
+        psbt=rung.psbt.serialize(),
+        fee=rung.fee,
+        inputs=(),
+        outputs=(),
+        fee_shares=rung.fee_shares,
+        base_idx=rung.of,
+        rung=rung.step,
+    )
 
 
 def _new_transaction(

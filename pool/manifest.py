@@ -7,13 +7,14 @@ same manifest rebuilds the same PSBTs, byte for byte.
 
 Encoding (all integers little-endian, ``cs`` = CompactSize, ``vb`` = cs length + bytes)::
 
-    "VPRM" | u8 encoding version (1 or 2) | u32 algorithm version | u8 network code
+    "VPRM" | u8 encoding version (1) | u32 algorithm version | u8 network code
     cs #series, per series (ascending id):
         u32 id | u8 state (0 active, 1 retiring) | u8 m | cs #keys, per key (canonical order):
             4 fingerprint | cs #path | u32 × path | 78 serialized xpub (network's version)
     u32 tip height | 32 tip hash (display byte order, as RPCs print it)
     u64 fee rate (sat per 1000 vB) | u64 dust limit | u32 max weight | u32 min confirmations
-    [encoding version 2 only: u32 max inputs per transaction | u32 max payments per transaction]
+    | u8 ladder rungs | u32 ladder step (sat per 1000 vB) | u32 max inputs per transaction
+    | u32 max payments per transaction
     cs #change starts, per entry (ascending series id): u32 series id | u32 next change index
     cs #utxos, per utxo (ascending txid display hex, then vout):
         32 txid (internal order) | u32 vout | u64 value | u32 series | u8 branch | u32 index
@@ -21,11 +22,8 @@ Encoding (all integers little-endian, ``cs`` = CompactSize, ``vb`` = cs length +
     cs #requests, per request (ascending request key):
         vb client id (UTF-8) | vb request id (UTF-8) | vb scriptPubKey | u64 amount | u64 extra fee
 
-Encoding version 2 is written exactly when the round's shape is capped (``max_tx_inputs`` or
-``max_tx_payments`` not 0); an uncapped manifest keeps version 1, so its bytes and hash are those
-it always had. The decoder refuses anything that is not exactly what the encoder writes: unknown
-versions, a version 2 encoding without a cap, lists out of canonical order or with duplicates,
-trailing bytes.
+The decoder refuses anything that is not exactly what the encoder writes: unknown versions,
+lists out of canonical order or with duplicates, trailing bytes.
 """
 
 from __future__ import annotations
@@ -48,11 +46,13 @@ from pool.serialize import Reader, compact_size, u8, u32le, u64le, var_bytes
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
 from pool.tx import OutPoint
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
+"""3: the fee ladder (``ladder_rungs``, ``ladder_step``; pool/ladder.py)."""
+MAX_LADDER_RUNGS = 10
+MIN_LADDER_STEP = 1_000
+"""Satoshis per 1000 vB: a rung must beat the one before by the nodes' incremental relay fee."""
+MAX_LADDER_STEP = 1_000_000
 ENCODING_VERSION = 1
-SHAPED_ENCODING_VERSION = 2
-"""The encoding of a manifest whose transactions' shape is capped (``max_tx_inputs``,
-``max_tx_payments``)."""
 MAGIC = b"VPRM"
 
 MAX_MONEY = 21_000_000 * 100_000_000
@@ -128,6 +128,10 @@ class Manifest:
     max_weight: int
     min_conf: int
     requests: tuple[WithdrawalRequest, ...]
+    ladder_rungs: int = 0
+    """Replacements of each transaction at rising fee rates signed in the same round (0: none)."""
+    ladder_step: int = 0
+    """Satoshis per 1000 vB that each rung adds to the fee rate of the one before."""
     version: int = ALGORITHM_VERSION
     max_tx_inputs: int = 0
     """At most this many inputs in one transaction (0: no cap but ``max_weight``): the
@@ -209,6 +213,11 @@ def _validate(m: Manifest) -> None:
     _validate_series(m)
     check_range("max_weight", m.max_weight, MIN_MAX_WEIGHT, MAX_STANDARD_WEIGHT)
     check_range("min_conf", m.min_conf, 1, U32)
+    check_range("ladder_rungs", m.ladder_rungs, 0, MAX_LADDER_RUNGS)
+    if m.ladder_rungs:
+        check_range("ladder_step", m.ladder_step, MIN_LADDER_STEP, MAX_LADDER_STEP)
+    else:
+        check_range("ladder_step", m.ladder_step, 0, 0)
     check_range("max_tx_inputs", m.max_tx_inputs, 0, U32)
     check_range("max_tx_payments", m.max_tx_payments, 0, U32)
     _validate_change_index(m)
@@ -308,21 +317,15 @@ def decode_header(
     return enc, version, _NETWORK_BY_CODE[code]
 
 
-def _is_shaped(m: Manifest) -> bool:
-    return bool(m.max_tx_inputs or m.max_tx_payments)
-
-
 def encode_manifest(m: Manifest) -> bytes:
     """The canonical byte encoding (see the module docstring)."""
     net = m.net
-    shaped = _is_shaped(m)
-    encoding = SHAPED_ENCODING_VERSION if shaped else ENCODING_VERSION
-    out = bytearray(encode_header(MAGIC, encoding, m.version, m.network))
+    out = bytearray(encode_header(MAGIC, ENCODING_VERSION, m.version, m.network))
     out += encode_series_list(m.series, net)
     out += u32le(m.tip_height) + m.tip_hash
     out += u64le(m.fee_rate) + u64le(m.dust_limit) + u32le(m.max_weight) + u32le(m.min_conf)
-    if shaped:
-        out += u32le(m.max_tx_inputs) + u32le(m.max_tx_payments)
+    out += u8(m.ladder_rungs) + u32le(m.ladder_step)
+    out += u32le(m.max_tx_inputs) + u32le(m.max_tx_payments)
     out += compact_size(len(m.change_index))
     for series_id, index in m.change_index:
         out += u32le(series_id) + u32le(index)
@@ -380,15 +383,14 @@ def decode_series_list(reader: Reader, net: Network) -> list[Series]:
 def decode_manifest(data: bytes) -> Manifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
-    encoding, version, network = decode_header(reader, MAGIC, _ENCODINGS, "round manifest")
+    _, version, network = decode_header(reader, MAGIC, (ENCODING_VERSION,), "round manifest")
     net = get_network(network)
     series = decode_series_list(reader, net)
     tip_height, tip_hash = reader.u32(), reader.read(32)
     fee_rate, dust_limit = reader.u64(), reader.u64()
     max_weight, min_conf = reader.u32(), reader.u32()
-    max_tx_inputs, max_tx_payments = 0, 0
-    if encoding == SHAPED_ENCODING_VERSION:
-        max_tx_inputs, max_tx_payments = reader.u32(), reader.u32()
+    ladder_rungs, ladder_step = reader.u8(), reader.u32()
+    max_tx_inputs, max_tx_payments = reader.u32(), reader.u32()
     change = [(reader.u32(), reader.u32()) for _ in range(reader.compact_size())]
     utxos = [
         Utxo(
@@ -424,12 +426,12 @@ def decode_manifest(data: bytes) -> Manifest:
         max_weight=max_weight,
         min_conf=min_conf,
         requests=tuple(requests),
+        ladder_rungs=ladder_rungs,
+        ladder_step=ladder_step,
         version=version,
         max_tx_inputs=max_tx_inputs,
         max_tx_payments=max_tx_payments,
     )
-    if encoding == SHAPED_ENCODING_VERSION and not _is_shaped(manifest):
-        raise EncodingError("encoding version 2 without a cap on the transactions' shape")
     if encode_manifest(manifest) != bytes(data):
         raise EncodingError("manifest lists are not in canonical order")
     return manifest
@@ -441,22 +443,18 @@ def manifest_counts(data: bytes) -> tuple[int, int]:
     rebuild would do, cheap enough to check first. ``EncodingError`` if the encoding is cut
     short before the counts."""
     reader = Reader(data)
-    encoding, _, _ = decode_header(reader, MAGIC, _ENCODINGS, "round manifest")
+    decode_header(reader, MAGIC, (ENCODING_VERSION,), "round manifest")
     for _ in range(reader.compact_size()):  # series: id, state, m, keys
         reader.read(4 + 1 + 1)
         for _ in range(reader.compact_size()):  # fingerprint, path, xpub
             reader.read(4)
             reader.read(4 * reader.compact_size() + 78)
-    reader.read(4 + 32 + 8 + 8 + 4 + 4)  # tip height and hash, fee rate, dust, weight, conf
-    if encoding == SHAPED_ENCODING_VERSION:
-        reader.read(4 + 4)  # inputs and payments per transaction
+    reader.read(4 + 32 + 8 + 8 + 4 + 4 + 1 + 4 + 4 + 4)  # tip, fees, weight, conf, ladder, caps
     reader.read(8 * reader.compact_size())  # change starts
     utxos = reader.compact_size()
     reader.read(_UTXO_ENCODED_LEN * utxos)
     return utxos, reader.compact_size()
 
-
-_ENCODINGS = (ENCODING_VERSION, SHAPED_ENCODING_VERSION)
 
 _UTXO_ENCODED_LEN = 32 + 4 + 8 + 4 + 1 + 4 + 4
 """txid, vout, value, series, branch, index, height."""
@@ -498,8 +496,9 @@ def manifest_to_json(m: Manifest) -> dict[str, Any]:
         "dust_limit": m.dust_limit,
         "max_weight": m.max_weight,
         "min_conf": m.min_conf,
-        **({"max_tx_inputs": m.max_tx_inputs} if m.max_tx_inputs else {}),
-        **({"max_tx_payments": m.max_tx_payments} if m.max_tx_payments else {}),
+        "ladder": {"rungs": m.ladder_rungs, "step_sat_per_kvb": m.ladder_step},
+        "max_tx_inputs": m.max_tx_inputs,
+        "max_tx_payments": m.max_tx_payments,
         "change_index": {str(series_id): index for series_id, index in m.change_index},
         "utxos": [
             {
@@ -550,6 +549,8 @@ def manifest_from_json(doc: Mapping[str, Any]) -> Manifest:
         dust_limit=doc["dust_limit"],
         max_weight=doc["max_weight"],
         min_conf=doc["min_conf"],
+        ladder_rungs=doc.get("ladder", {}).get("rungs", 0),
+        ladder_step=doc.get("ladder", {}).get("step_sat_per_kvb", 0),
         max_tx_inputs=doc.get("max_tx_inputs", 0),
         max_tx_payments=doc.get("max_tx_payments", 0),
         requests=tuple(

@@ -68,6 +68,10 @@ class Reason(StrEnum):
     """An input is spent by another round this signer approved and whose device has not
     answered yet. Not final: ask again once that round is signed (then a safe replacement of
     it may pass) or has failed. Scoped to the input."""
+    CANCEL_OF_UNSIGNED = "CANCEL_OF_UNSIGNED"
+    """A cancel round replaces a transaction this signer did not sign under the cancel's
+    original manifest: there is nothing of its own to cancel, and signing would pay the kept
+    payments outside its limits. Final for this manifest."""
     SAME_TX_OTHER_MANIFEST = "SAME_TX_OTHER_MANIFEST"
     """This very transaction was signed under another manifest (a manifest that rebuilds to the
     same txid while claiming other facts, e.g. other input amounts). Final for this manifest:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 from pool.fees import largest_remainder
+from pool.ladder import Rung, build_rungs
 from pool.manifest import Manifest, Utxo, WithdrawalRequest, manifest_hash
 from pool.psbt import Psbt, PsbtOutput
 from pool.psbt_fields import global_xpubs, pool_input, pool_output
@@ -87,6 +88,19 @@ class RoundPlan:
     """Every request of the manifest, in processing order."""
     next_change_index: int
     """The active series' next unused change index after this round."""
+    rungs: tuple[Rung, ...] = ()
+    """The fee ladder (pool.ladder): every transaction's rungs, by transaction then step."""
+
+    @property
+    def psbts(self) -> tuple[Psbt, ...]:
+        """What the signers sign, in order: the transactions, then the rungs."""
+        return tuple(t.psbt for t in self.transactions) + tuple(r.psbt for r in self.rungs)
+
+    @property
+    def change_vouts(self) -> tuple[int | None, ...]:
+        """The change output of each PSBT of ``psbts`` (a rung's is its transaction's)."""
+        of_tx = [None if t.change is None else t.change.vout for t in self.transactions]
+        return tuple(of_tx) + tuple(of_tx[r.of] for r in self.rungs)
 
     @property
     def total_fee(self) -> int:
@@ -416,6 +430,14 @@ def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | 
     return Psbt(tx=tx, xpubs=xpubs, inputs=psbt_inputs, outputs=tuple(psbt_outputs))
 
 
+def _paid_by_client(draft: _Draft) -> dict[str, int]:
+    amounts: dict[str, int] = {}
+    for part in draft.parts:
+        client = part.request.client_id
+        amounts[client] = amounts.get(client, 0) + part.amount
+    return amounts
+
+
 def _fee_shares(draft: _Draft, fee: int) -> tuple[tuple[str, int], ...]:
     """Rule A1: extra fees to their clients, the rest in proportion to the amounts paid."""
     amounts: dict[str, int] = {}
@@ -439,6 +461,7 @@ def build_round(manifest: Manifest) -> RoundPlan:
     active = manifest.active_series
     change_index = manifest.next_change_index(active.id)
     planned: list[PlannedTransaction] = []
+    rungs: list[Rung] = []
     paid: dict[bytes, list[PaidOutput]] = {}
     for draft in drafts:
         max_weight = draft.weight()
@@ -467,6 +490,19 @@ def build_round(manifest: Manifest) -> RoundPlan:
                 fee_shares=_fee_shares(draft, fee),
             )
         )
+        rungs += build_rungs(
+            of=len(planned) - 1,
+            psbt=psbt,
+            change_vout=None if change_output is None else change_output.vout,
+            fee=fee,
+            max_weight=max_weight,
+            fee_shares=planned[-1].fee_shares,
+            paid_by_client=_paid_by_client(draft),
+            fee_rate=manifest.fee_rate,
+            ladder_rungs=manifest.ladder_rungs,
+            ladder_step=manifest.ladder_step,
+            dust_limit=manifest.dust_limit,
+        )
     deferred_keys = {r.key for r in deferred}
     outcomes = []
     for request in manifest.requests:
@@ -483,4 +519,5 @@ def build_round(manifest: Manifest) -> RoundPlan:
         transactions=tuple(planned),
         requests=tuple(outcomes),
         next_change_index=change_index,
+        rungs=tuple(rungs),
     )

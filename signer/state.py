@@ -115,6 +115,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             until REAL NOT NULL CHECK (until >= started_at)
         )""",
     ),
+    (  # 8: requests this signer signed a cancel of (never paid again)
+        """CREATE TABLE cancelled_requests (
+            client_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            manifest_hash BLOB NOT NULL,
+            cancelled_at REAL NOT NULL,
+            PRIMARY KEY (client_id, request_id)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -189,7 +198,8 @@ def _signing_rows(
     rows: list[_SigningRow] = []
     transactions: list[tuple[str, bytes]] = []
     items = zip(approval.psbts, approval.txids, approval.change_vouts, strict=True)
-    for index, (psbt, txid, change_vout) in enumerate(items):
+    logged = planned - approval.rungs  # the ladder's rungs are not logged (Approval.rungs)
+    for index, (psbt, txid, change_vout) in enumerate(list(items)[:logged]):
         tx = psbt.tx
         raw = tx.serialize_without_witness()
         if hash256(raw)[::-1].hex() != txid:
@@ -350,6 +360,14 @@ class SignerState:
         total: int = rows[0][0]
         return total
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        """Did this signer sign a cancel of this request?"""
+        rows = self._query(
+            "SELECT 1 FROM cancelled_requests WHERE client_id = ? AND request_id = ?",
+            (client_id, request_id),
+        )
+        return bool(rows)
+
     def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
         """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
         rows = self._query(
@@ -407,9 +425,15 @@ class SignerState:
             for script, amount in approval.destinations
             if amount > 0
         ]
+        cancels = [(c, r, approval.manifest_hash, now) for c, r in approval.cancels]
         with self._write() as db:
             db.executemany(_INSERT_SIGNED_TX, transactions)
             db.executemany(_UPSERT_SIGNED, rows)
+            db.executemany(
+                "INSERT INTO cancelled_requests (client_id, request_id, manifest_hash, "
+                "cancelled_at) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, request_id) DO NOTHING",
+                cancels,
+            )
             if db.execute(_INSERT_SPEND, spend).rowcount:
                 db.executemany(_INSERT_DESTINATION, destinations)
             if answer is not None:

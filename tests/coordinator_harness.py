@@ -127,6 +127,9 @@ class StandInRounds:
     def retry_waiting(self) -> None:
         self.retries += 1
 
+    def run_cancels(self) -> None:
+        pass
+
     def cancel_round(self, round_id: str) -> StandInOutcome:
         raise KeyError(round_id)
 

@@ -107,6 +107,7 @@ class MemoryHistory:
     refunds: list[tuple[float, int]] = field(default_factory=list)
     moves: list[tuple[float, int]] = field(default_factory=list)
     acknowledged: dict[OutPoint, AcknowledgedDeposit] = field(default_factory=dict)
+    cancelled: set[tuple[str, str]] = field(default_factory=set)
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         return self.spends.get(outpoint)
@@ -126,16 +127,22 @@ class MemoryHistory:
     def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
         return self.acknowledged.get(outpoint)
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        return (client_id, request_id) in self.cancelled
+
     def acknowledge(self, claim: DepositClaim, height: int = 100, now: float = 0.0) -> None:
         self.acknowledged[claim.outpoint] = AcknowledgedDeposit(claim, height, now)
 
     def record(self, approval: Approval, now: float = 0.0) -> None:
-        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
+        logged = len(approval.psbts) - approval.rungs  # as signer.state: rungs not logged
+        pairs = zip(approval.psbts, approval.change_vouts, strict=True)
+        for psbt, change in list(pairs)[:logged]:
             for txin in psbt.tx.inputs:
                 self.spends[txin.prevout] = SignedBefore(
                     psbt.tx.txid_hex, psbt.tx, change, approval.manifest_hash
                 )
         self.amounts.append((now, approval.payments))
+        self.cancelled |= set(approval.cancels)
         self.paid_to += [(now, script, amount) for script, amount in approval.destinations]
         self.refunds.append((now, approval.refunds))
         self.moves.append((now, approval.moves))

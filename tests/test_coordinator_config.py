@@ -37,6 +37,7 @@ def test_the_example_loads_as_it_is(tmp_path: Path) -> None:
     [
         (_edited("min_conf = 6", "min_confs = 6"), "pool.min_confs: unknown key"),
         (_edited("[liveness]", "[livenes]"), "livenes: unknown key"),
+        (_edited("rungs = 3", "rung = 3"), "ladder.rung: unknown key"),
         ('netwrok = "regtest"\n' + EXAMPLE, "netwrok: unknown key"),
         (_edited('cert = "certs/coordinator.pem"', 'cert = "certs/coordinator.pem"\ncrt = ""'),
          "server.tls.crt: unknown key"),
@@ -106,6 +107,14 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
          "standby.poll_seconds: must be at most 60.0 seconds"),
         ('# name = "coordinator-a"', f'name = "{"x" * 41}"',
          "standby.name: at most 40 bytes of printable characters"),
+        ("rungs = 3", "rungs = 11", "ladder.rungs: must be from 0 to 10"),
+        ("rungs = 3", "rungs = -1", "ladder.rungs: must be from 0 to 10"),
+        ("step = 5000", "step = 999", "ladder.step: must be at least 1000"),
+        ("step = 5000", "step = 1000001", "ladder.step: must be at most 1000000"),
+        ("bump_after_blocks = 3", "bump_after_blocks = 0",
+         "ladder.bump_after_blocks: must be positive"),
+        ("bump_after_blocks = 3", "bump_after_blocks = 100001",
+         "ladder.bump_after_blocks: must be at most 100000"),
     ],
 )  # fmt: skip
 def test_a_value_out_of_bounds_is_refused_by_name(
@@ -113,3 +122,15 @@ def test_a_value_out_of_bounds_is_refused_by_name(
 ) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         _load(tmp_path, _edited(old, new))
+
+
+def test_the_ladder_is_off_unless_configured(tmp_path: Path) -> None:
+    start = EXAMPLE.index("[ladder]")
+    end = EXAMPLE.index("[deposits]")
+    (tmp_path / "certs").mkdir(exist_ok=True)
+    for name in ("coordinator.pem", "coordinator.key", "ca.pem"):
+        (tmp_path / "certs" / name).write_text("")
+    path = tmp_path / "coordinator.toml"
+    path.write_text(EXAMPLE[:start] + EXAMPLE[end:], encoding="utf-8")
+    ladder = load_config(path).ladder
+    assert (ladder.rungs, ladder.manifest_step()) == (0, 0)

@@ -195,6 +195,12 @@ round_transactions = Table(
     Column("block_height", Integer, nullable=True),
     Column("block_hash", String(64), nullable=True),
     Column("broadcast_at", Float, nullable=True),
+    # migration 6: a rung of the fee ladder (pool/ladder.py) replaces transaction base_idx of its
+    # round; rung 0 (base_idx NULL) is the transaction itself.
+    Column("base_idx", Integer, nullable=True),
+    Column("rung", Integer, nullable=False, default=0),
+    # migration 6: a cancel round's transaction names the transaction it replaces
+    Column("replaces", String(64), nullable=True),
 )
 
 signatures = Table(
@@ -381,6 +387,20 @@ deposit_acknowledgements = Table(
 )
 
 
+# --- migration 6: the fee ladder, cancel and replace -------------------------------------------
+
+# A client's cancel of a withdrawal that sits in a signed transaction: a cancel round replaces
+# that transaction by one without its payment (coordinator.cancels).
+withdrawal_cancels = Table(
+    "withdrawal_cancels",
+    metadata,
+    Column("withdrawal_id", Integer, ForeignKey("withdrawals.id"), primary_key=True),
+    Column("round_seq", Integer, nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("cancel_round_seq", Integer, nullable=True),
+)
+
+
 def _migration_1(conn: Connection) -> None:
     """The first schema. Later migrations create their own tables by name, never all."""
     v1 = [
@@ -452,9 +472,18 @@ def _migration_7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[missed_registrations])
 
 
+def _migration_8(conn: Connection) -> None:
+    """The fee ladder: a round's transactions include the rungs that may replace them; cancel
+    and replace: the cancels clients asked for, and what a cancel round's transaction replaces."""
+    _add_column(conn, "round_transactions", "base_idx", "INTEGER")
+    _add_column(conn, "round_transactions", "rung", "INTEGER NOT NULL DEFAULT 0")
+    _add_column(conn, "round_transactions", "replaces", "VARCHAR(64)")
+    metadata.create_all(conn, tables=[withdrawal_cancels])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
-    _migration_7,
+    _migration_7, _migration_8,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

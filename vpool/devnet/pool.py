@@ -98,6 +98,10 @@ class DevPool:
     """The coordinator's [liveness] table (its defaults where empty)."""
     rounds_settings: dict[str, int | float] = field(default_factory=dict)
     """More keys of the coordinator's [rounds] table (e.g. withdrawal_expiry_seconds)."""
+    ladder_settings: dict[str, int] = field(default_factory=dict)
+    """The coordinator's [ladder] table (the fee ladder; its defaults, no ladder, where empty)."""
+    chain_settings: dict[str, int] = field(default_factory=dict)
+    """More keys of the coordinator's [chain] table (e.g. fee_floor, fee_ceiling)."""
     signer_policy: dict[str, Any] = field(default_factory=lambda: dict(SIGNER_POLICY))
     """Every signer's [policy] table; ``write_config`` adds min_threshold (the series' m), the
     series' keys as cosigners and its checksum as the one approved series."""
@@ -256,6 +260,8 @@ class DevPool:
         deposits = _toml_table(self.deposit_settings)
         liveness = _toml_table(self.liveness_settings)
         rounds = _toml_table(self.rounds_settings)
+        ladder = _toml_table(self.ladder_settings)
+        chain = _toml_table(self.chain_settings)
         path = directory / "coordinator.toml"
         metrics = f'metrics_listen = "{self.coordinator_http[7:]}"\n' if self.metrics else ""
         path.write_text(
@@ -279,9 +285,11 @@ rpc_user = "{user}"
 rpc_password = "{password}"
 poll_seconds = 0.2
 scan_start_height = {tip}
-
+{chain}
 [pool]
 {pool}
+[ladder]
+{ladder}
 [deposits]
 {deposits}
 [liveness]
