@@ -225,9 +225,14 @@ class _Draft:
         return self.weight() > self.manifest.max_weight or 0 < cap < len(self.parts)
 
     def can_take(self, utxo: Utxo) -> bool:
-        """Rule P2: one more input keeps the draft within ``max_weight`` and ``max_tx_inputs``."""
+        """Rule P2: one more input keeps the draft within ``max_weight`` and ``max_tx_inputs``,
+        and in one series (a transaction spends the coins of one series only)."""
         cap = self.manifest.max_tx_inputs
-        return self.weight(utxo) <= self.manifest.max_weight and not 0 < cap <= len(self.inputs)
+        return (
+            self.weight(utxo) <= self.manifest.max_weight
+            and not 0 < cap <= len(self.inputs)
+            and (not self.inputs or self.inputs[0].series_id == utxo.series_id)
+        )
 
     def add_part(self, part: _Part) -> None:
         self.parts.append(part)
@@ -415,13 +420,14 @@ def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | 
     tx_inputs = tuple(TxIn(u.outpoint, SEQUENCE_RBF) for u in draft.inputs)
     outputs = [TxOut(p.amount, p.request.script_pubkey) for p in draft.parts]
     psbt_outputs = [PsbtOutput() for _ in draft.parts]
-    used_series = {u.series_id for u in draft.inputs}
+    used_series = {u.series_id for u in draft.inputs}  # one series (rule P2)
     if change is not None:
         series_id, index, value = change
         derived = series[series_id].derive(CHANGE, index)
         outputs.append(TxOut(value, derived.script_pubkey))
-        psbt_outputs.append(pool_output(derived))
-        used_series.add(series_id)
+        # T2: key paths only on change to the series spent from; a sweep's output to the active
+        # series has none, so that every device shows it as the payment it is.
+        psbt_outputs.append(pool_output(derived) if series_id in used_series else PsbtOutput())
     psbt_inputs = tuple(
         pool_input(series[u.series_id], u.branch, u.index, u.value) for u in draft.inputs
     )

@@ -152,6 +152,13 @@ def test_no_transaction_passes_the_manifests_shape_caps(m: Manifest) -> None:
 
 @PROPERTY
 @given(manifests())
+def test_every_transaction_spends_one_series(m: Manifest) -> None:
+    for t in build_round(m).transactions:
+        assert len({u.series_id for u in t.inputs}) == 1
+
+
+@PROPERTY
+@given(manifests())
 def test_no_utxo_is_spent_twice(m: Manifest) -> None:
     spent = [str(u.outpoint) for t in build_round(m).transactions for u in t.inputs]
     assert len(spent) == len(set(spent))
