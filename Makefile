@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: test demo bench lint proto vectors clean help
 
@@ -34,10 +35,16 @@ browser-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "note: chromium missing; install Debian's chromium for the status page tests"; fi; }
 
-$(STAMP): pyproject.toml
+# Two stamps: the demo needs only vpool and what it runs on ($(RUNTIME)); the tests, lint and
+# benchmarks also need the test and dev extras ($(STAMP)). PYTHONWARNINGS silences setuptools'
+# notice about editable installs (the only deprecation it had, the license table, is fixed).
+$(RUNTIME): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e .
+	@touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
 # The regtest node of the tests and the demo: bcoin, run with its JavaScript backends. No install
@@ -51,7 +58,11 @@ test: $(STAMP) system-deps browser-deps node_modules
 
 # A real regtest pool end to end: bcoin, three signers (one behind the Jade-protocol emulator),
 # the coordinator on SQLite, two clients; prints each step and a summary, exits 0.
-demo: $(STAMP) system-deps node_modules
+# The Python packages and bcoin install side by side (-j2): on a fresh clone that is most of the
+# wait.
+demo:
+	@$(MAKE) -s --no-print-directory -j2 $(RUNTIME) node_modules
+	@$(MAKE) -s --no-print-directory system-deps
 	$(PY) -m vpool.devnet.demo
 
 # Benchmarks: every figure measured in the run, peers side by side (bench/run.py); writes

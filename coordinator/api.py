@@ -434,10 +434,22 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
         self, request: coordinator_pb2.AddSeriesRequest, context: Any
     ) -> coordinator_pb2.SeriesInfo:
         series = self._parse_series(request)
-        with self._engine.connect() as conn:
-            self._check_new_id(conn, series.id)
-        self._register_on_signers(series)
         network = self._config.network
+        with self._engine.connect() as conn:
+            stored = self._same_series(conn, series)
+            if stored is None:
+                self._check_new_id(conn, series.id)
+        self._register_on_signers(series)
+        if stored is not None:
+            # The repair of a series the store holds and its signers may not (e.g. one created
+            # by a configuration file of an older version): registered again, nothing stored.
+            log.info("admin %s: series %d registered again", _caller_name(context), series.id)
+            return coordinator_pb2.SeriesInfo(
+                series_id=stored.id,
+                state=stored.state.value,
+                receive_descriptor=stored.descriptor(RECEIVE).to_string(network),
+                change_descriptor=stored.descriptor(CHANGE).to_string(network),
+            )
         with transaction(self._engine) as conn:
             self._check_new_id(conn, series.id)
             try:
@@ -497,6 +509,19 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
             request.change_descriptor,
             self._config.network,
         )
+
+    def _same_series(self, conn: Connection, series: Series) -> Series | None:
+        """The stored series of ``series.id`` when it has the same threshold and keys; None when
+        the id is new. Another series under that id is ALREADY_EXISTS."""
+        for stored in cstore.all_series(conn, self._config.network):
+            if stored.id == series.id:
+                if (stored.m, stored.keys) != (series.m, series.keys):
+                    raise RpcFailure(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        f"series_id: series {series.id} exists with other keys or threshold",
+                    )
+                return stored
+        return None
 
     def _check_new_id(self, conn: Connection, series_id: int) -> None:
         known = [s.id for s in cstore.all_series(conn, self._config.network)]

@@ -61,8 +61,9 @@ def _init(args: argparse.Namespace) -> int:
     from vpool.tls import TlsError
 
     options = InitOptions(
-        args.dir, args.network, args.listen, args.rpc_url, args.client, args.admin, args.force
-    )
+        args.dir, args.network, args.listen, args.rpc_url, args.client, args.admin, args.force,
+        args.rpc_cookie_file,
+    )  # fmt: skip
     try:
         written = init(options)
     except (SetupError, TlsError) as e:
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--network", choices=sorted(NETWORKS), default="regtest")
     init.add_argument("--listen", default="127.0.0.1:50060", help="the API's host:port")
     init.add_argument("--rpc-url", default="http://127.0.0.1:18443", help="the node's JSON-RPC URL")
+    init.add_argument(
+        "--rpc-cookie-file", default="",
+        help="the node's cookie file (user:password; default: a user and password to edit)",
+    )  # fmt: skip
     init.add_argument("--client", default="exchange-a", help="the client certificate's name")
     init.add_argument("--admin", default="ops", help="the admin certificate's name")
     init.add_argument("--force", action="store_true", help="replace existing files (not the CA)")

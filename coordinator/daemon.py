@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.audit_heads import AuditHeads
 from coordinator.chain import BitcoinRPC, ChainError
-from coordinator.config import ConfigError, CoordinatorConfig, load_config
+from coordinator.config import CoordinatorConfig, load_config
 from coordinator.credits import Credits
 from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
@@ -44,8 +44,6 @@ from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate, transaction
 from coordinator.watch import ChangeSignal
 from coordinator.watcher import TransactionWatcher
-from pool.errors import VpoolError
-from pool.series import SeriesState
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +66,10 @@ def open_store(config: CoordinatorConfig) -> Engine:
     return engine
 
 
-def create_series(config: CoordinatorConfig, engine: Engine, now: float) -> None:
-    """On a store without series: the configured ones (the highest id active, the others
-    retiring). Later series come through AdminService.AddSeries only."""
+def prepare_addresses(config: CoordinatorConfig, engine: Engine) -> None:
+    """The address lookahead of every series, to the configured depth (series themselves come
+    through AdminService.AddSeries only, which registers them on the signers first)."""
     with transaction(engine) as conn:
-        known = {s.id for s in cstore.all_series(conn, config.network)}
-        if not known:
-            ordered = sorted(enumerate(config.series), key=lambda item: item[1].id)
-            for position, (i, entry) in enumerate(ordered, 1):
-                state = SeriesState.ACTIVE if position == len(ordered) else SeriesState.RETIRING
-                try:
-                    cstore.add_series(
-                        conn, entry.id, entry.receive, entry.change, state, config.network, now
-                    )
-                except VpoolError as e:
-                    raise ConfigError(f"series[{i}]: {e}") from None
-                log.info("series %d created (%s)", entry.id, state.value)
-        else:
-            for entry in config.series:
-                if entry.id not in known:
-                    log.warning(
-                        "series %d of the configuration is not in the store: the configuration "
-                        "creates series on the first start only; use AdminService.AddSeries",
-                        entry.id,
-                    )
         cstore.ensure_lookahead(conn, config.network, config.pool.address_lookahead)
 
 
@@ -221,14 +199,22 @@ def serve(config_path: Path) -> int:
     with ExitStack() as stack:
         engine = open_store(config)
         stack.callback(engine.dispose)
-        create_series(config, engine, time.time())
+        prepare_addresses(config, engine)
         chain = BitcoinRPC.from_config(config.chain)
         signers = stack.enter_context(SignerPool.from_config(config))
         board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
         stack.callback(changes.close)
         heads = AuditHeads(engine, signers, time.time)
-        rounds = RoundEngine(config, engine, chain, signers, time.time, after_round=heads.record)
+        rounds = RoundEngine(
+            config,
+            engine,
+            chain,
+            signers,
+            time.time,
+            device_limits=signers.device_limits,
+            after_round=heads.record,
+        )
         scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
             config.server,

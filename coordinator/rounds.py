@@ -107,6 +107,7 @@ from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
 from pool.script import parse_multisig_script
 from pool.vocabulary import RoundKind
+from vpool.v1.signer_pb2 import DeviceLimits
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +191,12 @@ class RoundEngine:
         signers: RoundSigners,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        device_limits: Callable[[], Iterable[DeviceLimits]] = tuple,
         after_round: Callable[[str], object] | None = None,
     ) -> None:
-        """``after_round(round_id)`` runs each time a round was asked for signatures
+        """``device_limits``: the limits the signers' devices reported, as known (they cap the
+        shape of each withdrawal transaction: coordinator.withdrawal_rounds.shape_caps).
+        ``after_round(round_id)`` runs each time a round was asked for signatures
         (coordinator.audit_heads records the signers' audit heads there)."""
         self._after_round = after_round
         self._config = config
@@ -202,7 +206,7 @@ class RoundEngine:
         self._signers = signers
         self._clock = clock
         self._builders: dict[RoundKind, RoundBuilder] = {
-            RoundKind.WITHDRAWAL: WithdrawalBuilder(config),
+            RoundKind.WITHDRAWAL: WithdrawalBuilder(config, device_limits),
             RoundKind.REFUND: RefundBuilder(config, engine, Senders(chain)),
         }
 

@@ -253,6 +253,7 @@ class SignerPool:
             certificate_chain=tls.cert.read_bytes(),
         )
         self._signers: dict[str, _Signer] = {}
+        self._device_limits: dict[str, signer_pb2.DeviceLimits] = {}
         for endpoint in endpoints:
             channel = grpc.secure_channel(
                 endpoint.address,
@@ -319,12 +320,19 @@ class SignerPool:
         return answer
 
     def get_info(self, signer_id: str, timeout: float) -> signer_pb2.SignerInfo:
-        """The signer's identity, keys and policy hash."""
+        """The signer's identity, keys and policy hash; its device's limits are kept
+        (``device_limits``)."""
         request = signer_pb2.GetInfoRequest()
         info: signer_pb2.SignerInfo = self._call(
             signer_id, "GetInfo", lambda s: s.stub.GetInfo(request, timeout=timeout)
         )
+        self._device_limits[signer_id] = info.device_limits
         return info
+
+    def device_limits(self) -> list[signer_pb2.DeviceLimits]:
+        """The device limits of every signer whose GetInfo answered in this process (the
+        health checks ask each signer once)."""
+        return list(self._device_limits.values())
 
     def health(self, signer_id: str, timeout: float) -> bool:
         """True when the signer's SignerService reports SERVING."""

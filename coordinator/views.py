@@ -91,18 +91,35 @@ class WithdrawalViews:
         return out
 
     def event(self, event: wstore.Event) -> coordinator_pb2.WithdrawalEvent:
-        """The event, with its withdrawal as it is now but for its status, which is the one the
-        event recorded (an event marked PENDING never carries COMPLETED)."""
+        """The event, with its withdrawal as the event recorded it: its status, reason and time
+        (an event marked PENDING never carries COMPLETED, nor a later refusal's reason); a
+        status that has no round carries no round, outputs or confirmations, and one not yet
+        confirmed no confirmations. Its amounts and destination never change."""
         withdrawal = wstore.get_by_id(self._conn, event.withdrawal_id)
         assert withdrawal is not None  # events reference withdrawals
         message = self.message(withdrawal)
         message.status = WITHDRAWAL_STATUSES[event.status]
+        message.reason = event.detail
+        message.updated_unix = int(event.at)
+        if event.status in _WITHOUT_ROUND:
+            message.round_id = ""
+            del message.outputs[:]
+        if event.status not in _CONFIRMED:
+            message.confirmations = 0
         return coordinator_pb2.WithdrawalEvent(
             cursor=event.cursor,
             status=WITHDRAWAL_STATUSES[event.status],
             withdrawal=message,
             at_unix=int(event.at),
         )
+
+
+_WITHOUT_ROUND = frozenset(
+    {wstore.Status.PENDING, wstore.Status.DEFERRED, wstore.Status.CANCELLED, wstore.Status.EXPIRED}
+)
+"""Statuses of a withdrawal outside any round (a deferred one may have left an abandoned one)."""
+_CONFIRMED = frozenset({wstore.Status.CONFIRMED, wstore.Status.COMPLETED, wstore.Status.REJECTED})
+"""Statuses whose withdrawal's confirmations an event shows (as they are now)."""
 
 
 class DepositViews:
@@ -136,12 +153,13 @@ class DepositViews:
         )
 
     def event(self, event: dstore.Event) -> coordinator_pb2.DepositEvent:
-        """The event, with its deposit as it is now but for its status, which is the one the
-        event recorded."""
+        """The event, with its deposit as it is now but for its status and time, which are the
+        ones the event recorded (its detail is the event's own: ``in block N``, a reason)."""
         deposit = dstore.get(self._conn, event.txid, event.vout)
         assert deposit is not None  # deposits are never deleted
         message = self.message(deposit)
         message.status = DEPOSIT_STATUSES[event.status]
+        message.updated_unix = int(event.at)
         return coordinator_pb2.DepositEvent(
             cursor=event.cursor,
             status=DEPOSIT_STATUSES[event.status],

@@ -12,12 +12,12 @@ again, reopens it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from sqlalchemy import Connection
 
-from coordinator.config import CoordinatorConfig
+from coordinator.config import CoordinatorConfig, RoundsConfig
 from coordinator.round_kinds import BuiltRound, ChainState, RefusedRequest, RequestKey
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
@@ -34,6 +34,7 @@ from pool.withdrawal import (
     build_round,
     eligible_inputs,
 )
+from vpool.v1.signer_pb2 import DeviceLimits
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,14 @@ class WithdrawalBuilder:
 
     kind = RoundKind.WITHDRAWAL
 
-    def __init__(self, config: CoordinatorConfig) -> None:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        device_limits: Callable[[], Iterable[DeviceLimits]] = tuple,
+    ) -> None:
+        """``device_limits``: the limits the signers' devices reported (GetInfo), as known."""
         self._config = config
+        self._device_limits = device_limits
 
     def ready(self, now: float) -> bool:
         """Always: the build itself says when no withdrawal waits."""
@@ -126,6 +133,7 @@ class WithdrawalBuilder:
                 WithdrawalRequest(w.client_id, w.request_id, w.script_pubkey, w.amount, w.extra_fee)
                 for w in queued
             ),
+            **shape_caps(self._config.rounds, self._device_limits()),
         )
         return within_inputs(manifest, self._config.rounds.max_inputs)
 
@@ -174,6 +182,20 @@ class WithdrawalBuilder:
         taken_to = build_round(manifest).next_change_index
         rstore.rewind_change_index(conn, active, taken_to, manifest.next_change_index(active))
         return len(back)
+
+
+def shape_caps(rounds: RoundsConfig, devices: Iterable[DeviceLimits]) -> dict[str, int]:
+    """The manifest's caps on each transaction: the smallest of the configured caps and of the
+    signers' device limits, 0 where none is set. Payments: a person's ``max_reviewed_payments``,
+    and a device's ``max_outputs`` less the change output."""
+    inputs, payments = [rounds.max_tx_inputs], [rounds.max_tx_payments]
+    for limits in devices:
+        inputs.append(limits.max_inputs)
+        payments += [limits.max_reviewed_payments, max(limits.max_outputs - 1, 0)]
+    return {
+        "max_tx_inputs": min((cap for cap in inputs if cap), default=0),
+        "max_tx_payments": min((cap for cap in payments if cap), default=0),
+    }
 
 
 def within_inputs(manifest: Manifest, max_inputs: int) -> Manifest:

@@ -7,12 +7,13 @@ same manifest rebuilds the same PSBTs, byte for byte.
 
 Encoding (all integers little-endian, ``cs`` = CompactSize, ``vb`` = cs length + bytes)::
 
-    "VPRM" | u8 encoding version (1) | u32 algorithm version | u8 network code
+    "VPRM" | u8 encoding version (1 or 2) | u32 algorithm version | u8 network code
     cs #series, per series (ascending id):
         u32 id | u8 state (0 active, 1 retiring) | u8 m | cs #keys, per key (canonical order):
             4 fingerprint | cs #path | u32 × path | 78 serialized xpub (network's version)
     u32 tip height | 32 tip hash (display byte order, as RPCs print it)
     u64 fee rate (sat per 1000 vB) | u64 dust limit | u32 max weight | u32 min confirmations
+    [encoding version 2 only: u32 max inputs per transaction | u32 max payments per transaction]
     cs #change starts, per entry (ascending series id): u32 series id | u32 next change index
     cs #utxos, per utxo (ascending txid display hex, then vout):
         32 txid (internal order) | u32 vout | u64 value | u32 series | u8 branch | u32 index
@@ -20,13 +21,16 @@ Encoding (all integers little-endian, ``cs`` = CompactSize, ``vb`` = cs length +
     cs #requests, per request (ascending request key):
         vb client id (UTF-8) | vb request id (UTF-8) | vb scriptPubKey | u64 amount | u64 extra fee
 
-The decoder refuses anything that is not exactly what the encoder writes: unknown versions,
-lists out of canonical order or with duplicates, trailing bytes.
+Encoding version 2 is written exactly when the round's shape is capped (``max_tx_inputs`` or
+``max_tx_payments`` not 0); an uncapped manifest keeps version 1, so its bytes and hash are those
+it always had. The decoder refuses anything that is not exactly what the encoder writes: unknown
+versions, a version 2 encoding without a cap, lists out of canonical order or with duplicates,
+trailing bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +50,9 @@ from pool.tx import OutPoint
 
 ALGORITHM_VERSION = 2
 ENCODING_VERSION = 1
+SHAPED_ENCODING_VERSION = 2
+"""The encoding of a manifest whose transactions' shape is capped (``max_tx_inputs``,
+``max_tx_payments``)."""
 MAGIC = b"VPRM"
 
 MAX_MONEY = 21_000_000 * 100_000_000
@@ -122,6 +129,13 @@ class Manifest:
     min_conf: int
     requests: tuple[WithdrawalRequest, ...]
     version: int = ALGORITHM_VERSION
+    max_tx_inputs: int = 0
+    """At most this many inputs in one transaction (0: no cap but ``max_weight``): the
+    smallest limit of the signers' devices (Ledger: 512)."""
+    max_tx_payments: int = 0
+    """At most this many payment outputs in one transaction, change not counted (0: no cap):
+    the smallest of the signers' device limits and of what their operators will review on an
+    attended device."""
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -195,6 +209,8 @@ def _validate(m: Manifest) -> None:
     _validate_series(m)
     check_range("max_weight", m.max_weight, MIN_MAX_WEIGHT, MAX_STANDARD_WEIGHT)
     check_range("min_conf", m.min_conf, 1, U32)
+    check_range("max_tx_inputs", m.max_tx_inputs, 0, U32)
+    check_range("max_tx_payments", m.max_tx_payments, 0, U32)
     _validate_change_index(m)
     _validate_utxos(m)
     _validate_requests(m)
@@ -278,26 +294,35 @@ def encode_header(magic: bytes, encoding_version: int, version: int, network: st
 
 
 def decode_header(
-    reader: Reader, magic: bytes, encoding_version: int, what: str
-) -> tuple[int, str]:
-    """Inverse of ``encode_header``: the algorithm version and the network name."""
+    reader: Reader, magic: bytes, encoding_versions: Container[int], what: str
+) -> tuple[int, int, str]:
+    """Inverse of ``encode_header``: the encoding version, the algorithm version and the
+    network name."""
     if reader.read(len(magic)) != magic:
         raise EncodingError(f"not a vpool {what} (bad magic)")
-    if (enc := reader.u8()) != encoding_version:
+    if (enc := reader.u8()) not in encoding_versions:
         raise EncodingError(f"unknown {what} encoding version {enc}")
     version, code = reader.u32(), reader.u8()
     if code not in _NETWORK_BY_CODE:
         raise EncodingError(f"unknown network code {code}")
-    return version, _NETWORK_BY_CODE[code]
+    return enc, version, _NETWORK_BY_CODE[code]
+
+
+def _is_shaped(m: Manifest) -> bool:
+    return bool(m.max_tx_inputs or m.max_tx_payments)
 
 
 def encode_manifest(m: Manifest) -> bytes:
     """The canonical byte encoding (see the module docstring)."""
     net = m.net
-    out = bytearray(encode_header(MAGIC, ENCODING_VERSION, m.version, m.network))
+    shaped = _is_shaped(m)
+    encoding = SHAPED_ENCODING_VERSION if shaped else ENCODING_VERSION
+    out = bytearray(encode_header(MAGIC, encoding, m.version, m.network))
     out += encode_series_list(m.series, net)
     out += u32le(m.tip_height) + m.tip_hash
     out += u64le(m.fee_rate) + u64le(m.dust_limit) + u32le(m.max_weight) + u32le(m.min_conf)
+    if shaped:
+        out += u32le(m.max_tx_inputs) + u32le(m.max_tx_payments)
     out += compact_size(len(m.change_index))
     for series_id, index in m.change_index:
         out += u32le(series_id) + u32le(index)
@@ -355,12 +380,15 @@ def decode_series_list(reader: Reader, net: Network) -> list[Series]:
 def decode_manifest(data: bytes) -> Manifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
-    version, network = decode_header(reader, MAGIC, ENCODING_VERSION, "round manifest")
+    encoding, version, network = decode_header(reader, MAGIC, _ENCODINGS, "round manifest")
     net = get_network(network)
     series = decode_series_list(reader, net)
     tip_height, tip_hash = reader.u32(), reader.read(32)
     fee_rate, dust_limit = reader.u64(), reader.u64()
     max_weight, min_conf = reader.u32(), reader.u32()
+    max_tx_inputs, max_tx_payments = 0, 0
+    if encoding == SHAPED_ENCODING_VERSION:
+        max_tx_inputs, max_tx_payments = reader.u32(), reader.u32()
     change = [(reader.u32(), reader.u32()) for _ in range(reader.compact_size())]
     utxos = [
         Utxo(
@@ -397,7 +425,11 @@ def decode_manifest(data: bytes) -> Manifest:
         min_conf=min_conf,
         requests=tuple(requests),
         version=version,
+        max_tx_inputs=max_tx_inputs,
+        max_tx_payments=max_tx_payments,
     )
+    if encoding == SHAPED_ENCODING_VERSION and not _is_shaped(manifest):
+        raise EncodingError("encoding version 2 without a cap on the transactions' shape")
     if encode_manifest(manifest) != bytes(data):
         raise EncodingError("manifest lists are not in canonical order")
     return manifest
@@ -409,18 +441,22 @@ def manifest_counts(data: bytes) -> tuple[int, int]:
     rebuild would do, cheap enough to check first. ``EncodingError`` if the encoding is cut
     short before the counts."""
     reader = Reader(data)
-    decode_header(reader, MAGIC, ENCODING_VERSION, "round manifest")
+    encoding, _, _ = decode_header(reader, MAGIC, _ENCODINGS, "round manifest")
     for _ in range(reader.compact_size()):  # series: id, state, m, keys
         reader.read(4 + 1 + 1)
         for _ in range(reader.compact_size()):  # fingerprint, path, xpub
             reader.read(4)
             reader.read(4 * reader.compact_size() + 78)
     reader.read(4 + 32 + 8 + 8 + 4 + 4)  # tip height and hash, fee rate, dust, weight, conf
+    if encoding == SHAPED_ENCODING_VERSION:
+        reader.read(4 + 4)  # inputs and payments per transaction
     reader.read(8 * reader.compact_size())  # change starts
     utxos = reader.compact_size()
     reader.read(_UTXO_ENCODED_LEN * utxos)
     return utxos, reader.compact_size()
 
+
+_ENCODINGS = (ENCODING_VERSION, SHAPED_ENCODING_VERSION)
 
 _UTXO_ENCODED_LEN = 32 + 4 + 8 + 4 + 1 + 4 + 4
 """txid, vout, value, series, branch, index, height."""
@@ -462,6 +498,8 @@ def manifest_to_json(m: Manifest) -> dict[str, Any]:
         "dust_limit": m.dust_limit,
         "max_weight": m.max_weight,
         "min_conf": m.min_conf,
+        **({"max_tx_inputs": m.max_tx_inputs} if m.max_tx_inputs else {}),
+        **({"max_tx_payments": m.max_tx_payments} if m.max_tx_payments else {}),
         "change_index": {str(series_id): index for series_id, index in m.change_index},
         "utxos": [
             {
@@ -512,6 +550,8 @@ def manifest_from_json(doc: Mapping[str, Any]) -> Manifest:
         dust_limit=doc["dust_limit"],
         max_weight=doc["max_weight"],
         min_conf=doc["min_conf"],
+        max_tx_inputs=doc.get("max_tx_inputs", 0),
+        max_tx_payments=doc.get("max_tx_payments", 0),
         requests=tuple(
             WithdrawalRequest(
                 r["client_id"],

@@ -25,8 +25,10 @@ class Reason(StrEnum):
     OVERSIZED_MESSAGE = "OVERSIZED_MESSAGE"
     ROUND_TOO_LARGE = "ROUND_TOO_LARGE"
     """The manifest has more requests or UTXOs than this signer's ``max_requests`` or
-    ``max_inputs``; checked before decoding. Final for this manifest: only a smaller round can
-    pass."""
+    ``max_inputs`` (checked before decoding), or a transaction of the round passes what this
+    signer's device or its person takes (inputs, outputs, PSBT bytes, payments to review: the
+    manifest's ``max_tx_inputs`` and ``max_tx_payments`` were not set low enough). Final for
+    this manifest: only a smaller round can pass."""
     MALFORMED_MANIFEST = "MALFORMED_MANIFEST"
     MALFORMED_PSBT = "MALFORMED_PSBT"
     WRONG_NETWORK = "WRONG_NETWORK"

@@ -205,6 +205,16 @@ class _Draft:
     def funded(self) -> bool:
         return self.in_value >= self.out_value + self.fee()
 
+    def overfull(self) -> bool:
+        """Rule P2: heavier than ``max_weight`` or more payments than ``max_tx_payments``."""
+        cap = self.manifest.max_tx_payments
+        return self.weight() > self.manifest.max_weight or 0 < cap < len(self.parts)
+
+    def can_take(self, utxo: Utxo) -> bool:
+        """Rule P2: one more input keeps the draft within ``max_weight`` and ``max_tx_inputs``."""
+        cap = self.manifest.max_tx_inputs
+        return self.weight(utxo) <= self.manifest.max_weight and not 0 < cap <= len(self.inputs)
+
     def add_part(self, part: _Part) -> None:
         self.parts.append(part)
         self.out_weight += output_weight(len(part.request.script_pubkey))
@@ -252,13 +262,13 @@ def _place(
     manifest = draft.manifest
     n_inputs, n_parts = len(draft.inputs), len(draft.parts)
     draft.add_part(_Part(request, remaining, charges_extra=first))
-    if draft.weight() > manifest.max_weight:
+    if draft.overfull():
         draft.rollback(n_inputs, n_parts, queue)
         return _Placed.NO_ROOM, 0
     while not draft.funded():
         if not queue:
             raise _Insufficient(request)
-        if draft.weight(queue.first()) <= manifest.max_weight:
+        if draft.can_take(queue.first()):
             draft.add_input(queue.take())
             continue
         if n_parts:  # P3: the draft holds earlier outputs: close it without this one

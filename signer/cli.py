@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import signal
@@ -48,14 +49,39 @@ def _keystore_create(args: argparse.Namespace) -> int:
     fingerprint = unlocked.master.fingerprint.hex()
     print(f"created {args.file}: {kind} for {args.network}, master fingerprint {fingerprint}")
     if args.generate:
-        print("the new mnemonic exists only in this keystore: back up the file and passphrase")
+        print(
+            "the new mnemonic exists only in this keystore: write its words down now with "
+            f"vpool-signer keystore show-mnemonic --file {args.file}"
+        )
     return 0
+
+
+MNEMONIC_WARNING = (
+    "WARNING: these words are the signer's key. Anyone who reads them can sign for it, without "
+    "the keystore or its passphrase: write them on paper, keep them offline, never type them "
+    "into a computer or a photo, and clear this screen."
+)
+
+
+def _asked_passphrase(args: argparse.Namespace) -> str:
+    """The passphrase from --passphrase-env or --passphrase-file, else asked at the terminal."""
+    if args.passphrase_env is not None or args.passphrase_file is not None:
+        return _passphrase(args)
+    if not sys.stdin.isatty():
+        raise _Usage(
+            "no terminal to ask the passphrase: give --passphrase-env or --passphrase-file"
+        )
+    return getpass.getpass(f"passphrase of {args.file}: ")
+
+
+class _Usage(Exception):
+    """Bad usage found after parsing (exit 2)."""
 
 
 def _keystore_show_mnemonic(args: argparse.Namespace) -> int:
     """The words of a keystore made from a mnemonic (``create --generate`` or
-    ``--mnemonic-file``); a keystore made from an xprv has none to show."""
-    unlocked = keystore.load_keystore(args.file, _passphrase(args))
+    ``--mnemonic-file``), after a warning; a keystore made from an xprv has none to show."""
+    unlocked = keystore.load_keystore(args.file, _asked_passphrase(args))
     if unlocked.mnemonic is None:
         print(
             f"vpool-signer: error: {args.file} holds a master xprv, not a mnemonic: it has no "
@@ -64,6 +90,7 @@ def _keystore_show_mnemonic(args: argparse.Namespace) -> int:
         )
         return exitcodes.REFUSED
     words = unlocked.mnemonic.split()
+    print(MNEMONIC_WARNING, file=sys.stderr, flush=True)
     if args.numbered:
         print("\n".join(f"{i:2d}. {word}" for i, word in enumerate(words, 1)))
     else:
@@ -146,10 +173,12 @@ def _add_keystore(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     create.set_defaults(handler=_keystore_create)
 
     words = sub.add_parser(
-        "show-mnemonic", help="print the keystore's BIP39 words, to back them up on paper"
+        "show-mnemonic",
+        help="print the keystore's BIP39 words, to back them up on paper (asks the passphrase "
+        "at the terminal unless --passphrase-env or --passphrase-file says where it is)",
     )
     words.add_argument("--file", type=Path, required=True, help="the keystore file")
-    source = words.add_mutually_exclusive_group(required=True)
+    source = words.add_mutually_exclusive_group()
     source.add_argument("--passphrase-env", metavar="VAR", help="read the passphrase from $VAR")
     source.add_argument("--passphrase-file", type=Path, help="read the passphrase from a file")
     words.add_argument("--numbered", action="store_true", help="one numbered word per line")
@@ -559,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     except _NotFound as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return exitcodes.NOT_FOUND
+    except _Usage as e:
+        print(f"vpool-signer: error: {e}", file=sys.stderr)
+        return exitcodes.USAGE
     except BackendError as e:
         print(f"vpool-signer: error: the device: {e}", file=sys.stderr)
         return exitcodes.UNAVAILABLE

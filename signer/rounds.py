@@ -41,6 +41,7 @@ from signer.backends.base import (
 )
 from signer.chain import ChainUnavailable, ChainView
 from signer.chain_checks import ChainReleasedHistory, ChainRules, RoundChain
+from signer.device_monitor import DeviceLimits, TxShape, shape_problems
 from signer.metrics import DEVICE_SIGN, count_request
 from signer.policy import (
     Approval,
@@ -172,9 +173,12 @@ class RoundSigner:
         chain: ChainView | None,
         chain_rules: ChainRules,
         answer_within: float = 2.0,
+        device_limits: DeviceLimits | None = None,
     ) -> None:
         """``chain`` is this signer's own node; None (development only) refuses every round.
-        ``answer_within``: seconds a call waits for the device before it answers pending."""
+        ``answer_within``: seconds a call waits for the device before it answers pending;
+        ``device_limits``: what the device and its person take in one transaction."""
+        self._device_limits = device_limits or DeviceLimits()
         self._signer_id = signer_id
         self._network = network
         self._policy = policy
@@ -303,6 +307,9 @@ class RoundSigner:
             verdict = rebuilt.judge(history, now)
             if isinstance(verdict, list):
                 return refuse(verdict)
+            too_large = self._shape_refusals(verdict, psbts)
+            if too_large:
+                return refuse(too_large)
             busy = self._reservation_refusals(verdict)
             if busy:
                 return refuse(busy)
@@ -320,6 +327,20 @@ class RoundSigner:
         log.info("%s round %s passed: asking the device", kind, digest.hex())
         self._submit(partial(self._run, job, kind, manifest, psbts, checked))
         return job
+
+    def _shape_refusals(self, approval: Approval, psbts: Sequence[bytes]) -> list[Refusal]:
+        """The round's transactions against what the device and its person take
+        (``signer.device_monitor.shape_problems``); final for this manifest."""
+        shapes = [
+            TxShape(
+                len(raw), len(p.tx.inputs), len(p.tx.outputs), len(p.tx.outputs) - (c is not None)
+            )
+            for raw, p, c in zip(psbts, approval.psbts, approval.change_vouts, strict=True)
+        ]
+        return [
+            Refusal(Reason.ROUND_TOO_LARGE, problem)
+            for problem in shape_problems(self._device_limits, shapes)
+        ]
 
     def _reservation_refusals(self, approval: Approval) -> list[Refusal]:
         refusals = []

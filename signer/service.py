@@ -93,6 +93,8 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         self._fingerprint = backend.fingerprint()
         self._monitor = monitor
         self._chain_rules = ChainRules(config.chain.min_conf, config.chain.max_tip_lag)
+        reviewed = getattr(config.backend, "max_reviewed_payments", 0)
+        limits = limits_of(backend.model, reviewed)
         self._rounds = RoundSigner(
             config.signer_id,
             config.network,
@@ -104,6 +106,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             chain,
             self._chain_rules,
             config.backend.answer_within_seconds,
+            limits,
         )
         self._acknowledger = Acknowledger(
             config.network, config.policy, state, chain, self._rounds.lock, clock
@@ -112,8 +115,6 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         self._audit = audit
         self._account: signer_pb2.AccountXpub | None = None
         self.load_account_xpub()
-        reviewed = getattr(config.backend, "max_reviewed_payments", 0)
-        limits = limits_of(backend.model, reviewed)
         self._info = signer_pb2.SignerInfo(
             signer_id=config.signer_id,
             backend_kind=BACKEND_KINDS[backend.kind],

@@ -6,6 +6,7 @@ The signer processes, PKI and configs themselves live in ``vpool.devnet``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 from pool.manifest import Manifest, encode_manifest
@@ -17,9 +18,25 @@ from pool.tx import OutPoint
 from pool.vocabulary import Reason
 from pool.withdrawal import build_round
 from signer.policy import AcknowledgedDeposit, Approval, DepositClaim, Refusal, SignedBefore
-from vpool.v1 import common_pb2, signer_pb2
+from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
 
 CALL_TIMEOUT = 20.0
+ANSWER_TIMEOUT = 120.0
+"""Seconds a test waits for a device to answer a round (a loaded machine makes HWI slow)."""
+
+
+def sign_until_answered(
+    stub: signer_pb2_grpc.SignerServiceStub, request: signer_pb2.SignRoundRequest
+) -> signer_pb2.SignRoundResponse:
+    """Ask SignRound again with the same request while the signer says ``pending`` (its device
+    has not answered within ``answer_within_seconds``), as the coordinator does; the answer."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while True:
+        answer: signer_pb2.SignRoundResponse = stub.SignRound(request, timeout=CALL_TIMEOUT)
+        if not answer.pending:
+            return answer
+        assert time.monotonic() < deadline, "the device never answered the round"
+        time.sleep(0.2)
 
 
 # --- rounds ----------------------------------------------------------------------------------

@@ -104,6 +104,31 @@ def _encode_request(r: WithdrawalRequest) -> bytes:
     )
 
 
+def test_an_uncapped_manifest_keeps_encoding_version_1() -> None:
+    assert encode_manifest(sample())[len(MAGIC)] == 1
+
+
+@pytest.mark.parametrize("caps", [{"max_tx_inputs": 512}, {"max_tx_payments": 20}])
+def test_a_capped_manifest_is_encoding_version_2_and_round_trips(caps: dict[str, int]) -> None:
+    m = replace(sample(), **caps)
+    data = encode_manifest(m)
+    assert data[len(MAGIC)] == 2
+    assert decode_manifest(data) == m
+    assert manifest_from_json(manifest_to_json(m)) == m
+    assert manifest_hash(m) != manifest_hash(sample())
+
+
+def test_encoding_version_2_without_a_cap_is_refused() -> None:
+    uncapped, data = (
+        encode_manifest(sample()),
+        bytearray(encode_manifest(replace(sample(), max_tx_inputs=1))),
+    )
+    caps_at = next(i for i in range(len(uncapped)) if data[i + 8 :] == uncapped[i:])
+    data[caps_at : caps_at + 8] = bytes(8)
+    with pytest.raises(EncodingError, match="without a cap"):
+        decode_manifest(bytes(data))
+
+
 def test_decode_refuses_an_unknown_algorithm_version() -> None:
     data = bytearray(encode_manifest(sample()))
     data[5] = 3  # u32 algorithm version follows magic and the encoding version byte
@@ -125,6 +150,8 @@ def test_decode_refuses_an_unknown_algorithm_version() -> None:
         ({"change_index": ((9, 0),)}, "change_index[0]"),
         ({"series": ()}, "series"),
         ({"version": 1}, "version"),
+        ({"max_tx_inputs": -1}, "max_tx_inputs"),
+        ({"max_tx_payments": 2**32}, "max_tx_payments"),
     ],
 )
 def test_invalid_fields_are_named(changes: dict[str, object], field: str) -> None:

@@ -41,6 +41,7 @@ from tests.signer_harness import (
     refund_round_request,
     register_request,
     round_request,
+    sign_until_answered,
     with_signatures,
 )
 from vpool.devnet.processes import (
@@ -98,8 +99,7 @@ def _round(regtest: Regtest, tag: str, amount: int, n_utxos: int = 2) -> Manifes
 
 
 def _sign(stub: signer_pb2_grpc.SignerServiceStub, m: Manifest) -> signer_pb2.SignRoundResponse:
-    response: signer_pb2.SignRoundResponse = stub.SignRound(round_request(m), timeout=CALL_TIMEOUT)
-    return response
+    return sign_until_answered(stub, round_request(m))
 
 
 def _reasons(response: signer_pb2.SignRoundResponse) -> list[str]:
@@ -345,10 +345,7 @@ def _registered_deposit(
 def _sign_refunds(
     stub: signer_pb2_grpc.SignerServiceStub, m: RefundManifest
 ) -> signer_pb2.SignRoundResponse:
-    response: signer_pb2.SignRoundResponse = stub.SignRound(
-        refund_round_request(m), timeout=CALL_TIMEOUT
-    )
-    return response
+    return sign_until_answered(stub, refund_round_request(m))
 
 
 def test_register_deposit_address_returns_the_address_and_is_idempotent(
@@ -500,7 +497,7 @@ def test_the_log_holds_no_psbt_and_no_secret(
     daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
     request = round_request(_round(regtest, "w500", BTC))
-    assert stub.SignRound(request, timeout=CALL_TIMEOUT).signed_all
+    assert sign_until_answered(stub, request).signed_all
     log = daemon.log.read_text()
     psbt = Psbt.parse(request.psbts[0])
     for secret in (SIGNER.to_string(REGTEST), PASSPHRASE, psbt.to_base64()[:40]):

@@ -169,6 +169,33 @@ def test_a_request_too_large_for_one_transaction_is_split() -> None:
     assert len({o.txid_hex for o in outcome.outputs}) == len(outcome.outputs)
 
 
+def test_a_cap_on_inputs_per_transaction_splits_the_round() -> None:
+    utxos = [utxo(i, BTC // 4, 100 + i, index=i) for i in range(12)]
+    reqs = [request("a", str(k), BTC // 2) for k in range(4)]
+    plan = build_round(manifest([S1], utxos, reqs, max_tx_inputs=3))
+    assert len(plan.transactions) == 4
+    assert all(len(t.inputs) <= 3 for t in plan.transactions)
+    assert all(r.status is RequestStatus.SUCCESS for r in plan.requests)
+
+
+def test_a_request_larger_than_the_inputs_one_transaction_may_take_is_split() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(6)]
+    plan = build_round(manifest([S1], utxos, [request("a", "big", 4 * BTC)], max_tx_inputs=2))
+    outcome = plan.outcome("a", "big")
+    assert outcome.status is RequestStatus.SPLIT
+    assert sum(o.amount for o in outcome.outputs) == 4 * BTC
+    assert all(len(t.inputs) <= 2 for t in plan.transactions)
+
+
+def test_a_cap_on_payments_per_transaction_splits_the_round() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(3)]
+    reqs = [request("a", str(k), 10_000) for k in range(7)]
+    plan = build_round(manifest([S1], utxos, reqs, max_tx_payments=3))
+    payments = [len(t.psbt.tx.outputs) - (t.change is not None) for t in plan.transactions]
+    assert payments == [3, 3, 1]
+    assert all(r.status is RequestStatus.SUCCESS for r in plan.requests)
+
+
 def test_extra_fee_is_paid_once_by_its_client() -> None:
     utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(12)]
     reqs = [request("a", "big", 10 * BTC, extra_fee=12_345), request("b", "1", 1_000_000)]

@@ -396,6 +396,12 @@ class JadeEmulator(Process):
         """Transactions shown to its user so far, as its log counts them."""
         return self.log.read_text(encoding="utf-8").count("shown to the user")
 
+    def reviews(self) -> list[str]:
+        """What its user was shown of each transaction, as logged: ``outputs shown [..],
+        change [..]`` (signer.jade_emulator.signing.review_outputs)."""
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        return [line.partition("sign_psbt: ")[2] for line in lines if "sign_psbt: outputs" in line]
+
 
 class CoordinatorDaemon(Process):
     """``vpool-coordinator serve``; ``address`` is where it listens."""

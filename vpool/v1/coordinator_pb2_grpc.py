@@ -482,7 +482,9 @@ class AdminServiceServicer(object):
 
     def AddSeries(self, request, context):
         """Adds a series (becomes active; the previous active series becomes retiring) after every
-        signer has registered it.
+        signer has registered it. The id and descriptors of a stored series register it on the
+        signers again (a repair; nothing else changes); a stored id with other keys is
+        ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
