@@ -135,7 +135,7 @@ class JsonRpcClient:
             request.add_header("Authorization", auth)
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                answer = response.read()
+                answer: bytes = response.read()
         except urllib.error.HTTPError as e:  # Core answers errors with HTTP 404/500 and a body
             answer = e.read()
             if e.code in (401, 403):
