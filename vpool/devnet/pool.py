@@ -385,7 +385,7 @@ poll_seconds = {self.poll_seconds}
         self.wait_until(
             lambda: self.confirmed_balance() >= self.funded or None,
             "the coordinator to credit the funding",
-            timeout=60.0 + len(amounts) / 5,
+            timeout=60.0 + len(amounts),
         )
         return txid
 
