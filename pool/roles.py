@@ -189,12 +189,13 @@ def finalize(psbt: Psbt) -> Psbt:
 def _finalize_input(psbt: Psbt, index: int, sighasher: SegwitV0Sighasher) -> PsbtInput:
     psbt_input = psbt.inputs[index]
     spend = _multisig_spend(psbt, index, sighasher)
-    valid = [
-        psbt_input.partial_sigs[pubkey]
-        for pubkey in spend.keys
-        if pubkey in psbt_input.partial_sigs
-        and _is_valid_signature(pubkey, psbt_input.partial_sigs[pubkey], spend.digest)
-    ]
+    valid: list[bytes] = []
+    for pubkey in spend.keys:  # the first m valid signatures in key order; no more verified
+        if len(valid) == spend.m:
+            break
+        signature = psbt_input.partial_sigs.get(pubkey)
+        if signature is not None and _is_valid_signature(pubkey, signature, spend.digest):
+            valid.append(signature)
     if len(valid) < spend.m:
         raise PsbtError(f"input {index} has {len(valid)} valid signatures, {spend.m} needed")
     return PsbtInput(

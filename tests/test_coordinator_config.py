@@ -63,7 +63,7 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
         ("max_weight = 400000", "max_weight = 3999", "pool.max_weight: must be at least 4000"),
         ("max_withdrawal = 1000000000", "max_withdrawal = 2100000000000001",
          "pool.max_withdrawal: must be at most 2100000000000000"),
-        ("sign_deadline_seconds = 10.0", "sign_deadline_seconds = 0",
+        ("sign_deadline_seconds = 30.0", "sign_deadline_seconds = 0",
          "rounds.sign_deadline_seconds: must be positive"),
         ("poll_seconds = 2.0", "poll_seconds = nan", "chain.poll_seconds: must be a finite number"),
         ("poll_seconds = 2.0", "poll_seconds = inf", "chain.poll_seconds: must be a finite number"),

@@ -133,10 +133,9 @@ class JsonRpcClient:
         auth = self._authorization()
         if auth is not None:
             request.add_header("Authorization", auth)
-        answer: bytes
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                answer = response.read()
+                answer: bytes = response.read()
         except urllib.error.HTTPError as e:  # Core answers errors with HTTP 404/500 and a body
             answer = e.read()
             if e.code in (401, 403):

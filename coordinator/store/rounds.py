@@ -577,22 +577,24 @@ def add_signatures(
 ) -> int:
     """Store verified (transaction, input, public key, signature) entries not stored yet."""
     known = round_signatures(conn, seq)
-    added = 0
+    rows = []
     for tx_idx, input_idx, pubkey, signature in found:
         if pubkey in known.get((tx_idx, input_idx), {}):
             continue
-        conn.execute(
-            insert(signatures).values(
-                round_seq=seq,
-                tx_idx=tx_idx,
-                input_idx=input_idx,
-                pubkey=pubkey,
-                signature=signature,
-                signer_id=signer_id,
-            )
+        rows.append(
+            {
+                "round_seq": seq,
+                "tx_idx": tx_idx,
+                "input_idx": input_idx,
+                "pubkey": pubkey,
+                "signature": signature,
+                "signer_id": signer_id,
+            }
         )
         known.setdefault((tx_idx, input_idx), {})[pubkey] = signature
-        added += 1
+    if rows:  # one statement for the whole answer (executemany), not one per signature
+        conn.execute(insert(signatures), rows)
+    added = len(rows)
     return added
 
 

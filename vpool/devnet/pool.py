@@ -382,13 +382,20 @@ poll_seconds = {self.poll_seconds}
         """The coordinator's deposit confirmations (every signer requires as many)."""
         return int(self.deposit_settings.get("confirmations", DepositsConfig().confirmations))
 
-    def fund(self, amounts: Sequence[int], addresses: int | None = None) -> str:
+    def fund(
+        self,
+        amounts: Sequence[int],
+        addresses: int | None = None,
+        per_transaction: int | None = None,
+    ) -> str:
         """Pay ``amounts`` to fresh deposit addresses of the pool's operator (GetDepositAddress
         for user "funding": registered with every signer) and mine until the coordinator credits
         them (``deposits.confirmations`` blocks, then the signers' acknowledgements); the txid.
 
         ``addresses``: pay the amounts in turn to only this many fresh addresses (each address
-        handed out registers with every signer: many outputs fund faster so)."""
+        handed out registers with every signer: many outputs fund faster so).
+        ``per_transaction``: at most this many outputs per funding transaction (deposits come
+        in transactions of a few outputs each; the txid returned is the last one's)."""
         count = len(amounts) if addresses is None else max(1, min(addresses, len(amounts)))
         scripts = []
         for _ in range(count):
@@ -396,12 +403,15 @@ poll_seconds = {self.poll_seconds}
             self._next_receive += 1
             scripts.append(address_to_script_pubkey(address, REGTEST))
         outputs = [(scripts[i % count], amount) for i, amount in enumerate(amounts)]
-        txid = self.wallet.fund(self.node, outputs)
+        step = per_transaction or len(outputs)
+        for first in range(0, len(outputs), step):
+            txid = self.wallet.fund(self.node, outputs[first : first + step])
         self.mine(self._deposit_confirmations())
         self.funded += sum(amounts)
         self.wait_until(
             lambda: self.confirmed_balance() >= self.funded or None,
             "the coordinator to credit the funding",
+            timeout=60.0 + len(amounts),
         )
         return txid
 
