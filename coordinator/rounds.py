@@ -52,18 +52,14 @@ round from the store, persists each change, then acts. Sleeping between polls is
 The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes), but
 for ``cancel_round``, one database transaction that a polling round notices at its next poll.
 
-Test hook: when the environment variable ``VPOOL_CRASH_AT`` is ``after_round_persisted``,
-``after_signatures_persisted`` (m signatures of a transaction are stored, not yet finalized) or
-``after_broadcast`` (a transaction was sent, its status not yet stored), the process kills
-itself with SIGKILL at that point: the crash-safety tests restart it and check that nothing is
-lost or paid twice. Never set it in production.
+Test hook: the named crash points of ``coordinator.crash_points`` (``VPOOL_CRASH_AT``): the
+process kills itself with SIGKILL at that step; the crash-safety tests restart it and check that
+nothing is lost or paid twice. Never set it in production.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -73,6 +69,18 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
+from coordinator.crash_points import (
+    AFTER_BROADCAST,
+    AFTER_COMPLETED,
+    AFTER_CONFIRMED,
+    AFTER_FINALIZED,
+    AFTER_INPUTS_RESERVED,
+    AFTER_ROUND_PERSISTED,
+    AFTER_SIGNATURES_PERSISTED,
+    AFTER_SIGNER_ANSWER_STORED,
+    BEFORE_BROADCAST,
+    crash_point,
+)
 from coordinator.refund_rounds import RefundBuilder, Senders
 from coordinator.round_kinds import (
     CancelRefused,
@@ -109,11 +117,6 @@ from pool.script import parse_multisig_script
 from pool.vocabulary import RoundKind
 
 log = logging.getLogger(__name__)
-
-CRASH_ENV = "VPOOL_CRASH_AT"
-AFTER_ROUND_PERSISTED = "after_round_persisted"
-AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
-AFTER_BROADCAST = "after_broadcast"
 
 
 _ROUND_OF_TX = {
@@ -170,13 +173,6 @@ class _Signing:
     manifest_hash: bytes
     psbts: tuple[Psbt, ...]
     raw_psbts: tuple[bytes, ...]
-
-
-def crash_point(name: str) -> None:
-    """The test hook of the module docstring."""
-    if os.environ.get(CRASH_ENV) == name:
-        log.warning("%s=%s: killing this process", CRASH_ENV, name)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RoundEngine:
@@ -288,6 +284,7 @@ class RoundEngine:
                 return RoundOutcome(None, built)
             seq = rstore.create_round(conn, replace(built.new, rebuilt_from=rebuilt_from), now)
             built.claim(conn, seq)
+            crash_point(AFTER_INPUTS_RESERVED, builder.kind)
         log.info("%s", built.summary)
         return seq
 
@@ -304,7 +301,9 @@ class RoundEngine:
 
     def _drive(self, seq: int) -> RoundOutcome:
         """Sign a freshly persisted round, then broadcast, rebuild or abandon it."""
-        crash_point(AFTER_ROUND_PERSISTED)
+        with self._engine.connect() as conn:
+            kind = rstore.round_by_seq(conn, seq).kind
+        crash_point(AFTER_ROUND_PERSISTED, kind)
         return self._sign(seq)
 
     def _sign(self, seq: int) -> RoundOutcome:
@@ -413,6 +412,8 @@ class RoundEngine:
             log.warning(
                 "round %s: signer %s is faulty: %s", signing.record.round_id, signer_id, fault
             )
+        elif result.signatures:
+            crash_point(AFTER_SIGNER_ANSWER_STORED, signing.record.kind)
 
     def _finalize_ready(self, signing: _Signing) -> bool:
         """Finalize the unsigned transactions with m signatures on every input; True when no
@@ -425,13 +426,14 @@ class RoundEngine:
             stored = rstore.round_signatures(conn, seq)
         ready = [tx for tx in unsigned if _has_quorum(signing.psbts[tx.idx], tx.idx, stored)]
         if ready:
-            crash_point(AFTER_SIGNATURES_PERSISTED)
+            crash_point(AFTER_SIGNATURES_PERSISTED, signing.record.kind)
             now = self._clock()
             with transaction(self._engine) as conn:
                 for tx in ready:
                     raw = _finalized(signing.psbts[tx.idx], tx, stored)
                     rstore.set_final_tx(conn, seq, tx.idx, raw, now)
                 self._follow(conn, seq, now)
+            crash_point(AFTER_FINALIZED, signing.record.kind)
             log.info("round %s: %d transactions signed", signing.record.round_id, len(ready))
         return len(ready) == len(unsigned)
 
@@ -596,9 +598,11 @@ class RoundEngine:
         assert tx.final_tx is not None
         with transaction(self._engine) as conn:
             rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+            kind = rstore.round_by_seq(conn, tx.round_seq).kind
+        crash_point(BEFORE_BROADCAST, kind)
         if not self._push(tx):
             return False
-        crash_point(AFTER_BROADCAST)
+        crash_point(AFTER_BROADCAST, kind)
         now = self._clock()
         with transaction(self._engine) as conn:
             rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
@@ -637,6 +641,8 @@ class RoundEngine:
             with transaction(self._engine) as conn:
                 rstore.set_tx_status(conn, tx.round_seq, tx.idx, status)
                 self._follow(conn, tx.round_seq, now)
+                kind = rstore.round_by_seq(conn, tx.round_seq).kind
+            crash_point(AFTER_COMPLETED if status is TxStatus.COMPLETED else AFTER_CONFIRMED, kind)
         if tx.block_height is None:
             log.warning("transaction %s left the chain; sending it again", tx.txid)
             self._push(tx)

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.chain import ChainError, ChainUnavailable
 from coordinator.config import CoordinatorConfig
+from coordinator.crash_points import WATCHER_BEFORE_RESEND, crash_point
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import sends as sstore
@@ -144,6 +145,7 @@ class TransactionWatcher:
             why = "signed, not sent yet"
             with transaction(self._engine) as conn:
                 rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+        crash_point(WATCHER_BEFORE_RESEND)
         try:
             self._chain.send_raw_transaction(tx.final_tx)
         except ChainUnavailable:
