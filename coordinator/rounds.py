@@ -15,8 +15,9 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    says ``pending``; it, and signers that are down or overran the call, are asked again with the
    same request every ``rounds.poll_seconds`` until the round deadline
    (``rounds.round_deadline_seconds``, sized for a person at a device). Every signature is
-   verified against its input's BIP143 sighash before it is stored; one bad signature makes the
-   signer ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
+   verified against its input's BIP143 sighash before it is stored; one bad signature, or an
+   answer that leaves an input of its key unsigned without refusing it, makes the signer
+   ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
    signer's outcome (signed / refused / pending / down / timeout / faulty; the awaited ones with
    since when).
 3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
@@ -28,10 +29,11 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    other outputs would be refused ``DOUBLE_SIGN``. It stays ``signing`` with its coins reserved
    and its requests in it, its detail says since when it waits, who signed and who is awaited
    (pool status shows it as an alert), and ``retry_waiting`` asks it again at every scheduler
-   tick (signers that refused included) until it has its signatures. A round without any
-   signature: if signers refused single requests, the builder takes those out of the round (a
-   withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays
-   to be refunded, with the refusal), the round is abandoned and rebuilt once without them; else
+   tick (signers that refused or were faulty included) until it has its signatures. A round
+   without any signature: if signers refused single requests, the builder takes those out of
+   the round (a withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a
+   deposit stays to be refunded, with the refusal), the round is abandoned and rebuilt once
+   without them; else
    the round is abandoned (inputs released, requests put back, the detail says which signer
    failed how). m valid signatures on every input win over any refusal: the pool is m-of-n.
    ``cancel_round`` (AdminService.CancelRound) abandons a signing round without any signature at
@@ -713,6 +715,34 @@ def _fault(signing: _Signing, result: SignResult) -> str | None:
                     f"PSBT {index} input {input_index}: the signature for key {pubkey.hex()} does "
                     "not verify against the input's sighash"
                 )
+    if not result.refusals:
+        return _unsigned_inputs(signing.psbts, grouped)
+    return None
+
+
+def _unsigned_inputs(
+    psbts: Sequence[Psbt], grouped: Mapping[int, Mapping[int, Mapping[bytes, bytes]]]
+) -> str | None:
+    """Why an answer that signed some inputs and refused nothing is faulty: an input its key
+    (the master fingerprints of the keys it signed with) belongs to has no signature from it.
+    Its valid signatures would be stored as a final ``signed``, never asked again, and a round
+    short of m signatures on that input would wait forever."""
+    fingerprints = {
+        psbts[p].inputs[i].bip32_derivations[pubkey].fingerprint
+        for p, by_input in grouped.items()
+        for i, by_key in by_input.items()
+        for pubkey in by_key
+        if pubkey in psbts[p].inputs[i].bip32_derivations
+    }
+    wanted = signed = 0
+    for p, psbt in enumerate(psbts):
+        for i, psbt_input in enumerate(psbt.inputs):
+            for pubkey, origin in psbt_input.bip32_derivations.items():
+                if origin.fingerprint in fingerprints:
+                    wanted += 1
+                    signed += pubkey in grouped.get(p, {}).get(i, {})
+    if signed < wanted:
+        return f"signed {signed} of the {wanted} inputs its key is in, refused none of the others"
     return None
 
 
