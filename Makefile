@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: test demo bench lint proto vectors clean help
+.PHONY: test demo bench reliability lint proto vectors clean help
 
 help:
 	@echo "make test     - create .venv if needed, install vpool with test extras, run the tests"
 	@echo "make demo     - a real regtest pool end to end (bcoin, 3 signers, coordinator)"
 	@echo "make bench    - benchmarks: bench/results.json and .md (QUICK=1: within 2 minutes)"
+	@echo "make reliability - crash points, signer faults, fuzzing, transport, load: docs/reliability.md"
 	@echo "make lint     - ruff + mypy"
 	@echo "make proto    - regenerate gRPC code from proto/"
 	@echo "make vectors  - regenerate the golden withdrawal and refund vectors (review the diff!)"
@@ -70,6 +71,15 @@ demo:
 bench: $(STAMP)
 	$(PY) -m bench.run $(if $(QUICK),--quick)
 	$(PY) scripts/rebuild_cost.py --check --repeat 7 --only funded --only short --only fees $(if $(QUICK),750 1500,1500 3000)
+
+# The reliability suite in full (make test runs its fast subset): each part of tests/reliability/
+# writes build/reliability/<part>.json; the report assembles docs/reliability.md and the README's
+# table. About 30 minutes on the 2-core machine. The report is written even when a part fails.
+reliability: $(STAMP) system-deps node_modules
+	rm -rf build/reliability
+	@start=$$(date +%s); \
+	  VPOOL_RELIABILITY=full $(PY) -m pytest -q -p no:cacheprovider tests/reliability; status=$$?; \
+	  $(PY) scripts/reliability_report.py --seconds $$(( $$(date +%s) - start )); exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
+from coordinator.crash_points import AFTER_DEPOSIT_CREDITED, crash_point
 from coordinator.deposits import required_acknowledgements
 from coordinator.health import SignerState
 from coordinator.signers import (
@@ -136,6 +137,8 @@ class Credits:
         deposits credited."""
         with transaction(self._engine) as conn:
             credited = credit_acknowledged(conn, self._network, self._clock())
+        if credited:
+            crash_point(AFTER_DEPOSIT_CREDITED)
         with self._engine.connect() as conn:
             waiting = dstore.with_status(conn, [Status.CONFIRMED])
             series = {s.id: s for s in cstore.all_series(conn, self._network)}
@@ -156,7 +159,10 @@ class Credits:
             with transaction(self._engine) as conn:
                 self._record(conn, signer_id, holders[signer_id], result, by_outpoint, series)
         with transaction(self._engine) as conn:
-            credited += credit_acknowledged(conn, self._network, self._clock())
+            more = credit_acknowledged(conn, self._network, self._clock())
+        if more:
+            crash_point(AFTER_DEPOSIT_CREDITED)
+        credited += more
         return credited
 
     def _holders(self) -> dict[str, str]:

@@ -15,8 +15,9 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    says ``pending``; it, and signers that are down or overran the call, are asked again with the
    same request every ``rounds.poll_seconds`` until the round deadline
    (``rounds.round_deadline_seconds``, sized for a person at a device). Every signature is
-   verified against its input's BIP143 sighash before it is stored; one bad signature makes the
-   signer ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
+   verified against its input's BIP143 sighash before it is stored; one bad signature, or an
+   answer that leaves an input of its key unsigned without refusing it, makes the signer
+   ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
    signer's outcome (signed / refused / pending / down / timeout / faulty; the awaited ones with
    since when).
 3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
@@ -28,10 +29,11 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    other outputs would be refused ``DOUBLE_SIGN``. It stays ``signing`` with its coins reserved
    and its requests in it, its detail says since when it waits, who signed and who is awaited
    (pool status shows it as an alert), and ``retry_waiting`` asks it again at every scheduler
-   tick (signers that refused included) until it has its signatures. A round without any
-   signature: if signers refused single requests, the builder takes those out of the round (a
-   withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays
-   to be refunded, with the refusal), the round is abandoned and rebuilt once without them; else
+   tick (signers that refused or were faulty included) until it has its signatures. A round
+   without any signature: if signers refused single requests, the builder takes those out of
+   the round (a withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a
+   deposit stays to be refunded, with the refusal), the round is abandoned and rebuilt once
+   without them; else
    the round is abandoned (inputs released, requests put back, the detail says which signer
    failed how). m valid signatures on every input win over any refusal: the pool is m-of-n.
    ``cancel_round`` (AdminService.CancelRound) abandons a signing round without any signature at
@@ -52,18 +54,14 @@ round from the store, persists each change, then acts. Sleeping between polls is
 The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes), but
 for ``cancel_round``, one database transaction that a polling round notices at its next poll.
 
-Test hook: when the environment variable ``VPOOL_CRASH_AT`` is ``after_round_persisted``,
-``after_signatures_persisted`` (m signatures of a transaction are stored, not yet finalized) or
-``after_broadcast`` (a transaction was sent, its status not yet stored), the process kills
-itself with SIGKILL at that point: the crash-safety tests restart it and check that nothing is
-lost or paid twice. Never set it in production.
+Test hook: the named crash points of ``coordinator.crash_points`` (``VPOOL_CRASH_AT``): the
+process kills itself with SIGKILL at that step; the crash-safety tests restart it and check that
+nothing is lost or paid twice. Never set it in production.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -74,6 +72,18 @@ from sqlalchemy import Connection, Engine
 from coordinator.cancels import build_cancel_round
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
+from coordinator.crash_points import (
+    AFTER_BROADCAST,
+    AFTER_COMPLETED,
+    AFTER_CONFIRMED,
+    AFTER_FINALIZED,
+    AFTER_INPUTS_RESERVED,
+    AFTER_ROUND_PERSISTED,
+    AFTER_SIGNATURES_PERSISTED,
+    AFTER_SIGNER_ANSWER_STORED,
+    BEFORE_BROADCAST,
+    crash_point,
+)
 from coordinator.refund_rounds import RefundBuilder, Senders
 from coordinator.round_kinds import (
     CancelRefused,
@@ -114,11 +124,6 @@ from pool.vocabulary import RoundKind
 from vpool.v1.signer_pb2 import DeviceLimits
 
 log = logging.getLogger(__name__)
-
-CRASH_ENV = "VPOOL_CRASH_AT"
-AFTER_ROUND_PERSISTED = "after_round_persisted"
-AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
-AFTER_BROADCAST = "after_broadcast"
 
 
 _ROUND_OF_TX = {
@@ -175,13 +180,6 @@ class _Signing:
     manifest_hash: bytes
     psbts: tuple[Psbt, ...]
     raw_psbts: tuple[bytes, ...]
-
-
-def crash_point(name: str) -> None:
-    """The test hook of the module docstring."""
-    if os.environ.get(CRASH_ENV) == name:
-        log.warning("%s=%s: killing this process", CRASH_ENV, name)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RoundEngine:
@@ -329,6 +327,7 @@ class RoundEngine:
                 return RoundOutcome(None, built)
             seq = rstore.create_round(conn, replace(built.new, rebuilt_from=rebuilt_from), now)
             built.claim(conn, seq)
+            crash_point(AFTER_INPUTS_RESERVED, builder.kind)
         log.info("%s", built.summary, extra={"round_id": built.new.round_id, "kind": builder.kind})
         return seq
 
@@ -345,7 +344,9 @@ class RoundEngine:
 
     def _drive(self, seq: int) -> RoundOutcome:
         """Sign a freshly persisted round, then broadcast, rebuild or abandon it."""
-        crash_point(AFTER_ROUND_PERSISTED)
+        with self._engine.connect() as conn:
+            kind = rstore.round_by_seq(conn, seq).kind
+        crash_point(AFTER_ROUND_PERSISTED, kind)
         return self._sign(seq)
 
     def _sign(self, seq: int) -> RoundOutcome:
@@ -460,6 +461,8 @@ class RoundEngine:
             log.warning(
                 "round %s: signer %s is faulty: %s", signing.record.round_id, signer_id, fault
             )
+        elif result.signatures:
+            crash_point(AFTER_SIGNER_ANSWER_STORED, signing.record.kind)
 
     def _finalize_ready(self, signing: _Signing) -> bool:
         """Finalize the unsigned transactions with m signatures on every input; True when no
@@ -472,13 +475,14 @@ class RoundEngine:
             stored = rstore.round_signatures(conn, seq)
         ready = [tx for tx in unsigned if _has_quorum(signing.psbts[tx.idx], tx.idx, stored)]
         if ready:
-            crash_point(AFTER_SIGNATURES_PERSISTED)
+            crash_point(AFTER_SIGNATURES_PERSISTED, signing.record.kind)
             now = self._clock()
             with transaction(self._engine) as conn:
                 for tx in ready:
                     raw = _finalized(signing.psbts[tx.idx], tx, stored)
                     rstore.set_final_tx(conn, seq, tx.idx, raw, now)
                 self._follow(conn, seq, now)
+            crash_point(AFTER_FINALIZED, signing.record.kind)
             log.info("round %s: %d transactions signed", signing.record.round_id, len(ready))
         return len(ready) == len(unsigned)
 
@@ -651,9 +655,11 @@ class RoundEngine:
         assert tx.final_tx is not None
         with transaction(self._engine) as conn:
             rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+            kind = rstore.round_by_seq(conn, tx.round_seq).kind
+        crash_point(BEFORE_BROADCAST, kind)
         if not self._push(tx):
             return False
-        crash_point(AFTER_BROADCAST)
+        crash_point(AFTER_BROADCAST, kind)
         now = self._clock()
         with transaction(self._engine) as conn:
             rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
@@ -692,6 +698,8 @@ class RoundEngine:
             with transaction(self._engine) as conn:
                 rstore.set_tx_status(conn, tx.round_seq, tx.idx, status)
                 self._follow(conn, tx.round_seq, now)
+                kind = rstore.round_by_seq(conn, tx.round_seq).kind
+            crash_point(AFTER_COMPLETED if status is TxStatus.COMPLETED else AFTER_CONFIRMED, kind)
         if tx.block_height is None:
             log.warning("transaction %s left the chain; sending it again", tx.txid)
             self._push(tx)
@@ -762,6 +770,34 @@ def _fault(signing: _Signing, result: SignResult) -> str | None:
                     f"PSBT {index} input {input_index}: the signature for key {pubkey.hex()} does "
                     "not verify against the input's sighash"
                 )
+    if not result.refusals:
+        return _unsigned_inputs(signing.psbts, grouped)
+    return None
+
+
+def _unsigned_inputs(
+    psbts: Sequence[Psbt], grouped: Mapping[int, Mapping[int, Mapping[bytes, bytes]]]
+) -> str | None:
+    """Why an answer that signed some inputs and refused nothing is faulty: an input its key
+    (the master fingerprints of the keys it signed with) belongs to has no signature from it.
+    Its valid signatures would be stored as a final ``signed``, never asked again, and a round
+    short of m signatures on that input would wait forever."""
+    fingerprints = {
+        psbts[p].inputs[i].bip32_derivations[pubkey].fingerprint
+        for p, by_input in grouped.items()
+        for i, by_key in by_input.items()
+        for pubkey in by_key
+        if pubkey in psbts[p].inputs[i].bip32_derivations
+    }
+    wanted = signed = 0
+    for p, psbt in enumerate(psbts):
+        for i, psbt_input in enumerate(psbt.inputs):
+            for pubkey, origin in psbt_input.bip32_derivations.items():
+                if origin.fingerprint in fingerprints:
+                    wanted += 1
+                    signed += pubkey in grouped.get(p, {}).get(i, {})
+    if signed < wanted:
+        return f"signed {signed} of the {wanted} inputs its key is in, refused none of the others"
     return None
 
 

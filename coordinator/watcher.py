@@ -46,6 +46,7 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.chain import ChainError, ChainUnavailable
 from coordinator.config import CoordinatorConfig
+from coordinator.crash_points import WATCHER_BEFORE_RESEND, crash_point
 from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
@@ -239,6 +240,7 @@ class TransactionWatcher:
             why = "signed, not sent yet"
             with transaction(self._engine) as conn:
                 rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+        crash_point(WATCHER_BEFORE_RESEND)
         try:
             self._chain.send_raw_transaction(tx.final_tx)
         except ChainUnavailable:

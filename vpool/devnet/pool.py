@@ -105,6 +105,8 @@ class DevPool:
     signer_policy: dict[str, Any] = field(default_factory=lambda: dict(SIGNER_POLICY))
     """Every signer's [policy] table; ``write_config`` adds min_threshold (the series' m), the
     series' keys as cosigners and its checksum as the one approved series."""
+    round_interval_seconds: float = 3600.0
+    """The coordinator's rounds.interval_seconds: a withdrawal round at least this often."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
     poll_seconds: float = 1.0
@@ -295,7 +297,7 @@ scan_start_height = {tip}
 [liveness]
 {liveness}
 [rounds]
-interval_seconds = 3600.0
+interval_seconds = {self.round_interval_seconds}
 queue_threshold = 100000
 sign_deadline_seconds = {self.sign_deadline_seconds}
 round_deadline_seconds = {self.round_deadline_seconds}
