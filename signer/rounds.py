@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from pool.attestation import attest
 from pool.networks import Network
 from pool.psbt import Psbt
 from pool.roles import verify_partial_sigs
@@ -68,6 +69,9 @@ class RoundResult:
     pending_since: float | None = None
     """Set while the device has not answered yet: since when it has been asked (unix seconds).
     There are then no signatures and no refusals."""
+    attestations: tuple[tuple[bytes, bytes], ...] = ()
+    """(fee statement, signature by the attestation key) per PSBT of a signed withdrawal or
+    cancel round (pool.attestation); empty otherwise."""
 
     @property
     def pending(self) -> bool:
@@ -170,9 +174,12 @@ class RoundSigner:
         chain: ChainView | None,
         chain_rules: ChainRules,
         answer_within: float = 2.0,
+        attestation_key: bytes | None = None,
     ) -> None:
         """``chain`` is this signer's own node; None (development only) refuses every round.
-        ``answer_within``: seconds a call waits for the device before it answers pending."""
+        ``answer_within``: seconds a call waits for the device before it answers pending.
+        ``attestation_key``: signs the fee statements of the rounds signed (None: none)."""
+        self._attestation_key = attestation_key
         self._signer_id = signer_id
         self._network = network
         self._policy = policy
@@ -384,7 +391,9 @@ class RoundSigner:
                 audit(Decision.FAILED, [str(failure.reason)])
                 log.info("%s round %s failed: %s", kind, digest.hex(), failure.reason)
             else:
-                job.result = RoundResult(digest, signatures, [])
+                job.result = RoundResult(
+                    digest, signatures, [], attestations=self._attest(job.approval)
+                )
                 answer = (job.key, _encode_answer(job.result))
                 self._state.record_signed(job.approval, now, answer)
                 audit(Decision.SIGNED, [])
@@ -400,6 +409,13 @@ class RoundSigner:
                 if final:  # kept in the state from now on
                     self._jobs.pop(job.key, None)
                 job.done.set()
+
+    def _attest(self, approval: Approval) -> tuple[tuple[bytes, bytes], ...]:
+        """This signer's attestation of each fee statement of its own rebuild of the round."""
+        key = self._attestation_key
+        if key is None:
+            return ()
+        return tuple((statement, attest(key, statement)) for statement in approval.fee_statements)
 
     def _audit(
         self,
@@ -505,6 +521,7 @@ def _encode_answer(result: RoundResult) -> str:
                 for r in result.refusals
             ],
             "manifest_hash": result.manifest_hash.hex(),
+            "attestations": [[st.hex(), sig.hex()] for st, sig in result.attestations],
         },
         sort_keys=True,
     )
@@ -530,6 +547,9 @@ def _decode_answer(text: str) -> RoundResult:
             )
             for r in data["refusals"]
         ],
+        attestations=tuple(
+            (bytes.fromhex(st), bytes.fromhex(sig)) for st, sig in data.get("attestations", [])
+        ),
     )
 
 

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 
+from signer.attestation_key import open_attestation_key
 from signer.audit import AuditLog, audit_path
 from signer.backends import open_backend
 from signer.chain import NodeChain
@@ -72,7 +73,10 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             DEVICE_PROBE_TIMEOUT,
             lambda: service_box[0].round_at_device_since() if service_box else None,
         )
-        service = SignerService(config, backend, state, audit, time.time, chain, monitor, device)
+        attestation_key = open_attestation_key(config, backend)
+        service = SignerService(
+            config, backend, state, audit, time.time, chain, monitor, device, attestation_key
+        )
         service_box.append(service)
         stack.callback(service.close)
         gatekeeper = Gatekeeper(
