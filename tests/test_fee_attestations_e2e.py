@@ -1,7 +1,8 @@
 """Fee attestations on the whole regtest pool (bcoin node, three signer daemons, one behind the
 Jade emulator through HWI, the coordinator daemon, 2 of 3): a client verifies that m signers,
 by the attestation keys it pinned from their GetInfo, attested its share of the transaction
-that confirmed, and rebuilds the round itself from GetRoundManifest; a forged or altered
+that confirmed (with a fee ladder: the rung that confirmed), and rebuilds the round itself from
+GetRoundManifest; a forged or altered
 attestation, or a share the coordinator made up, is detected; ``vpool fees --verify`` agrees.
 """
 
@@ -215,3 +216,59 @@ def test_vpool_fees_verify_checks_the_statement_and_rebuilds_the_round(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "NOT VERIFIED" not in done.stdout and " verified by signer-" in done.stdout
+
+
+# --- the fee ladder: the rung that confirmed is the one attested -------------------------------
+
+
+@pytest.fixture(scope="module")
+def laddered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevPool]:
+    """A pool paying 1 sat/vB with a ladder of 3 rungs 2 sat/vB apart, one every 2 blocks, in a
+    market at 5 sat/vB (tests/test_fee_ladder_e2e.py): rung 2 confirms."""
+    pool = DevPool(tmp_path_factory.mktemp("attest-ladder"), round_deadline_seconds=30)
+    pool.pool_settings["maturation"] = 3
+    pool.chain_settings.update(fee_floor=1_000, fee_ceiling=1_000)
+    pool.ladder_settings.update(rungs=3, step=2_000, bump_after_blocks=2)
+    with pool:
+        pool.fund([BTC // 2] * 2)
+        yield pool
+
+
+def test_the_attested_share_is_the_one_of_the_rung_that_confirmed(laddered: DevPool) -> None:
+    from tests.test_fee_ladder_e2e import market_block, sent_or_confirmed
+
+    pool = laddered
+    keys = {
+        signer_id: bytes(
+            daemon.stub(pool.pki).GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
+            .attestation_public_key
+        )
+        for signer_id, daemon in pool.daemons.items()
+    }  # fmt: skip
+    signers = SignerList(pool.m, keys)
+    for client, amount in zip(CLIENTS, (30_000_000, 10_000_000), strict=True):
+        pool.client(client).SubmitWithdrawal(
+            pb.SubmitWithdrawalRequest(
+                request_id="w1", address=destination(f"l-{client}"), amount_sat=amount
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    response = pool.run_round()
+    assert response.round_id, response.detail
+    pool.wait_until(lambda: sent_or_confirmed(pool, CLIENTS[0], "w1"), "sent")
+    first = withdrawal(pool, CLIENTS[0]).outputs[0].txid
+    for _ in range(10):
+        if withdrawal(pool, CLIENTS[0]).confirmations:
+            break
+        market_block(pool)
+        pool.wait_until(lambda: sent_or_confirmed(pool, CLIENTS[0], "w1"), "the watcher")
+    confirmed_txid = withdrawal(pool, CLIENTS[0]).outputs[0].txid
+    assert withdrawal(pool, CLIENTS[0]).confirmations and confirmed_txid != first
+    paid = Paid(pool, response.round_id, signers, 0)
+    for client in CLIENTS:
+        notice = notice_of(paid, client)
+        assert notice.txid == confirmed_txid and notice.rung > 0
+        check = check_notice(notice, client, signers, manifest_of(paid, client))
+        assert check.ok and check.rebuilt, check.problem
+        rung = decode_statement(notice.attestations[0].statement).rung
+        assert rung == notice.rung
