@@ -2,8 +2,8 @@
 Jade emulator through HWI, the coordinator daemon, 2 of 3): a client verifies that m signers,
 by the attestation keys it pinned from their GetInfo, attested its share of the transaction
 that confirmed (with a fee ladder: the rung that confirmed), and rebuilds the round itself from
-GetRoundManifest; a forged or altered
-attestation, or a share the coordinator made up, is detected; ``vpool fees --verify`` agrees.
+GetRoundManifest; a forged or altered attestation, or a share the coordinator made up, is
+detected; ``vpool fees --verify`` agrees.
 """
 
 from __future__ import annotations
