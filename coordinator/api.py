@@ -34,8 +34,9 @@ from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
 from coordinator.store.alerts import recent_alerts
+from coordinator.store.attestations import attestations_of
 from coordinator.store.audit_heads import latest_heads
-from coordinator.store.fees import fee_notices
+from coordinator.store.fees import client_round, fee_notices
 from coordinator.store.schema import transaction
 from coordinator.store.settings import rounds_paused, set_rounds_paused
 from coordinator.submissions import SubmissionWriter
@@ -43,7 +44,7 @@ from coordinator.watch import ChangeSignal, follow
 from pool.networks import Network
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
 from vpool.rpc import RpcFailure, caller_identity, invalid, series_from_descriptors
-from vpool.v1 import coordinator_pb2, coordinator_pb2_grpc, signer_pb2
+from vpool.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, signer_pb2
 
 log = logging.getLogger(__name__)
 
@@ -308,15 +309,35 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         after = _fee_position(validation.decode_page_token(request.page_token))
         with self._engine.connect() as conn:
             found = fee_notices(conn, _caller_name(context), size + 1, after)
-        page = found[:size]
+            page = found[:size]
+            attested = attestations_of(conn, [n.txid for n in page])
+        keys = {a.signer_id: a.public_key for found_for in attested.values() for a in found_for}
         statement = coordinator_pb2.FeeStatement(
             notices=[
                 coordinator_pb2.FeeNotice(
-                    round_id=n.round_id, txid=n.txid, fee_sat=n.amount, at_unix=int(n.at)
+                    round_id=n.round_id,
+                    txid=n.txid,
+                    fee_sat=n.amount,
+                    at_unix=int(n.at),
+                    rung=n.rung,
+                    tx_fee_sat=n.tx_fee,
+                    attestations=[
+                        common_pb2.FeeAttestation(
+                            signer_id=a.signer_id,
+                            public_key=a.public_key,
+                            statement=a.statement,
+                            signature=a.signature,
+                        )
+                        for a in attested.get(n.txid, [])
+                    ],
                 )
                 for n in page
             ],
             total_sat=sum(n.amount for n in page),
+            signer_keys=[
+                common_pb2.FeeAttestation(signer_id=signer_id, public_key=key)
+                for signer_id, key in sorted(keys.items())
+            ],
         )
         if len(found) > size:
             last = page[-1]
@@ -324,6 +345,21 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 f"{last.round_seq}:{last.txid}"
             )
         return statement
+
+    def GetRoundManifest(
+        self, request: coordinator_pb2.GetRoundManifestRequest, context: Any
+    ) -> coordinator_pb2.RoundManifest:
+        round_id = request.round_id.lower()
+        if len(round_id) != 64 or any(c not in "0123456789abcdef" for c in round_id):
+            raise invalid("round_id", "must be a round id: 64 hex digits")
+        with self._engine.connect() as conn:
+            found = client_round(conn, _caller_name(context), round_id)
+        if found is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND, f"round_id: no round {round_id} charged you a fee"
+            )
+        manifest, psbts = found
+        return coordinator_pb2.RoundManifest(round_id=round_id, manifest=manifest, psbts=psbts)
 
 
 def _fee_position(position: str | None) -> tuple[int, str] | None:

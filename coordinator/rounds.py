@@ -101,6 +101,7 @@ from coordinator.round_state import (
     to_ask,
 )
 from coordinator.signers import Failure, Refusal, SignResult
+from coordinator.store import attestations as astore
 from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
@@ -447,6 +448,17 @@ class RoundEngine:
                     (s.psbt_index, s.input_index, s.pubkey, s.signature) for s in result.signatures
                 ]
                 rstore.add_signatures(conn, seq, signer_id, found)
+                if result.attestations:
+                    txids = [tx.txid for tx in rstore.transactions(conn, seq)]
+                    astore.add_attestations(
+                        conn,
+                        seq,
+                        bytes.fromhex(signing.record.round_id),
+                        txids,
+                        signer_id,
+                        result.attestations,
+                        now,
+                    )
                 rstore.set_outcome(
                     conn,
                     seq,

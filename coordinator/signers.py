@@ -94,6 +94,15 @@ class SignerCallError(Exception):
 
 
 @dataclass(frozen=True)
+class FeeAttestation:
+    """One attested fee statement of a SignRound answer, as received."""
+
+    public_key: bytes
+    statement: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class Signature:
     """One partial signature of a SignRound answer."""
 
@@ -135,6 +144,8 @@ class SignResult:
     pending_since: float | None = None
     """When pending: since when the signer's device has been asked (unix seconds), when the
     signer said."""
+    attestations: tuple[FeeAttestation, ...] = ()
+    """The signer's attested fee statements, one per PSBT (pool.attestation)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,10 @@ def _result_from_response(response: signer_pb2.SignRoundResponse, seconds: float
         seconds=seconds,
         pending=response.pending,
         pending_since=float(response.pending_since_unix) if response.pending_since_unix else None,
+        attestations=tuple(
+            FeeAttestation(bytes(a.public_key), bytes(a.statement), bytes(a.signature))
+            for a in response.attestations
+        ),
     )
 
 

@@ -279,6 +279,36 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _attestation_key(args: argparse.Namespace) -> int:
+    """The signer's fee attestation public key, as a line of the pool's signer list."""
+    from signer import attestation_key
+    from signer.config import EmulatorBackendConfig, load_config
+
+    config = load_config(args.config)
+    backend = config.backend
+    if isinstance(backend, EmulatorBackendConfig):
+        if backend.passphrase_env is not None:
+            passphrase = keystore.passphrase_from_env(backend.passphrase_env)
+        else:
+            assert backend.passphrase_file is not None
+            passphrase = keystore.passphrase_from_file(backend.passphrase_file)
+        master = keystore.load_keystore(backend.keystore, passphrase).master
+        key = attestation_key.key_at_path(master)
+    else:
+        found = attestation_key.hwi_attestation_passphrase(backend)
+        if found is None:
+            print(
+                "vpool-signer: error: backend: set attestation_passphrase_env or "
+                "attestation_passphrase_file (without one this signer attests nothing)",
+                file=sys.stderr,
+            )
+            return exitcodes.USAGE
+        path = config.data_dir / attestation_key.FILE_NAME
+        key = attestation_key.load_or_create(path, found, config.network)
+    print(f'{config.signer_id} = "{attestation_key.public_key(key).hex()}"')
+    return 0
+
+
 def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("audit", help="check the signer's hash-chained audit log")
     sub = parser.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", required=True)
@@ -566,6 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keystore(commands)
     _add_emulate_jade(commands)
     _add_audit_commands(commands)
+    key = commands.add_parser(
+        "attestation-key",
+        help="print this signer's fee attestation public key as a line of the pool's signer list",
+    )
+    key.add_argument("--config", type=Path, required=True, help="the signer's signer.toml")
+    key.set_defaults(handler=_attestation_key)
     _add_series_checksum(commands)
     _add_serve(commands)
     _add_operator_commands(commands)

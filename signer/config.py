@@ -75,6 +75,10 @@ class HwiBackendConfig:
     max_reviewed_payments: int = 0
     """Payments a person reviews per transaction on this device (0: no cap set), reported in
     GetInfo for the round builder."""
+    attestation_passphrase_env: str | None = None
+    attestation_passphrase_file: Path | None = None
+    """The passphrase of the software fee attestation key in the data dir (at most one source;
+    none: the signer attests no fee statement). signer.attestation_key."""
 
 
 BackendConfig = EmulatorBackendConfig | HwiBackendConfig
@@ -214,6 +218,13 @@ def _hwi(t: Table) -> HwiBackendConfig:
     if device_type is not None and device_type not in _HWI_DEVICE_TYPES:
         known = ", ".join(_HWI_DEVICE_TYPES)
         raise ConfigError(f"{t.key('device_type')}: unknown type {device_type!r} (known: {known})")
+    attest_env = t.optional_string("attestation_passphrase_env")
+    attest_file = t.optional_path("attestation_passphrase_file", required=False)
+    if attest_env is not None and attest_file is not None:
+        raise ConfigError(
+            f"{t.prefix}: set at most one of attestation_passphrase_env and "
+            "attestation_passphrase_file"
+        )
     return HwiBackendConfig(
         fingerprint=fingerprint,
         device_type=device_type,
@@ -223,6 +234,8 @@ def _hwi(t: Table) -> HwiBackendConfig:
         answer_within_seconds=t.seconds("answer_within_seconds", DEFAULT_ANSWER_WITHIN),
         probe_seconds=t.seconds("probe_seconds", DEFAULT_DEVICE_PROBE),
         max_reviewed_payments=_reviewed_payments(t),
+        attestation_passphrase_env=attest_env,
+        attestation_passphrase_file=attest_file,
     )
 
 

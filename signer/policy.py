@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
+from pool.attestation import cancel_statements, encode_statement, round_statements
 from pool.cancel import CancelManifest, CancelPlan, build_cancel, decode_cancel, is_cancel_manifest
 from pool.descriptor import DescriptorKey, descriptor_checksum, strip_checksum
 from pool.errors import VpoolError
@@ -249,6 +250,9 @@ class Approval:
     """The last ``rungs`` PSBTs are the fee ladder's (pool.ladder): signed, never written in
     the signing log (each spends exactly the inputs and pays exactly the payments of its
     transaction, which is)."""
+    fee_statements: tuple[bytes, ...] = ()
+    """One fee statement per PSBT (pool.attestation), from this signer's own rebuild of the
+    manifest, never from anything the coordinator claims: what it attests once it signed."""
 
 
 _Problem = tuple[Reason, str]
@@ -375,6 +379,7 @@ def _judge_round(
         txids=tuple(p.tx.txid_hex for p in plan.psbts),
         change_vouts=tuple(change_vouts),
         rungs=len(plan.rungs),
+        fee_statements=tuple(encode_statement(s) for s in round_statements(plan)),
         payments=flows.payments,
         fee_bumps=tuple(sorted(replacements)),
         destinations=tuple(sorted(flows.by_destination().items())),
@@ -540,6 +545,7 @@ def _judge_cancel(
         payments=0,
         fee_bumps=tuple(sorted(t.txid_hex for t in plan.transactions)),
         cancels=cancel.cancels,
+        fee_statements=tuple(encode_statement(s) for s in cancel_statements(plan)),
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from pool.attestation import attest
 from pool.networks import Network
 from pool.psbt import Psbt
 from pool.roles import verify_partial_sigs
@@ -71,6 +72,9 @@ class RoundResult:
     pending_since: float | None = None
     """Set while the device has not answered yet: since when it has been asked (unix seconds).
     There are then no signatures and no refusals."""
+    attestations: tuple[tuple[bytes, bytes], ...] = ()
+    """(fee statement, signature by the attestation key) per PSBT of a signed withdrawal or
+    cancel round (pool.attestation); empty otherwise."""
 
     @property
     def pending(self) -> bool:
@@ -174,11 +178,14 @@ class RoundSigner:
         chain_rules: ChainRules,
         answer_within: float = 2.0,
         device_limits: DeviceLimits | None = None,
+        attestation_key: bytes | None = None,
     ) -> None:
         """``chain`` is this signer's own node; None (development only) refuses every round.
         ``answer_within``: seconds a call waits for the device before it answers pending;
-        ``device_limits``: what the device and its person take in one transaction."""
+        ``device_limits``: what the device and its person take in one transaction;
+        ``attestation_key``: signs the fee statements of the rounds signed (None: none)."""
         self._device_limits = device_limits or DeviceLimits()
+        self._attestation_key = attestation_key
         self._signer_id = signer_id
         self._network = network
         self._policy = policy
@@ -419,7 +426,9 @@ class RoundSigner:
                 audit(Decision.FAILED, [str(failure.reason)])
                 log.info("%s round %s failed: %s", kind, digest.hex(), failure.reason)
             else:
-                job.result = RoundResult(digest, signatures, [])
+                job.result = RoundResult(
+                    digest, signatures, [], attestations=self._attest(job.approval)
+                )
                 answer = (job.key, _encode_answer(job.result))
                 self._state.record_signed(job.approval, now, answer)
                 audit(Decision.SIGNED, [])
@@ -441,6 +450,13 @@ class RoundSigner:
                 if final:  # kept in the state from now on
                     self._jobs.pop(job.key, None)
                 job.done.set()
+
+    def _attest(self, approval: Approval) -> tuple[tuple[bytes, bytes], ...]:
+        """This signer's attestation of each fee statement of its own rebuild of the round."""
+        key = self._attestation_key
+        if key is None:
+            return ()
+        return tuple((statement, attest(key, statement)) for statement in approval.fee_statements)
 
     def _audit(
         self,
@@ -565,6 +581,7 @@ def _encode_answer(result: RoundResult) -> str:
                 for r in result.refusals
             ],
             "manifest_hash": result.manifest_hash.hex(),
+            "attestations": [[st.hex(), sig.hex()] for st, sig in result.attestations],
         },
         sort_keys=True,
     )
@@ -590,6 +607,9 @@ def _decode_answer(text: str) -> RoundResult:
             )
             for r in data["refusals"]
         ],
+        attestations=tuple(
+            (bytes.fromhex(st), bytes.fromhex(sig)) for st, sig in data.get("attestations", [])
+        ),
     )
 
 

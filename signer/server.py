@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 
+from signer.attestation_key import open_attestation_key
+from signer.attestation_key import public_key as attestation_public_key
 from signer.audit import AuditLog, audit_path
 from signer.backends import open_backend
 from signer.chain import NodeChain
@@ -77,8 +79,23 @@ def serve(config_path: Path, insecure_dev: bool, metrics_listen: str | None = No
             lambda: service_box[0].round_at_device_since() if service_box else None,
         )
         serving = ServingLog(state, time.time)
+        attestation_key = open_attestation_key(config, backend)
+        if attestation_key is not None:
+            log.info(
+                "fee attestation public key: %s (publish it in the pool's signer list)",
+                attestation_public_key(attestation_key).hex(),
+            )
         service = SignerService(
-            config, backend, state, audit, time.time, chain, monitor, device, serving
+            config,
+            backend,
+            state,
+            audit,
+            time.time,
+            chain,
+            monitor,
+            device,
+            serving,
+            attestation_key,
         )
         service_box.append(service)
         stack.callback(service.close)

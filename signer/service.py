@@ -23,6 +23,7 @@ from pool.series import CHANGE, RECEIVE, Series
 from pool.tx import OutPoint
 from pool.vocabulary import RoundKind, Scope
 from signer.acknowledgements import MAX_CLAIMS, Acknowledger
+from signer.attestation_key import public_key as attestation_public_key
 from signer.audit import AuditLog
 from signer.backends.base import (
     Backend,
@@ -84,6 +85,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         monitor: NodeMonitor,
         device: DeviceMonitor | None = None,
         serving: ServingLog | None = None,
+        attestation_key: bytes | None = None,
     ) -> None:
         """``chain`` is this signer's node (None without one, development only); ``monitor``
         probes it for GetInfo and health, ``device`` the device (None: not watched);
@@ -110,8 +112,10 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             chain,
             self._chain_rules,
             config.backend.answer_within_seconds,
-            limits,
+            device_limits=limits,
+            attestation_key=attestation_key,
         )
+        self._attestation_public_key = attestation_public_key(attestation_key)
         self._acknowledger = Acknowledger(
             config.network, config.policy, state, chain, self._rounds.lock, clock
         )
@@ -132,6 +136,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 max_psbt_bytes=limits.max_psbt_bytes,
                 max_reviewed_payments=limits.max_reviewed_payments,
             ),
+            attestation_public_key=self._attestation_public_key,
         )
 
     def load_account_xpub(self) -> bool:
@@ -381,6 +386,12 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             signed_all=not result.refusals and not result.pending,
             pending=result.pending,
             pending_since_unix=0 if result.pending_since is None else int(result.pending_since),
+            attestations=[
+                common_pb2.FeeAttestation(
+                    public_key=self._attestation_public_key, statement=st, signature=sig
+                )
+                for st, sig in result.attestations
+            ],
         )
 
     def close(self) -> None:

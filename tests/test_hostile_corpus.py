@@ -577,6 +577,7 @@ def test_a_hostile_round_is_refused_with_its_reason(
 ) -> None:
     answer = _sign(corpus, signer_id, mutation.build(corpus.honest))
     assert not answer.signed_psbts
+    assert not answer.attestations  # no fee statement of a round it did not sign
     assert [r.reason_code for r in answer.refusals][:1] == [mutation.reason.value]
 
 
@@ -586,3 +587,4 @@ def test_the_honest_round_is_signed_by_both_backends(corpus: Corpus) -> None:
         answer = _sign(corpus, signer_id, _honest(corpus.honest))
         assert [r.reason_code for r in answer.refusals] == []
         assert answer.signed_psbts
+        assert len(answer.attestations) == len(answer.signed_psbts)  # both backends attest

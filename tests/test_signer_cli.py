@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from mnemonic import Mnemonic
 
+from pool import ecdsa
 from pool.descriptor import MultisigDescriptor, descriptor_checksum
 from pool.hdkeys import ExtendedPrivateKey
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
 from signer import cli as signer_cli
 from signer import keystore
+from signer.attestation_key import key_at_path
 from signer.state import SignerState
 from tests.factories import make_series, master_key
 from vpool import exitcodes
@@ -147,6 +149,15 @@ def test_an_xprv_keystore_has_no_words_to_show(tmp_path: Path) -> None:
     assert done.returncode == exitcodes.REFUSED
     assert "holds a master xprv, not a mnemonic: it has no words to show" in done.stderr
     assert done.stdout == ""
+
+
+def test_attestation_key_prints_the_signer_list_line_of_the_keystores_attestation_key(
+    directory: Path,
+) -> None:
+    master = ExtendedPrivateKey.from_seed(Mnemonic.to_seed(_words(directory), ""))
+    shown = signer("attestation-key", "--config", config(directory))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f'signer-1 = "{ecdsa.public_key(key_at_path(master)).hex()}"\n'
 
 
 def test_xpub_prints_the_keystores_account_key(directory: Path) -> None:

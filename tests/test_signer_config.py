@@ -150,6 +150,17 @@ def test_insecure_dev_needs_no_certificates(base: Path) -> None:
             {"backend": {"kind": "hwi", "fingerprint": "73c5da0a", "call_timeout_seconds": 0}},
             "backend.call_timeout_seconds: expected a number of seconds",
         ),
+        (
+            {
+                "backend": {
+                    "kind": "hwi",
+                    "fingerprint": "73c5da0a",
+                    "attestation_passphrase_env": "X",
+                    "attestation_passphrase_file": "keystore.json",
+                }
+            },
+            "backend: set at most one of attestation_passphrase_env and",
+        ),
         ({"policy__max_fee": -1}, "policy.max_fee: must not be negative"),
         ({"policy__deposit_confirmations": 0}, "policy.deposit_confirmations: must be at least 1"),
         ({"policy__max_fees": 1}, "policy.max_fees: unknown key"),

@@ -14,7 +14,8 @@ from pathlib import Path
 import grpc
 from google.protobuf.message import Message
 
-from vpool import commands, exitcodes, output, profile, tls, verify_round
+from vpool import commands, exitcodes, fee_attestations, output, profile, tls, verify_round
+from vpool.v1 import coordinator_pb2
 from vpool.version import version_text
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -224,9 +225,51 @@ def _pool_status(channel: grpc.Channel, args: argparse.Namespace) -> Message:
     return commands.pool_status(channel, args.timeout)
 
 
-@_rpc
-def _fees(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+def _fees(args: argparse.Namespace) -> int:
+    """The caller's fee notices; with --verify, each checked against the signers'
+    attestations (vpool.fee_attestations): exit status 1 when one does not verify."""
+    if not args.verify:
+        if args.signers is not None or args.rebuild or args.client_id:
+            print(
+                "vpool: error: --signers, --rebuild and --client-id go with --verify",
+                file=sys.stderr,
+            )
+            return exitcodes.USAGE
+        return _rpc(_fee_page)(args)
+    if args.signers is None:
+        print(
+            "vpool: error: --verify needs --signers FILE (the operator's signer list)",
+            file=sys.stderr,
+        )
+        return exitcodes.USAGE
+    try:
+        signers = fee_attestations.load_signer_list(args.signers)
+    except fee_attestations.SignerListError as e:
+        print(f"vpool: error: {e}", file=sys.stderr)
+        return exitcodes.USAGE
+    with _channel(args) as channel:
+        statement = commands.fee_statement(channel, args.page_size, args.page_token, args.timeout)
+        client_id = args.client_id or _own_name(args)
+
+        def manifest_of(round_id: str) -> coordinator_pb2.RoundManifest:
+            return commands.round_manifest(channel, round_id, args.timeout)
+
+        checks = fee_attestations.check_statement(
+            statement, client_id, signers, manifest_of if args.rebuild else None
+        )
+    output.fee_checks(checks, sys.stdout, as_json=args.json)
+    return exitcodes.OK if all(c.ok for c in checks) else exitcodes.ERROR
+
+
+def _fee_page(channel: grpc.Channel, args: argparse.Namespace) -> Message:
     return commands.fee_statement(channel, args.page_size, args.page_token, args.timeout)
+
+
+def _own_name(args: argparse.Namespace) -> str:
+    """The name in the caller's own certificate: the client id the coordinator knows it by."""
+    flags = {setting: getattr(args, setting) for setting in profile.SETTINGS}
+    found = profile.resolve(flags, os.environ)
+    return tls.peer_identity(found.cert.read_bytes())[1]
 
 
 @_rpc
@@ -384,6 +427,22 @@ def _add_client_commands(
 
     fees = subcommands.add_parser("fees", parents=[parent], help="your share of each network fee")
     _paging(fees)
+    fees.add_argument(
+        "--verify",
+        action="store_true",
+        help="check each share against the signers' attestations (docs/fee-attestations.md)",
+    )
+    fees.add_argument(
+        "--signers", type=Path, metavar="FILE", help="the operator's signer list (with --verify)"
+    )
+    fees.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="also rebuild each round from its manifest and compare (with --verify)",
+    )
+    fees.add_argument(
+        "--client-id", default="", help="your client id, if not the name in your certificate"
+    )
     fees.set_defaults(handler=_fees)
 
 

@@ -129,6 +129,14 @@ def fee_statement(
     return answer
 
 
+def round_manifest(
+    channel: grpc.Channel, round_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> pb.RoundManifest:
+    request = pb.GetRoundManifestRequest(round_id=round_id)
+    answer: pb.RoundManifest = _client(channel).GetRoundManifest(request, timeout=timeout)
+    return answer
+
+
 def deposit_address(
     channel: grpc.Channel,
     user_id: str,

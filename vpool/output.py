@@ -170,3 +170,31 @@ def human(message: Message, out: TextIO) -> None:
             print(f"more: --page-token {token}", file=out)
         return
     show(message, out)
+
+
+def fee_checks(checks: Sequence[Any], out: TextIO, *, as_json: bool = False) -> None:
+    """``vpool fees --verify``: one line per notice (``vpool.fee_attestations.NoticeCheck``)."""
+    if as_json:
+        rows = [
+            {
+                "round_id": c.round_id,
+                "txid": c.txid,
+                "fee_sat": c.fee_sat,
+                "verified": c.ok,
+                "signers": list(c.signers),
+                "rebuilt": c.rebuilt,
+                "problem": c.problem,
+            }
+            for c in checks
+        ]
+        json.dump({"notices": rows, "verified": all(c.ok for c in checks)}, out, indent=2)
+        out.write("\n")
+        return
+    for c in checks:
+        verdict = "verified" if c.ok else "NOT VERIFIED"
+        by = f" by {', '.join(c.signers)}" if c.signers else ""
+        rebuilt = ", rebuilt" if c.rebuilt else ""
+        detail = f": {c.problem}" if c.problem else ""
+        out.write(f"{c.txid} {c.fee_sat} sat {verdict}{by}{rebuilt}{detail}\n")
+    bad = sum(not c.ok for c in checks)
+    out.write(f"{len(checks) - bad} verified, {bad} not verified\n")

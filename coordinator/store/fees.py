@@ -27,6 +27,10 @@ class FeeNotice:
     txid: str
     amount: int
     at: float
+    rung: int = 0
+    """0: the transaction as the round built it; k: rung k of its fee ladder."""
+    tx_fee: int = 0
+    """The transaction's whole fee."""
 
 
 def fee_notices(
@@ -35,7 +39,12 @@ def fee_notices(
     """The client's shares of signed transactions, newest round first (then by txid, descending);
     page with ``after`` = (round_seq, txid) of the last notice seen."""
     query = (
-        select(fee_shares, rounds.c.manifest_hash)
+        select(
+            fee_shares,
+            rounds.c.manifest_hash,
+            round_transactions.c.rung,
+            round_transactions.c.fee.label("tx_fee"),
+        )
         .join(rounds, rounds.c.seq == fee_shares.c.round_seq)
         .join(round_transactions, round_transactions.c.txid == fee_shares.c.txid)
         .where(
@@ -74,6 +83,29 @@ def fee_notices(
             txid=str(r.txid),
             amount=int(r.amount),
             at=float(r.at),
+            rung=int(r.rung or 0),
+            tx_fee=int(r.tx_fee),
         )
         for r in rows
     ]
+
+
+def client_round(
+    conn: Connection, client_id: str, round_id: str
+) -> tuple[bytes, list[bytes]] | None:
+    """The manifest and PSBTs (in index order) of round ``round_id`` if it charged ``client_id``
+    a fee share; else None (whether the round exists or not)."""
+    found = conn.execute(
+        select(rounds.c.seq, rounds.c.manifest)
+        .join(fee_shares, fee_shares.c.round_seq == rounds.c.seq)
+        .where(and_(rounds.c.manifest_hash == round_id, fee_shares.c.client_id == client_id))
+        .limit(1)
+    ).first()
+    if found is None:
+        return None
+    psbts = conn.execute(
+        select(round_transactions.c.psbt)
+        .where(round_transactions.c.round_seq == found.seq)
+        .order_by(round_transactions.c.idx)
+    ).all()
+    return bytes(found.manifest), [bytes(p.psbt) for p in psbts]

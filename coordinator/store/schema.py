@@ -401,6 +401,25 @@ withdrawal_cancels = Table(
 )
 
 
+# --- migration 7: fee attestations -------------------------------------------------------------
+
+# Each signer's attested statement of a round's transaction: its fee and each client's share
+# (pool.attestation), as the signer returned it with its signatures; GetFeeStatement hands them
+# to the clients, who verify them against the signers' keys they pinned.
+fee_attestations = Table(
+    "fee_attestations",
+    metadata,
+    Column("round_seq", Integer, ForeignKey("rounds.seq"), primary_key=True),
+    Column("txid", String(64), primary_key=True),
+    Column("signer_id", String(128), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("statement", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("fee_attestations_txid", fee_attestations.c.txid)
+
+
 def _migration_1(conn: Connection) -> None:
     """The first schema. Later migrations create their own tables by name, never all."""
     v1 = [
@@ -481,9 +500,14 @@ def _migration_8(conn: Connection) -> None:
     metadata.create_all(conn, tables=[withdrawal_cancels])
 
 
+def _migration_9(conn: Connection) -> None:
+    """Fee attestations: each signer's signed statement of each transaction's fee and shares."""
+    metadata.create_all(conn, tables=[fee_attestations])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
-    _migration_7, _migration_8,
+    _migration_7, _migration_8, _migration_9,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

@@ -32,6 +32,12 @@ class EmulatorBackend:
         self._accounts: dict[tuple[int, ...], ExtendedPrivateKey] = {}
         self._accounts_lock = threading.Lock()
 
+    def attestation_key(self) -> bytes:
+        """The fee attestation key, at ``signer.attestation_key.PATH`` (never a pool path)."""
+        from signer.attestation_key import key_at_path
+
+        return key_at_path(self._master)
+
     def fingerprint(self) -> bytes:
         return self._master.fingerprint
 

@@ -170,6 +170,8 @@ def hwi_backend(
         "fingerprint": fingerprint.hex(),
         "call_timeout_seconds": 20,
         "sign_timeout_seconds": sign_timeout,
+        # the software fee attestation key in the data dir (signer.attestation_key)
+        "attestation_passphrase_env": PASSPHRASE_ENV,
     }
 
 

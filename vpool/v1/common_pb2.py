@@ -14,15 +14,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15vpool/v1/common.proto\x12\x08vpool.v1*u\n\x07Network\x12\x17\n\x13NETWORK_UNSPECIFIED\x10\x00\x12\x13\n\x0fNETWORK_MAINNET\x10\x01\x12\x13\n\x0fNETWORK_TESTNET\x10\x02\x12\x12\n\x0eNETWORK_SIGNET\x10\x03\x12\x13\n\x0fNETWORK_REGTEST\x10\x04*G\n\x06\x42ranch\x12\x16\n\x12\x42RANCH_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42RANCH_RECEIVE\x10\x01\x12\x11\n\rBRANCH_CHANGE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15vpool/v1/common.proto\x12\x08vpool.v1\"]\n\x0e\x46\x65\x65\x41ttestation\x12\x11\n\tsigner_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tstatement\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c*u\n\x07Network\x12\x17\n\x13NETWORK_UNSPECIFIED\x10\x00\x12\x13\n\x0fNETWORK_MAINNET\x10\x01\x12\x13\n\x0fNETWORK_TESTNET\x10\x02\x12\x12\n\x0eNETWORK_SIGNET\x10\x03\x12\x13\n\x0fNETWORK_REGTEST\x10\x04*G\n\x06\x42ranch\x12\x16\n\x12\x42RANCH_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42RANCH_RECEIVE\x10\x01\x12\x11\n\rBRANCH_CHANGE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpool.v1.common_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_NETWORK']._serialized_start=35
-  _globals['_NETWORK']._serialized_end=152
-  _globals['_BRANCH']._serialized_start=154
-  _globals['_BRANCH']._serialized_end=225
+  _globals['_NETWORK']._serialized_start=130
+  _globals['_NETWORK']._serialized_end=247
+  _globals['_BRANCH']._serialized_start=249
+  _globals['_BRANCH']._serialized_end=320
+  _globals['_FEEATTESTATION']._serialized_start=35
+  _globals['_FEEATTESTATION']._serialized_end=128
 # @@protoc_insertion_point(module_scope)

@@ -274,26 +274,50 @@ class GetFeeStatementRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class FeeNotice(_message.Message):
-    __slots__ = ("round_id", "txid", "fee_sat", "at_unix")
+    __slots__ = ("round_id", "txid", "fee_sat", "at_unix", "rung", "tx_fee_sat", "attestations")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     TXID_FIELD_NUMBER: _ClassVar[int]
     FEE_SAT_FIELD_NUMBER: _ClassVar[int]
     AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RUNG_FIELD_NUMBER: _ClassVar[int]
+    TX_FEE_SAT_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     txid: str
     fee_sat: int
     at_unix: int
-    def __init__(self, round_id: _Optional[str] = ..., txid: _Optional[str] = ..., fee_sat: _Optional[int] = ..., at_unix: _Optional[int] = ...) -> None: ...
+    rung: int
+    tx_fee_sat: int
+    attestations: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeeAttestation]
+    def __init__(self, round_id: _Optional[str] = ..., txid: _Optional[str] = ..., fee_sat: _Optional[int] = ..., at_unix: _Optional[int] = ..., rung: _Optional[int] = ..., tx_fee_sat: _Optional[int] = ..., attestations: _Optional[_Iterable[_Union[_common_pb2.FeeAttestation, _Mapping]]] = ...) -> None: ...
 
 class FeeStatement(_message.Message):
-    __slots__ = ("notices", "total_sat", "next_page_token")
+    __slots__ = ("notices", "total_sat", "next_page_token", "signer_keys")
     NOTICES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SAT_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_KEYS_FIELD_NUMBER: _ClassVar[int]
     notices: _containers.RepeatedCompositeFieldContainer[FeeNotice]
     total_sat: int
     next_page_token: str
-    def __init__(self, notices: _Optional[_Iterable[_Union[FeeNotice, _Mapping]]] = ..., total_sat: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    signer_keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeeAttestation]
+    def __init__(self, notices: _Optional[_Iterable[_Union[FeeNotice, _Mapping]]] = ..., total_sat: _Optional[int] = ..., next_page_token: _Optional[str] = ..., signer_keys: _Optional[_Iterable[_Union[_common_pb2.FeeAttestation, _Mapping]]] = ...) -> None: ...
+
+class GetRoundManifestRequest(_message.Message):
+    __slots__ = ("round_id",)
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    def __init__(self, round_id: _Optional[str] = ...) -> None: ...
+
+class RoundManifest(_message.Message):
+    __slots__ = ("round_id", "manifest", "psbts")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PSBTS_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    manifest: bytes
+    psbts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, round_id: _Optional[str] = ..., manifest: _Optional[bytes] = ..., psbts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ListRoundsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -50,6 +50,11 @@ class CoordinatorServiceStub(object):
                 request_serializer=vpool_dot_v1_dot_coordinator__pb2.GetFeeStatementRequest.SerializeToString,
                 response_deserializer=vpool_dot_v1_dot_coordinator__pb2.FeeStatement.FromString,
                 )
+        self.GetRoundManifest = channel.unary_unary(
+                '/vpool.v1.CoordinatorService/GetRoundManifest',
+                request_serializer=vpool_dot_v1_dot_coordinator__pb2.GetRoundManifestRequest.SerializeToString,
+                response_deserializer=vpool_dot_v1_dot_coordinator__pb2.RoundManifest.FromString,
+                )
         self.GetDepositAddress = channel.unary_unary(
                 '/vpool.v1.CoordinatorService/GetDepositAddress',
                 request_serializer=vpool_dot_v1_dot_coordinator__pb2.GetDepositAddressRequest.SerializeToString,
@@ -122,6 +127,14 @@ class CoordinatorServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRoundManifest(self, request, context):
+        """The manifest and PSBTs of a round that charged the caller a fee share (NOT_FOUND for any
+        other round, whether it exists or not), so the caller can rebuild its share itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetDepositAddress(self, request, context):
         """A new deposit address for one of the caller's users, handed out once at least n - m + 1 of
         the series' signers recorded its refund address (the others get it when they return);
@@ -183,6 +196,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetFeeStatement,
                     request_deserializer=vpool_dot_v1_dot_coordinator__pb2.GetFeeStatementRequest.FromString,
                     response_serializer=vpool_dot_v1_dot_coordinator__pb2.FeeStatement.SerializeToString,
+            ),
+            'GetRoundManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoundManifest,
+                    request_deserializer=vpool_dot_v1_dot_coordinator__pb2.GetRoundManifestRequest.FromString,
+                    response_serializer=vpool_dot_v1_dot_coordinator__pb2.RoundManifest.SerializeToString,
             ),
             'GetDepositAddress': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDepositAddress,
@@ -326,6 +344,23 @@ class CoordinatorService(object):
         return grpc.experimental.unary_unary(request, target, '/vpool.v1.CoordinatorService/GetFeeStatement',
             vpool_dot_v1_dot_coordinator__pb2.GetFeeStatementRequest.SerializeToString,
             vpool_dot_v1_dot_coordinator__pb2.FeeStatement.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetRoundManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/vpool.v1.CoordinatorService/GetRoundManifest',
+            vpool_dot_v1_dot_coordinator__pb2.GetRoundManifestRequest.SerializeToString,
+            vpool_dot_v1_dot_coordinator__pb2.RoundManifest.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

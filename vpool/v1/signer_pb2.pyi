@@ -30,7 +30,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SignerInfo(_message.Message):
-    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node", "device", "device_limits", "audit_seq", "audit_head", "serving")
+    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node", "device", "device_limits", "audit_seq", "audit_head", "serving", "attestation_public_key")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_KIND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class SignerInfo(_message.Message):
     AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     backend_kind: BackendKind
     device_model: str
@@ -57,7 +58,8 @@ class SignerInfo(_message.Message):
     audit_seq: int
     audit_head: str
     serving: _containers.RepeatedCompositeFieldContainer[ServingInterval]
-    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ..., device: _Optional[_Union[DeviceState, _Mapping]] = ..., device_limits: _Optional[_Union[DeviceLimits, _Mapping]] = ..., audit_seq: _Optional[int] = ..., audit_head: _Optional[str] = ..., serving: _Optional[_Iterable[_Union[ServingInterval, _Mapping]]] = ...) -> None: ...
+    attestation_public_key: bytes
+    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ..., device: _Optional[_Union[DeviceState, _Mapping]] = ..., device_limits: _Optional[_Union[DeviceLimits, _Mapping]] = ..., audit_seq: _Optional[int] = ..., audit_head: _Optional[str] = ..., serving: _Optional[_Iterable[_Union[ServingInterval, _Mapping]]] = ..., attestation_public_key: _Optional[bytes] = ...) -> None: ...
 
 class ServingInterval(_message.Message):
     __slots__ = ("from_unix", "until_unix")
@@ -194,20 +196,22 @@ class SignRoundRequest(_message.Message):
     def __init__(self, kind: _Optional[_Union[RoundKind, str]] = ..., manifest: _Optional[bytes] = ..., psbts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SignRoundResponse(_message.Message):
-    __slots__ = ("manifest_hash", "signed_psbts", "refusals", "signed_all", "pending", "pending_since_unix")
+    __slots__ = ("manifest_hash", "signed_psbts", "refusals", "signed_all", "pending", "pending_since_unix", "attestations")
     MANIFEST_HASH_FIELD_NUMBER: _ClassVar[int]
     SIGNED_PSBTS_FIELD_NUMBER: _ClassVar[int]
     REFUSALS_FIELD_NUMBER: _ClassVar[int]
     SIGNED_ALL_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     PENDING_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
     manifest_hash: bytes
     signed_psbts: _containers.RepeatedCompositeFieldContainer[SignedPsbt]
     refusals: _containers.RepeatedCompositeFieldContainer[Refusal]
     signed_all: bool
     pending: bool
     pending_since_unix: int
-    def __init__(self, manifest_hash: _Optional[bytes] = ..., signed_psbts: _Optional[_Iterable[_Union[SignedPsbt, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., signed_all: bool = ..., pending: bool = ..., pending_since_unix: _Optional[int] = ...) -> None: ...
+    attestations: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeeAttestation]
+    def __init__(self, manifest_hash: _Optional[bytes] = ..., signed_psbts: _Optional[_Iterable[_Union[SignedPsbt, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., signed_all: bool = ..., pending: bool = ..., pending_since_unix: _Optional[int] = ..., attestations: _Optional[_Iterable[_Union[_common_pb2.FeeAttestation, _Mapping]]] = ...) -> None: ...
 
 class SignedPsbt(_message.Message):
     __slots__ = ("psbt_index", "signatures")
