@@ -22,16 +22,19 @@ from coordinator import validation, views
 from coordinator.config import CoordinatorConfig
 from coordinator.deposit_api import DepositApi, DepositSigners
 from coordinator.health import HealthBoard
+from coordinator.leadership import ACTIVE, Leadership, standby_reason
 from coordinator.refund_api import RefundApi
 from coordinator.refund_rounds import RawTransactions, Senders
 from coordinator.round_kinds import CancelRefused
 from coordinator.scheduler import Outcome, PoolDegraded, RoundBusy, RoundsPaused
 from coordinator.signers import Failure, SignerCallError
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
 from coordinator.store.alerts import recent_alerts
+from coordinator.store.audit_heads import latest_heads
 from coordinator.store.fees import fee_notices
 from coordinator.store.schema import transaction
 from coordinator.store.settings import rounds_paused, set_rounds_paused
@@ -87,10 +90,13 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
         signers: DepositSigners,
         changes: ChangeSignal,
         clock: Clock,
+        leadership: Leadership | None = None,
     ) -> None:
         self._config = config
         self._engine = engine
         self._board = board
+        self._leadership = leadership
+        """None: this coordinator is the only one, always active."""
         self._changes = changes
         self._clock = clock
         self._deposits = DepositApi(config, engine, board, signers, clock)
@@ -153,15 +159,33 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             if found is None:
                 raise _no_withdrawal(request_id)
             changed = found.status in wstore.QUEUED
+            in_transaction = found.status in (wstore.Status.SIGNED, wstore.Status.BROADCAST)
             if changed:
                 wstore.set_status(
                     conn, [found.id], wstore.Status.CANCELLED, self._clock(), detail="by the client"
                 )
+            elif in_transaction and found.round_seq is not None:
+                # Cancel and replace (coordinator.cancels): a cancel round replaces its
+                # transaction by one without it, if the signers accept it; until one of the
+                # two confirms, it stays as it is.
+                changed = cancel_store.request_cancel(
+                    conn, found.id, found.round_seq, self._clock()
+                )
+                if changed:
+                    wstore.set_status(
+                        conn,
+                        [found.id],
+                        found.status,
+                        self._clock(),
+                        detail="cancel requested: its transaction is to be replaced by one "
+                        "without it; it is cancelled if the replacement confirms, completed if "
+                        "the original does",
+                    )
             elif found.status is not wstore.Status.CANCELLED:
                 raise RpcFailure(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"request_id: withdrawal {request_id!r} is {found.status.value}; only "
-                    "pending or deferred withdrawals can be cancelled",
+                    "pending, deferred, signed or broadcast withdrawals can be cancelled",
                 )
             cancelled = wstore.get_by_id(conn, found.id)
             assert cancelled is not None
@@ -226,11 +250,14 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             waiting, awaiting = rstore.signing_notes(
                 conn, self._config.rounds.round_deadline_seconds, self._clock()
             )
+            heads = latest_heads(conn)
         status = coordinator_pb2.PoolStatus(
             network=views.network_code(network),
             tip_height=tip,
             series=[views.series_balance(s, balances[s.id]) for s in series],
-            signers=[views.signer_health(s) for s in self._board.snapshot()],
+            signers=[
+                views.signer_health(s, heads.get(s.signer_id)) for s in self._board.snapshot()
+            ],
             quorum=self._board.quorum().state,
             queue_length=queue,
             rounds_paused=paused,
@@ -238,6 +265,12 @@ class CoordinatorApi(coordinator_pb2_grpc.CoordinatorServiceServicer):
             awaiting=awaiting,
         )
         reason = self._board.not_serving_reason()
+        status.role, status.active_coordinator = ACTIVE, ""
+        if self._leadership is not None:
+            status.role = self._leadership.role
+            status.active_coordinator = self._leadership.active_name() or ""
+            if status.role != ACTIVE:
+                reason = standby_reason(self._leadership)
         status.health = "SERVING" if reason is None else "NOT_SERVING"
         status.health_detail = reason or ""
         if last:
@@ -430,10 +463,22 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
         self, request: coordinator_pb2.AddSeriesRequest, context: Any
     ) -> coordinator_pb2.SeriesInfo:
         series = self._parse_series(request)
-        with self._engine.connect() as conn:
-            self._check_new_id(conn, series.id)
-        self._register_on_signers(series)
         network = self._config.network
+        with self._engine.connect() as conn:
+            stored = self._same_series(conn, series)
+            if stored is None:
+                self._check_new_id(conn, series.id)
+        self._register_on_signers(series)
+        if stored is not None:
+            # The repair of a series the store holds and its signers may not (e.g. one created
+            # by a configuration file of an older version): registered again, nothing stored.
+            log.info("admin %s: series %d registered again", _caller_name(context), series.id)
+            return coordinator_pb2.SeriesInfo(
+                series_id=stored.id,
+                state=stored.state.value,
+                receive_descriptor=stored.descriptor(RECEIVE).to_string(network),
+                change_descriptor=stored.descriptor(CHANGE).to_string(network),
+            )
         with transaction(self._engine) as conn:
             self._check_new_id(conn, series.id)
             try:
@@ -493,6 +538,19 @@ class AdminApi(coordinator_pb2_grpc.AdminServiceServicer):
             request.change_descriptor,
             self._config.network,
         )
+
+    def _same_series(self, conn: Connection, series: Series) -> Series | None:
+        """The stored series of ``series.id`` when it has the same threshold and keys; None when
+        the id is new. Another series under that id is ALREADY_EXISTS."""
+        for stored in cstore.all_series(conn, self._config.network):
+            if stored.id == series.id:
+                if (stored.m, stored.keys) != (series.m, series.keys):
+                    raise RpcFailure(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        f"series_id: series {series.id} exists with other keys or threshold",
+                    )
+                return stored
+        return None
 
     def _check_new_id(self, conn: Connection, series_id: int) -> None:
         known = [s.id for s in cstore.all_series(conn, self._config.network)]

@@ -14,6 +14,7 @@ code -1 instead of -5; ``estimatesmartfee`` answers ``{"fee": -1}`` instead of `
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -87,6 +88,10 @@ class BitcoinRPC(JsonRpcClient):
     writes a new one when it restarts). They never appear in messages or ``repr``.
     """
 
+    before_send: Callable[[], None] | None = None
+    """Called before each broadcast; it raises to prevent it (a coordinator that is no longer
+    the active one: coordinator.leadership)."""
+
     @classmethod
     def from_config(cls, config: ChainConfig) -> BitcoinRPC:
         return cls(
@@ -148,6 +153,8 @@ class BitcoinRPC(JsonRpcClient):
         ``TransactionRejected`` carries the node's reason; bcoin gives none, so a transaction it
         took but holds neither in its mempool nor in its chain is rejected "without a reason".
         """
+        if self.before_send is not None:
+            self.before_send()
         try:
             txid = str(self.call("sendrawtransaction", raw.hex()))
         except ChainError as e:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pool.networks import NETWORKS
+from vpool.logs import add_arguments as add_log_arguments
 from vpool.version import version_text
 
 EXIT_HELP = """exit codes: 0 done; 1 the configuration or a file it names cannot be used (the
@@ -16,9 +16,11 @@ message names the key); 2 bad usage."""
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from vpool import logs
+
+    logs.configure(args.log_level, args.log_format)
+    if args.log_format == "json":
+        logs.capture_native_stderr()  # gRPC's own lines (TLS handshakes refused) as JSON too
     # Imported here so that --help does not load gRPC, SQLAlchemy and the daemon's modules.
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,8 +61,9 @@ def _init(args: argparse.Namespace) -> int:
     from vpool.tls import TlsError
 
     options = InitOptions(
-        args.dir, args.network, args.listen, args.rpc_url, args.client, args.admin, args.force
-    )
+        args.dir, args.network, args.listen, args.rpc_url, args.client, args.admin, args.force,
+        args.rpc_cookie_file,
+    )  # fmt: skip
     try:
         written = init(options)
     except (SetupError, TlsError) as e:
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the coordinator (gRPC over mutual TLS)")
     serve.add_argument("--config", type=Path, required=True, help="the coordinator.toml file")
+    add_log_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser(
@@ -102,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--network", choices=sorted(NETWORKS), default="regtest")
     init.add_argument("--listen", default="127.0.0.1:50060", help="the API's host:port")
     init.add_argument("--rpc-url", default="http://127.0.0.1:18443", help="the node's JSON-RPC URL")
+    init.add_argument(
+        "--rpc-cookie-file", default="",
+        help="the node's cookie file (user:password; default: a user and password to edit)",
+    )  # fmt: skip
     init.add_argument("--client", default="exchange-a", help="the client certificate's name")
     init.add_argument("--admin", default="ops", help="the admin certificate's name")
     init.add_argument("--force", action="store_true", help="replace existing files (not the CA)")

@@ -7,14 +7,21 @@ against the directory of the configuration file. See docs/coordinator.example.to
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
-from pool.manifest import MAX_MONEY, MAX_STANDARD_WEIGHT, MIN_MAX_WEIGHT
+from pool.manifest import (
+    MAX_LADDER_RUNGS,
+    MAX_LADDER_STEP,
+    MAX_MONEY,
+    MAX_STANDARD_WEIGHT,
+    MIN_LADDER_STEP,
+    MIN_MAX_WEIGHT,
+)
 from pool.networks import NETWORKS, Network, get_network
+from vpool.config_reader import ConfigError as ConfigError  # raised by load_config
+from vpool.config_reader import Table, read_document
 
 MIN_FEE_RATE = 1_000
 """The lowest fee floor, sat per 1000 vB: nodes relay nothing below 1 sat/vB."""
@@ -30,12 +37,12 @@ MAX_MESSAGE_BYTES = 2**31 - 1
 """gRPC's limit on a message size."""
 MAX_LOOKAHEAD = 100_000
 """The most unused addresses the scanner watches ahead per branch."""
+MIN_STANDBY_POLL = 0.05
+MAX_STANDBY_POLL = 60.0
+MAX_STANDBY_NAME = 40
+"""A name fits PostgreSQL's application_name (63 bytes) with the listen address after it."""
 CONSENSUS_COINBASE_MATURITY = 100
 """Consensus: a coinbase output is spendable after this many confirmations."""
-
-
-class ConfigError(ValueError):
-    """A configuration value that is missing or wrong; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,9 @@ class ChainConfig:
     fee_target_blocks: int = 6
     fee_floor: int = 1_000
     """Satoshis per 1000 vB."""
-    fee_ceiling: int = 100_000
+    fee_ceiling: int = 50_000
+    """Satoshis per 1000 vB (50 sat/vB): half the signers' default `max_fee_rate`, so that a
+    transaction without change (its dust remainder left to the fee) still passes their limit."""
     timeout_seconds: float = 30.0
     scan_start_height: int = 0
     """First block the scanner reads on a new database: the height the pool was created at
@@ -111,9 +120,32 @@ class RoundsConfig:
     max_inputs: int = 2_000
     """Most UTXOs in one withdrawal round's manifest (the first in spending order; the others
     wait): at most every signer's ``max_inputs``."""
+    max_tx_inputs: int = 0
+    max_tx_payments: int = 0
+    """Caps on each transaction's inputs and payments (0: none), written into the manifest
+    together with the smallest limits the signers' devices report (coordinator.withdrawal_rounds
+    ``shape_caps``): for devices that report none, or a person who reviews fewer payments."""
     withdrawal_expiry_seconds: float = 7 * 86_400.0
     """A withdrawal ``deferred`` (the pool lacked funds) for longer than this since it was
     submitted becomes ``expired``, final (coordinator.expiry)."""
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """The fee ladder (``[ladder]``; pool/ladder.py): replacements of each withdrawal
+    transaction at rising fee rates, signed in the round's one ceremony."""
+
+    rungs: int = 0
+    """Rungs per transaction, 0 to 10 (0: no ladder)."""
+    step: int = 5_000
+    """Satoshis per 1000 vB each rung adds to the rate of the one below, 1,000 to 1,000,000."""
+    bump_after_blocks: int = 3
+    """A transaction still unconfirmed this many blocks after its round's pinned tip (rung k:
+    (k + 1) times as many) is replaced by its next rung (coordinator.watcher)."""
+
+    def manifest_step(self) -> int:
+        """The step as the manifest carries it (0 without a ladder)."""
+        return self.step if self.rungs else 0
 
 
 @dataclass(frozen=True)
@@ -140,19 +172,21 @@ class LivenessConfig:
 
 
 @dataclass(frozen=True)
+class StandbyConfig:
+    name: str = ""
+    """How this coordinator is named to the others and in errors (default: host name and
+    listen address)."""
+    poll_seconds: float = 1.0
+    """How often a standby tries the lock, and the active one checks it still holds it."""
+
+
+@dataclass(frozen=True)
 class SignerEndpoint:
     id: str
     address: str
     """host:port of the signer's gRPC server."""
     tls_name: str
     """The name in the signer's certificate (defaults to its id)."""
-
-
-@dataclass(frozen=True)
-class SeriesConfig:
-    id: int
-    receive: str
-    change: str
 
 
 @dataclass(frozen=True)
@@ -165,69 +199,10 @@ class CoordinatorConfig:
     pool: PoolConfig
     rounds: RoundsConfig
     signers: tuple[SignerEndpoint, ...]
-    series: tuple[SeriesConfig, ...] = field(default=())
     deposits: DepositsConfig = field(default_factory=DepositsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
-    """Series to create at first start (later ones come through AdminService.AddSeries)."""
-
-
-_read: dict[int, tuple[str, dict[str, Any], set[str]]] = {}
-"""The tables of the document being loaded: where each is, and the keys read from it (so that
-``_check_no_unknown_keys`` can refuse the others). Filled by ``_get`` and ``_table``."""
-
-
-def _note(doc: dict[str, Any], where: str, key: str) -> None:
-    _read.setdefault(id(doc), (where, doc, set()))[2].add(key)
-
-
-def _check_no_unknown_keys() -> None:
-    """A key nothing read is a typo (``min_confs``, ``[livenes]``): refuse it, as the signer does,
-    instead of silently keeping the default in force."""
-    for where, doc, known in _read.values():
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise ConfigError(f"{where}{unknown[0]}: unknown key")
-
-
-def _table(doc: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
-    _note(doc, where, key)
-    value = doc.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}{key}: must be a table")
-    _read.setdefault(id(value), (f"{where}{key}.", value, set()))
-    return value
-
-
-def _entries(doc: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
-    """The tables of the array ``[[key]]``, each with its place (``signers[0].``)."""
-    entries = []
-    for i, entry in enumerate(_get(doc, key, list, "", [])):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{key}[{i}]: must be a table")
-        _read.setdefault(id(entry), (f"{key}[{i}].", entry, set()))
-        entries.append((f"{key}[{i}].", entry))
-    return entries
-
-
-def _get(doc: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
-    _note(doc, where, key)
-    if key not in doc:
-        if default is ...:
-            raise ConfigError(f"{where}{key}: missing")
-        return default
-    value = doc[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}{key}: must be a {kind.__name__}")
-    return value
-
-
-def _path(base: Path, doc: dict[str, Any], key: str, where: str, must_exist: bool = True) -> Path:
-    path: Path = base / _get(doc, key, str, where)
-    if must_exist and not path.exists():
-        raise ConfigError(f"{where}{key}: file not found: {path}")
-    return path
+    standby: StandbyConfig = field(default_factory=StandbyConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
 
 
 def _positive(value: int | float, name: str) -> None:
@@ -255,43 +230,32 @@ def _at_most(value: int | float, high: int | float, name: str, what: str = "") -
 
 def load_config(path: Path) -> CoordinatorConfig:
     """Read and check ``coordinator.toml``: every key known, typed and within its bounds."""
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    _read.clear()
-    try:
-        config = _load(doc, path.resolve().parent)
-        _check_no_unknown_keys()
-    finally:
-        _read.clear()
+    doc = Table(read_document(path), path.resolve().parent)
+    config = _load(doc)
+    doc.finish()
     return config
 
 
-def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
-    _read.setdefault(id(doc), ("", doc, set()))
-
-    network_name = _get(doc, "network", str, "")
+def _load(doc: Table) -> CoordinatorConfig:
+    network_name = doc.value("network", str)
     if network_name not in NETWORKS:
         raise ConfigError(f"network: unknown network {network_name!r}")
-    data_dir = base / _get(doc, "data_dir", str, "", "data")
-    database_url = _get(doc, "database_url", str, "", "") or f"sqlite:///{data_dir}/coordinator.db"
+    data_dir = doc.base / doc.value("data_dir", str, "data")
+    database_url = doc.value("database_url", str, "") or f"sqlite:///{data_dir}/coordinator.db"
 
-    s = _table(doc, "server")
-    t = _table(s, "tls", "server.")
+    s = doc.table("server")
+    t = s.table("tls")
     server = ServerConfig(
-        listen=_get(s, "listen", str, "server.", "127.0.0.1:50060"),
+        listen=s.value("listen", str, "127.0.0.1:50060"),
         tls=TlsConfig(
-            cert=_path(base, t, "cert", "server.tls."),
-            key=_path(base, t, "key", "server.tls."),
-            ca=_path(base, t, "ca", "server.tls."),
+            cert=t.path("cert"),
+            key=t.path("key"),
+            ca=t.path("ca"),
         ),
-        clients=frozenset(_get(s, "clients", list, "server.", [])),
-        admins=frozenset(_get(s, "admins", list, "server.", [])),
-        max_message_bytes=_get(s, "max_message_bytes", int, "server.", 16 * 1024 * 1024),
-        metrics_listen=_get(s, "metrics_listen", str, "server.", ""),
+        clients=frozenset(s.value("clients", list, [])),
+        admins=frozenset(s.value("admins", list, [])),
+        max_message_bytes=s.value("max_message_bytes", int, 16 * 1024 * 1024),
+        metrics_listen=s.value("metrics_listen", str, ""),
     )
     host, colon, port = server.metrics_listen.rpartition(":")
     if server.metrics_listen and not (colon and host and port.isdigit() and 0 < int(port) < 65536):
@@ -299,19 +263,18 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     _at_least(server.max_message_bytes, 1024, "server.max_message_bytes", " bytes")
     _at_most(server.max_message_bytes, MAX_MESSAGE_BYTES, "server.max_message_bytes", " bytes")
 
-    c = _table(doc, "chain")
-    cookie = c.get("cookie_file")
+    c = doc.table("chain")
     chain = ChainConfig(
-        rpc_url=_get(c, "rpc_url", str, "chain."),
-        rpc_user=_get(c, "rpc_user", str, "chain.", ""),
-        rpc_password=_get(c, "rpc_password", str, "chain.", ""),
-        cookie_file=None if cookie is None else _path(base, c, "cookie_file", "chain.", False),
-        poll_seconds=_get(c, "poll_seconds", float, "chain.", 2.0),
-        fee_target_blocks=_get(c, "fee_target_blocks", int, "chain.", 6),
-        fee_floor=_get(c, "fee_floor", int, "chain.", 1_000),
-        fee_ceiling=_get(c, "fee_ceiling", int, "chain.", 100_000),
-        timeout_seconds=_get(c, "timeout_seconds", float, "chain.", 30.0),
-        scan_start_height=_get(c, "scan_start_height", int, "chain.", 0),
+        rpc_url=c.value("rpc_url", str),
+        rpc_user=c.value("rpc_user", str, ""),
+        rpc_password=c.value("rpc_password", str, ""),
+        cookie_file=c.path("cookie_file", must_exist=False) if c.has("cookie_file") else None,
+        poll_seconds=c.value("poll_seconds", float, 2.0),
+        fee_target_blocks=c.value("fee_target_blocks", int, 6),
+        fee_floor=c.value("fee_floor", int, 1_000),
+        fee_ceiling=c.value("fee_ceiling", int, 50_000),
+        timeout_seconds=c.value("timeout_seconds", float, 30.0),
+        scan_start_height=c.value("scan_start_height", int, 0),
     )
     if chain.scan_start_height < 0:
         raise ConfigError("chain.scan_start_height: must not be negative")
@@ -324,11 +287,11 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     if chain.fee_floor > chain.fee_ceiling:
         raise ConfigError("chain.fee_floor: must not exceed chain.fee_ceiling")
 
-    p = _table(doc, "pool")
+    p = doc.table("pool")
     defaults = PoolConfig()
     pool = PoolConfig(
         **{
-            name: _get(p, name, int, "pool.", getattr(defaults, name))
+            name: p.value(name, int, getattr(defaults, name))
             for name in PoolConfig.__dataclass_fields__
         }
     )
@@ -349,18 +312,18 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     )
     _at_most(pool.coinbase_maturity, MAX_DEPTH, "pool.coinbase_maturity", " confirmations")
 
-    r = _table(doc, "rounds")
+    r = doc.table("rounds")
     rounds = RoundsConfig(
-        interval_seconds=_get(r, "interval_seconds", float, "rounds.", 60.0),
-        queue_threshold=_get(r, "queue_threshold", int, "rounds.", 100),
-        sign_deadline_seconds=_get(r, "sign_deadline_seconds", float, "rounds.", 30.0),
-        round_deadline_seconds=_get(r, "round_deadline_seconds", float, "rounds.", 3600.0),
-        poll_seconds=_get(r, "poll_seconds", float, "rounds.", 3.0),
-        max_requests=_get(r, "max_requests", int, "rounds.", 3_000),
-        max_inputs=_get(r, "max_inputs", int, "rounds.", 2_000),
-        withdrawal_expiry_seconds=_get(
-            r, "withdrawal_expiry_seconds", float, "rounds.", 7 * 86_400.0
-        ),
+        interval_seconds=r.value("interval_seconds", float, 60.0),
+        queue_threshold=r.value("queue_threshold", int, 100),
+        sign_deadline_seconds=r.value("sign_deadline_seconds", float, 30.0),
+        round_deadline_seconds=r.value("round_deadline_seconds", float, 3600.0),
+        poll_seconds=r.value("poll_seconds", float, 3.0),
+        max_requests=r.value("max_requests", int, 3_000),
+        max_inputs=r.value("max_inputs", int, 2_000),
+        max_tx_inputs=r.value("max_tx_inputs", int, 0),
+        max_tx_payments=r.value("max_tx_payments", int, 0),
+        withdrawal_expiry_seconds=r.value("withdrawal_expiry_seconds", float, 7 * 86_400.0),
     )
     for name in (
         "interval_seconds",
@@ -372,39 +335,38 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     _seconds(rounds.withdrawal_expiry_seconds, "rounds.withdrawal_expiry_seconds")
     for name in ("queue_threshold", "max_requests", "max_inputs"):
         _positive(getattr(rounds, name), f"rounds.{name}")
+    for name in ("max_tx_inputs", "max_tx_payments"):
+        _at_least(getattr(rounds, name), 0, f"rounds.{name}", " (0: no cap)")
+        _at_most(getattr(rounds, name), 2**32 - 1, f"rounds.{name}")
 
     signers = []
-    for where, entry in _entries(doc, "signers"):
-        signer_id = _get(entry, "id", str, where)
+    for entry in doc.tables("signers"):
+        signer_id = entry.value("id", str)
         signers.append(
             SignerEndpoint(
                 id=signer_id,
-                address=_get(entry, "address", str, where),
-                tls_name=_get(entry, "tls_name", str, where, signer_id),
+                address=entry.value("address", str),
+                tls_name=entry.value("tls_name", str, signer_id),
             )
         )
     ids = [s.id for s in signers]
     if len(set(ids)) != len(ids):
         raise ConfigError("signers: duplicate signer id")
 
-    series = tuple(
-        SeriesConfig(
-            id=_get(entry, "id", int, where),
-            receive=_get(entry, "receive", str, where),
-            change=_get(entry, "change", str, where),
+    if doc.has("series"):
+        raise ConfigError(
+            "series: not read from the configuration any more: add a series with `vpool admin "
+            "add-series`, which registers it on the signers first (a store holding a series its "
+            "signers never registered is repaired by the same command, with the same id and "
+            "descriptors)"
         )
-        for where, entry in _entries(doc, "series")
-    )
-    for i, one in enumerate(series):
-        if not 0 <= one.id < 2**31:
-            raise ConfigError(f"series[{i}].id: must be from 0 to 2^31 - 1")
-    d = _table(doc, "deposits")
+    d = doc.table("deposits")
     deposits = DepositsConfig(
-        confirmations=_get(d, "confirmations", int, "deposits.", 3),
-        min_deposit=_get(d, "min_deposit", int, "deposits.", 10_000),
-        refund_threshold=_get(d, "refund_threshold", int, "deposits.", 2_000),
-        outage_deposits=_get(d, "outage_deposits", str, "deposits.", "refund"),
-        retired_grace_blocks=_get(d, "retired_grace_blocks", int, "deposits.", 4_032),
+        confirmations=d.value("confirmations", int, 3),
+        min_deposit=d.value("min_deposit", int, 10_000),
+        refund_threshold=d.value("refund_threshold", int, 2_000),
+        outage_deposits=d.value("outage_deposits", str, "refund"),
+        retired_grace_blocks=d.value("retired_grace_blocks", int, 4_032),
     )
     if deposits.outage_deposits not in ("refund", "credit"):
         raise ConfigError('deposits.outage_deposits: must be "refund" or "credit"')
@@ -416,8 +378,8 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     _at_most(deposits.confirmations, MAX_DEPTH, "deposits.confirmations", " confirmations")
     _at_most(deposits.retired_grace_blocks, MAX_DEPTH, "deposits.retired_grace_blocks", " blocks")
 
-    lv = _table(doc, "liveness")
-    fraction_text = _get(lv, "quorum_fraction", str, "liveness.", "2/3")
+    lv = doc.table("liveness")
+    fraction_text = lv.value("quorum_fraction", str, "2/3")
     try:
         fraction = Fraction(fraction_text)
     except (ValueError, ZeroDivisionError):
@@ -425,13 +387,37 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
     if not 0 <= fraction < 1:
         raise ConfigError("liveness.quorum_fraction: must be at least 0 and below 1")
     liveness = LivenessConfig(
-        health_interval_seconds=_get(lv, "health_interval_seconds", float, "liveness.", 30.0),
-        down_after_missed=_get(lv, "down_after_missed", int, "liveness.", 2),
+        health_interval_seconds=lv.value("health_interval_seconds", float, 30.0),
+        down_after_missed=lv.value("down_after_missed", int, 2),
         quorum_fraction=fraction,
     )
     _seconds(liveness.health_interval_seconds, "liveness.health_interval_seconds")
     _positive(liveness.down_after_missed, "liveness.down_after_missed")
     _at_most(liveness.down_after_missed, 1_000, "liveness.down_after_missed")
+
+    sb = doc.table("standby")
+    standby = StandbyConfig(
+        name=sb.value("name", str, ""),
+        poll_seconds=sb.value("poll_seconds", float, 1.0),
+    )
+    _seconds(standby.poll_seconds, "standby.poll_seconds")
+    _at_least(standby.poll_seconds, MIN_STANDBY_POLL, "standby.poll_seconds", " seconds")
+    _at_most(standby.poll_seconds, MAX_STANDBY_POLL, "standby.poll_seconds", " seconds")
+    if len(standby.name.encode()) > MAX_STANDBY_NAME or not standby.name.isprintable():
+        raise ConfigError(f"standby.name: at most {MAX_STANDBY_NAME} bytes of printable characters")
+
+    la = doc.table("ladder")
+    ladder = LadderConfig(
+        rungs=la.value("rungs", int, 0),
+        step=la.value("step", int, 5_000),
+        bump_after_blocks=la.value("bump_after_blocks", int, 3),
+    )
+    if not 0 <= ladder.rungs <= MAX_LADDER_RUNGS:
+        raise ConfigError(f"ladder.rungs: must be from 0 to {MAX_LADDER_RUNGS}")
+    _at_least(ladder.step, MIN_LADDER_STEP, "ladder.step", " sat/1000 vB (1 sat/vB)")
+    _at_most(ladder.step, MAX_LADDER_STEP, "ladder.step", " sat/1000 vB")
+    _positive(ladder.bump_after_blocks, "ladder.bump_after_blocks")
+    _at_most(ladder.bump_after_blocks, MAX_DEPTH, "ladder.bump_after_blocks", " blocks")
 
     return CoordinatorConfig(
         network=get_network(network_name),
@@ -442,7 +428,8 @@ def _load(doc: dict[str, Any], base: Path) -> CoordinatorConfig:
         pool=pool,
         rounds=rounds,
         signers=tuple(signers),
-        series=series,
         deposits=deposits,
         liveness=liveness,
+        standby=standby,
+        ladder=ladder,
     )

@@ -10,10 +10,12 @@ never be refunded.
 
 Each run asks every holder whose acknowledgement is missing, all at once with one deadline, in
 one batch per signer (oldest deposits first, at most ``MAX_CLAIMS_PER_CALL``, the others at the
-next runs). A signer that is down, slow, or refuses for a reason that is not final (its node is
-behind, the deposit lacks the signer's own confirmations) is asked again at the next run; a final
-refusal is recorded with an alert and not asked again. Only ``confirmed`` deposits are ever asked
-about: never one classified for a refund.
+next runs); a signer is not asked about a deposit to an address whose registration it missed
+until that registration is replayed to it (coordinator.registrations). A signer that is down,
+slow, or refuses for a reason that is not final (its node is behind, the deposit lacks the
+signer's own confirmations) is asked again at the next run; a final refusal is recorded with
+an alert and not asked again. Only ``confirmed`` deposits are ever asked about: never one
+classified for a refund.
 
 Keys are counted by the master fingerprint each signer reports (GetInfo, learnt by the health
 checks). A fingerprint that two configured signers claim counts for neither, and their answers are
@@ -24,11 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
+from coordinator.crash_points import AFTER_DEPOSIT_CREDITED, crash_point
 from coordinator.deposits import required_acknowledgements
 from coordinator.health import SignerState
 from coordinator.signers import (
@@ -38,6 +41,7 @@ from coordinator.signers import (
 )
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
+from coordinator.store import registrations as regstore
 from coordinator.store.alerts import add_alert
 from coordinator.store.deposits import Acknowledgement, Deposit, Status
 from coordinator.store.schema import transaction
@@ -97,7 +101,14 @@ def credit_acknowledged(conn: Connection, network: Network, now: float) -> list[
         credited.append(
             dstore.set_status(conn, d.txid, d.vout, Status.CREDITED, now, detail=detail)
         )
-        log.info("deposit %s:%d credited: %s", d.txid, d.vout, detail)
+        log.info(
+            "deposit %s:%d credited: %s",
+            d.txid,
+            d.vout,
+            detail,
+            extra={"outpoint": f"{d.txid}:{d.vout}", "amount_sat": d.value,
+                   "client_id": d.client_id, "user_id": d.user_id, "series_id": d.series_id},
+        )  # fmt: skip
     return credited
 
 
@@ -126,14 +137,17 @@ class Credits:
         deposits credited."""
         with transaction(self._engine) as conn:
             credited = credit_acknowledged(conn, self._network, self._clock())
+        if credited:
+            crash_point(AFTER_DEPOSIT_CREDITED)
         with self._engine.connect() as conn:
             waiting = dstore.with_status(conn, [Status.CONFIRMED])
             series = {s.id: s for s in cstore.all_series(conn, self._network)}
             answers = {d.outpoint: dstore.acknowledgements(conn, *d.outpoint) for d in waiting}
+            unregistered = regstore.pending(conn)
         if not waiting:
             return credited
         holders = self._holders()
-        claims = _claims(waiting, series, holders, answers)
+        claims = _claims(waiting, series, holders, answers, unregistered)
         if not claims:
             return credited
         by_outpoint = {d.outpoint: d for d in waiting}
@@ -145,7 +159,10 @@ class Credits:
             with transaction(self._engine) as conn:
                 self._record(conn, signer_id, holders[signer_id], result, by_outpoint, series)
         with transaction(self._engine) as conn:
-            credited += credit_acknowledged(conn, self._network, self._clock())
+            more = credit_acknowledged(conn, self._network, self._clock())
+        if more:
+            crash_point(AFTER_DEPOSIT_CREDITED)
+        credited += more
         return credited
 
     def _holders(self) -> dict[str, str]:
@@ -210,9 +227,12 @@ def _claims(
     series: Mapping[int, Series],
     holders: Mapping[str, str],
     answers: Mapping[tuple[str, int], Sequence[Acknowledgement]],
+    unregistered: Set[tuple[bytes, str]] = frozenset(),
 ) -> dict[str, list[DepositClaim]]:
     """Signer id → the deposits it holds a key of and has neither acknowledged nor finally
-    refused, oldest first, at most ``MAX_CLAIMS_PER_CALL``."""
+    refused, oldest first, at most ``MAX_CLAIMS_PER_CALL``. Not a deposit to an address whose
+    registration the signer missed and has not been replayed yet (``unregistered``: it would
+    refuse, for good, DEPOSIT_ADDRESS_NOT_REGISTERED)."""
     claims: dict[str, list[DepositClaim]] = {}
     for d in waiting:
         fingerprints = key_fingerprints(series[d.series_id])
@@ -221,6 +241,8 @@ def _claims(
         }
         for signer_id, fingerprint in holders.items():
             if fingerprint not in fingerprints or signer_id in settled:
+                continue
+            if (d.script_pubkey, signer_id) in unregistered:
                 continue
             wanted = claims.setdefault(signer_id, [])
             if len(wanted) < MAX_CLAIMS_PER_CALL:

@@ -2,13 +2,18 @@
 
 ``serve`` opens (and migrates) the store, creates the configured series on first start, serves
 the API, and runs one background loop: check the signers' health every
-``liveness.health_interval_seconds`` (and at once when the active series changes), follow the
-chain (scanner: deposits are classified against the quorum the checks record), credit the
+``liveness.health_interval_seconds`` (and at once when the active series changes) and replay
+to each signer back the deposit address registrations it missed (coordinator.registrations),
+follow the chain (scanner: deposits are classified against the quorum the checks record), credit the
 confirmed deposits the signers acknowledged (coordinator.credits), check the pool's unconfirmed
 transactions against the node at each new block (coordinator.watcher: re-sends, refusals,
 reorganisations, conflicts), expire withdrawals deferred too long (coordinator.expiry), follow
 the open rounds (track), start a withdrawal round when one is due, and a refund round when
 deposits wait for one (coordinator.scheduler).
+Before that loop starts, a coordinator that was stopped longer than two health intervals records
+the quorum of that gap from the signers' own serving intervals (coordinator.outage).
+Only the active coordinator runs that loop and accepts writes (coordinator.leadership): a
+second one on the same store is a standby that serves reads until it takes the store's lock.
 Rounds resume from the store first (``RoundEngine.resume``), in that loop, so the server is
 ready at once. SIGTERM or SIGINT stops it cleanly; a round cut short is resumed at the next start
 (every step of a round is persisted before its side effect).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,23 +33,26 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from coordinator.api import AdminApi, CoordinatorApi
+from coordinator.audit_heads import AuditHeads
 from coordinator.chain import BitcoinRPC, ChainError
-from coordinator.config import ConfigError, CoordinatorConfig, load_config
+from coordinator.config import CoordinatorConfig, load_config
 from coordinator.credits import Credits
 from coordinator.expiry import Expiry
 from coordinator.health import HealthBoard
-from coordinator.metrics import MetricsServer
+from coordinator.leadership import EXIT_STEPPED_DOWN, Leadership, install_fence, open_lock
+from coordinator.metrics import CoordinatorMetrics, MetricsServer
+from coordinator.outage import OutageJudge
+from coordinator.registrations import Registrations
 from coordinator.rounds import RoundEngine
 from coordinator.scanner import Scanner
 from coordinator.scheduler import RoundScheduler
 from coordinator.server import start_server
 from coordinator.signers import SignerPool
+from coordinator.status_page import StatusPage, is_loopback, refused_page
 from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate, transaction
 from coordinator.watch import ChangeSignal
 from coordinator.watcher import TransactionWatcher
-from pool.errors import VpoolError
-from pool.series import SeriesState
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +75,10 @@ def open_store(config: CoordinatorConfig) -> Engine:
     return engine
 
 
-def create_series(config: CoordinatorConfig, engine: Engine, now: float) -> None:
-    """On a store without series: the configured ones (the highest id active, the others
-    retiring). Later series come through AdminService.AddSeries only."""
+def prepare_addresses(config: CoordinatorConfig, engine: Engine) -> None:
+    """The address lookahead of every series, to the configured depth (series themselves come
+    through AdminService.AddSeries only, which registers them on the signers first)."""
     with transaction(engine) as conn:
-        known = {s.id for s in cstore.all_series(conn, config.network)}
-        if not known:
-            ordered = sorted(enumerate(config.series), key=lambda item: item[1].id)
-            for position, (i, entry) in enumerate(ordered, 1):
-                state = SeriesState.ACTIVE if position == len(ordered) else SeriesState.RETIRING
-                try:
-                    cstore.add_series(
-                        conn, entry.id, entry.receive, entry.change, state, config.network, now
-                    )
-                except VpoolError as e:
-                    raise ConfigError(f"series[{i}]: {e}") from None
-                log.info("series %d created (%s)", entry.id, state.value)
-        else:
-            for entry in config.series:
-                if entry.id not in known:
-                    log.warning(
-                        "series %d of the configuration is not in the store: the configuration "
-                        "creates series on the first start only; use AdminService.AddSeries",
-                        entry.id,
-                    )
         cstore.ensure_lookahead(conn, config.network, config.pool.address_lookahead)
 
 
@@ -105,10 +94,12 @@ class Loop:
         signers: SignerPool,
         board: HealthBoard,
         changes: ChangeSignal,
-        set_serving: Callable[[bool], None],
+        set_serving: Callable[[str | None], None],
         watcher: TransactionWatcher,
         expiry: Expiry,
+        registrations: Registrations,
     ) -> None:
+        self._registrations = registrations
         self._set_serving = set_serving
         self._watcher = watcher
         self._expiry = expiry
@@ -131,6 +122,8 @@ class Loop:
     def stop(self, timeout: float) -> None:
         """Ask the loop to stop and wait up to ``timeout`` seconds for its current step."""
         self._stop.set()
+        if self._thread.ident is None:
+            return  # never started (a standby)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning(
@@ -143,6 +136,7 @@ class Loop:
         while not self._stop.is_set():
             if time.monotonic() >= next_health or self._board.series_changed():
                 self._step("checking signers", self._check_signers)
+                self._step("replaying registrations", self._registrations.replay)
                 next_health = time.monotonic() + self._health_interval
             self._step("scanning the chain", self._sync)
             self._step("crediting deposits", self._credits.run)
@@ -189,28 +183,74 @@ class Loop:
             log.info("%s: working again", what)
 
 
+def start_http(
+    config: CoordinatorConfig,
+    engine: Engine,
+    board: HealthBoard,
+    scanner: Scanner,
+    active: Callable[[], bool],
+) -> MetricsServer:
+    """``/metrics`` on ``server.metrics_listen``, and the status page at ``/`` when that address
+    is a loopback one (coordinator.status_page); ``active``: whether this coordinator holds the
+    store's lock."""
+    collector = CoordinatorMetrics(
+        engine, board, config.network, config.pool, scanner, active=active
+    )
+    host = config.server.metrics_listen.rpartition(":")[0]
+    page = StatusPage(config, engine, board, scanner)
+    status = page.page if is_loopback(host) else refused_page(host)
+    metrics = MetricsServer(config.server.metrics_listen, collector, {"/": status}).start()
+    url = f"http://{metrics.address}"
+    log.info(
+        "metrics on %s/metrics, status page on %s/%s",
+        url,
+        url,
+        "" if is_loopback(host) else " (refused: not a loopback address)",
+        extra={"event": "http_listening", "metrics_url": f"{url}/metrics", "status_url": url},
+    )
+    return metrics
+
+
 def serve(config_path: Path) -> int:
-    """Run the coordinator until SIGTERM or SIGINT; the exit status."""
+    """Run the coordinator until SIGTERM or SIGINT; the exit status (``EXIT_STEPPED_DOWN`` when
+    it lost the store's lock: restart it, it comes back as a standby)."""
     config = load_config(config_path)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    stepped_down = threading.Event()
     with ExitStack() as stack:
         engine = open_store(config)
         stack.callback(engine.dispose)
-        create_series(config, engine, time.time())
+        leadership = Leadership(config.standby.poll_seconds)
+        install_fence(engine, leadership)
         chain = BitcoinRPC.from_config(config.chain)
+        chain.before_send = leadership.confirm
         signers = stack.enter_context(SignerPool.from_config(config))
         board = HealthBoard(engine, config.liveness, config.network, signers.signer_ids)
         changes = ChangeSignal()
         stack.callback(changes.close)
-        rounds = RoundEngine(config, engine, chain, signers, time.time)
+        heads = AuditHeads(engine, signers, time.time)
+        rounds = RoundEngine(
+            config,
+            engine,
+            chain,
+            signers,
+            time.time,
+            device_limits=signers.device_limits,
+            after_round=heads.record,
+        )
         scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
         running = start_server(
             config.server,
-            CoordinatorApi(config, engine, board, signers, changes, time.time),
+            CoordinatorApi(config, engine, board, signers, changes, time.time, leadership),
             AdminApi(config, engine, scheduler, signers, board, chain, time.time),
+            refuse_writes=leadership.refuse_if_standby,
         )
+        running.set_serving("a standby: another coordinator holds the store's lock")
+        name = f"{config.standby.name or socket.gethostname()} at {running.address}"
+        leadership.attach(open_lock(engine, name), name)
+        stack.callback(leadership.close)
         scanner = Scanner(
             engine,
             chain,
@@ -234,17 +274,49 @@ def serve(config_path: Path) -> int:
             running.set_serving,
             watcher,
             expiry,
+            Registrations(engine, config.network, signers, board, deadline, time.time),
         )
-        board.publish(running.set_serving)  # the quorum recorded before a restart holds
-        loop.start()
         if config.server.metrics_listen:
-            metrics = MetricsServer(config.server.metrics_listen, board, engine).start()
+            metrics = start_http(config, engine, board, scanner, leadership.holds)
             stack.callback(metrics.stop)
-            log.info("metrics on http://%s/metrics", metrics.address)
+
+        def lost() -> None:
+            running.set_serving("stepped down: this coordinator lost the store's lock")
+            stepped_down.set()
+            stop.set()
+
+        def take_over() -> None:
+            board.reload()  # what the coordinator before this one recorded
+            prepare_addresses(config, engine)
+            # Before any block is scanned: the quorum while no coordinator checked the signers.
+            OutageJudge(engine, config.network, config.liveness, signers, deadline, time.time).run()
+            board.publish(running.set_serving)  # the quorum recorded before a restart holds
+            loop.start()
+            leadership.watch(lost, stop)
+
+        def standby() -> None:
+            if not leadership.wait_active(stop, board.reload):
+                return
+            try:
+                take_over()
+            except Exception:
+                log.exception("taking over failed; stepping down")
+                lost()
+
+        if leadership.try_take():
+            take_over()  # at once: a lone coordinator starts as it always did
+        else:
+            board.reload()
+            log.warning(
+                "standby: %s holds the store's lock; serving reads, trying it every %g s",
+                leadership.active_name() or "another coordinator",
+                config.standby.poll_seconds,
+            )
+            threading.Thread(target=standby, name="standby", daemon=True).start()
         print(f"vpool-coordinator serving on {running.address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
         changes.close()  # WatchWithdrawals streams end
         running.stop(GRACE_SECONDS)
         loop.stop(GRACE_SECONDS)
-    return 0
+    return EXIT_STEPPED_DOWN if stepped_down.is_set() else 0

@@ -1,16 +1,25 @@
 """CoordinatorService's deposit calls, GetDepositAddress and ListDeposits (CoordinatorApi
 delegates to ``DepositApi``; WatchDeposits streams from coordinator.api).
 
-A deposit address is handed out only once every signer holding a key of the active series has
-registered it with its refund address (SignerService.RegisterDepositAddress) and derived the same
-address: a coordinator cannot later change where its deposits are refunded. When a signer fails,
-the address is not handed out and its receive index is skipped (never handed out later).
+A deposit address is handed out once at least n - m + 1 of the signers holding the active
+series' n keys have registered it with its refund address (SignerService.RegisterDepositAddress,
+first registration wins on each signer) and derived the same address: any m signers then include
+one that holds the refund address, so no m signers can later be taught another one. Each signer
+that missed the registration (down, or failing) is recorded, and coordinator.registrations
+replays the registration to it when it answers again, before it is asked to acknowledge a
+deposit to that address.
+
+No receive index is burnt by a refusal that can be known in advance: the index is taken only
+once enough signers are up (not down on the health board, and their fingerprint known). Only a
+signer that fails between that check and the registration, leaving fewer than n - m + 1, costs an
+index (skipped, never handed out later).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import grpc
@@ -18,10 +27,11 @@ from sqlalchemy import Engine
 
 from coordinator import validation, views
 from coordinator.config import CoordinatorConfig
-from coordinator.health import SignerState
+from coordinator.health import DOWN, SignerState
 from coordinator.signers import Failure, SignerCallError
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
+from coordinator.store import registrations as regstore
 from coordinator.store.schema import transaction
 from pool.networks import Network
 from pool.series import RECEIVE, Series, SeriesState
@@ -63,6 +73,10 @@ class Liveness(Protocol):
     def snapshot(self) -> list[SignerState]: ...
 
 
+def _fingerprints(series: Series) -> set[str]:
+    return {key.origin.fingerprint.hex() for key in series.keys}
+
+
 def _signer_failure(e: SignerCallError, index: int, series_id: int) -> RpcFailure:
     code = (
         grpc.StatusCode.UNAVAILABLE
@@ -90,6 +104,8 @@ class DepositApi:
         self._liveness = liveness
         self._signers = signers
         self._clock = clock
+        self._fingerprints: dict[str, str] = {}
+        """Each signer's master fingerprint, as last learnt."""
 
     def get_address(
         self, request: coordinator_pb2.GetDepositAddressRequest, client_id: str
@@ -102,10 +118,11 @@ class DepositApi:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{degraded}; no deposit address is handed out until it is ok",
             )
-        series, index = self._take_index()
-        holders = self._holders(series, index)
-        self._register(holders, series, index, body.refund_address)
-        verified = self._verify(holders, series, index) if request.verify_on_signers else []
+        series = self._active_series()
+        holders = self._reachable_holders(series)
+        index = self._take_index(series)
+        registered = self._register(holders, series, index, body.refund_address)
+        verified = self._verify(registered, series, index) if request.verify_on_signers else []
         record = dstore.DepositAddress(
             script_pubkey=series.derive(RECEIVE, index).script_pubkey,
             series_id=series.id,
@@ -115,9 +132,22 @@ class DepositApi:
             refund_address=body.refund_address,
             created_at=self._clock(),
         )
+        missed = [
+            signer_id
+            for signer_id in self._signers.signer_ids
+            if signer_id not in registered and self._may_hold(signer_id, series)
+        ]
         with transaction(self._engine) as conn:
             dstore.record_address(conn, record)
-        log.info("client %s: deposit address %d/%d handed out", client_id, series.id, index)
+            regstore.record_missed(conn, record.script_pubkey, missed, record.created_at)
+        log.info(
+            "client %s: deposit address %d/%d handed out (registered by %s%s)",
+            client_id,
+            series.id,
+            index,
+            ", ".join(registered),
+            f"; to replay to {', '.join(missed)}" if missed else "",
+        )
         return coordinator_pb2.DepositAddress(
             address=series.address(RECEIVE, index, network),
             user_id=body.user_id,
@@ -127,61 +157,104 @@ class DepositApi:
             verified_by=verified,
         )
 
-    def _take_index(self) -> tuple[Series, int]:
-        """The active series and its next receive index, taken (watched from now on)."""
+    def _active_series(self) -> Series:
+        with self._engine.connect() as conn:
+            series = cstore.all_series(conn, self._config.network)
+        active = next((s for s in series if s.state is SeriesState.ACTIVE), None)
+        if active is None:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, "there is no active series")
+        return active
+
+    def _take_index(self, series: Series) -> int:
+        """The series' next receive index, taken (watched from now on)."""
         network = self._config.network
         with transaction(self._engine) as conn:
-            series = cstore.all_series(conn, network)
-            active = next((s for s in series if s.state is SeriesState.ACTIVE), None)
-            if active is None:
-                raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, "there is no active series")
-            index = cstore.take_index(conn, active.id, RECEIVE)
+            active = cstore.active_series_id(conn)
+            if active != series.id:
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the active series changed from {series.id} to {active}; ask again",
+                )
+            index = cstore.take_index(conn, series.id, RECEIVE)
             cstore.ensure_lookahead(conn, network, self._config.pool.address_lookahead)
-        return active, index
+        return index
 
-    def _holders(self, series: Series, index: int) -> list[str]:
-        """The configured signers holding keys of ``series`` (fingerprints from the health
-        checks, else asked); every key must have one."""
-        wanted = {key.origin.fingerprint.hex() for key in series.keys}
-        known = {s.signer_id: s.fingerprint for s in self._liveness.snapshot()}
+    def _may_hold(self, signer_id: str, series: Series) -> bool:
+        """False only for a signer known to hold none of the series' keys."""
+        fingerprint = self._fingerprints.get(signer_id, "")
+        return not fingerprint or fingerprint in _fingerprints(series)
+
+    def _reachable_holders(self, series: Series) -> list[str]:
+        """The configured signers, not down, holding keys of ``series`` (fingerprints from the
+        health checks, else asked); refused, before any index is taken, when they hold fewer
+        than n - m + 1 of its keys."""
+        wanted = _fingerprints(series)
+        needed = len(series.keys) - series.m + 1
+        states = {s.signer_id: s for s in self._liveness.snapshot()}
         timeout = self._config.rounds.sign_deadline_seconds
-        holders, found, failures = [], set(), []
+        holders: list[str] = []
+        found: set[str] = set()
+        missing: list[str] = []
         for signer_id in self._signers.signer_ids:
-            fingerprint = known.get(signer_id, "")
+            state = states.get(signer_id)
+            fingerprint = state.fingerprint if state is not None else ""
+            if state is not None and state.state == DOWN:
+                missing.append(f"{signer_id} is down")
+                continue
             if not fingerprint:
                 try:
                     fingerprint = self._signers.get_info(signer_id, timeout).master_fingerprint
                 except SignerCallError as e:
-                    failures.append(e)
+                    missing.append(str(e))
                     continue
+            self._fingerprints[signer_id] = fingerprint
             if fingerprint in wanted:
                 holders.append(signer_id)
                 found.add(fingerprint)
-        if found != wanted:
-            if failures:
-                raise _signer_failure(failures[0], index, series.id)
+        if len(found) < needed:
+            why = f" ({'; '.join(missing)})" if missing else ""
             raise RpcFailure(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"no configured signer holds the key(s) with fingerprint "
-                f"{', '.join(sorted(wanted - found))}",
+                grpc.StatusCode.UNAVAILABLE,
+                f"a deposit address needs its refund address recorded by at least {needed} of "
+                f"the {len(series.keys)} signers of series {series.id}; {len(found)} can be "
+                f"asked now{why}; no address index was taken",
             )
         return holders
 
-    def _register(self, holders: list[str], series: Series, index: int, refund: str) -> None:
-        """Register the address and its refund address on every holder; each must derive the
-        same address."""
+    def _register(self, holders: list[str], series: Series, index: int, refund: str) -> list[str]:
+        """Register the address and its refund address on every holder at once; the holders
+        that did and derived the same address. Fewer than n - m + 1 keys: refused (the index
+        is skipped)."""
         network, timeout = self._config.network, self._config.rounds.sign_deadline_seconds
-        self._ask_each(
-            holders,
-            series,
-            index,
-            "registered",
-            lambda signer_id: (
-                self._signers.register_deposit_address(
+        ours = series.address(RECEIVE, index, network)
+        needed = len(series.keys) - series.m + 1
+
+        def ask(signer_id: str) -> str | None:
+            """None when it registered our address, else what went wrong."""
+            try:
+                theirs = self._signers.register_deposit_address(
                     signer_id, network, series.id, index, refund, timeout
                 ).address
-            ),
-        )
+            except SignerCallError as e:
+                return str(e)
+            if theirs != ours:
+                return f"signer {signer_id} registered {theirs!r}, not {ours!r}"
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, len(holders))) as pool:
+            answers = dict(zip(holders, pool.map(ask, holders), strict=True))
+        registered = [signer_id for signer_id, problem in answers.items() if problem is None]
+        keys = {self._fingerprints[signer_id] for signer_id in registered}
+        problems = [problem for problem in answers.values() if problem is not None]
+        for problem in problems:
+            log.warning("deposit address %d/%d: %s", series.id, index, problem)
+        if len(keys) < needed:
+            raise RpcFailure(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{'; '.join(problems)}; the address was not handed out (receive index {index} "
+                f"of series {series.id} is skipped)",
+            )
+        return registered
 
     def _verify(self, holders: list[str], series: Series, index: int) -> list[str]:
         """Every holder's device computes (and shows, if it can) the address; the holders."""

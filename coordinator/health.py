@@ -166,6 +166,14 @@ class HealthBoard:
         self._published: str | None = None
         """The not-serving reason last given to the gRPC health (None: SERVING)."""
 
+    def reload(self) -> None:
+        """Every signer's state as the store holds it (a standby follows what the active
+        coordinator records; the active one keeps its own)."""
+        with self._engine.connect() as conn:
+            records = lstore.signer_records(conn)
+        with self._lock:
+            self._states = {i: _from_record(records.get(i), i) for i in self._states}
+
     def snapshot(self) -> list[SignerState]:
         """Every signer, in configuration order."""
         with self._lock:
@@ -189,6 +197,11 @@ class HealthBoard:
         with self._lock:
             self._node_problem = problem
 
+    def node_problem(self) -> str | None:
+        """Why the last look at the node failed (None: it answered, or none yet)."""
+        with self._lock:
+            return self._node_problem
+
     def not_serving_reason(self) -> str | None:
         """Why CoordinatorService must not be used now (the pool is degraded, or its node does
         not answer), or None while it is usable."""
@@ -200,7 +213,7 @@ class HealthBoard:
         found = [r for r in reasons if r is not None]
         return "; ".join(found) if found else None
 
-    def publish(self, set_serving: Callable[[bool], None]) -> str | None:
+    def publish(self, set_serving: Callable[[str | None], None]) -> str | None:
         """Give the gRPC health what ``not_serving_reason`` says (logging each change); the
         reason, or None while serving."""
         reason = self.not_serving_reason()
@@ -211,7 +224,7 @@ class HealthBoard:
                 log.info("health: SERVING")
             else:
                 log.warning("health: NOT_SERVING: %s", reason)
-        set_serving(reason is None)
+        set_serving(reason)
         return reason
 
     def series_changed(self) -> bool:
@@ -265,6 +278,7 @@ class HealthBoard:
             current = quorum(active, states.values(), self._config.quorum_fraction)
             # Whole seconds: block header times, which deposits are judged by, have no more.
             changed = lstore.record_quorum(conn, current.state, math.floor(now), current.detail)
+            lstore.note_checked(conn, now)
         for signer_id, state in states.items():
             if state.state != self._states[signer_id].state:
                 level = logging.INFO if state.state == HEALTHY else logging.WARNING

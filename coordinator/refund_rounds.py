@@ -354,6 +354,13 @@ class RefundBuilder:
             if d.status in _FOLLOWED:
                 detail = f"refund {tx.txid} {tx.status.value}"
                 dstore.set_status(conn, d.txid, d.vout, target, now, detail=detail)
+                log.info(
+                    "deposit %s",
+                    target.value,
+                    extra={"outpoint": outpoint_key(d), "amount_sat": d.value,
+                           "destination": d.refund.address, "txid": tx.txid,
+                           "client_id": d.client_id, "user_id": d.user_id, "round_seq": seq},
+                )  # fmt: skip
             elif d.status is Status.REFUNDED:
                 alert = (
                     f"the refund {tx.txid} of deposit {outpoint_key(d)} left the chain after "

@@ -68,9 +68,11 @@ def to_ask(
     signer_ids: Sequence[str], outcomes: Sequence[OutcomeRecord], waiting: bool
 ) -> list[str]:
     """The signers to ask: those without a final outcome; ``waiting`` (the round is past its
-    deadline): every signer but those that signed everything they were asked or were faulty
-    (a refusal may be transient)."""
-    final = (Outcome.SIGNED, Outcome.FAULTY) if waiting else FINAL_OUTCOMES
+    deadline): every signer but those that signed everything they were asked (a refusal may be
+    transient, and a faulty answer too: a signer whose operator repaired it must be heard, or a
+    round signed by fewer than m honest signers waits forever; every answer is verified
+    again)."""
+    final = (Outcome.SIGNED,) if waiting else FINAL_OUTCOMES
     done = {o.signer_id for o in outcomes if o.outcome in final}
     return [s for s in signer_ids if s not in done]
 

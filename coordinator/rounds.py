@@ -15,8 +15,9 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    says ``pending``; it, and signers that are down or overran the call, are asked again with the
    same request every ``rounds.poll_seconds`` until the round deadline
    (``rounds.round_deadline_seconds``, sized for a person at a device). Every signature is
-   verified against its input's BIP143 sighash before it is stored; one bad signature makes the
-   signer ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
+   verified against its input's BIP143 sighash before it is stored; one bad signature, or an
+   answer that leaves an input of its key unsigned without refusing it, makes the signer
+   ``faulty`` for the round and all it sent is ignored. Each answer is stored with the
    signer's outcome (signed / refused / pending / down / timeout / faulty; the awaited ones with
    since when).
 3. Finalize: as soon as every input of a transaction has m valid signatures, the transaction
@@ -28,10 +29,11 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    other outputs would be refused ``DOUBLE_SIGN``. It stays ``signing`` with its coins reserved
    and its requests in it, its detail says since when it waits, who signed and who is awaited
    (pool status shows it as an alert), and ``retry_waiting`` asks it again at every scheduler
-   tick (signers that refused included) until it has its signatures. A round without any
-   signature: if signers refused single requests, the builder takes those out of the round (a
-   withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a deposit stays
-   to be refunded, with the refusal), the round is abandoned and rebuilt once without them; else
+   tick (signers that refused or were faulty included) until it has its signatures. A round
+   without any signature: if signers refused single requests, the builder takes those out of
+   the round (a withdrawal is ``rejected`` for final reasons, ``pending`` for transient ones; a
+   deposit stays to be refunded, with the refusal), the round is abandoned and rebuilt once
+   without them; else
    the round is abandoned (inputs released, requests put back, the detail says which signer
    failed how). m valid signatures on every input win over any refusal: the pool is m-of-n.
    ``cancel_round`` (AdminService.CancelRound) abandons a signing round without any signature at
@@ -52,18 +54,14 @@ round from the store, persists each change, then acts. Sleeping between polls is
 The engine is not thread-safe: one caller at a time (``coordinator.scheduler`` serializes), but
 for ``cancel_round``, one database transaction that a polling round notices at its next poll.
 
-Test hook: when the environment variable ``VPOOL_CRASH_AT`` is ``after_round_persisted``,
-``after_signatures_persisted`` (m signatures of a transaction are stored, not yet finalized) or
-``after_broadcast`` (a transaction was sent, its status not yet stored), the process kills
-itself with SIGKILL at that point: the crash-safety tests restart it and check that nothing is
-lost or paid twice. Never set it in production.
+Test hook: the named crash points of ``coordinator.crash_points`` (``VPOOL_CRASH_AT``): the
+process kills itself with SIGKILL at that step; the crash-safety tests restart it and check that
+nothing is lost or paid twice. Never set it in production.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -71,8 +69,21 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
+from coordinator.cancels import build_cancel_round
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
+from coordinator.crash_points import (
+    AFTER_BROADCAST,
+    AFTER_COMPLETED,
+    AFTER_CONFIRMED,
+    AFTER_FINALIZED,
+    AFTER_INPUTS_RESERVED,
+    AFTER_ROUND_PERSISTED,
+    AFTER_SIGNATURES_PERSISTED,
+    AFTER_SIGNER_ANSWER_STORED,
+    BEFORE_BROADCAST,
+    crash_point,
+)
 from coordinator.refund_rounds import RefundBuilder, Senders
 from coordinator.round_kinds import (
     CancelRefused,
@@ -90,8 +101,10 @@ from coordinator.round_state import (
     to_ask,
 )
 from coordinator.signers import Failure, Refusal, SignResult
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
+from coordinator.store import withdrawals as wstore
 from coordinator.store.rounds import (
     TX_ORDER,
     Outcome,
@@ -102,18 +115,15 @@ from coordinator.store.rounds import (
 )
 from coordinator.store.schema import transaction
 from coordinator.withdrawal_rounds import WithdrawalBuilder
+from pool.cancel import is_cancel_manifest
 from pool.errors import PsbtError
 from pool.psbt import Psbt
 from pool.roles import extract, finalize, verify_partial_sigs
 from pool.script import parse_multisig_script
 from pool.vocabulary import RoundKind
+from vpool.v1.signer_pb2 import DeviceLimits
 
 log = logging.getLogger(__name__)
-
-CRASH_ENV = "VPOOL_CRASH_AT"
-AFTER_ROUND_PERSISTED = "after_round_persisted"
-AFTER_SIGNATURES_PERSISTED = "after_signatures_persisted"
-AFTER_BROADCAST = "after_broadcast"
 
 
 _ROUND_OF_TX = {
@@ -172,13 +182,6 @@ class _Signing:
     raw_psbts: tuple[bytes, ...]
 
 
-def crash_point(name: str) -> None:
-    """The test hook of the module docstring."""
-    if os.environ.get(CRASH_ENV) == name:
-        log.warning("%s=%s: killing this process", CRASH_ENV, name)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class RoundEngine:
     """Builds, signs, broadcasts and follows rounds of every kind; see the module docstring."""
 
@@ -190,7 +193,14 @@ class RoundEngine:
         signers: RoundSigners,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        device_limits: Callable[[], Iterable[DeviceLimits]] = tuple,
+        after_round: Callable[[str], object] | None = None,
     ) -> None:
+        """``device_limits``: the limits the signers' devices reported, as known (they cap the
+        shape of each withdrawal transaction: coordinator.withdrawal_rounds.shape_caps).
+        ``after_round(round_id)`` runs each time a round was asked for signatures
+        (coordinator.audit_heads records the signers' audit heads there)."""
+        self._after_round = after_round
         self._config = config
         self._sleep = sleep
         self._engine = engine
@@ -198,7 +208,7 @@ class RoundEngine:
         self._signers = signers
         self._clock = clock
         self._builders: dict[RoundKind, RoundBuilder] = {
-            RoundKind.WITHDRAWAL: WithdrawalBuilder(config),
+            RoundKind.WITHDRAWAL: WithdrawalBuilder(config, device_limits),
             RoundKind.REFUND: RefundBuilder(config, engine, Senders(chain)),
         }
 
@@ -213,6 +223,35 @@ class RoundEngine:
         """Build, sign and broadcast a refund round when deposits wait for one
         (coordinator.refund_rounds); the open rounds hold other deposits than the new one."""
         return self._run(self._builders[RoundKind.REFUND])
+
+    def run_cancels(self) -> list[RoundOutcome]:
+        """Build and drive a cancel round (coordinator.cancels) for each round with cancels
+        waiting; the cancels that cannot be done are dropped, with the reason in the
+        withdrawal's detail (it follows its transaction)."""
+        with self._engine.connect() as conn:
+            seqs = sorted({c.round_seq for c in cancel_store.waiting_cancels(conn)})
+        outcomes: list[RoundOutcome] = []
+        for seq in seqs:
+            try:
+                fee_rate = self._chain_state().fee_rate
+            except ChainError as exc:
+                return [*outcomes, RoundOutcome(None, f"no cancel round built: {exc}")]
+            now = self._clock()
+            with transaction(self._engine) as conn:
+                built = build_cancel_round(conn, seq, fee_rate, self._config.ladder.step)
+                for withdrawal_id, why in built.dropped:
+                    current = wstore.get_by_id(conn, withdrawal_id)
+                    if current is not None and current.status not in wstore.FINAL:
+                        detail = f"cancel not done: {why}"
+                        wstore.set_status(conn, [withdrawal_id], current.status, now, detail=detail)
+                cancel_store.drop_cancels(conn, [w for w, _ in built.dropped])
+                if built.new is None:
+                    continue
+                new_seq = rstore.create_round(conn, built.new, now)
+                cancel_store.set_cancel_round(conn, built.cancelled, new_seq)
+            log.info("cancel round %s built for round %d", built.new.round_id, seq)
+            outcomes.append(self._drive(new_seq))
+        return outcomes
 
     def retry_waiting(self) -> list[RoundOutcome]:
         """At every scheduler tick: ask the signing rounds past their deadline (rounds that wait
@@ -288,7 +327,8 @@ class RoundEngine:
                 return RoundOutcome(None, built)
             seq = rstore.create_round(conn, replace(built.new, rebuilt_from=rebuilt_from), now)
             built.claim(conn, seq)
-        log.info("%s", built.summary)
+            crash_point(AFTER_INPUTS_RESERVED, builder.kind)
+        log.info("%s", built.summary, extra={"round_id": built.new.round_id, "kind": builder.kind})
         return seq
 
     def _chain_state(self) -> ChainState:
@@ -304,13 +344,21 @@ class RoundEngine:
 
     def _drive(self, seq: int) -> RoundOutcome:
         """Sign a freshly persisted round, then broadcast, rebuild or abandon it."""
-        crash_point(AFTER_ROUND_PERSISTED)
+        with self._engine.connect() as conn:
+            kind = rstore.round_by_seq(conn, seq).kind
+        crash_point(AFTER_ROUND_PERSISTED, kind)
         return self._sign(seq)
 
     def _sign(self, seq: int) -> RoundOutcome:
         signing = self._load(seq)
         self._collect(signing)
-        return self._conclude(signing.record.seq)
+        outcome = self._conclude(signing.record.seq)
+        if self._after_round is not None:
+            try:
+                self._after_round(signing.record.round_id)
+            except Exception:  # the round is done; what follows it must not undo that
+                log.exception("round %s: after the round", signing.record.round_id)
+        return outcome
 
     def _load(self, seq: int) -> _Signing:
         with self._engine.connect() as conn:
@@ -413,6 +461,8 @@ class RoundEngine:
             log.warning(
                 "round %s: signer %s is faulty: %s", signing.record.round_id, signer_id, fault
             )
+        elif result.signatures:
+            crash_point(AFTER_SIGNER_ANSWER_STORED, signing.record.kind)
 
     def _finalize_ready(self, signing: _Signing) -> bool:
         """Finalize the unsigned transactions with m signatures on every input; True when no
@@ -425,13 +475,14 @@ class RoundEngine:
             stored = rstore.round_signatures(conn, seq)
         ready = [tx for tx in unsigned if _has_quorum(signing.psbts[tx.idx], tx.idx, stored)]
         if ready:
-            crash_point(AFTER_SIGNATURES_PERSISTED)
+            crash_point(AFTER_SIGNATURES_PERSISTED, signing.record.kind)
             now = self._clock()
             with transaction(self._engine) as conn:
                 for tx in ready:
                     raw = _finalized(signing.psbts[tx.idx], tx, stored)
                     rstore.set_final_tx(conn, seq, tx.idx, raw, now)
                 self._follow(conn, seq, now)
+            crash_point(AFTER_FINALIZED, signing.record.kind)
             log.info("round %s: %d transactions signed", signing.record.round_id, len(ready))
         return len(ready) == len(unsigned)
 
@@ -458,7 +509,8 @@ class RoundEngine:
         verdict = conclude(facts)
         if verdict is Verdict.BROADCAST:
             sent = self._broadcast(seq)
-            return RoundOutcome(record.round_id, f"{sent} of {len(txs)} transactions broadcast")
+            bases = sum(tx.base_idx is None for tx in txs)
+            return RoundOutcome(record.round_id, f"{sent} of {bases} transactions broadcast")
         if verdict is Verdict.PARTLY_SIGNED:
             self._broadcast(seq)
             detail = f"{signed} of {len(txs)} transactions signed; waiting for the signers"
@@ -533,7 +585,12 @@ class RoundEngine:
     def _rebuild(
         self, record: RoundRecord, refused: dict[RequestKey, RefusedRequest]
     ) -> RoundOutcome:
-        """Abandon the round and build it again without the refused requests (once)."""
+        """Abandon the round and build it again without the refused requests (once); a cancel
+        round is abandoned (its withdrawals follow their transactions)."""
+        if is_cancel_manifest(record.manifest):
+            with self._engine.connect() as conn:
+                outcomes = rstore.outcomes(conn, record.seq)
+            return self._abandon(record, outcomes, refused)
         detail = f"rebuilt without {len(refused)} refused requests"
         builder = self._builders[record.kind]
 
@@ -585,6 +642,8 @@ class RoundEngine:
             txs = rstore.transactions(conn, seq)
         out = 0
         for tx in txs:
+            if tx.base_idx is not None:
+                continue  # a rung of the fee ladder: the watcher sends it when it is due
             if tx.status is TxStatus.SIGNED:
                 out += self._send(tx)
             else:
@@ -596,14 +655,16 @@ class RoundEngine:
         assert tx.final_tx is not None
         with transaction(self._engine) as conn:
             rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+            kind = rstore.round_by_seq(conn, tx.round_seq).kind
+        crash_point(BEFORE_BROADCAST, kind)
         if not self._push(tx):
             return False
-        crash_point(AFTER_BROADCAST)
+        crash_point(AFTER_BROADCAST, kind)
         now = self._clock()
         with transaction(self._engine) as conn:
             rstore.set_tx_status(conn, tx.round_seq, tx.idx, TxStatus.BROADCAST)
             self._follow(conn, tx.round_seq, now)
-        log.info("transaction %s broadcast", tx.txid)
+        log.info("transaction %s broadcast", tx.txid, extra={"txid": tx.txid})
         return True
 
     def _push(self, tx: TxRecord) -> bool:
@@ -637,6 +698,8 @@ class RoundEngine:
             with transaction(self._engine) as conn:
                 rstore.set_tx_status(conn, tx.round_seq, tx.idx, status)
                 self._follow(conn, tx.round_seq, now)
+                kind = rstore.round_by_seq(conn, tx.round_seq).kind
+            crash_point(AFTER_COMPLETED if status is TxStatus.COMPLETED else AFTER_CONFIRMED, kind)
         if tx.block_height is None:
             log.warning("transaction %s left the chain; sending it again", tx.txid)
             self._push(tx)
@@ -663,7 +726,7 @@ class RoundEngine:
         its transactions are."""
         record = rstore.round_by_seq(conn, seq)
         self._builders[record.kind].follow(conn, seq, now)
-        txs = rstore.transactions(conn, seq)
+        txs = list(rstore.live_versions(rstore.transactions(conn, seq)).values())
         least = min((tx.status for tx in txs), key=TX_ORDER.__getitem__)
         if record.status is not _ROUND_OF_TX[least]:
             rstore.set_round_status(conn, seq, _ROUND_OF_TX[least], now)
@@ -707,6 +770,34 @@ def _fault(signing: _Signing, result: SignResult) -> str | None:
                     f"PSBT {index} input {input_index}: the signature for key {pubkey.hex()} does "
                     "not verify against the input's sighash"
                 )
+    if not result.refusals:
+        return _unsigned_inputs(signing.psbts, grouped)
+    return None
+
+
+def _unsigned_inputs(
+    psbts: Sequence[Psbt], grouped: Mapping[int, Mapping[int, Mapping[bytes, bytes]]]
+) -> str | None:
+    """Why an answer that signed some inputs and refused nothing is faulty: an input its key
+    (the master fingerprints of the keys it signed with) belongs to has no signature from it.
+    Its valid signatures would be stored as a final ``signed``, never asked again, and a round
+    short of m signatures on that input would wait forever."""
+    fingerprints = {
+        psbts[p].inputs[i].bip32_derivations[pubkey].fingerprint
+        for p, by_input in grouped.items()
+        for i, by_key in by_input.items()
+        for pubkey in by_key
+        if pubkey in psbts[p].inputs[i].bip32_derivations
+    }
+    wanted = signed = 0
+    for p, psbt in enumerate(psbts):
+        for i, psbt_input in enumerate(psbt.inputs):
+            for pubkey, origin in psbt_input.bip32_derivations.items():
+                if origin.fingerprint in fingerprints:
+                    wanted += 1
+                    signed += pubkey in grouped.get(p, {}).get(i, {})
+    if signed < wanted:
+        return f"signed {signed} of the {wanted} inputs its key is in, refused none of the others"
     return None
 
 

@@ -96,6 +96,8 @@ class Scanner:
         self._deposits = deposits_config
         self._start_height = start_height
         self._clock = clock
+        self.node_tip: tuple[int, str] | None = None
+        """The node's tip as last read (height, hash); None before the first read."""
 
     def sync(self, max_blocks: int | None = None) -> int:
         """Follow the chain up to the node's tip, applying at most ``max_blocks`` blocks (undone
@@ -109,6 +111,12 @@ class Scanner:
                 break
             applied += step is _Step.APPLIED
         height = self.height()
+        if applied:
+            tip = self.node_tip[0] if self.node_tip else height
+            log.info(
+                "blocks scanned",
+                extra={"blocks": applied, "height": height, "node_tip": tip},
+            )
         with transaction(self._engine) as conn:
             deposits.confirm_ready(conn, self._deposits, self._network, height, self._clock())
         return height
@@ -122,6 +130,7 @@ class Scanner:
     def _step(self) -> _Step:
         """Apply the next block, undo an orphaned tip, or report that the store is caught up."""
         tip_height, tip_hash = self._chain.tip()
+        self.node_tip = (tip_height, tip_hash)
         with self._engine.connect() as conn:
             cursor = store.last_block(conn)
         if cursor is not None and cursor.hash == tip_hash:
@@ -173,6 +182,12 @@ class Scanner:
                             tx.serialize(),
                         )  # fmt: skip
                         mined_at = store.mined_time(block.time, now)
+                        log.info(
+                            "deposit seen",
+                            extra={"txid": txid, "outpoint": f"{txid}:{vout}",
+                                   "amount_sat": out.value, "series_id": address.series_id,
+                                   "address_index": address.index, "height": height},
+                        )  # fmt: skip
                         deposits.on_deposit(
                             conn, self._deposits, found, address.series_id, mined_at, now
                         )
@@ -180,7 +195,10 @@ class Scanner:
         store.confirm_round_transactions(conn, confirmed, height, block.hash)
         record = BlockRecord(height, block.hash, block.prev_hash)
         store.add_block(conn, record, now, header_time=block.time)
-        log.debug("block %d %s: %d pool outputs", height, block.hash, len(watched))
+        log.debug(
+            "block scanned",
+            extra={"height": height, "block_hash": block.hash, "pool_outputs": len(watched)},
+        )
 
     def _watched_outputs(
         self, conn: Connection, transactions: Sequence[Transaction]

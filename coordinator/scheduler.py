@@ -72,6 +72,8 @@ class RoundWork(Protocol):
 
     def retry_waiting(self) -> object: ...
 
+    def run_cancels(self) -> object: ...
+
     def cancel_round(self, round_id: str) -> Outcome: ...
 
 
@@ -143,6 +145,7 @@ class RoundScheduler:
             self._changes.notify()
             if not self._may_start():
                 return
+            self._work.run_cancels()  # cancel rounds (coordinator.cancels) for waiting cancels
             if self._due():
                 outcome = self._run(self._work.run_round)
                 log.info("round %s: %s", outcome.round_id or "-", outcome.detail)

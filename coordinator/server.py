@@ -10,15 +10,16 @@ the TLS handshake.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import HealthServicer
 
 from coordinator.api import AdminApi, CoordinatorApi
 from coordinator.config import ConfigError, ServerConfig
 from coordinator.store.schema import POOL_CONNECTIONS
+from vpool.health import ReasonedHealthServicer
 from vpool.rpc import (
     Authorizer,
     Gatekeeper,
@@ -35,6 +36,29 @@ log = logging.getLogger(__name__)
 
 COORDINATOR_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 ADMIN_SERVICE = coordinator_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+WRITES = frozenset(
+    f"/{service}/{method}"
+    for service, methods in (
+        (
+            COORDINATOR_SERVICE,
+            ("SubmitWithdrawal", "CancelWithdrawal", "GetDepositAddress"),
+        ),
+        (
+            ADMIN_SERVICE,
+            (
+                "RunRoundNow",
+                "PauseRounds",
+                "ResumeRounds",
+                "AddSeries",
+                "SetSignerMaintenance",
+                "ProposeRefund",
+                "CancelRound",
+            ),
+        ),
+    )
+    for method in methods
+)
+"""The methods that change the store: a standby refuses them (coordinator.leadership)."""
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WORKERS = POOL_CONNECTIONS
 """Calls served at once, WatchWithdrawals streams included (api.MAX_WATCHES of them at most);
@@ -65,15 +89,14 @@ class RunningServer:
     server: grpc.Server
     address: str
     """host:port it listens on (the port chosen when the configuration says 0)."""
-    health: HealthServicer
+    health: ReasonedHealthServicer
     gatekeeper: Gatekeeper
 
-    def set_serving(self, serving: bool) -> None:
-        """The gRPC health of CoordinatorService and of the server ("") (coordinator.health);
+    def set_serving(self, reason: str | None) -> None:
+        """The gRPC health of CoordinatorService and of the server ("") (coordinator.health):
+        SERVING when ``reason`` is None, else NOT_SERVING with the reason (vpool.health);
         AdminService stays SERVING."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else NOT_SERVING
-        for name in ("", COORDINATOR_SERVICE):
-            self.health.set(name, status)
+        self.health.set_reason(("", COORDINATOR_SERVICE), reason)
 
     def stop(self, grace: float) -> None:
         """No new calls; up to ``grace`` seconds for the running ones, then cancel the rest."""
@@ -85,15 +108,25 @@ class RunningServer:
 
 
 def start_server(
-    settings: ServerConfig, coordinator: CoordinatorApi, admin: AdminApi
+    settings: ServerConfig,
+    coordinator: CoordinatorApi,
+    admin: AdminApi,
+    refuse_writes: Callable[[], None] | None = None,
 ) -> RunningServer:
-    """Both services, started, on ``settings.listen``."""
+    """Both services, started, on ``settings.listen``. ``refuse_writes`` is asked before each
+    call of a method in ``WRITES`` and raises RpcFailure to refuse it."""
     credentials = _credentials(settings)
-    gatekeeper = Gatekeeper(authorizer(settings))
+
+    def admit(method: str) -> None:
+        if refuse_writes is not None and method in WRITES:
+            refuse_writes()
+
+    gatekeeper = Gatekeeper(authorizer(settings), admit)
     server = make_server(gatekeeper, settings.max_message_bytes, WORKERS, WORKERS)
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(coordinator, server)  # type: ignore[no-untyped-call]
     coordinator_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
-    health = add_health_and_reflection(server, (COORDINATOR_SERVICE, ADMIN_SERVICE))
+    health = ReasonedHealthServicer()
+    add_health_and_reflection(server, (COORDINATOR_SERVICE, ADMIN_SERVICE), health)
     try:
         port = server.add_secure_port(settings.listen, credentials)
     except RuntimeError as e:

@@ -41,13 +41,11 @@ ca = "certs/ca.pem"
 [chain]
 # Your node's JSON-RPC (Bitcoin Core, or bcoin with its --index-tx and --index-address).
 rpc_url = "{rpc_url}"
-rpc_user = "vpool"
-rpc_password = "change-me"
-# cookie_file = "/var/lib/bitcoind/regtest/.cookie"
+{credentials}
 poll_seconds = 2.0
 fee_target_blocks = 6
 fee_floor = 1000
-fee_ceiling = 100000
+fee_ceiling = 50000
 timeout_seconds = 30.0
 # First block scanned on a new store: the height at which the pool was created.
 scan_start_height = 0
@@ -90,6 +88,16 @@ quorum_fraction = "2/3"
 """
 
 
+def _credentials(cookie_file: str) -> str:
+    if cookie_file:
+        comment = '# The node\'s cookie file ("user:password"), read at each call.'
+        return f'{comment}\ncookie_file = "{cookie_file}"'
+    return (
+        'rpc_user = "vpool"\nrpc_password = "change-me"\n'
+        '# or: cookie_file = "/var/lib/bitcoind/regtest/.cookie" (instead of user and password)'
+    )
+
+
 @dataclass(frozen=True)
 class InitOptions:
     directory: Path
@@ -99,6 +107,8 @@ class InitOptions:
     client: str
     admin: str
     force: bool
+    rpc_cookie_file: str = ""
+    """The node's cookie file (``user:password``); without it, a user and password to edit."""
 
 
 def init(options: InitOptions) -> list[Path]:
@@ -114,6 +124,7 @@ def init(options: InitOptions) -> list[Path]:
         network=options.network,
         listen=options.listen,
         rpc_url=options.rpc_url,
+        credentials=_credentials(options.rpc_cookie_file),
         client=options.client,
         admin=options.admin,
     )

@@ -32,6 +32,7 @@ from coordinator.config import CoordinatorConfig, SignerEndpoint, TlsConfig
 from pool.networks import Network
 from pool.series import CHANGE, RECEIVE, Series
 from pool.vocabulary import RoundKind
+from vpool.metrics import REGISTRY
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,17 @@ the signer one lookup on its node, about 6 ms on bcoin, so a call stays well wit
 a signer that answers late has recorded its acknowledgements anyway and repeats them at once."""
 
 
+SIGNER_CALLS = REGISTRY.histogram(
+    "vpool_signer_call_seconds",
+    "Seconds of each call to a signer, by signer, method and result (ok, down, timeout, error).",
+    ("signer", "method", "result"),
+)
+
+
+def _observe(signer_id: str, method: str, started: float, result: str) -> None:
+    SIGNER_CALLS.observe(time.monotonic() - started, signer=signer_id, method=method, result=result)
+
+
 def _call_error(error: grpc.RpcError) -> CallError:
     """Classify a failed call by its status code."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
@@ -241,6 +253,7 @@ class SignerPool:
             certificate_chain=tls.cert.read_bytes(),
         )
         self._signers: dict[str, _Signer] = {}
+        self._device_limits: dict[str, signer_pb2.DeviceLimits] = {}
         for endpoint in endpoints:
             channel = grpc.secure_channel(
                 endpoint.address,
@@ -295,20 +308,31 @@ class SignerPool:
     def _call(self, signer_id: str, name: str, call: Callable[[_Signer], _T]) -> _T:
         """Run the call ``name``; a failed call raises ``SignerCallError``."""
         signer = self._signer(signer_id)
+        started = time.monotonic()
         try:
-            return call(signer)
+            answer = call(signer)
         except grpc.RpcError as exc:
             error = _call_error(exc)
+            _observe(signer_id, name, started, str(error.failure))
             log.info("signer %s: %s failed (%s)", signer_id, name, error.code)
             raise SignerCallError(signer_id, error) from None
+        _observe(signer_id, name, started, "ok")
+        return answer
 
     def get_info(self, signer_id: str, timeout: float) -> signer_pb2.SignerInfo:
-        """The signer's identity, keys and policy hash."""
+        """The signer's identity, keys and policy hash; its device's limits are kept
+        (``device_limits``)."""
         request = signer_pb2.GetInfoRequest()
         info: signer_pb2.SignerInfo = self._call(
             signer_id, "GetInfo", lambda s: s.stub.GetInfo(request, timeout=timeout)
         )
+        self._device_limits[signer_id] = info.device_limits
         return info
+
+    def device_limits(self) -> list[signer_pb2.DeviceLimits]:
+        """The device limits of every signer whose GetInfo answered in this process (the
+        health checks ask each signer once)."""
+        return list(self._device_limits.values())
 
     def health(self, signer_id: str, timeout: float) -> bool:
         """True when the signer's SignerService reports SERVING."""
@@ -395,11 +419,17 @@ class SignerPool:
         except grpc.RpcError as exc:
             error = _call_error(exc)
             seconds = time.monotonic() - started
+            _observe(signer_id, "SignRound", started, str(error.failure))
             log.info(
-                "signer %s: SignRound failed after %.1f s (%s)", signer_id, seconds, error.code
+                "signer %s: SignRound failed after %.1f s (%s)",
+                signer_id,
+                seconds,
+                error.code,
+                extra={"signer_id": signer_id},
             )
             return SignResult(error=error, seconds=seconds)
         result = _result_from_response(response, time.monotonic() - started)
+        _observe(signer_id, "SignRound", started, "pending" if result.pending else "ok")
         if result.pending:
             log.info("signer %s: SignRound pending (its device is asked)", signer_id)
             return result
@@ -431,8 +461,10 @@ class SignerPool:
             response = self._signer(signer_id).stub.AcknowledgeDeposits(request, timeout=deadline)
         except grpc.RpcError as exc:
             error = _call_error(exc)
+            _observe(signer_id, "AcknowledgeDeposits", started, str(error.failure))
             log.info("signer %s: AcknowledgeDeposits failed (%s)", signer_id, error.code)
             return AcknowledgeResult(error=error, seconds=time.monotonic() - started)
+        _observe(signer_id, "AcknowledgeDeposits", started, "ok")
         seconds = time.monotonic() - started
         answers = tuple(
             DepositAnswer(r.txid, r.vout, r.acknowledged, r.reason_code, r.message, r.confirmations)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from coordinator import views
 from coordinator.admission import Budget
 from coordinator.config import PoolConfig
+from coordinator.crash_points import AFTER_WITHDRAWAL_STORED, crash_point
 from coordinator.store import withdrawals as wstore
 from coordinator.store.schema import transaction
 from coordinator.validation import WithdrawalBody
@@ -99,6 +100,8 @@ class SubmissionWriter:
             answers = self._one_by_one(batch, created)
         except Exception as e:  # the database failed: every caller of the batch hears it
             answers = [e for _ in batch]
+        if created:
+            crash_point(AFTER_WITHDRAWAL_STORED)
         for waiting, answer in zip(batch, answers, strict=True):
             if isinstance(answer, BaseException):
                 waiting.error = answer

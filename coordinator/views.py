@@ -6,9 +6,11 @@ from sqlalchemy import Connection
 
 from coordinator.health import SignerState
 from coordinator.signers import NETWORK_CODES, Refusal
+from coordinator.store import cancels as cancel_store
 from coordinator.store import deposits as dstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.audit_heads import AuditHead
 from coordinator.store.chain import Balance, last_block
 from pool.address import script_pubkey_to_address
 from pool.networks import Network
@@ -57,7 +59,14 @@ class WithdrawalViews:
     def _round(self, seq: int) -> tuple[str, dict[str, rstore.TxRecord]]:
         if seq not in self._rounds:
             round_id = rstore.round_by_seq(self._conn, seq).round_id
-            txs = {tx.txid: tx for tx in rstore.transactions(self._conn, seq)}
+            versions = rstore.transactions(self._conn, seq)
+            live = rstore.live_versions(versions)
+            # each version's txid → the live one (fee ladder, or a cancel round's replacement
+            # once sent): outputs follow the version that pays
+            txs = {
+                tx.txid: cancel_store.live_replacement(self._conn, live[tx.family])
+                for tx in versions
+            }
             self._rounds[seq] = (round_id, txs)
         return self._rounds[seq]
 
@@ -81,7 +90,9 @@ class WithdrawalViews:
         out.round_id = round_id
         paid = wstore.outputs_of(self._conn, w.id)
         out.outputs.extend(
-            coordinator_pb2.PaidOutput(txid=txid, vout=vout, amount_sat=amount)
+            coordinator_pb2.PaidOutput(
+                txid=txs[txid].txid if txid in txs else txid, vout=vout, amount_sat=amount
+            )
             for txid, vout, amount in paid
         )
         paying = [txs[txid] for txid in {txid for txid, _, _ in paid} if txid in txs]
@@ -90,18 +101,35 @@ class WithdrawalViews:
         return out
 
     def event(self, event: wstore.Event) -> coordinator_pb2.WithdrawalEvent:
-        """The event, with its withdrawal as it is now but for its status, which is the one the
-        event recorded (an event marked PENDING never carries COMPLETED)."""
+        """The event, with its withdrawal as the event recorded it: its status, reason and time
+        (an event marked PENDING never carries COMPLETED, nor a later refusal's reason); a
+        status that has no round carries no round, outputs or confirmations, and one not yet
+        confirmed no confirmations. Its amounts and destination never change."""
         withdrawal = wstore.get_by_id(self._conn, event.withdrawal_id)
         assert withdrawal is not None  # events reference withdrawals
         message = self.message(withdrawal)
         message.status = WITHDRAWAL_STATUSES[event.status]
+        message.reason = event.detail
+        message.updated_unix = int(event.at)
+        if event.status in _WITHOUT_ROUND:
+            message.round_id = ""
+            del message.outputs[:]
+        if event.status not in _CONFIRMED:
+            message.confirmations = 0
         return coordinator_pb2.WithdrawalEvent(
             cursor=event.cursor,
             status=WITHDRAWAL_STATUSES[event.status],
             withdrawal=message,
             at_unix=int(event.at),
         )
+
+
+_WITHOUT_ROUND = frozenset(
+    {wstore.Status.PENDING, wstore.Status.DEFERRED, wstore.Status.CANCELLED, wstore.Status.EXPIRED}
+)
+"""Statuses of a withdrawal outside any round (a deferred one may have left an abandoned one)."""
+_CONFIRMED = frozenset({wstore.Status.CONFIRMED, wstore.Status.COMPLETED, wstore.Status.REJECTED})
+"""Statuses whose withdrawal's confirmations an event shows (as they are now)."""
 
 
 class DepositViews:
@@ -135,12 +163,13 @@ class DepositViews:
         )
 
     def event(self, event: dstore.Event) -> coordinator_pb2.DepositEvent:
-        """The event, with its deposit as it is now but for its status, which is the one the
-        event recorded."""
+        """The event, with its deposit as it is now but for its status and time, which are the
+        ones the event recorded (its detail is the event's own: ``in block N``, a reason)."""
         deposit = dstore.get(self._conn, event.txid, event.vout)
         assert deposit is not None  # deposits are never deleted
         message = self.message(deposit)
         message.status = DEPOSIT_STATUSES[event.status]
+        message.updated_unix = int(event.at)
         return coordinator_pb2.DepositEvent(
             cursor=event.cursor,
             status=DEPOSIT_STATUSES[event.status],
@@ -161,14 +190,21 @@ def series_balance(series: Series, balance: Balance) -> coordinator_pb2.SeriesBa
     )
 
 
-def signer_health(state: SignerState) -> coordinator_pb2.SignerHealth:
-    return coordinator_pb2.SignerHealth(
+def signer_health(
+    state: SignerState, head: AuditHead | None = None
+) -> coordinator_pb2.SignerHealth:
+    """A signer's health, with its audit head as last recorded (coordinator.audit_heads)."""
+    health = coordinator_pb2.SignerHealth(
         signer_id=state.signer_id,
         state=state.state,
         fingerprint=state.fingerprint,
         last_seen_unix=int(state.last_seen),
         detail=state.detail,
     )
+    if head is not None:
+        health.audit_seq, health.audit_head = head.seq, head.head
+        health.audit_recorded_unix = int(head.at)
+    return health
 
 
 def round_summary(summary: rstore.RoundSummary) -> coordinator_pb2.RoundSummary:

@@ -15,8 +15,21 @@ For each transaction not in a block (coordinator.store.sends.watched_transaction
   one payment, outputs paying the conflicting transaction's own withdrawals when it is a round
   transaction of the pool excluded), else queued again (``pending``); an alert
   ``transaction-conflicted`` says which;
+- a version of a transaction that a rung of its fee ladder superseded
+  (``coordinator.store.rounds.live_versions``) is never sent again; once the rung's block has
+  ``pool.maturation`` confirmations it is ``conflicted`` (no alert: its own rung paid it);
 - otherwise it is sent again (``signed`` ones of rounds the engine broadcasts, too: stored as
-  ``broadcast`` once the node takes them). Every send is recorded (``transaction_sends``): taken,
+  ``broadcast`` once the node takes them).
+
+First the fee ladder (pool/ladder.py) is climbed: a transaction whose live version is rung k
+(0: the transaction itself), sent (whether the node took it or refused it) and still not in a
+block at height
+``locktime + (k + 1) × ladder.bump_after_blocks`` (its locktime is its round's pinned tip), is
+replaced by rung k + 1: its intent stored, sent, then stored ``broadcast`` (a refusal is recorded
+and alerted as above, and the rung is sent again at the next block). When there is no rung
+k + 1 (or no ladder at all: ``ladder.rungs`` = 0, or no change to lower), the alert
+``ladder-spent`` is raised once (a child paying for its parent from the change
+output is a new ceremony, not built here). Every send is recorded (``transaction_sends``): taken,
   or refused with the node's reason, which also raises an alert ``transaction-refused`` (once
   per distinct reason).
 """
@@ -33,11 +46,13 @@ from sqlalchemy import Connection, Engine
 
 from coordinator.chain import ChainError, ChainUnavailable
 from coordinator.config import CoordinatorConfig
+from coordinator.crash_points import WATCHER_BEFORE_RESEND, crash_point
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import sends as sstore
 from coordinator.store import withdrawals as wstore
-from coordinator.store.alerts import add_alert
+from coordinator.store.alerts import add_alert, has_alert
 from coordinator.store.rounds import TxRecord, TxStatus
 from coordinator.store.schema import transaction
 from pool.tx import Transaction
@@ -48,6 +63,7 @@ log = logging.getLogger(__name__)
 REORG_ALERT = "transaction-reorged"
 REFUSED_ALERT = "transaction-refused"
 CONFLICT_ALERT = "transaction-conflicted"
+LADDER_SPENT_ALERT = "ladder-spent"
 
 
 class WatcherChain(Protocol):
@@ -83,6 +99,7 @@ class TransactionWatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._maturation = config.pool.maturation
+        self._bump_after = config.ladder.bump_after_blocks
         self._engine = engine
         self._chain = chain
         self._statuses = statuses
@@ -100,6 +117,8 @@ class TransactionWatcher:
             watched = sstore.watched_transactions(conn)
         if cursor is None or cursor.hash != tip:
             return  # the scanner has not read this tip yet: block heights would be stale
+        for seq in sorted({tx.round_seq for tx in watched}):
+            self._climb(seq, height)  # first: a version due for a bump is not sent again
         for tx in watched:
             self._check_one(tx, height)
         self._checked_tip = tip
@@ -116,12 +135,89 @@ class TransactionWatcher:
         outpoints = [(i.prevout.txid_hex, i.prevout.vout) for i in parsed.inputs]
         with self._engine.connect() as conn:
             spends = sstore.conflicting_spends(conn, tx.txid, outpoints)
+            versions = rstore.transactions(conn, tx.round_seq)
         if spends:
             deepest = min(s.spent_height for s in spends)
             if tip_height - deepest + 1 >= self._maturation:
-                self._conflicted(tx, spends[0].spent_txid, outpoints)
+                spender = spends[0].spent_txid
+                own = {v.txid for v in versions if v.family == tx.family}
+                with self._engine.connect() as conn:
+                    cancel = cancel_store.sent_replacement(conn, tx.txid)
+                self._conflicted(tx, spender, outpoints, quiet=spender in own or spender == cancel)
             return
+        if rstore.is_superseded(tx, versions):
+            return  # a rung of its fee ladder replaced it
+        with self._engine.connect() as conn:
+            if cancel_store.sent_replacement(conn, tx.txid) is not None:
+                return  # a cancel round's replacement of it was sent (coordinator.cancels)
         self._send(tx)
+
+    def _climb(self, seq: int, tip_height: int) -> None:
+        """The fee ladder of round ``seq`` (module docstring)."""
+        with self._engine.connect() as conn:
+            versions = rstore.transactions(conn, seq)
+        laddered = {v.family for v in versions if v.base_idx is not None}
+        for family, live in sorted(rstore.live_versions(versions).items()):
+            sent = live.status is TxStatus.BROADCAST or live.broadcast_at is not None
+            if live.block_height is not None or not sent or live.status is TxStatus.CONFLICTED:
+                continue  # in a block, not sent yet (the engine sends it), or settled
+            assert live.final_tx is not None
+            parsed = Transaction.parse(live.final_tx)
+            due = parsed.locktime + (live.rung + 1) * self._bump_after
+            if tip_height < due:
+                continue
+            outpoints = [(i.prevout.txid_hex, i.prevout.vout) for i in parsed.inputs]
+            with self._engine.connect() as conn:
+                if sstore.conflicting_spends(conn, live.txid, outpoints):
+                    continue  # in a block already (the scanner reads it), or conflicted
+                base = next(v for v in versions if v.idx == family)
+                if cancel_store.sent_replacement(conn, base.txid) is not None:
+                    continue  # a cancel round replaces it (coordinator.cancels)
+            above = [
+                v for v in versions if v.family == family and v.rung == live.rung + 1 and v.final_tx
+            ]
+            if above:
+                self._bump(live, above[0], tip_height)
+            else:
+                self._ladder_spent(live, tip_height, family in laddered)
+
+    def _bump(self, live: TxRecord, rung: TxRecord, tip_height: int) -> None:
+        """Replace ``live`` by the next rung of its ladder."""
+        assert rung.final_tx is not None
+        why = (
+            f"rung {rung.rung} replacing {live.txid}, unconfirmed at height {tip_height} "
+            f"({self._bump_after} blocks per rung)"
+        )
+        with transaction(self._engine) as conn:
+            rstore.mark_broadcasting(conn, rung.round_seq, rung.idx, self._clock())
+        try:
+            self._chain.send_raw_transaction(rung.final_tx)
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            self._refused(rung, f"{why}; the node refused it: {exc}")
+            return
+        with transaction(self._engine) as conn:
+            sstore.record_send(conn, rung.txid, True, why, self._clock())
+        self._statuses.set_transaction_status(rung, TxStatus.BROADCAST)
+        log.warning("fee ladder: transaction %s sent as %s", rung.txid, why)
+
+    def _ladder_spent(self, live: TxRecord, tip_height: int, laddered: bool) -> None:
+        """Alert once: the transaction is still unconfirmed and has no rung left."""
+        ladder = (
+            "its fee ladder has no rung left"
+            if laddered
+            else "it has no fee ladder (ladder.rungs = 0, or no change to lower)"
+        )
+        detail = (
+            f"transaction {live.txid} (rung {live.rung}) is still unconfirmed and {ladder}: "
+            "bump it with a child spending its change (a new signing ceremony)"
+        )
+        with transaction(self._engine) as conn:
+            if has_alert(conn, LADDER_SPENT_ALERT, detail):
+                return
+            add_alert(conn, LADDER_SPENT_ALERT, detail, self._clock())
+        log.warning("%s: %s (height %d)", LADDER_SPENT_ALERT, detail, tip_height)
 
     def _reopen(self, tx: TxRecord) -> None:
         """A completed transaction out of the chain: back to broadcast, with an alert."""
@@ -144,6 +240,7 @@ class TransactionWatcher:
             why = "signed, not sent yet"
             with transaction(self._engine) as conn:
                 rstore.mark_broadcasting(conn, tx.round_seq, tx.idx, self._clock())
+        crash_point(WATCHER_BEFORE_RESEND)
         try:
             self._chain.send_raw_transaction(tx.final_tx)
         except ChainUnavailable:
@@ -167,8 +264,11 @@ class TransactionWatcher:
                 add_alert(conn, REFUSED_ALERT, f"transaction {tx.txid}: {reason}", now)
         log.warning("%s: transaction %s: %s", REFUSED_ALERT, tx.txid, reason)
 
-    def _conflicted(self, tx: TxRecord, spender: str, outpoints: list[tuple[str, int]]) -> None:
-        """Its inputs went to ``spender`` for good: settle the withdrawals it carried."""
+    def _conflicted(
+        self, tx: TxRecord, spender: str, outpoints: list[tuple[str, int]], quiet: bool = False
+    ) -> None:
+        """Its inputs went to ``spender`` for good: settle the withdrawals it carried (no alert
+        when ``quiet``: the spender is a version of the same transaction, a rung)."""
         raw = self._chain.raw_transaction(spender)
         if raw is None:
             raise ChainError(None, f"the node does not give transaction {spender} (txindex?)")
@@ -186,6 +286,9 @@ class TransactionWatcher:
                 f"transaction {tx.txid} can never confirm: its inputs were spent by {spender}; "
                 + ", ".join(summary)
             )
+            if quiet:
+                log.info("transaction %s superseded: %s", tx.txid, detail)
+                return
             add_alert(conn, CONFLICT_ALERT, detail, now)
             log.warning("%s: %s", CONFLICT_ALERT, detail)
 
@@ -220,6 +323,17 @@ class TransactionWatcher:
                     conn, [withdrawal_id], wstore.Status.COMPLETED, now, detail=detail
                 )
                 summary.append(f"withdrawal {current.request_id!r} paid by it")
+            elif (
+                cancel_store.has_cancel(conn, withdrawal_id) and current.status not in wstore.FINAL
+            ):
+                detail = (
+                    f"cancelled by the client: transaction {spender}, which replaced {tx.txid}, "
+                    "does not pay it"
+                )
+                wstore.set_status(
+                    conn, [withdrawal_id], wstore.Status.CANCELLED, now, detail=detail
+                )
+                summary.append(f"withdrawal {current.request_id!r} cancelled")
             elif current.status in wstore.FINAL:
                 summary.append(
                     f"withdrawal {current.request_id!r} was {current.status.value} but the chain "

@@ -11,18 +11,22 @@ again, reopens it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from sqlalchemy import Connection
 
-from coordinator.config import CoordinatorConfig
+from coordinator.config import CoordinatorConfig, RoundsConfig
 from coordinator.round_kinds import BuiltRound, ChainState, RefusedRequest, RequestKey
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
+from coordinator.store.cancels import cancel_rounds_of, drop_cancels
 from coordinator.store.rounds import TX_ORDER, NewRound, NewTransaction, RoundRecord, TxStatus
 from coordinator.store.withdrawals import Status, Withdrawal
+from pool.cancel import is_cancel_manifest
+from pool.ladder import Rung
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, encode_manifest
 from pool.series import CHANGE, SeriesState
 from pool.vocabulary import RoundKind
@@ -33,6 +37,9 @@ from pool.withdrawal import (
     build_round,
     eligible_inputs,
 )
+from vpool.v1.signer_pb2 import DeviceLimits
+
+log = logging.getLogger(__name__)
 
 DEFERRED_REASON = "not enough confirmed pool funds after fees"
 
@@ -45,6 +52,9 @@ _WITHDRAWAL_OF_TX = {
 _FOLLOWED = (Status.IN_ROUND, Status.SIGNED, Status.BROADCAST, Status.CONFIRMED)
 """Withdrawal statuses that follow their transactions."""
 
+_LOGGED = (Status.BROADCAST, Status.COMPLETED)
+"""Withdrawal statuses logged when reached (with amount and destination)."""
+
 _ByKey = dict[RequestKey, Withdrawal]
 
 
@@ -53,8 +63,14 @@ class WithdrawalBuilder:
 
     kind = RoundKind.WITHDRAWAL
 
-    def __init__(self, config: CoordinatorConfig) -> None:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        device_limits: Callable[[], Iterable[DeviceLimits]] = tuple,
+    ) -> None:
+        """``device_limits``: the limits the signers' devices reported (GetInfo), as known."""
         self._config = config
+        self._device_limits = device_limits
 
     def ready(self, now: float) -> bool:
         """Always: the build itself says when no withdrawal waits."""
@@ -84,7 +100,8 @@ class WithdrawalBuilder:
         new = NewRound(
             round_id=plan.manifest_hash.hex(),
             manifest=encode_manifest(manifest),
-            transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions),
+            transactions=tuple(_new_transaction(t, plan, by_key) for t in plan.transactions)
+            + tuple(_new_rung(r, plan) for r in plan.rungs),
             kind=RoundKind.WITHDRAWAL,
         )
         summary = (
@@ -120,6 +137,9 @@ class WithdrawalBuilder:
                 WithdrawalRequest(w.client_id, w.request_id, w.script_pubkey, w.amount, w.extra_fee)
                 for w in queued
             ),
+            ladder_rungs=self._config.ladder.rungs,
+            ladder_step=self._config.ladder.manifest_step(),
+            **shape_caps(self._config.rounds, self._device_limits()),
         )
         return within_inputs(manifest, self._config.rounds.max_inputs)
 
@@ -132,6 +152,15 @@ class WithdrawalBuilder:
                 continue
             if current.status in _FOLLOWED:
                 wstore.set_status(conn, [withdrawal_id], target, now)
+                if target is not current.status and target in _LOGGED:
+                    log.info(
+                        "withdrawal %s",
+                        target.value,
+                        extra={"withdrawal_id": f"{current.client_id}/{current.request_id}",
+                               "client_id": current.client_id, "amount_sat": current.amount,
+                               "destination": current.address, "round_seq": seq,
+                               "status": target.value},
+                    )  # fmt: skip
 
     def apply_refusals(
         self, conn: Connection, seq: int, refused: Mapping[RequestKey, RefusedRequest], now: float
@@ -154,11 +183,39 @@ class WithdrawalBuilder:
         """Abandon the round and give back the change indexes it took (so that the same
         manifest, built again, reopens it); how many withdrawals went back to the queue."""
         back = rstore.abandon_round(conn, record.seq, detail, now)
+        if is_cancel_manifest(record.manifest):  # a cancel round (coordinator.cancels)
+            forget_cancels(conn, record.seq, f"cancel round abandoned: {detail}", now)
+            return 0
         manifest = decode_manifest(record.manifest)
         active = manifest.active_series.id
         taken_to = build_round(manifest).next_change_index
         rstore.rewind_change_index(conn, active, taken_to, manifest.next_change_index(active))
         return len(back)
+
+
+def shape_caps(rounds: RoundsConfig, devices: Iterable[DeviceLimits]) -> dict[str, int]:
+    """The manifest's caps on each transaction: the smallest of the configured caps and of the
+    signers' device limits, 0 where none is set. Payments: a person's ``max_reviewed_payments``,
+    and a device's ``max_outputs`` less the change output."""
+    inputs, payments = [rounds.max_tx_inputs], [rounds.max_tx_payments]
+    for limits in devices:
+        inputs.append(limits.max_inputs)
+        payments += [limits.max_reviewed_payments, max(limits.max_outputs - 1, 0)]
+    return {
+        "max_tx_inputs": min((cap for cap in inputs if cap), default=0),
+        "max_tx_payments": min((cap for cap in payments if cap), default=0),
+    }
+
+
+def forget_cancels(conn: Connection, cancel_round_seq: int, detail: str, now: float) -> None:
+    """The cancels a cancel round was for are dropped (each withdrawal follows its
+    transaction), the reason in their detail."""
+    ids = [w for w, seq in cancel_rounds_of(conn) if seq == cancel_round_seq]
+    for withdrawal_id in ids:
+        current = wstore.get_by_id(conn, withdrawal_id)
+        if current is not None and current.status not in wstore.FINAL:
+            wstore.set_status(conn, [withdrawal_id], current.status, now, detail=detail)
+    drop_cancels(conn, ids)
 
 
 def within_inputs(manifest: Manifest, max_inputs: int) -> Manifest:
@@ -195,6 +252,22 @@ def _claim(
                 split=outcome.status is RequestStatus.SPLIT,
             )
     cstore.advance_index(conn, manifest.active_series.id, CHANGE, plan.next_change_index)
+
+
+def _new_rung(rung: Rung, plan: RoundPlan) -> NewTransaction:
+    """A rung of the fee ladder: signed with the round, sent only by the watcher. Its inputs
+    are its transaction's (reserved once) and its outputs are not recorded as paying the
+    withdrawals: the withdrawals follow whichever version of the transaction is live."""
+    return NewTransaction(
+        txid=rung.txid_hex,
+        psbt=rung.psbt.serialize(),
+        fee=rung.fee,
+        inputs=(),
+        outputs=(),
+        fee_shares=rung.fee_shares,
+        base_idx=rung.of,
+        rung=rung.step,
+    )
 
 
 def _new_transaction(

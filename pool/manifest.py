@@ -13,6 +13,8 @@ Encoding (all integers little-endian, ``cs`` = CompactSize, ``vb`` = cs length +
             4 fingerprint | cs #path | u32 × path | 78 serialized xpub (network's version)
     u32 tip height | 32 tip hash (display byte order, as RPCs print it)
     u64 fee rate (sat per 1000 vB) | u64 dust limit | u32 max weight | u32 min confirmations
+    | u8 ladder rungs | u32 ladder step (sat per 1000 vB) | u32 max inputs per transaction
+    | u32 max payments per transaction
     cs #change starts, per entry (ascending series id): u32 series id | u32 next change index
     cs #utxos, per utxo (ascending txid display hex, then vout):
         32 txid (internal order) | u32 vout | u64 value | u32 series | u8 branch | u32 index
@@ -26,7 +28,7 @@ lists out of canonical order or with duplicates, trailing bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +46,12 @@ from pool.serialize import Reader, compact_size, u8, u32le, u64le, var_bytes
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
 from pool.tx import OutPoint
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
+"""3: the fee ladder (``ladder_rungs``, ``ladder_step``; pool/ladder.py)."""
+MAX_LADDER_RUNGS = 10
+MIN_LADDER_STEP = 1_000
+"""Satoshis per 1000 vB: a rung must beat the one before by the nodes' incremental relay fee."""
+MAX_LADDER_STEP = 1_000_000
 ENCODING_VERSION = 1
 MAGIC = b"VPRM"
 
@@ -121,7 +128,18 @@ class Manifest:
     max_weight: int
     min_conf: int
     requests: tuple[WithdrawalRequest, ...]
+    ladder_rungs: int = 0
+    """Replacements of each transaction at rising fee rates signed in the same round (0: none)."""
+    ladder_step: int = 0
+    """Satoshis per 1000 vB that each rung adds to the fee rate of the one before."""
     version: int = ALGORITHM_VERSION
+    max_tx_inputs: int = 0
+    """At most this many inputs in one transaction (0: no cap but ``max_weight``): the
+    smallest limit of the signers' devices (Ledger: 512)."""
+    max_tx_payments: int = 0
+    """At most this many payment outputs in one transaction, change not counted (0: no cap):
+    the smallest of the signers' device limits and of what their operators will review on an
+    attended device."""
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -195,6 +213,13 @@ def _validate(m: Manifest) -> None:
     _validate_series(m)
     check_range("max_weight", m.max_weight, MIN_MAX_WEIGHT, MAX_STANDARD_WEIGHT)
     check_range("min_conf", m.min_conf, 1, U32)
+    check_range("ladder_rungs", m.ladder_rungs, 0, MAX_LADDER_RUNGS)
+    if m.ladder_rungs:
+        check_range("ladder_step", m.ladder_step, MIN_LADDER_STEP, MAX_LADDER_STEP)
+    else:
+        check_range("ladder_step", m.ladder_step, 0, 0)
+    check_range("max_tx_inputs", m.max_tx_inputs, 0, U32)
+    check_range("max_tx_payments", m.max_tx_payments, 0, U32)
     _validate_change_index(m)
     _validate_utxos(m)
     _validate_requests(m)
@@ -278,17 +303,18 @@ def encode_header(magic: bytes, encoding_version: int, version: int, network: st
 
 
 def decode_header(
-    reader: Reader, magic: bytes, encoding_version: int, what: str
-) -> tuple[int, str]:
-    """Inverse of ``encode_header``: the algorithm version and the network name."""
+    reader: Reader, magic: bytes, encoding_versions: Container[int], what: str
+) -> tuple[int, int, str]:
+    """Inverse of ``encode_header``: the encoding version, the algorithm version and the
+    network name."""
     if reader.read(len(magic)) != magic:
         raise EncodingError(f"not a vpool {what} (bad magic)")
-    if (enc := reader.u8()) != encoding_version:
+    if (enc := reader.u8()) not in encoding_versions:
         raise EncodingError(f"unknown {what} encoding version {enc}")
     version, code = reader.u32(), reader.u8()
     if code not in _NETWORK_BY_CODE:
         raise EncodingError(f"unknown network code {code}")
-    return version, _NETWORK_BY_CODE[code]
+    return enc, version, _NETWORK_BY_CODE[code]
 
 
 def encode_manifest(m: Manifest) -> bytes:
@@ -298,6 +324,8 @@ def encode_manifest(m: Manifest) -> bytes:
     out += encode_series_list(m.series, net)
     out += u32le(m.tip_height) + m.tip_hash
     out += u64le(m.fee_rate) + u64le(m.dust_limit) + u32le(m.max_weight) + u32le(m.min_conf)
+    out += u8(m.ladder_rungs) + u32le(m.ladder_step)
+    out += u32le(m.max_tx_inputs) + u32le(m.max_tx_payments)
     out += compact_size(len(m.change_index))
     for series_id, index in m.change_index:
         out += u32le(series_id) + u32le(index)
@@ -355,12 +383,14 @@ def decode_series_list(reader: Reader, net: Network) -> list[Series]:
 def decode_manifest(data: bytes) -> Manifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
-    version, network = decode_header(reader, MAGIC, ENCODING_VERSION, "round manifest")
+    _, version, network = decode_header(reader, MAGIC, (ENCODING_VERSION,), "round manifest")
     net = get_network(network)
     series = decode_series_list(reader, net)
     tip_height, tip_hash = reader.u32(), reader.read(32)
     fee_rate, dust_limit = reader.u64(), reader.u64()
     max_weight, min_conf = reader.u32(), reader.u32()
+    ladder_rungs, ladder_step = reader.u8(), reader.u32()
+    max_tx_inputs, max_tx_payments = reader.u32(), reader.u32()
     change = [(reader.u32(), reader.u32()) for _ in range(reader.compact_size())]
     utxos = [
         Utxo(
@@ -396,7 +426,11 @@ def decode_manifest(data: bytes) -> Manifest:
         max_weight=max_weight,
         min_conf=min_conf,
         requests=tuple(requests),
+        ladder_rungs=ladder_rungs,
+        ladder_step=ladder_step,
         version=version,
+        max_tx_inputs=max_tx_inputs,
+        max_tx_payments=max_tx_payments,
     )
     if encode_manifest(manifest) != bytes(data):
         raise EncodingError("manifest lists are not in canonical order")
@@ -409,13 +443,13 @@ def manifest_counts(data: bytes) -> tuple[int, int]:
     rebuild would do, cheap enough to check first. ``EncodingError`` if the encoding is cut
     short before the counts."""
     reader = Reader(data)
-    decode_header(reader, MAGIC, ENCODING_VERSION, "round manifest")
+    decode_header(reader, MAGIC, (ENCODING_VERSION,), "round manifest")
     for _ in range(reader.compact_size()):  # series: id, state, m, keys
         reader.read(4 + 1 + 1)
         for _ in range(reader.compact_size()):  # fingerprint, path, xpub
             reader.read(4)
             reader.read(4 * reader.compact_size() + 78)
-    reader.read(4 + 32 + 8 + 8 + 4 + 4)  # tip height and hash, fee rate, dust, weight, conf
+    reader.read(4 + 32 + 8 + 8 + 4 + 4 + 1 + 4 + 4 + 4)  # tip, fees, weight, conf, ladder, caps
     reader.read(8 * reader.compact_size())  # change starts
     utxos = reader.compact_size()
     reader.read(_UTXO_ENCODED_LEN * utxos)
@@ -462,6 +496,9 @@ def manifest_to_json(m: Manifest) -> dict[str, Any]:
         "dust_limit": m.dust_limit,
         "max_weight": m.max_weight,
         "min_conf": m.min_conf,
+        "ladder": {"rungs": m.ladder_rungs, "step_sat_per_kvb": m.ladder_step},
+        "max_tx_inputs": m.max_tx_inputs,
+        "max_tx_payments": m.max_tx_payments,
         "change_index": {str(series_id): index for series_id, index in m.change_index},
         "utxos": [
             {
@@ -512,6 +549,10 @@ def manifest_from_json(doc: Mapping[str, Any]) -> Manifest:
         dust_limit=doc["dust_limit"],
         max_weight=doc["max_weight"],
         min_conf=doc["min_conf"],
+        ladder_rungs=doc.get("ladder", {}).get("rungs", 0),
+        ladder_step=doc.get("ladder", {}).get("step_sat_per_kvb", 0),
+        max_tx_inputs=doc.get("max_tx_inputs", 0),
+        max_tx_payments=doc.get("max_tx_payments", 0),
         requests=tuple(
             WithdrawalRequest(
                 r["client_id"],

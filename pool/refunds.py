@@ -287,7 +287,7 @@ def _decode_refund(reader: Reader) -> RefundRequest:
 def decode_refund_manifest(data: bytes) -> RefundManifest:
     """Decode and validate; raise ``EncodingError`` or ``ManifestError`` on anything else."""
     reader = Reader(data)
-    version, network = decode_header(reader, MAGIC, ENCODING_VERSION, "refund manifest")
+    _, version, network = decode_header(reader, MAGIC, (ENCODING_VERSION,), "refund manifest")
     series = decode_series_list(reader, get_network(network))
     tip_height, tip_hash = reader.u32(), reader.read(32)
     fee_rate, dust_limit = reader.u64(), reader.u64()

@@ -25,8 +25,10 @@ class Reason(StrEnum):
     OVERSIZED_MESSAGE = "OVERSIZED_MESSAGE"
     ROUND_TOO_LARGE = "ROUND_TOO_LARGE"
     """The manifest has more requests or UTXOs than this signer's ``max_requests`` or
-    ``max_inputs``; checked before decoding. Final for this manifest: only a smaller round can
-    pass."""
+    ``max_inputs`` (checked before decoding), or a transaction of the round passes what this
+    signer's device or its person takes (inputs, outputs, PSBT bytes, payments to review: the
+    manifest's ``max_tx_inputs`` and ``max_tx_payments`` were not set low enough). Final for
+    this manifest: only a smaller round can pass."""
     MALFORMED_MANIFEST = "MALFORMED_MANIFEST"
     MALFORMED_PSBT = "MALFORMED_PSBT"
     WRONG_NETWORK = "WRONG_NETWORK"
@@ -66,6 +68,10 @@ class Reason(StrEnum):
     """An input is spent by another round this signer approved and whose device has not
     answered yet. Not final: ask again once that round is signed (then a safe replacement of
     it may pass) or has failed. Scoped to the input."""
+    CANCEL_OF_UNSIGNED = "CANCEL_OF_UNSIGNED"
+    """A cancel round replaces a transaction this signer did not sign under the cancel's
+    original manifest: there is nothing of its own to cancel, and signing would pay the kept
+    payments outside its limits. Final for this manifest."""
     SAME_TX_OTHER_MANIFEST = "SAME_TX_OTHER_MANIFEST"
     """This very transaction was signed under another manifest (a manifest that rebuilds to the
     same txid while claiming other facts, e.g. other input amounts). Final for this manifest:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 from pool.fees import largest_remainder
+from pool.ladder import Rung, build_rungs
 from pool.manifest import Manifest, Utxo, WithdrawalRequest, manifest_hash
 from pool.psbt import Psbt, PsbtOutput
 from pool.psbt_fields import global_xpubs, pool_input, pool_output
@@ -87,6 +88,19 @@ class RoundPlan:
     """Every request of the manifest, in processing order."""
     next_change_index: int
     """The active series' next unused change index after this round."""
+    rungs: tuple[Rung, ...] = ()
+    """The fee ladder (pool.ladder): every transaction's rungs, by transaction then step."""
+
+    @property
+    def psbts(self) -> tuple[Psbt, ...]:
+        """What the signers sign, in order: the transactions, then the rungs."""
+        return tuple(t.psbt for t in self.transactions) + tuple(r.psbt for r in self.rungs)
+
+    @property
+    def change_vouts(self) -> tuple[int | None, ...]:
+        """The change output of each PSBT of ``psbts`` (a rung's is its transaction's)."""
+        of_tx = [None if t.change is None else t.change.vout for t in self.transactions]
+        return tuple(of_tx) + tuple(of_tx[r.of] for r in self.rungs)
 
     @property
     def total_fee(self) -> int:
@@ -205,6 +219,21 @@ class _Draft:
     def funded(self) -> bool:
         return self.in_value >= self.out_value + self.fee()
 
+    def overfull(self) -> bool:
+        """Rule P2: heavier than ``max_weight`` or more payments than ``max_tx_payments``."""
+        cap = self.manifest.max_tx_payments
+        return self.weight() > self.manifest.max_weight or 0 < cap < len(self.parts)
+
+    def can_take(self, utxo: Utxo) -> bool:
+        """Rule P2: one more input keeps the draft within ``max_weight`` and ``max_tx_inputs``,
+        and in one series (a transaction spends the coins of one series only)."""
+        cap = self.manifest.max_tx_inputs
+        return (
+            self.weight(utxo) <= self.manifest.max_weight
+            and not 0 < cap <= len(self.inputs)
+            and (not self.inputs or self.inputs[0].series_id == utxo.series_id)
+        )
+
     def add_part(self, part: _Part) -> None:
         self.parts.append(part)
         self.out_weight += output_weight(len(part.request.script_pubkey))
@@ -252,13 +281,13 @@ def _place(
     manifest = draft.manifest
     n_inputs, n_parts = len(draft.inputs), len(draft.parts)
     draft.add_part(_Part(request, remaining, charges_extra=first))
-    if draft.weight() > manifest.max_weight:
+    if draft.overfull():
         draft.rollback(n_inputs, n_parts, queue)
         return _Placed.NO_ROOM, 0
     while not draft.funded():
         if not queue:
             raise _Insufficient(request)
-        if draft.weight(queue.first()) <= manifest.max_weight:
+        if draft.can_take(queue.first()):
             draft.add_input(queue.take())
             continue
         if n_parts:  # P3: the draft holds earlier outputs: close it without this one
@@ -391,19 +420,28 @@ def _psbt_for(manifest: Manifest, draft: _Draft, change: tuple[int, int, int] | 
     tx_inputs = tuple(TxIn(u.outpoint, SEQUENCE_RBF) for u in draft.inputs)
     outputs = [TxOut(p.amount, p.request.script_pubkey) for p in draft.parts]
     psbt_outputs = [PsbtOutput() for _ in draft.parts]
-    used_series = {u.series_id for u in draft.inputs}
+    used_series = {u.series_id for u in draft.inputs}  # one series (rule P2)
     if change is not None:
         series_id, index, value = change
         derived = series[series_id].derive(CHANGE, index)
         outputs.append(TxOut(value, derived.script_pubkey))
-        psbt_outputs.append(pool_output(derived))
-        used_series.add(series_id)
+        # T2: key paths only on change to the series spent from; a sweep's output to the active
+        # series has none, so that every device shows it as the payment it is.
+        psbt_outputs.append(pool_output(derived) if series_id in used_series else PsbtOutput())
     psbt_inputs = tuple(
         pool_input(series[u.series_id], u.branch, u.index, u.value) for u in draft.inputs
     )
     xpubs = global_xpubs((series[i] for i in used_series), manifest.net)
     tx = Transaction(TX_VERSION, tx_inputs, tuple(outputs), manifest.tip_height)
     return Psbt(tx=tx, xpubs=xpubs, inputs=psbt_inputs, outputs=tuple(psbt_outputs))
+
+
+def _paid_by_client(draft: _Draft) -> dict[str, int]:
+    amounts: dict[str, int] = {}
+    for part in draft.parts:
+        client = part.request.client_id
+        amounts[client] = amounts.get(client, 0) + part.amount
+    return amounts
 
 
 def _fee_shares(draft: _Draft, fee: int) -> tuple[tuple[str, int], ...]:
@@ -429,6 +467,7 @@ def build_round(manifest: Manifest) -> RoundPlan:
     active = manifest.active_series
     change_index = manifest.next_change_index(active.id)
     planned: list[PlannedTransaction] = []
+    rungs: list[Rung] = []
     paid: dict[bytes, list[PaidOutput]] = {}
     for draft in drafts:
         max_weight = draft.weight()
@@ -457,6 +496,19 @@ def build_round(manifest: Manifest) -> RoundPlan:
                 fee_shares=_fee_shares(draft, fee),
             )
         )
+        rungs += build_rungs(
+            of=len(planned) - 1,
+            psbt=psbt,
+            change_vout=None if change_output is None else change_output.vout,
+            fee=fee,
+            max_weight=max_weight,
+            fee_shares=planned[-1].fee_shares,
+            paid_by_client=_paid_by_client(draft),
+            fee_rate=manifest.fee_rate,
+            ladder_rungs=manifest.ladder_rungs,
+            ladder_step=manifest.ladder_step,
+            dust_limit=manifest.dust_limit,
+        )
     deferred_keys = {r.key for r in deferred}
     outcomes = []
     for request in manifest.requests:
@@ -473,4 +525,5 @@ def build_round(manifest: Manifest) -> RoundPlan:
         transactions=tuple(planned),
         requests=tuple(outcomes),
         next_change_index=change_index,
+        rungs=tuple(rungs),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +252,40 @@ def cases() -> list[Case]:
                 dust_limit=546,
             ),
         ),
+        Case(
+            "19-fee-ladder",
+            "Three rungs 2,000 sat/kvB apart (rules L1-L4): three replacements of the one "
+            "transaction, each lowering its change; each bump split among its three clients.",
+            replace(
+                manifest(
+                    [S1],
+                    [utxo(i, 1 * BTC, 100 + i, index=i) for i in range(3)],
+                    [
+                        request("alice", "1", 70_000_000),
+                        request("bob", "1", 20_000_000),
+                        request("carol", "1", 150_000_000),
+                    ],
+                    fee_rate=1000,
+                ),
+                ladder_rungs=3,
+                ladder_step=2_000,
+            ),
+        ),
+        Case(
+            "20-fee-ladder-stops-at-dust-change",
+            "Ten rungs requested, but the change covers only the first rungs: the ladder stops "
+            "before the change would fall below the dust limit.",
+            replace(
+                manifest(
+                    [S1],
+                    [utxo(1, 1 * BTC, 100)],
+                    [request("alice", "1", 99_990_000)],
+                    fee_rate=1000,
+                ),
+                ladder_rungs=10,
+                ladder_step=5_000,
+            ),
+        ),
     ]
 
 
@@ -302,9 +336,19 @@ def vector(case: Case) -> dict[str, Any]:
                 for r in plan.requests
             ],
             "next_change_index": plan.next_change_index,
-            "signed_transactions": [
-                sign_first_m(t.psbt, m).serialize().hex() for t in plan.transactions
+            "rungs": [
+                {
+                    "of": r.of,
+                    "step": r.step,
+                    "fee_rate": r.fee_rate,
+                    "txid": r.txid_hex,
+                    "psbt": r.psbt.to_base64(),
+                    "fee": r.fee,
+                    "fee_shares": dict(r.fee_shares),
+                }
+                for r in plan.rungs
             ],
+            "signed_transactions": [sign_first_m(psbt, m).serialize().hex() for psbt in plan.psbts],
         },
     }
 

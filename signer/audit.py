@@ -3,11 +3,18 @@
 Each entry carries ``prev``, the hash of the entry before it (64 zeros for the first), and its own
 ``hash``: SHA256 of its canonical JSON (sorted keys, compact separators) without ``hash``. A
 changed, removed or reordered entry breaks the chain. Entries hold the round's kind, hashes,
-decisions and reason codes, never a PSBT or key material. Entries written before rounds had a
-kind have no ``kind`` (they are withdrawals) and still verify.
+decisions and reason codes, and what was asked to be signed (``transactions``: per PSBT its
+txid, inputs with their amounts, outputs with their addresses and amounts, and the fee; see
+``describe_psbts``), never a PSBT, a signature or key material. Entries written before rounds
+had a kind have no ``kind`` (they are withdrawals), entries written before they described their
+transactions have no ``transactions``; both still verify.
 
 The chain proves the file consistent, not complete: removing entries from the end is only seen by
-comparing the head hash with a copy kept elsewhere.
+comparing the head with a copy kept elsewhere. The signer's GetInfo gives its head
+(``audit_seq``, ``audit_head``); the coordinator records every signer's head after every round
+(coordinator.audit_heads) and shows it in GetPoolStatus and on its status page; ``vpool-signer
+audit verify --against SEQ:HASH`` (or ``--against HASH``) fails when the log no longer holds
+that entry: its tail was cut.
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pool.address import script_pubkey_to_address
+from pool.errors import VpoolError
+from pool.networks import Network
+from pool.psbt import Psbt
+
 AUDIT_FILE = "audit.jsonl"
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
@@ -37,11 +49,14 @@ FIELDS = frozenset(
         "reasons",
         "policy_hash",
         "signer_id",
+        "transactions",
         "prev",
         "hash",
     }
 )
-LEGACY_FIELDS = FIELDS - {"kind"}
+UNDESCRIBED_FIELDS = FIELDS - {"transactions"}
+"""The fields of entries written before entries described their transactions."""
+LEGACY_FIELDS = UNDESCRIBED_FIELDS - {"kind"}
 """The fields of entries written before rounds had a kind."""
 _TAIL_BLOCK = 4096
 
@@ -76,6 +91,8 @@ class AuditEntry:
     reasons: tuple[str, ...]
     policy_hash: str
     signer_id: str
+    transactions: tuple[dict[str, Any], ...]
+    """What each PSBT asks to sign (``describe_psbts``)."""
     prev: str
     hash: str
 
@@ -124,7 +141,7 @@ def _read_entry(line: bytes) -> dict[str, Any]:
         doc = json.loads(line)
     except ValueError:
         raise _BadEntry("the line is not valid JSON") from None
-    if not isinstance(doc, dict) or set(doc) not in (FIELDS, LEGACY_FIELDS):
+    if not isinstance(doc, dict) or set(doc) not in (FIELDS, UNDESCRIBED_FIELDS, LEGACY_FIELDS):
         raise _BadEntry("the line is not an audit entry (wrong fields)")
     if type(doc["seq"]) is not int or not isinstance(doc["hash"], str):
         raise _BadEntry("the line is not an audit entry (wrong field types)")
@@ -140,6 +157,89 @@ def _check_link(doc: Mapping[str, Any], seq: int, prev: str) -> None:
         raise _BadEntry(f"seq {doc['seq']} where {seq} was expected (entry deleted or reordered)")
     if doc["prev"] != prev:
         raise _BadEntry("prev is not the hash of the entry before it (entry deleted or reordered)")
+
+
+def describe_psbts(psbts: Sequence[bytes], network: Network) -> tuple[dict[str, Any], ...]:
+    """What each PSBT (as received) asks to sign, for a person reading the log:
+
+        {"txid": ..., "inputs": [{"outpoint": "txid:vout", "amount": sat}],
+         "outputs": [{"address": ..., "amount": sat}], "fee": sat}
+
+    An input without its previous output in the PSBT has ``"amount": null`` and the fee is
+    null; an output script without an address has ``"script"`` (hex) instead of ``address``; a
+    PSBT that does not decode is ``{"error": ...}``."""
+    described: list[dict[str, Any]] = []
+    for raw in psbts:
+        try:
+            psbt = Psbt.parse(raw)
+        except VpoolError as e:
+            described.append({"error": f"not a PSBT: {e}"})
+            continue
+        inputs: list[dict[str, Any]] = []
+        for txin, psbt_input in zip(psbt.tx.inputs, psbt.inputs, strict=True):
+            utxo = psbt_input.witness_utxo
+            inputs.append(
+                {"outpoint": str(txin.prevout), "amount": None if utxo is None else utxo.value}
+            )
+        outputs: list[dict[str, Any]] = []
+        for txout in psbt.tx.outputs:
+            address = script_pubkey_to_address(txout.script_pubkey, network)
+            where = (
+                {"script": txout.script_pubkey.hex()} if address is None else {"address": address}
+            )
+            outputs.append({**where, "amount": txout.value})
+        amounts = [i["amount"] for i in inputs]
+        fee = (
+            None
+            if None in amounts
+            else sum(int(a) for a in amounts if a is not None) - sum(o["amount"] for o in outputs)
+        )
+        described.append(
+            {"txid": psbt.tx.txid_hex, "inputs": inputs, "outputs": outputs, "fee": fee}
+        )
+    return tuple(described)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """An entry the log must still hold: its seq (0: any) and hash, as the coordinator
+    recorded them (``SEQ:HASH`` or ``HASH``)."""
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        seq_text, _, digest = text.strip().rpartition(":")
+        digest = digest.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("the head must be SEQ:HASH or HASH, HASH being 64 hex characters")
+        if seq_text and not seq_text.isdigit():
+            raise ValueError("the head's SEQ must be a number")
+        return cls(int(seq_text or 0), digest)
+
+
+def verify_against(path: Path, anchor: Anchor) -> VerifyResult:
+    """``verify``, and the log must hold the anchor's entry (at its seq, when given): a log
+    whose tail was cut no longer does."""
+    result = verify(path)
+    if not result.ok:
+        return result
+    if anchor.hash == GENESIS:
+        return result
+    with path.open("rb") as f:
+        for seq, line in enumerate(f, 1):
+            if json.loads(line)["hash"] == anchor.hash:
+                if anchor.seq and anchor.seq != seq:
+                    message = f"the head {anchor.hash} is entry {seq}, not {anchor.seq}"
+                    return VerifyResult(False, result.entries, seq, message, result.head)
+                return result
+    where = f"entry {anchor.seq} " if anchor.seq else ""
+    message = (
+        f"the log no longer holds {where}{anchor.hash}: its tail was cut (it ends at entry "
+        f"{result.entries}, head {result.head})"
+    )
+    return VerifyResult(False, result.entries, result.entries + 1, message, result.head)
 
 
 def verify(path: Path) -> VerifyResult:
@@ -207,7 +307,14 @@ class AuditLog:
     @property
     def head(self) -> str:
         """Hash of the last entry (``GENESIS`` for an empty log)."""
-        return self._head
+        with self._mutex:
+            return self._head
+
+    @property
+    def position(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry ((0, ``GENESIS``) for an empty log)."""
+        with self._mutex:
+            return self._seq, self._head
 
     def append(
         self,
@@ -220,8 +327,10 @@ class AuditLog:
         policy_hash: str,
         signer_id: str,
         now: float,
+        transactions: Sequence[Mapping[str, Any]] = (),
     ) -> AuditEntry:
-        """Add the entry of one request (hashing ``manifest`` and ``psbts``) and sync it to disk."""
+        """Add the entry of one request (hashing ``manifest`` and ``psbts``; ``transactions``:
+        what they ask to sign, ``describe_psbts``) and sync it to disk."""
         with self._mutex:
             body: dict[str, Any] = {
                 "seq": self._seq + 1,
@@ -233,6 +342,7 @@ class AuditLog:
                 "reasons": tuple(str(reason) for reason in reasons),
                 "policy_hash": policy_hash,
                 "signer_id": signer_id,
+                "transactions": tuple(dict(t) for t in transactions),
                 "prev": self._head,
             }
             entry = AuditEntry(**body, hash=entry_hash(body))

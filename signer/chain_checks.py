@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pool.cancel import decode_cancel, is_cancel_manifest
 from pool.errors import VpoolError
 from pool.manifest import Manifest, decode_manifest
 from pool.psbt import Psbt
@@ -291,7 +292,10 @@ def check_round(
     pinned_height, pinned_hash, heights = _pinned(kind, manifest, decoded)
     node_height, _ = chain.tip()
     at_pinned = chain.block_hash(pinned_height) if pinned_height <= node_height else None
-    problem = tip_problem(pinned_height, pinned_hash, node_height, at_pinned, rules.max_tip_lag)
+    # A cancel pins its original round's tip, which may be as old as the stuck transaction:
+    # it must still be on this signer's best chain, at any depth.
+    max_lag = node_height if is_cancel_manifest(manifest) else rules.max_tip_lag
+    problem = tip_problem(pinned_height, pinned_hash, node_height, at_pinned, max_lag)
     if problem is not None:
         return [Refusal(*problem)]
     chain.prefetch(txin.prevout for psbt in approval.psbts for txin in psbt.tx.inputs)
@@ -373,7 +377,12 @@ def _pinned(
     if kind is RoundKind.REFUND:
         refund = decode_refund_manifest(manifest)
         return refund.tip_height, refund.tip_hash.hex(), {}
-    withdrawal = decode_manifest(manifest) if decoded is None else decoded
+    if decoded is not None:
+        withdrawal = decoded
+    elif is_cancel_manifest(manifest):
+        withdrawal = decode_cancel(manifest).original
+    else:
+        withdrawal = decode_manifest(manifest)
     heights = {u.outpoint: u.height for u in withdrawal.utxos}
     return withdrawal.tip_height, withdrawal.tip_hash.hex(), heights
 

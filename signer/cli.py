@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import signal
@@ -25,6 +26,7 @@ from signer.jade_emulator import (
     master_from_mnemonic,
 )
 from vpool import exitcodes
+from vpool.logs import add_arguments as add_log_arguments
 from vpool.version import version_text
 
 
@@ -47,14 +49,39 @@ def _keystore_create(args: argparse.Namespace) -> int:
     fingerprint = unlocked.master.fingerprint.hex()
     print(f"created {args.file}: {kind} for {args.network}, master fingerprint {fingerprint}")
     if args.generate:
-        print("the new mnemonic exists only in this keystore: back up the file and passphrase")
+        print(
+            "the new mnemonic exists only in this keystore: write its words down now with "
+            f"vpool-signer keystore show-mnemonic --file {args.file}"
+        )
     return 0
+
+
+MNEMONIC_WARNING = (
+    "WARNING: these words are the signer's key. Anyone who reads them can sign for it, without "
+    "the keystore or its passphrase: write them on paper, keep them offline, never type them "
+    "into a computer or a photo, and clear this screen."
+)
+
+
+def _asked_passphrase(args: argparse.Namespace) -> str:
+    """The passphrase from --passphrase-env or --passphrase-file, else asked at the terminal."""
+    if args.passphrase_env is not None or args.passphrase_file is not None:
+        return _passphrase(args)
+    if not sys.stdin.isatty():
+        raise _Usage(
+            "no terminal to ask the passphrase: give --passphrase-env or --passphrase-file"
+        )
+    return getpass.getpass(f"passphrase of {args.file}: ")
+
+
+class _Usage(Exception):
+    """Bad usage found after parsing (exit 2)."""
 
 
 def _keystore_show_mnemonic(args: argparse.Namespace) -> int:
     """The words of a keystore made from a mnemonic (``create --generate`` or
-    ``--mnemonic-file``); a keystore made from an xprv has none to show."""
-    unlocked = keystore.load_keystore(args.file, _passphrase(args))
+    ``--mnemonic-file``), after a warning; a keystore made from an xprv has none to show."""
+    unlocked = keystore.load_keystore(args.file, _asked_passphrase(args))
     if unlocked.mnemonic is None:
         print(
             f"vpool-signer: error: {args.file} holds a master xprv, not a mnemonic: it has no "
@@ -63,6 +90,7 @@ def _keystore_show_mnemonic(args: argparse.Namespace) -> int:
         )
         return exitcodes.REFUSED
     words = unlocked.mnemonic.split()
+    print(MNEMONIC_WARNING, file=sys.stderr, flush=True)
     if args.numbered:
         print("\n".join(f"{i:2d}. {word}" for i, word in enumerate(words, 1)))
     else:
@@ -145,10 +173,12 @@ def _add_keystore(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     create.set_defaults(handler=_keystore_create)
 
     words = sub.add_parser(
-        "show-mnemonic", help="print the keystore's BIP39 words, to back them up on paper"
+        "show-mnemonic",
+        help="print the keystore's BIP39 words, to back them up on paper (asks the passphrase "
+        "at the terminal unless --passphrase-env or --passphrase-file says where it is)",
     )
     words.add_argument("--file", type=Path, required=True, help="the keystore file")
-    source = words.add_mutually_exclusive_group(required=True)
+    source = words.add_mutually_exclusive_group()
     source.add_argument("--passphrase-env", metavar="VAR", help="read the passphrase from $VAR")
     source.add_argument("--passphrase-file", type=Path, help="read the passphrase from a file")
     words.add_argument("--numbered", action="store_true", help="one numbered word per line")
@@ -228,9 +258,19 @@ def _add_emulate_jade(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _audit_verify(args: argparse.Namespace) -> int:
     path = args.file if args.file is not None else audit.audit_path(args.data_dir)
-    result = audit.verify(path)
+    if args.against is None:
+        result = audit.verify(path)
+    else:
+        try:
+            anchor = audit.Anchor.parse(args.against)
+        except ValueError as e:
+            print(f"vpool-signer: error: --against: {e}", file=sys.stderr)
+            return 2
+        result = audit.verify_against(path, anchor)
     if result.ok:
         print(f"audit log OK: {result.entries} entries, head {result.head}")
+        if args.against is not None:
+            print(f"it holds {args.against}, the head recorded elsewhere")
         return 0
     print(
         f"audit log {path} is BAD at entry {result.first_bad_seq}: {result.message} "
@@ -248,6 +288,13 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--data-dir", type=Path, help=f"the signer's data dir (its {audit.AUDIT_FILE})"
     )
     source.add_argument("--file", type=Path, help="the audit log file")
+    check.add_argument(
+        "--against",
+        metavar="HEAD",
+        help="SEQ:HASH (or HASH) of an entry the log must still hold, e.g. the head the "
+        "coordinator recorded after a round (GetPoolStatus, its status page): a log whose tail "
+        "was cut fails",
+    )
     check.set_defaults(handler=_audit_verify)
 
 
@@ -284,9 +331,11 @@ def _add_series_checksum(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from vpool import logs
+
+    logs.configure(args.log_level, args.log_format)
+    if args.log_format == "json":
+        logs.capture_native_stderr()  # gRPC's own lines (TLS handshakes refused) as JSON too
     # Imported here so that the other commands do not load gRPC and the daemon's modules.
     from signer.audit import AuditError
     from signer.backends.base import BackendError
@@ -296,7 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
     from vpool.tls import TlsError
 
     try:
-        return serve(args.config, args.insecure_dev)
+        return serve(args.config, args.insecure_dev, args.metrics_listen)
     except (ConfigError, StateError, AuditError, BackendError, TlsError) as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return 1
@@ -311,6 +360,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve plaintext without client authentication (development only; the "
         "configuration must also say server.insecure_dev = true)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (plain HTTP without "
+        "authentication: bind it to loopback or a monitoring network; port 0: any free one)",
+    )
+    add_log_arguments(parser)
     parser.set_defaults(handler=_serve)
 
 
@@ -532,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     except _NotFound as e:
         print(f"vpool-signer: error: {e}", file=sys.stderr)
         return exitcodes.NOT_FOUND
+    except _Usage as e:
+        print(f"vpool-signer: error: {e}", file=sys.stderr)
+        return exitcodes.USAGE
     except BackendError as e:
         print(f"vpool-signer: error: the device: {e}", file=sys.stderr)
         return exitcodes.UNAVAILABLE

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from pool.descriptor import DescriptorKey
 from pool.errors import VpoolError
 from pool.networks import NETWORKS, Network
 from signer.policy import PolicyConfig
+from vpool.config_reader import ConfigError as ConfigError  # raised by load_config
+from vpool.config_reader import Table, read_document
 from vpool.tls import TlsError, check_name
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -33,10 +34,6 @@ _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
 _HWI_DEVICE_TYPES = (
     "trezor", "ledger", "keepkey", "digitalbitbox", "coldcard", "bitbox02", "jade",
 )  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message starts with the key at fault."""
 
 
 @dataclass(frozen=True)
@@ -121,19 +118,12 @@ class SignerConfig:
 
 def load_config(path: Path) -> SignerConfig:
     """Read and check the configuration file at ``path``."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse_config(doc, path.resolve().parent, path)
+    return parse_config(read_document(path), path.resolve().parent, path)
 
 
 def parse_config(doc: Mapping[str, Any], base: Path, path: Path) -> SignerConfig:
     """The configuration in the TOML document ``doc``; relative paths are resolved in ``base``."""
-    t = _Table(doc, "", base)
-    t.only("signer_id", "network", "data_dir", "server", "backend", "policy", "chain")
+    t = Table(doc, base)
     signer_id = t.string("signer_id")
     try:
         check_name(signer_id)
@@ -144,26 +134,25 @@ def parse_config(doc: Mapping[str, Any], base: Path, path: Path) -> SignerConfig
         raise ConfigError(f"network: unknown network {network_name!r} (known: {_known()})")
     network = NETWORKS[network_name]
     data_dir = t.path("data_dir", must_exist=False)
-    return SignerConfig(
+    config = SignerConfig(
         path=path,
         signer_id=signer_id,
         network=network,
         data_dir=data_dir,
-        server=_server(t.table("server")),
-        backend=_backend(t.table("backend")),
-        policy=_policy(t.table("policy"), network),
-        chain=_chain(t.table("chain")),
+        server=_server(t.table("server", required=True)),
+        backend=_backend(t.table("backend", required=True)),
+        policy=_policy(t.table("policy", required=True), network),
+        chain=_chain(t.table("chain", required=True)),
     )
+    t.finish()
+    return config
 
 
 def _known() -> str:
     return ", ".join(NETWORKS)
 
 
-def _server(t: _Table) -> ServerConfig:
-    t.only(
-        "listen", "cert", "key", "ca", "allowed_coordinators", "max_message_bytes", "insecure_dev"
-    )
+def _server(t: Table) -> ServerConfig:
     listen = t.string("listen", DEFAULT_LISTEN)
     if not _LISTEN.fullmatch(listen) or int(listen.rsplit(":", 1)[1]) > 65535:
         raise ConfigError(f"{t.key('listen')}: expected host:port, e.g. {DEFAULT_LISTEN}")
@@ -191,10 +180,9 @@ def _server(t: _Table) -> ServerConfig:
     )
 
 
-def _backend(t: _Table) -> BackendConfig:
+def _backend(t: Table) -> BackendConfig:
     kind = t.string("kind")
     if kind == "emulator":
-        t.only("kind", "keystore", "passphrase_env", "passphrase_file", "answer_within_seconds")
         env = t.optional_string("passphrase_env")
         file = t.optional_path("passphrase_file", required=False)
         if (env is None) == (file is None):
@@ -206,22 +194,11 @@ def _backend(t: _Table) -> BackendConfig:
             t.seconds("answer_within_seconds", DEFAULT_ANSWER_WITHIN),
         )
     if kind == "hwi":
-        t.only(
-            "kind",
-            "fingerprint",
-            "device_type",
-            "device_path",
-            "call_timeout_seconds",
-            "sign_timeout_seconds",
-            "answer_within_seconds",
-            "probe_seconds",
-            "max_reviewed_payments",
-        )
         return _hwi(t)
     raise ConfigError(f'{t.key("kind")}: expected "emulator" or "hwi", got {kind!r}')
 
 
-def _hwi(t: _Table) -> HwiBackendConfig:
+def _hwi(t: Table) -> HwiBackendConfig:
     fingerprint_text = t.optional_string("fingerprint")
     fingerprint = None
     if fingerprint_text is not None:
@@ -249,29 +226,16 @@ def _hwi(t: _Table) -> HwiBackendConfig:
     )
 
 
-def _reviewed_payments(t: _Table) -> int:
+def _reviewed_payments(t: Table) -> int:
     value = t.integer("max_reviewed_payments", 0)
     if value < 0:
         raise ConfigError(f"{t.key('max_reviewed_payments')}: expected 0 (no cap) or more")
     return value
 
 
-def _chain(t: _Table) -> ChainConfig:
+def _chain(t: Table) -> ChainConfig:
     if t.boolean("dev_without_node", False):
-        t.only("dev_without_node")
         return ChainConfig(rpc_url=None)
-    t.only(
-        "rpc_url",
-        "rpc_cookie_file",
-        "rpc_user",
-        "rpc_password_env",
-        "rpc_password_file",
-        "min_conf",
-        "max_tip_lag",
-        "timeout_seconds",
-        "probe_seconds",
-        "dev_without_node",
-    )
     url = t.string("rpc_url")
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
         raise ConfigError(f"{t.key('rpc_url')}: expected http://host:port/")
@@ -331,15 +295,13 @@ _CHECKSUM = re.compile(r"[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{8}")
 """A BIP380 descriptor checksum: 8 characters of the bech32 charset."""
 
 
-def _policy(t: _Table, network: Network) -> PolicyConfig:
+def _policy(t: Table, network: Network) -> PolicyConfig:
     names = [f.name for f in dataclasses.fields(PolicyConfig)]
-    t.only(*names)
     values: dict[str, Any] = {}
     for name in _REQUIRED_POLICY:
         if name not in t.doc:
-            raise ConfigError(
-                f"{t.key(name)}: missing (the smallest m of a series this signer registers; "
-                "set it to the pool's m)"
+            raise t.missing(
+                name, "the smallest m of a series this signer registers; set it to the pool's m"
             )
     for name in names:
         if name not in t.doc:
@@ -383,98 +345,9 @@ def _policy(t: _Table, network: Network) -> PolicyConfig:
     return PolicyConfig(**values)
 
 
-def _cosigner(t: _Table, position: int, text: str, network: Network) -> str:
+def _cosigner(t: Table, position: int, text: str, network: Network) -> str:
     """A cosigner key in its canonical spelling (h notation)."""
     try:
         return DescriptorKey.parse(text, network).to_string(network)
     except VpoolError as e:
         raise ConfigError(f"{t.key('cosigners')}[{position}]: {e}") from None
-
-
-class _Table:
-    """Typed access to one TOML table; errors name the dotted key."""
-
-    def __init__(self, doc: Mapping[str, Any], prefix: str, base: Path) -> None:
-        self.doc = doc
-        self.prefix = prefix
-        self.base = base
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def only(self, *names: str) -> None:
-        """Refuse keys other than ``names``."""
-        unknown = sorted(set(self.doc) - set(names))
-        if unknown:
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
-
-    def _get(self, name: str, required: bool) -> Any:
-        if name not in self.doc and required:
-            raise ConfigError(f"{self.key(name)}: missing")
-        return self.doc.get(name)
-
-    def table(self, name: str, required: bool = True) -> _Table:
-        value = self._get(name, required)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self.key(name)}: expected a table [{self.key(name)}]")
-        return _Table(value, self.key(name), self.base)
-
-    def string(self, name: str, default: str | None = None) -> str:
-        """The string at ``name``; required unless a default is given."""
-        if default is None or name in self.doc:
-            return self._string(name)
-        return default
-
-    def optional_string(self, name: str) -> str | None:
-        return self._string(name) if name in self.doc else None
-
-    def _string(self, name: str) -> str:
-        value = self._get(name, True)
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{self.key(name)}: expected a non-empty string")
-        return value
-
-    def strings(self, name: str, required: bool = True) -> list[str]:
-        value = self._get(name, required)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{self.key(name)}: expected an array of non-empty strings")
-        return value
-
-    def integer(self, name: str, default: int | None = None) -> int:
-        value = self._get(name, default is None)
-        if value is None and default is not None:
-            return default
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)}: expected an integer")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name, False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)}: expected true or false")
-        return value
-
-    def seconds(self, name: str, default: float) -> float:
-        value = self._get(name, False)
-        if value is None:
-            return default
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < 1e6:
-            raise ConfigError(f"{self.key(name)}: expected a number of seconds above 0")
-        return float(value)
-
-    def path(self, name: str, *, must_exist: bool = True) -> Path:
-        resolved = (self.base / Path(self._string(name)).expanduser()).resolve()
-        if must_exist and not resolved.is_file():
-            raise ConfigError(f"{self.key(name)}: file not found ({resolved})")
-        return resolved
-
-    def optional_path(self, name: str, *, required: bool) -> Path | None:
-        if required or name in self.doc:
-            return self.path(name)
-        return None

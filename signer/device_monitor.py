@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -67,6 +67,35 @@ _LIMITS = {
 }
 """Per device type (hwilib's names): Jade's input buffer (``process.h``, 401 KiB); the Ledger
 Bitcoin app's ``MAX_N_INPUTS_CAN_SIGN`` and ``MAX_N_OUTPUTS_CAN_SIGN`` (512)."""
+
+
+@dataclass(frozen=True)
+class TxShape:
+    """What a device and its person see of one transaction."""
+
+    psbt_bytes: int
+    inputs: int
+    outputs: int
+    payments: int
+    """Outputs other than the pool's change."""
+
+
+def shape_problems(limits: DeviceLimits, shapes: Sequence[TxShape]) -> list[str]:
+    """Why the device (or its person) cannot take these transactions, one line per limit that
+    is set and passed. The round's manifest caps its shape (``max_tx_inputs``,
+    ``max_tx_payments``); a coordinator that did not cap it low enough gets this answer instead
+    of a device error, or a person facing a thousand screens."""
+    problems = []
+    for i, shape in enumerate(shapes):
+        for count, limit, what in (
+            (shape.psbt_bytes, limits.max_psbt_bytes, "bytes, the device takes at most"),
+            (shape.inputs, limits.max_inputs, "inputs, the device signs at most"),
+            (shape.outputs, limits.max_outputs, "outputs, the device signs at most"),
+            (shape.payments, limits.max_reviewed_payments, "payments, its reviewer takes at most"),
+        ):
+            if limit and count > limit:
+                problems.append(f"PSBT {i} has {count} {what} {limit}")
+    return problems
 
 
 def limits_of(model: str, max_reviewed_payments: int) -> DeviceLimits:

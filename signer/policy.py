@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from pool.address import address_to_script_pubkey, script_pubkey_to_address
+from pool.cancel import CancelManifest, CancelPlan, build_cancel, decode_cancel, is_cancel_manifest
 from pool.descriptor import DescriptorKey, descriptor_checksum, strip_checksum
 from pool.errors import VpoolError
 from pool.manifest import Manifest, WithdrawalRequest, decode_manifest, manifest_counts
@@ -35,6 +36,7 @@ from pool.refunds import (
     decode_refund_manifest,
     sender_script,
 )
+from pool.replacement import Coin, check_replacement
 from pool.script import parse_multisig_script
 from pool.series import RECEIVE, Series
 from pool.tx import OutPoint, Transaction
@@ -49,12 +51,13 @@ from pool.withdrawal import (
     build_round,
 )
 
-POLICY_RULES_VERSION = 3
+POLICY_RULES_VERSION = 4
 """Bumped whenever a rule of this module changes meaning; part of the policy hash.
 2: refund rounds. 3: approved series, change classified (internal, move, payment), limits per
 destination, whole-fee rate, refund and move windows, same txid under another manifest, deposit
 acknowledgements (a refund of an acknowledged deposit is refused), caps on requests and UTXOs,
-PSBT and input counts before the rebuild."""
+PSBT and input counts before the rebuild. 4: a safe replacement pays a higher fee rate and no lower
+fee (``pool.replacement``)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,10 @@ class SigningHistory(Protocol):
         """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
         ...
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        """Did this signer sign a cancel of this request (``evaluate_cancel``)?"""
+        ...
+
 
 @dataclass(frozen=True)
 class DepositClaim:
@@ -235,6 +242,13 @@ class Approval:
     """Satoshis refunded by the refunds this signer signs for the first time."""
     moves: int = 0
     """Satoshis moved to another approved series in transactions never signed before."""
+    cancels: tuple[tuple[str, str], ...] = ()
+    """(client id, request id) of the requests a cancel round drops: recorded, never paid again
+    by this signer."""
+    rungs: int = 0
+    """The last ``rungs`` PSBTs are the fee ladder's (pool.ladder): signed, never written in
+    the signing log (each spends exactly the inputs and pays exactly the payments of its
+    transaction, which is)."""
 
 
 _Problem = tuple[Reason, str]
@@ -301,34 +315,26 @@ def rebuild_round(
     psbts: Sequence[bytes],
 ) -> Rebuilt | list[Refusal]:
     """The rules of a withdrawal round that read no signer state (``registered`` is a snapshot:
-    a registered series never changes)."""
+    a registered series never changes). A cancel manifest (pool.cancel) is a cancel round:
+    ``rebuild_cancel_round``."""
+    if is_cancel_manifest(manifest_bytes):
+        return rebuild_cancel_round(config, fingerprint, network, registered, manifest_bytes, psbts)
     try:
         _check_sizes(config, manifest_bytes, psbts)
         _check_counts(config, manifest_bytes)
         manifest = _decode_manifest(decode_manifest, manifest_bytes, network)
         parsed = _parse_psbts(psbts, config)
-        _check_psbt_counts(parsed, len(manifest.utxos))
+        _check_psbt_counts(parsed, len(manifest.utxos), 1 + manifest.ladder_rungs)
         _check_series(manifest.series, registered, fingerprint, also=[manifest.active_series])
         plan = build_round(manifest)
-        change_vouts = [_change_vout(t) for t in plan.transactions]
-        wanted = [t.psbt for t in plan.transactions]
-        _compare_with_rebuild(parsed, wanted, change_vouts, registered, psbts)
+        _compare_with_rebuild(parsed, plan.psbts, plan.change_vouts, registered, psbts)
         _check_something_to_sign(parsed, fingerprint)
     except _Refused as refused:
         return refused.refusals
 
     def judge(history: SigningHistory, now: float) -> Approval | list[Refusal]:
         return _judge_round(
-            config,
-            fingerprint,
-            network,
-            registered,
-            manifest,
-            plan,
-            parsed,
-            change_vouts,
-            history,
-            now,
+            config, fingerprint, network, registered, manifest, plan, parsed, history, now
         )
 
     return Rebuilt(judge, manifest)
@@ -342,24 +348,33 @@ def _judge_round(
     manifest: Manifest,
     plan: RoundPlan,
     parsed: Sequence[Psbt],
-    change_vouts: Sequence[int | None],
     history: SigningHistory,
     now: float,
 ) -> Approval | list[Refusal]:
-    """The rules of a rebuilt withdrawal round that read the signer's history."""
+    """The rules of a rebuilt withdrawal round that read the signer's history. The signing log
+    is checked for the transactions only: the ladder's rungs spend exactly their inputs and pay
+    exactly their payments, so what may follow a transaction may follow its rungs (and a rung
+    is checked as a fee bump of the one below it, ``_check_ladder``)."""
+    n = len(plan.transactions)
+    change_vouts = plan.change_vouts
     try:
-        fresh, replacements = _check_signing_log(parsed, change_vouts, history, plan.manifest_hash)
+        fresh, replacements = _check_signing_log(
+            parsed[:n], change_vouts[:n], history, plan.manifest_hash
+        )
         counted = [planned for planned, new in zip(plan.transactions, fresh, strict=True) if new]
         approved = approved_series_ids(config, registered, network, fingerprint)
         flows = _flows(manifest, plan, counted, approved, replacements)
+        _check_not_cancelled(manifest, plan, counted, history)
         _check_limits(config, manifest, plan, network, flows, history, now)
+        _check_ladder(config, plan)
     except _Refused as refused:
         return refused.refusals
     return Approval(
         manifest_hash=plan.manifest_hash,
         psbts=tuple(parsed),
-        txids=tuple(t.txid_hex for t in plan.transactions),
+        txids=tuple(p.tx.txid_hex for p in plan.psbts),
         change_vouts=tuple(change_vouts),
+        rungs=len(plan.rungs),
         payments=flows.payments,
         fee_bumps=tuple(sorted(replacements)),
         destinations=tuple(sorted(flows.by_destination().items())),
@@ -367,8 +382,214 @@ def _judge_round(
     )
 
 
-def _change_vout(planned: PlannedTransaction) -> int | None:
-    return None if planned.change is None else planned.change.vout
+def _check_not_cancelled(
+    manifest: Manifest,
+    plan: RoundPlan,
+    counted: Sequence[PlannedTransaction],
+    history: SigningHistory,
+) -> None:
+    """A request this signer signed a cancel of is never paid again by a transaction it signs
+    now (docs/signer-policy.md, "Cancel"): whichever of the original and its replacement
+    confirms, the request is paid at most once."""
+    txids = {t.txid_hex for t in counted}
+    refusals = [
+        _request_refusal(
+            Reason.DOUBLE_SIGN,
+            f"request {o.request_id!r} of client {o.client_id!r} was cancelled out of a "
+            "transaction this signer signed; a cancelled request is never paid again",
+            request,
+        )
+        for request, o in zip(manifest.requests, _ordered_outcomes(manifest, plan), strict=True)
+        if any(p.txid_hex in txids for p in o.outputs)
+        and history.cancelled_request(o.client_id, o.request_id)
+    ]
+    if refusals:
+        raise _Refused(refusals)
+
+
+def _ordered_outcomes(manifest: Manifest, plan: RoundPlan) -> list[RequestOutcome]:
+    outcomes = _outcomes(manifest, plan)
+    return [outcomes[r.key] for r in manifest.requests]
+
+
+def rebuild_cancel_round(
+    config: PolicyConfig,
+    fingerprint: bytes,
+    network: Network,
+    registered: Mapping[int, Series],
+    manifest_bytes: bytes,
+    psbts: Sequence[bytes],
+) -> Rebuilt | list[Refusal]:
+    """A cancel round (pool.cancel): the replacements of transactions of a round this signer
+    may have signed, without the payments of the cancelled requests. Rebuilt from the cancel
+    manifest and compared byte for byte like any round; ``_judge_cancel`` applies the signing
+    log."""
+    try:
+        _check_sizes(config, manifest_bytes, psbts)
+        cancel = _decode_manifest(decode_cancel, manifest_bytes, network)
+        original = cancel.original
+        if len(original.requests) > config.max_requests or len(original.utxos) > config.max_inputs:
+            raise _refuse(
+                Reason.ROUND_TOO_LARGE, "the cancelled round is above max_requests or max_inputs"
+            )
+        parsed = _parse_psbts(psbts, config)
+        _check_series(original.series, registered, fingerprint, also=[original.active_series])
+        try:
+            plan = build_cancel(cancel)
+        except VpoolError as exc:
+            raise _refuse(Reason.MALFORMED_MANIFEST, f"cancel manifest: {exc}") from None
+        wanted = [t.psbt for t in plan.transactions]
+        _compare_with_rebuild(
+            parsed, wanted, [t.change_vout for t in plan.transactions], registered, psbts
+        )
+        _check_something_to_sign(parsed, fingerprint)
+    except _Refused as refused:
+        return refused.refusals
+
+    def judge(history: SigningHistory, now: float) -> Approval | list[Refusal]:
+        try:
+            return _judge_cancel(config, cancel, plan, parsed, history)
+        except _Refused as refused:
+            return refused.refusals
+
+    return Rebuilt(judge)
+
+
+def _judge_cancel(
+    config: PolicyConfig,
+    cancel: CancelManifest,
+    plan: CancelPlan,
+    parsed: Sequence[Psbt],
+    history: SigningHistory,
+) -> Approval:
+    """Each replacement is a safe replacement of what this signer signed on its inputs, where a
+    dropped payment must be one of the cancelled requests' in the original transaction as this
+    signer rebuilt it, signed under the original manifest (pool.replacement, ``may_drop``); and
+    within this signer's fee limits. One cancel per transaction: a transaction replaced before
+    is replaced again only as a safe replacement without any dropped payment."""
+    _check_fee_rate(config, cancel.fee_rate)
+    original_hash = plan.original.manifest_hash
+    for i, t in enumerate(plan.transactions):
+        tx = t.psbt.tx
+        conflicts: dict[str, tuple[SignedBefore, int]] = {}
+        for j, txin in enumerate(tx.inputs):
+            before = history.signed_spend(txin.prevout)
+            if before is None:
+                continue
+            if before.txid_hex == tx.txid_hex:
+                _check_same_manifest(before, plan.manifest_hash, i, j)
+            else:
+                conflicts.setdefault(before.txid_hex, (before, j))
+        signed_original = {
+            txid for txid, (b, _) in conflicts.items() if b.manifest_hash == original_hash
+        }
+        if t.replaced_txid not in signed_original and tx.txid_hex not in {
+            b.txid_hex
+            for b in (history.signed_spend(txin.prevout) for txin in tx.inputs)
+            if b is not None
+        }:
+            raise _refuse(
+                Reason.CANCEL_OF_UNSIGNED,
+                f"PSBT {i} cancels out of transaction {t.replaced_txid}, which this signer did "
+                "not sign under the cancel's original manifest: nothing of its own to cancel",
+                psbt_index=i,
+            )
+        droppable = {(t.replaced_txid, v) for v in t.dropped}
+
+        def may_drop(
+            txid: str,
+            vout: int,
+            ours: set[str] = signed_original,
+            droppable: set[tuple[str, int]] = droppable,
+        ) -> bool:
+            return txid in ours and (txid, vout) in droppable
+
+        if conflicts:
+            verdict = check_replacement(
+                [b for b, _ in conflicts.values()], tx, t.change_vout, _coins(t.psbt), may_drop
+            )
+            problem = verdict.problem
+            if problem is None and verdict.added:
+                problem = (tx.txid_hex, "it adds a payment")
+            if problem is not None:
+                before, j = conflicts.get(problem[0], next(iter(conflicts.values())))
+                raise _refuse(
+                    Reason.DOUBLE_SIGN,
+                    f"PSBT {i} (cancel) spends {tx.inputs[j].prevout}, signed in "
+                    f"{before.txid_hex}, and is not a safe replacement of it: {problem[1]}",
+                    scope=Scope.INPUT,
+                    psbt_index=i,
+                    input_index=j,
+                )
+        excess = _fee_excess(config, i, t.fee)
+        if excess is not None:
+            raise _refuse(Reason.FEE_ABOVE_LIMIT, excess, psbt_index=i)
+        size, limit = _whole_fee_limit(config, t.psbt)
+        if t.fee > limit:
+            raise _refuse(
+                Reason.TX_FEE_RATE_ABOVE_LIMIT,
+                f"PSBT {i} pays {t.fee} sat for {size} vB, above this signer's limit of "
+                f"{config.max_fee_rate} sat/kvB",
+                psbt_index=i,
+            )
+    return Approval(
+        manifest_hash=plan.manifest_hash,
+        psbts=tuple(parsed),
+        txids=tuple(t.txid_hex for t in plan.transactions),
+        change_vouts=tuple(t.change_vout for t in plan.transactions),
+        payments=0,
+        fee_bumps=tuple(sorted(t.txid_hex for t in plan.transactions)),
+        cancels=cancel.cancels,
+    )
+
+
+def _check_ladder(config: PolicyConfig, plan: RoundPlan) -> None:
+    """Each rung of the fee ladder is a fee bump of the one below it (its transaction for the
+    first): a safe replacement (``pool.replacement``) adding no payment, within this signer's
+    fee limits (``max_fee``, ``max_fee_rate`` on its rate and on its whole fee per worst-case
+    signed vsize). The rungs were rebuilt from the manifest, so this holds for an honest
+    round; it is checked all the same, as the limits are this signer's own."""
+    n = len(plan.transactions)
+    change_vouts = plan.change_vouts
+    below: dict[int, SignedBefore] = {}
+    for k, rung in enumerate(plan.rungs):
+        index = n + k
+        name = f"PSBT {index} (rung {rung.step} of transaction {rung.of})"
+        if rung.fee_rate > config.max_fee_rate:
+            raise _refuse(
+                Reason.FEE_RATE_ABOVE_LIMIT,
+                f"{name} is at {rung.fee_rate} sat/kvB, above this signer's limit of "
+                f"{config.max_fee_rate} (lower the pool's ladder rungs or step)",
+                psbt_index=index,
+            )
+        excess = _fee_excess(config, index, rung.fee)
+        if excess is not None:
+            raise _refuse(Reason.FEE_ABOVE_LIMIT, f"{name}: {excess}", psbt_index=index)
+        size, limit = _whole_fee_limit(config, rung.psbt)
+        if rung.fee > limit:
+            raise _refuse(
+                Reason.TX_FEE_RATE_ABOVE_LIMIT,
+                f"{name} pays {rung.fee} sat for {size} vB, above this signer's limit of "
+                f"{config.max_fee_rate} sat/kvB",
+                psbt_index=index,
+            )
+        previous = below.get(rung.of)
+        if previous is None:
+            base = plan.transactions[rung.of].psbt.tx
+            previous = SignedBefore(base.txid_hex, base, change_vouts[rung.of], plan.manifest_hash)
+        verdict = check_replacement(
+            [previous], rung.psbt.tx, change_vouts[index], _coins(rung.psbt)
+        )
+        if verdict.problem is not None or verdict.added:
+            why = "it adds a payment" if verdict.problem is None else verdict.problem[1]
+            raise _refuse(
+                Reason.DOUBLE_SIGN,
+                f"{name} is not a fee bump of {previous.txid_hex}: {why}",
+                psbt_index=index,
+            )
+        below[rung.of] = SignedBefore(
+            rung.txid_hex, rung.psbt.tx, change_vouts[index], plan.manifest_hash
+        )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -411,13 +632,15 @@ def _check_counts(config: PolicyConfig, manifest_bytes: bytes) -> None:
         )
 
 
-def _check_psbt_counts(parsed: Sequence[Psbt], utxos: int) -> None:
-    """Each transaction spends at least one of the manifest's UTXOs, and none twice."""
+def _check_psbt_counts(parsed: Sequence[Psbt], utxos: int, versions: int = 1) -> None:
+    """Each transaction spends at least one of the manifest's UTXOs, and none twice; with a fee
+    ladder, each transaction comes in at most ``versions`` versions (itself and its rungs)."""
     inputs = sum(len(p.tx.inputs) for p in parsed)
-    if len(parsed) > utxos or inputs > utxos:
+    if len(parsed) > utxos * versions or inputs > utxos * versions:
         raise _refuse(
             Reason.PSBT_COUNT_MISMATCH,
-            f"{len(parsed)} PSBTs with {inputs} inputs sent, the manifest has {utxos} UTXOs",
+            f"{len(parsed)} PSBTs with {inputs} inputs sent, the manifest has {utxos} UTXOs"
+            + (f" and {versions - 1} ladder rungs" if versions > 1 else ""),
         )
 
 
@@ -597,7 +820,8 @@ def _check_signing_log(
     manifest_hash: bytes,
 ) -> tuple[list[bool], dict[str, frozenset[int]]]:
     """Never sign two spends of one outpoint unless the later is a safe replacement of the
-    earlier (``_safe_replacement``); never sign one transaction under two manifests.
+    earlier (``pool.replacement.check_replacement``); never sign one transaction under two
+    manifests.
 
     Returns, per transaction, whether it is new (not signed before), and for each safe
     replacement (by txid) the outputs it adds beyond the payments of the transactions it
@@ -618,7 +842,10 @@ def _check_signing_log(
             else:
                 conflicts.setdefault(before.txid_hex, (before, j))
         if conflicts:
-            problem, added = _safe_replacement([b for b, _ in conflicts.values()], tx, change_vout)
+            verdict = check_replacement(
+                [b for b, _ in conflicts.values()], tx, change_vout, _coins(psbt)
+            )
+            problem, added = verdict.problem, verdict.added
             if problem is not None:
                 before, j = conflicts[problem[0]]
                 raise _refuse(
@@ -653,44 +880,16 @@ def _check_same_manifest(
         )
 
 
-def _payments(tx: Transaction, change_vout: int | None) -> list[tuple[int, bytes, int]]:
-    """``(vout, scriptPubKey, value)`` of every output but the change."""
-    return [(k, o.script_pubkey, o.value) for k, o in enumerate(tx.outputs) if k != change_vout]
-
-
-def _safe_replacement(
-    replaced: Sequence[SignedBefore], tx: Transaction, change_vout: int | None
-) -> tuple[tuple[str, str] | None, frozenset[int]]:
-    """Is ``tx`` a safe replacement of every transaction of ``replaced`` (those signed before
-    that spend one of its inputs)? It is iff it spends every input of each of them, and its
-    payments (outputs but the change: scriptPubKey and value) include every payment of each of
-    them, one output for one payment (the payments of all of them together, as a multiset).
-
-    Then whichever of them confirms, each payment is made once: the replacement excludes all of
-    them, and a transaction signed later that spends any of their inputs conflicts with the
-    replacement in turn. Returns ``(txid, why)`` of the first one it does not safely replace,
-    else None, and the vouts of ``tx``'s payments beyond theirs (new payments, for the limits).
-    """
-    inputs = {i.prevout for i in tx.inputs}
-    unmatched: dict[tuple[bytes, int], list[int]] = {}
-    for vout, script, value in _payments(tx, change_vout):
-        unmatched.setdefault((script, value), []).append(vout)
-    for before in replaced:
-        missing_inputs = [i.prevout for i in before.tx.inputs if i.prevout not in inputs]
-        if missing_inputs:
-            return (
-                before.txid_hex,
-                f"it does not spend its input {missing_inputs[0]}",
-            ), frozenset()
-        for vout, script, value in _payments(before.tx, before.change_vout):
-            left = unmatched.get((script, value))
-            if not left:
-                return (
-                    before.txid_hex,
-                    f"it does not pay its output {vout} ({value} sat to {script.hex()})",
-                ), frozenset()
-            left.pop(0)
-    return None, frozenset(vout for vouts in unmatched.values() for vout in vouts)
+def _coins(psbt: Psbt) -> dict[OutPoint, Coin]:
+    """Each input's value and worst-case signed weight, from the rebuilt PSBT (its witness UTXO
+    and witness script, both compared with the manifest's rebuild)."""
+    coins = {}
+    for txin, inp in zip(psbt.tx.inputs, psbt.inputs, strict=True):
+        if inp.witness_utxo is None or inp.witness_script is None:
+            raise VpoolError(f"input {txin.prevout} has no witness UTXO or script")
+        m, keys = parse_multisig_script(inp.witness_script)
+        coins[txin.prevout] = Coin(inp.witness_utxo.value, multisig_input_weight(m, len(keys)))
+    return coins
 
 
 # --------------------------------------------------------------------------- limits

@@ -18,7 +18,8 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -29,7 +30,7 @@ from pool.roles import verify_partial_sigs
 from pool.tx import OutPoint
 from pool.vocabulary import Reason, RoundKind, Scope
 from signer import chain_checks
-from signer.audit import AuditLog, Decision
+from signer.audit import AuditLog, Decision, describe_psbts
 from signer.backends.base import (
     Backend,
     BackendError,
@@ -40,6 +41,8 @@ from signer.backends.base import (
 )
 from signer.chain import ChainUnavailable, ChainView
 from signer.chain_checks import ChainReleasedHistory, ChainRules, RoundChain
+from signer.device_monitor import DeviceLimits, TxShape, shape_problems
+from signer.metrics import DEVICE_SIGN, count_request
 from signer.policy import (
     Approval,
     PolicyConfig,
@@ -170,9 +173,12 @@ class RoundSigner:
         chain: ChainView | None,
         chain_rules: ChainRules,
         answer_within: float = 2.0,
+        device_limits: DeviceLimits | None = None,
     ) -> None:
         """``chain`` is this signer's own node; None (development only) refuses every round.
-        ``answer_within``: seconds a call waits for the device before it answers pending."""
+        ``answer_within``: seconds a call waits for the device before it answers pending;
+        ``device_limits``: what the device and its person take in one transaction."""
+        self._device_limits = device_limits or DeviceLimits()
         self._signer_id = signer_id
         self._network = network
         self._policy = policy
@@ -273,7 +279,14 @@ class RoundSigner:
         def refuse(refusals: list[Refusal]) -> RoundResult:
             reasons = [str(refusal.reason) for refusal in refusals]
             audit(Decision.REFUSED, reasons)
-            log.info("%s round %s refused: %s", kind, digest.hex(), ", ".join(reasons))
+            log.info(
+                "%s round %s refused: %s",
+                kind,
+                digest.hex(),
+                ", ".join(reasons),
+                extra={"round_id": digest.hex(), "kind": str(kind), "decision": "refused",
+                       "reasons": reasons},
+            )  # fmt: skip
             return RoundResult(digest, {}, refusals)
 
         if isinstance(rebuilt, list):
@@ -294,6 +307,9 @@ class RoundSigner:
             verdict = rebuilt.judge(history, now)
             if isinstance(verdict, list):
                 return refuse(verdict)
+            too_large = self._shape_refusals(verdict, psbts)
+            if too_large:
+                return refuse(too_large)
             busy = self._reservation_refusals(verdict)
             if busy:
                 return refuse(busy)
@@ -313,6 +329,20 @@ class RoundSigner:
         log.info("%s round %s passed: asking the device", kind, digest.hex())
         self._submit(partial(self._run, job, kind, manifest, psbts, checked))
         return job
+
+    def _shape_refusals(self, approval: Approval, psbts: Sequence[bytes]) -> list[Refusal]:
+        """The round's transactions against what the device and its person take
+        (``signer.device_monitor.shape_problems``); final for this manifest."""
+        shapes = [
+            TxShape(
+                len(raw), len(p.tx.inputs), len(p.tx.outputs), len(p.tx.outputs) - (c is not None)
+            )
+            for raw, p, c in zip(psbts, approval.psbts, approval.change_vouts, strict=True)
+        ]
+        return [
+            Refusal(Reason.ROUND_TOO_LARGE, problem)
+            for problem in shape_problems(self._device_limits, shapes)
+        ]
 
     def _reservation_refusals(self, approval: Approval) -> list[Refusal]:
         refusals = []
@@ -360,6 +390,7 @@ class RoundSigner:
         digest = job.manifest_hash
         failure: Refusal | None = None
         signatures: dict[int, list[Signature]] = {}
+        started = time.monotonic()
         try:
             signatures = self._device_sign(checked)
         except DeviceTimeout as e:
@@ -373,6 +404,8 @@ class RoundSigner:
         except Exception as e:  # the worker must outlive any one round
             log.exception("%s round %s: the device worker failed", kind, digest.hex())
             failure = Refusal(Reason.DEVICE_ERROR, f"internal error: {type(e).__name__}")
+        result = "timeout" if job.timeout else "failed" if failure else "signed"
+        DEVICE_SIGN.observe(time.monotonic() - started, kind=str(kind), result=result)
         with self.lock:
             now = self._clock()
             audit = partial(self._audit, kind, manifest, psbts, now=now)
@@ -391,7 +424,13 @@ class RoundSigner:
                 self._state.record_signed(job.approval, now, answer)
                 audit(Decision.SIGNED, [])
                 count = sum(len(s) for s in signatures.values())
-                log.info("%s round %s signed: %d signatures", kind, digest.hex(), count)
+                log.info(
+                    "%s round %s signed: %d signatures",
+                    kind,
+                    digest.hex(),
+                    count,
+                    extra=signed_fields(kind, digest, describe_psbts(psbts, self._network)),
+                )
             with self._jobs_lock:
                 for outpoint in job.outpoints:
                     if self._reserved.get(outpoint) is job:
@@ -422,7 +461,9 @@ class RoundSigner:
             policy_hash=self.policy_hash,
             signer_id=self._signer_id,
             now=now,
+            transactions=describe_psbts(psbts, self._network),
         )
+        count_request(str(kind), str(decision), [str(r) for r in reasons])
 
     def _rebuild(
         self, kind: RoundKind, manifest: bytes, psbts: Sequence[bytes]
@@ -480,6 +521,23 @@ class RoundSigner:
             _verify(index, psbt, found)
             signed[index] = [(i, pubkey, sig) for (i, pubkey), sig in sorted(found.items())]
         return signed
+
+
+def signed_fields(
+    kind: RoundKind, digest: bytes, transactions: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The log fields of a signed round: what left the pool, to whom (change included)."""
+    outputs = [o for t in transactions for o in t.get("outputs", ())]
+    return {
+        "round_id": digest.hex(),
+        "kind": str(kind),
+        "decision": "signed",
+        "txids": [t.get("txid") for t in transactions],
+        "outputs": outputs,
+        "amount_sat": sum(int(o["amount"]) for o in outputs),
+        "destinations": [o.get("address", o.get("script")) for o in outputs],
+        "fee_sat": sum(int(t["fee"]) for t in transactions if t.get("fee") is not None),
+    }
 
 
 _FINAL_DEVICE_REASONS = frozenset({Reason.DEVICE_REFUSED, Reason.BAD_DEVICE_SIGNATURE})

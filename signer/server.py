@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -29,14 +28,19 @@ from signer.backends import open_backend
 from signer.chain import NodeChain
 from signer.config import ChainConfig, ConfigError, ServerConfig, SignerConfig, load_config
 from signer.device_monitor import DeviceCondition, DeviceMonitor, DeviceStatus
+from signer.metrics import SignerCollector
 from signer.node_monitor import NodeMonitor, NodeStatus
 from signer.probing import probe_every
 from signer.rpc import Gatekeeper
 from signer.service import SignerService
+from signer.serving import ServingLog
 from signer.state import SignerState
+from vpool.health import ReasonedHealthServicer
+from vpool.metrics import REGISTRY, HttpEndpoint, Registry
 from vpool.rpc import add_health_and_reflection, make_server, mutual_tls
 from vpool.tls import TlsError, load_certificate, peer_identity
 from vpool.v1 import signer_pb2, signer_pb2_grpc
+from vpool.version import software_version
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ DEVICE_PROBE_TIMEOUT = 3.0
 _WORKERS = 8
 
 
-def serve(config_path: Path, insecure_dev: bool) -> int:
+def serve(config_path: Path, insecure_dev: bool, metrics_listen: str | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; the exit status."""
     config = load_config(config_path)
     if config.server.insecure_dev != insecure_dev:
@@ -72,13 +76,16 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             DEVICE_PROBE_TIMEOUT,
             lambda: service_box[0].round_at_device_since() if service_box else None,
         )
-        service = SignerService(config, backend, state, audit, time.time, chain, monitor, device)
+        serving = ServingLog(state, time.time)
+        service = SignerService(
+            config, backend, state, audit, time.time, chain, monitor, device, serving
+        )
         service_box.append(service)
         stack.callback(service.close)
         gatekeeper = Gatekeeper(
             None if config.server.insecure_dev else config.server.allowed_coordinators
         )
-        health = Health()
+        health = Health(serving.note)
 
         def device_heard(status: DeviceStatus) -> None:
             """A device is ready for the signer once it also gave its account xpub (GetInfo
@@ -113,6 +120,12 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             name="device-probe",
             daemon=True,
         ).start()
+        if metrics_listen:
+            endpoint = _start_metrics(
+                metrics_listen, config, backend.fingerprint().hex(), monitor, device, health,
+                audit, service,
+            )  # fmt: skip
+            stack.callback(endpoint.stop)
         print(f"vpool-signer {config.signer_id} serving on {address}", flush=True)
         stop.wait()
         log.info("stopping: no new calls, up to %g s for the running ones", GRACE_SECONDS)
@@ -124,6 +137,42 @@ def serve(config_path: Path, insecure_dev: bool) -> int:
             gatekeeper.wait_idle(GRACE_SECONDS)
         server.stop(None).wait()
     return 0
+
+
+def _start_metrics(
+    listen: str,
+    config: SignerConfig,
+    fingerprint: str,
+    monitor: NodeMonitor,
+    device: DeviceMonitor,
+    health: Health,
+    audit: AuditLog,
+    service: SignerService,
+) -> HttpEndpoint:
+    """``/metrics`` on ``listen`` (signer.metrics); ConfigError when it cannot listen there."""
+    registry = Registry()
+    collector = SignerCollector(
+        config.signer_id,
+        fingerprint,
+        software_version(),
+        lambda: monitor.status,
+        lambda: device.status,
+        health.not_serving_reason,
+        lambda: audit.position,
+        service.rounds_at_device,
+    )
+    registry.add_collector(collector.collect)
+    registry.add_collector(REGISTRY.families)
+    try:
+        endpoint = HttpEndpoint(listen, registry).start()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--metrics-listen: cannot listen on {listen}: {e}") from None
+    log.info(
+        "metrics on http://%s/metrics",
+        endpoint.address,
+        extra={"event": "http_listening", "metrics_url": f"http://{endpoint.address}/metrics"},
+    )
+    return endpoint
 
 
 def _node(config: ChainConfig) -> NodeChain | None:
@@ -144,16 +193,19 @@ def _node(config: ChainConfig) -> NodeChain | None:
 
 class Health:
     """The signer's health from its node's and its device's last probes: SERVING (overall and
-    for the signer service) only while both are fine (``node_fine``, ``DeviceStatus.usable``).
-    The reasons are in GetInfo's ``node`` and ``device`` and in the log."""
+    for the signer service) only while both are fine (``node_fine``, ``DeviceStatus.usable``);
+    else NOT_SERVING with the reason (``not_serving_reason``, sent along each Check by
+    vpool.health). The reasons are also in GetInfo's ``node`` and ``device`` and in the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, heard: Callable[[bool], None] = lambda _serving: None) -> None:
+        self._heard = heard
+        """Told the health (SERVING or not) at every probe (signer.serving)."""
         self._lock = threading.Lock()
-        self._service: HealthServicer | None = None
+        self._service: ReasonedHealthServicer | None = None
         self._node: NodeStatus | None = None
         self._device: DeviceStatus | None = None
 
-    def attach(self, health_service: HealthServicer) -> None:
+    def attach(self, health_service: ReasonedHealthServicer) -> None:
         with self._lock:
             self._service = health_service
         self._update()
@@ -168,28 +220,30 @@ class Health:
             self._device = status
         self._update()
 
+    def not_serving_reason(self) -> str | None:
+        """Why the signer cannot sign now, or None while it can."""
+        with self._lock:
+            return not_serving_reason(self._node, self._device)
+
     def _update(self) -> None:
         with self._lock:
             if self._service is None:
                 return
-            up = (self._node is None or node_fine(self._node)) and (
-                self._device is None or self._device.usable
-            )
-            Status = health_pb2.HealthCheckResponse
-            for name in ("", SERVICE_NAME):
-                self._service.set(name, Status.SERVING if up else Status.NOT_SERVING)
+            reason = not_serving_reason(self._node, self._device)
+            self._service.set_reason(("", SERVICE_NAME), reason)
+        self._heard(reason is None)
 
 
-class _ProbingHealthServicer(HealthServicer):  # type: ignore[misc]
-    """The standard health service, which probes the device before answering each Check."""
-
-    def __init__(self, before_check: Callable[[], None]) -> None:
-        super().__init__()
-        self._before_check = before_check
-
-    def Check(self, request: Any, context: Any) -> Any:
-        self._before_check()
-        return super().Check(request, context)
+def not_serving_reason(node: NodeStatus | None, device: DeviceStatus | None) -> str | None:
+    """Why a signer whose node and device were last found so cannot sign (None: it can, or
+    nothing is known yet)."""
+    reasons = []
+    if node is not None and not node_fine(node):
+        what = "is syncing" if node.reachable else f"is unreachable: {node.error}"
+        reasons.append(f"the node {what}")
+    if device is not None and not device.usable:
+        reasons.append(f"the device is {device.condition}: {device.error}".rstrip(": "))
+    return "; ".join(reasons) or None
 
 
 def node_fine(status: NodeStatus) -> bool:
@@ -219,14 +273,14 @@ def _start(
     service: SignerService,
     gatekeeper: Gatekeeper,
     probe_device: Callable[[], None],
-) -> tuple[grpc.Server, str, HealthServicer]:
+) -> tuple[grpc.Server, str, ReasonedHealthServicer]:
     """A started server, the address it listens on, and its health service (which calls
     ``probe_device`` before every Check)."""
     settings = config.server
     server = make_server(gatekeeper, settings.max_message_bytes, _WORKERS)
     signer_pb2_grpc.add_SignerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    probing = _ProbingHealthServicer(probe_device)
-    health_service = add_health_and_reflection(server, (SERVICE_NAME,), probing)
+    health_service = ReasonedHealthServicer(probe_device)
+    add_health_and_reflection(server, (SERVICE_NAME,), health_service)
     try:
         if settings.insecure_dev:
             log.warning(

@@ -39,6 +39,7 @@ from signer.node_monitor import NodeMonitor
 from signer.policy import DepositClaim, Refusal, registration_refusal
 from signer.rounds import RoundSigner
 from signer.rpc import RpcFailure, invalid
+from signer.serving import ServingLog
 from signer.state import SignerState, StateError
 from vpool.rpc import series_from_descriptors
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
@@ -82,9 +83,12 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         chain: NodeChain | None,
         monitor: NodeMonitor,
         device: DeviceMonitor | None = None,
+        serving: ServingLog | None = None,
     ) -> None:
         """``chain`` is this signer's node (None without one, development only); ``monitor``
-        probes it for GetInfo and health, ``device`` the device (None: not watched)."""
+        probes it for GetInfo and health, ``device`` the device (None: not watched);
+        ``serving`` when it was serving (None: not recorded)."""
+        self._serving = serving
         self._network = config.network
         self._policy = config.policy
         self._backend = backend
@@ -93,6 +97,8 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         self._fingerprint = backend.fingerprint()
         self._monitor = monitor
         self._chain_rules = ChainRules(config.chain.min_conf, config.chain.max_tip_lag)
+        reviewed = getattr(config.backend, "max_reviewed_payments", 0)
+        limits = limits_of(backend.model, reviewed)
         self._rounds = RoundSigner(
             config.signer_id,
             config.network,
@@ -104,15 +110,15 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
             chain,
             self._chain_rules,
             config.backend.answer_within_seconds,
+            limits,
         )
         self._acknowledger = Acknowledger(
             config.network, config.policy, state, chain, self._rounds.lock, clock
         )
         self._device = device
+        self._audit = audit
         self._account: signer_pb2.AccountXpub | None = None
         self.load_account_xpub()
-        reviewed = getattr(config.backend, "max_reviewed_payments", 0)
-        limits = limits_of(backend.model, reviewed)
         self._info = signer_pb2.SignerInfo(
             signer_id=config.signer_id,
             backend_kind=BACKEND_KINDS[backend.kind],
@@ -148,6 +154,10 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
         starts = [since for _, since in self._rounds.in_progress()]
         return min(starts) if starts else None
 
+    def rounds_at_device(self) -> int:
+        """How many rounds wait at the device."""
+        return len(self._rounds.in_progress())
+
     # ------------------------------------------------------------------------------ queries
 
     def GetInfo(self, request: signer_pb2.GetInfoRequest, context: Any) -> signer_pb2.SignerInfo:
@@ -167,6 +177,11 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                     busy_since_unix=int(device.busy_since),
                 )
             )
+        if self._serving is not None:
+            info.serving.extend(
+                signer_pb2.ServingInterval(from_unix=a, until_unix=b)
+                for a, b in self._serving.intervals()
+            )
         info.node.CopyFrom(
             signer_pb2.NodeState(
                 configured=node.configured,
@@ -180,6 +195,7 @@ class SignerService(signer_pb2_grpc.SignerServiceServicer):
                 max_tip_lag=self._chain_rules.max_tip_lag,
             )
         )
+        info.audit_seq, info.audit_head = self._audit.position
         return info
 
     def GetXpub(

@@ -108,6 +108,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ON CONFLICT (txid) DO NOTHING""",
         "ALTER TABLE signing_log DROP COLUMN tx",
     ),
+    (  # 7: when this signer was serving (its health SERVING), reported in GetInfo
+        """CREATE TABLE serving_intervals (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            until REAL NOT NULL CHECK (until >= started_at)
+        )""",
+    ),
+    (  # 8: requests this signer signed a cancel of (never paid again)
+        """CREATE TABLE cancelled_requests (
+            client_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            manifest_hash BLOB NOT NULL,
+            cancelled_at REAL NOT NULL,
+            PRIMARY KEY (client_id, request_id)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -182,7 +198,8 @@ def _signing_rows(
     rows: list[_SigningRow] = []
     transactions: list[tuple[str, bytes]] = []
     items = zip(approval.psbts, approval.txids, approval.change_vouts, strict=True)
-    for index, (psbt, txid, change_vout) in enumerate(items):
+    logged = planned - approval.rungs  # the ladder's rungs are not logged (Approval.rungs)
+    for index, (psbt, txid, change_vout) in enumerate(list(items)[:logged]):
         tx = psbt.tx
         raw = tx.serialize_without_witness()
         if hash256(raw)[::-1].hex() != txid:
@@ -343,6 +360,14 @@ class SignerState:
         total: int = rows[0][0]
         return total
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        """Did this signer sign a cancel of this request?"""
+        rows = self._query(
+            "SELECT 1 FROM cancelled_requests WHERE client_id = ? AND request_id = ?",
+            (client_id, request_id),
+        )
+        return bool(rows)
+
     def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
         """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
         rows = self._query(
@@ -400,9 +425,15 @@ class SignerState:
             for script, amount in approval.destinations
             if amount > 0
         ]
+        cancels = [(c, r, approval.manifest_hash, now) for c, r in approval.cancels]
         with self._write() as db:
             db.executemany(_INSERT_SIGNED_TX, transactions)
             db.executemany(_UPSERT_SIGNED, rows)
+            db.executemany(
+                "INSERT INTO cancelled_requests (client_id, request_id, manifest_hash, "
+                "cancelled_at) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, request_id) DO NOTHING",
+                cancels,
+            )
             if db.execute(_INSERT_SPEND, spend).rowcount:
                 db.executemany(_INSERT_DESTINATION, destinations)
             if answer is not None:
@@ -466,6 +497,32 @@ class SignerState:
             series_id: parsed_series(series_id, receive, change, SeriesState.ACTIVE, network)
             for series_id, (receive, change) in self.series_descriptors(network).items()
         }
+
+    # ----------------------------------------------------------------------- serving intervals
+
+    def open_serving(self, now: float) -> int:
+        """A new interval in which this signer serves, from ``now``; its id."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO serving_intervals (started_at, until) VALUES (?, ?)", (now, now)
+            )
+        return int(cursor.lastrowid or 0)
+
+    def extend_serving(self, interval_id: int, now: float) -> None:
+        """The signer still serves at ``now`` (the interval's end moves there)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE serving_intervals SET until = max(until, ?) WHERE id = ?",
+                (now, interval_id),
+            )
+
+    def serving_intervals(self, limit: int) -> list[tuple[int, float, float]]:
+        """The last ``limit`` intervals (id, from, until), oldest first."""
+        rows = self._query(
+            "SELECT id, started_at, until FROM serving_intervals ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [(int(i), float(a), float(b)) for i, a, b in reversed(rows)]
 
     # ----------------------------------------------------------------------- deposit addresses
 

@@ -127,6 +127,9 @@ class StandInRounds:
     def retry_waiting(self) -> None:
         self.retries += 1
 
+    def run_cancels(self) -> None:
+        pass
+
     def cancel_round(self, round_id: str) -> StandInOutcome:
         raise KeyError(round_id)
 
@@ -221,17 +224,10 @@ def row_counts(engine: Engine) -> dict[str, int]:
         }
 
 
-def write_daemon_config(
-    directory: Path, pki: Pki, store_url: str, rpc_url: str, series: Sequence[tuple[int, str, str]]
-) -> Path:
-    """``directory/coordinator.toml``: loopback port 0, ``CLIENTS`` and ``ADMIN``, no signers,
-    ``series`` as (id, receive descriptor, change descriptor)."""
+def write_daemon_config(directory: Path, pki: Pki, store_url: str, rpc_url: str) -> Path:
+    """``directory/coordinator.toml``: loopback port 0, ``CLIENTS`` and ``ADMIN``, no signers."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = pki.issue("coordinator", "coordinator")
-    entries = "".join(
-        f'\n[[series]]\nid = {i}\nreceive = "{receive}"\nchange = "{change}"\n'
-        for i, receive, change in series
-    )
     clients = ", ".join(f'"{c}"' for c in CLIENTS)
     path = directory / "coordinator.toml"
     path.write_text(
@@ -256,7 +252,7 @@ timeout_seconds = 2.0
 
 [pool]
 max_withdrawal = {MAX_WITHDRAWAL}
-{entries}""",
+""",
         encoding="utf-8",
     )
     return path

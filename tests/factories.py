@@ -88,6 +88,8 @@ def manifest(
     dust_limit: int = 546,
     max_weight: int = 400_000,
     min_conf: int = 6,
+    max_tx_inputs: int = 0,
+    max_tx_payments: int = 0,
 ) -> Manifest:
     return Manifest(
         network=network,
@@ -101,6 +103,8 @@ def manifest(
         max_weight=max_weight,
         min_conf=min_conf,
         requests=tuple(requests),
+        max_tx_inputs=max_tx_inputs,
+        max_tx_payments=max_tx_payments,
     )
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from coordinator.chain import BitcoinRPC
 from coordinator.config import CoordinatorConfig
-from coordinator.rounds import CRASH_ENV, RoundEngine
+from coordinator.crash_points import CRASH_ENV
+from coordinator.rounds import RoundEngine
 from coordinator.signers import SignerPool
 from coordinator.store.schema import make_engine
 from pool.vocabulary import RoundKind

@@ -6,6 +6,7 @@ The signer processes, PKI and configs themselves live in ``vpool.devnet``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 from pool.manifest import Manifest, encode_manifest
@@ -17,9 +18,25 @@ from pool.tx import OutPoint
 from pool.vocabulary import Reason
 from pool.withdrawal import build_round
 from signer.policy import AcknowledgedDeposit, Approval, DepositClaim, Refusal, SignedBefore
-from vpool.v1 import common_pb2, signer_pb2
+from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
 
 CALL_TIMEOUT = 20.0
+ANSWER_TIMEOUT = 120.0
+"""Seconds a test waits for a device to answer a round (a loaded machine makes HWI slow)."""
+
+
+def sign_until_answered(
+    stub: signer_pb2_grpc.SignerServiceStub, request: signer_pb2.SignRoundRequest
+) -> signer_pb2.SignRoundResponse:
+    """Ask SignRound again with the same request while the signer says ``pending`` (its device
+    has not answered within ``answer_within_seconds``), as the coordinator does; the answer."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while True:
+        answer: signer_pb2.SignRoundResponse = stub.SignRound(request, timeout=CALL_TIMEOUT)
+        if not answer.pending:
+            return answer
+        assert time.monotonic() < deadline, "the device never answered the round"
+        time.sleep(0.2)
 
 
 # --- rounds ----------------------------------------------------------------------------------
@@ -90,6 +107,7 @@ class MemoryHistory:
     refunds: list[tuple[float, int]] = field(default_factory=list)
     moves: list[tuple[float, int]] = field(default_factory=list)
     acknowledged: dict[OutPoint, AcknowledgedDeposit] = field(default_factory=dict)
+    cancelled: set[tuple[str, str]] = field(default_factory=set)
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         return self.spends.get(outpoint)
@@ -109,16 +127,22 @@ class MemoryHistory:
     def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
         return self.acknowledged.get(outpoint)
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        return (client_id, request_id) in self.cancelled
+
     def acknowledge(self, claim: DepositClaim, height: int = 100, now: float = 0.0) -> None:
         self.acknowledged[claim.outpoint] = AcknowledgedDeposit(claim, height, now)
 
     def record(self, approval: Approval, now: float = 0.0) -> None:
-        for psbt, change in zip(approval.psbts, approval.change_vouts, strict=True):
+        logged = len(approval.psbts) - approval.rungs  # as signer.state: rungs not logged
+        pairs = zip(approval.psbts, approval.change_vouts, strict=True)
+        for psbt, change in list(pairs)[:logged]:
             for txin in psbt.tx.inputs:
                 self.spends[txin.prevout] = SignedBefore(
                     psbt.tx.txid_hex, psbt.tx, change, approval.manifest_hash
                 )
         self.amounts.append((now, approval.payments))
+        self.cancelled |= set(approval.cancels)
         self.paid_to += [(now, script, amount) for script, amount in approval.destinations]
         self.refunds.append((now, approval.refunds))
         self.moves.append((now, approval.moves))

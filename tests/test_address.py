@@ -18,6 +18,7 @@ from pool.address import (
     bech32_encode,
     encode_segwit_address,
     script_pubkey_to_address,
+    shown_address_script_pubkey,
 )
 from pool.errors import AddressError
 from pool.networks import MAINNET, REGTEST, SIGNET, TESTNET, Network
@@ -144,6 +145,7 @@ BASE58_ADDRESSES = [
 ]
 
 P2WPKH_PROGRAM = bytes.fromhex("751e76e8199196d454941c45d1b3a323f1433bd6")
+P2WSH_PROGRAM = bytes(range(32))
 
 
 def _network_of(address: str) -> Network:
@@ -231,6 +233,29 @@ def test_testnet_segwit_address_is_refused_on_regtest() -> None:
     address = encode_segwit_address(TESTNET, 0, P2WPKH_PROGRAM)
     with pytest.raises(AddressError, match=r"^address is for testnet/signet, not regtest$"):
         address_to_script_pubkey(address, REGTEST)
+
+
+def test_a_device_showing_a_regtest_address_under_testnets_prefix_shows_the_same_script() -> None:
+    shown = encode_segwit_address(TESTNET, 0, P2WSH_PROGRAM)
+    assert shown.startswith("tb1")
+    assert shown_address_script_pubkey(shown, REGTEST) == bytes([0, 32]) + P2WSH_PROGRAM
+
+
+def test_a_device_showing_the_regtest_prefix_is_read_as_well() -> None:
+    shown = encode_segwit_address(REGTEST, 0, P2WSH_PROGRAM)
+    assert shown_address_script_pubkey(shown, REGTEST) == bytes([0, 32]) + P2WSH_PROGRAM
+
+
+def test_a_device_showing_a_mainnet_address_for_a_regtest_pool_is_refused() -> None:
+    shown = encode_segwit_address(MAINNET, 0, P2WSH_PROGRAM)
+    with pytest.raises(AddressError, match=r"^address is for mainnet, not testnet$"):
+        shown_address_script_pubkey(shown, REGTEST)
+
+
+def test_a_device_showing_a_regtest_address_for_a_testnet_pool_is_refused() -> None:
+    shown = encode_segwit_address(REGTEST, 0, P2WSH_PROGRAM)
+    with pytest.raises(AddressError, match=r"^address is for regtest, not testnet$"):
+        shown_address_script_pubkey(shown, TESTNET)
 
 
 def test_regtest_segwit_address_is_refused_on_testnet() -> None:

@@ -24,7 +24,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordinator.config import load_config
 from coordinator.store.schema import make_engine
+from pool.networks import REGTEST
+from pool.series import CHANGE, RECEIVE
 from tests.coordinator_harness import address, dead_address, fund_pool
+from tests.factories import make_series
 from vpool import exitcodes, output, profile
 from vpool.devnet.processes import ROOT, CoordinatorDaemon, free_port
 from vpool.v1 import coordinator_pb2 as pb
@@ -276,7 +279,72 @@ def test_lists_of_nothing_print_none(setup: Setup) -> None:
         assert (done.returncode, done.stdout) == (0, "(none)\n"), done.stderr
 
 
+def test_withdrawal_cancel_prints_the_cancelled_withdrawal(setup: Setup) -> None:
+    args = ["--request-id", "w-cancel"]
+    submit = ["withdraw", *args, "--address", address("cli-cancel"), "--amount", "100000"]
+    assert vpool(*submit, env=setup.env(CLIENT)).returncode == 0
+    done = vpool("withdrawal", "cancel", *args, env=setup.env(CLIENT))
+    assert done.returncode == 0, done.stderr
+    assert "status: cancelled" in done.stdout.splitlines()
+    again = vpool("withdrawal", "cancel", *args, "--json", env=setup.env(CLIENT))
+    assert json.loads(again.stdout)["status"] == "WITHDRAWAL_STATUS_CANCELLED"
+
+
+def test_withdrawal_cancel_of_an_unknown_request_exits_not_found(setup: Setup) -> None:
+    done = vpool("withdrawal", "cancel", "--request-id", "nope", env=setup.env(CLIENT))
+    assert done.returncode == exitcodes.NOT_FOUND
+
+
+def test_fees_print_the_clients_statement_as_lines_and_as_json(setup: Setup) -> None:
+    shown = vpool("fees", env=setup.env(CLIENT))
+    assert shown.returncode == 0, shown.stderr
+    assert "total_sat: 0" in shown.stdout.splitlines()
+    assert json.loads(vpool("fees", "--json", env=setup.env(CLIENT)).stdout)["total_sat"] == 0
+
+
+def test_pool_status_prints_the_quorum_for_people(setup: Setup) -> None:
+    done = vpool("pool", "status", env=setup.env(CLIENT))
+    assert done.returncode == 0, done.stderr
+    assert "quorum: degraded" in done.stdout.splitlines()
+
+
 # --- admin commands ----------------------------------------------------------------------------
+
+
+def test_admin_rounds_of_a_pool_without_rounds_print_none(setup: Setup) -> None:
+    done = vpool("admin", "rounds", env=setup.env(ADMIN))
+    assert (done.returncode, done.stdout) == (0, "(none)\n"), done.stderr
+    listed = json.loads(vpool("admin", "rounds", "--json", env=setup.env(ADMIN)).stdout)
+    assert listed["rounds"] == []
+
+
+def test_admin_round_of_an_unknown_round_exits_not_found(setup: Setup) -> None:
+    done = vpool("admin", "round", "--round-id", "ab" * 32, env=setup.env(ADMIN))
+    assert done.returncode == exitcodes.NOT_FOUND
+
+
+def test_admin_pause_and_resume_print_the_rounds_state(setup: Setup) -> None:
+    paused = vpool("admin", "pause", env=setup.env(ADMIN))
+    assert paused.returncode == 0, paused.stderr
+    assert "paused: yes" in paused.stdout.splitlines()
+    resumed = vpool("admin", "resume", "--json", env=setup.env(ADMIN))
+    assert json.loads(resumed.stdout) == {"paused": False}
+
+
+def test_admin_add_series_with_a_bad_descriptor_exits_bad_usage_naming_it(setup: Setup) -> None:
+    args = ["--series-id", "1000", "--receive", "pkh(x)", "--change", "pkh(x)"]
+    done = vpool("admin", "add-series", *args, env=setup.env(ADMIN))
+    assert done.returncode == exitcodes.USAGE
+    assert "INVALID_ARGUMENT: receive_descriptor:" in done.stderr
+
+
+def test_admin_add_series_while_its_signer_is_down_exits_unavailable(setup: Setup) -> None:
+    series = make_series(1000, 2, [0, 1, 2])
+    receive, change = (series.descriptor(b).to_string(REGTEST) for b in (RECEIVE, CHANGE))
+    args = ["--series-id", "1000", "--receive", receive, "--change", change, "--timeout", "20"]
+    done = vpool("admin", "add-series", *args, env=setup.env(ADMIN))
+    assert done.returncode == exitcodes.UNAVAILABLE, done.stderr
+    assert "the series was not added" in done.stderr
 
 
 def test_admin_maintenance_starts_and_ends_a_signers_maintenance(setup: Setup) -> None:
@@ -300,6 +368,21 @@ def test_admin_propose_refund_of_an_unknown_deposit_exits_not_found(setup: Setup
     done = vpool("admin", "propose-refund", *args, env=setup.env(ADMIN))
     assert done.returncode == exitcodes.NOT_FOUND
     assert "no deposit" in done.stderr
+
+
+def test_admin_cancel_round_of_an_unknown_round_exits_not_found(setup: Setup) -> None:
+    done = vpool("admin", "cancel-round", "--round-id", "ab" * 32, env=setup.env(ADMIN))
+    assert done.returncode == exitcodes.NOT_FOUND
+    assert "NOT_FOUND: round_id: no round" in done.stderr
+
+
+def test_admin_cancel_round_without_a_round_id_exits_bad_usage(setup: Setup) -> None:
+    empty = vpool("admin", "cancel-round", "--round-id", "", env=setup.env(ADMIN))
+    assert empty.returncode == exitcodes.USAGE
+    assert "INVALID_ARGUMENT: round_id: missing" in empty.stderr
+    missing = vpool("admin", "cancel-round", env=setup.env(ADMIN))
+    assert missing.returncode == exitcodes.USAGE
+    assert "--round-id" in missing.stderr
 
 
 # --- health ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ engine does); rounds and fee shares are written with coordinator.store.rounds.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from pool.errors import AddressError
 from pool.hashes import sha256
 from pool.networks import MAINNET, REGTEST
 from pool.series import CHANGE, RECEIVE, SeriesState
+from signer.state import read_registered_series
 from tests.coordinator_harness import (
     BTC,
     CALL_TIMEOUT,
@@ -454,6 +455,25 @@ def test_a_replayed_event_carries_its_own_status_not_the_withdrawals_current_one
     )  # fmt: skip
 
 
+def test_a_replayed_event_carries_the_reason_and_time_it_recorded(api: ApiServer) -> None:
+    alice = api.client()
+    alice.SubmitWithdrawal(_request(), timeout=CALL_TIMEOUT)
+    with transaction(api.engine) as conn:
+        found = wstore.get_by_request(conn, "alice", "w-1")
+        assert found is not None
+        later = time.time() + 3_600
+        wstore.set_status(conn, [found.id], wstore.Status.DEFERRED, later, detail="no funds")
+    stream = alice.WatchWithdrawals(pb.WatchWithdrawalsRequest(), timeout=CALL_TIMEOUT)
+    pending, deferred = next(stream), next(stream)
+    stream.cancel()
+    assert (pending.withdrawal.reason, pending.withdrawal.updated_unix) == ("", pending.at_unix)
+    assert pending.at_unix < int(later)
+    assert (deferred.withdrawal.reason, deferred.withdrawal.updated_unix) == (
+        "no funds", int(later),
+    )  # fmt: skip
+    assert (pending.withdrawal.round_id, pending.withdrawal.confirmations) == ("", 0)
+
+
 def test_an_uppercase_bech32_withdrawal_address_is_stored_in_lower_case(api: ApiServer) -> None:
     lower = address("upper")
     got = api.client().SubmitWithdrawal(_request(address=lower.upper()), timeout=CALL_TIMEOUT)
@@ -686,17 +706,27 @@ PAIR = make_series(2, 2, [0, 1])
 """A 2-of-2 series of the two signers below."""
 
 
-@pytest.fixture(scope="module")
-def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[list[SignerEndpoint]]:
+def _start_signers(make_dir: Callable[[str], Path], pki: Pki) -> list[SignerDaemon]:
     daemons = []
     for i in (0, 1):
-        directory = tmp_path_factory.mktemp(f"signer-{i}")
+        directory = make_dir(f"signer-{i}")
+        directory.mkdir(parents=True, exist_ok=True)
         keystore = write_keystore(directory / "keystore.json", master_key(i))
         backend = emulator_backend(keystore)
         config = write_config(directory, pki, f"signer-{i}", backend, series=[SERIES, PAIR])
         daemons.append(SignerDaemon(config))
+    return daemons
+
+
+def _endpoints(daemons: list[SignerDaemon]) -> list[SignerEndpoint]:
     # The test certificates name hosts (localhost), not signers.
-    yield [SignerEndpoint(f"signer-{i}", d.address, "localhost") for i, d in enumerate(daemons)]
+    return [SignerEndpoint(f"signer-{i}", d.address, "localhost") for i, d in enumerate(daemons)]
+
+
+@pytest.fixture(scope="module")
+def signers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[list[SignerEndpoint]]:
+    daemons = _start_signers(tmp_path_factory.mktemp, pki)
+    yield _endpoints(daemons)
     for daemon in daemons:
         assert daemon.stop() == 0, daemon.log_text()
 
@@ -733,11 +763,63 @@ def test_add_series_registers_on_the_signers_first(api_with_signers: ApiServer) 
     with api_with_signers.engine.connect() as conn:
         assert cstore.all_series(conn, network) == [PAIR]
         assert cstore.next_index(conn, 2, RECEIVE) == 0
-    code, details = _error(admin.AddSeries, request)
+    again = admin.AddSeries(request, timeout=CALL_TIMEOUT)  # registered again, nothing stored
+    assert again == info
+    with api_with_signers.engine.connect() as conn:
+        assert cstore.all_series(conn, network) == [PAIR]
+    older = _add_series_request(
+        1,
+        receive_descriptor=PAIR.descriptor(RECEIVE).to_string(network),
+        change_descriptor=PAIR.descriptor(CHANGE).to_string(network),
+    )
+    code, details = _error(admin.AddSeries, older)
     assert (code, details) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "series_id: must be greater than 2, the newest series",
     )
+
+
+def test_add_series_of_a_stored_id_with_other_keys_already_exists(
+    api_with_signers: ApiServer,
+) -> None:
+    network = api_with_signers.config.network
+    with transaction(api_with_signers.engine) as conn:
+        receive, change = (PAIR.descriptor(b).to_string(network) for b in (RECEIVE, CHANGE))
+        cstore.add_series(conn, 2, receive, change, SeriesState.ACTIVE, network, time.time())
+    before = row_counts(api_with_signers.engine)
+    code, details = _error(api_with_signers.admin().AddSeries, _add_series_request(2))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    assert details == "series_id: series 2 exists with other keys or threshold"
+    assert row_counts(api_with_signers.engine) == before
+
+
+def test_a_stored_series_its_signers_never_registered_is_repaired_by_adding_it_again(
+    pki: Pki, tmp_path: Path, store_url: str, engine: Engine
+) -> None:
+    """Issue 13: a series written to the store alone (as the old ``[[series]]`` configuration
+    did) is registered on no signer; AddSeries with its id and descriptors registers it."""
+    daemons = _start_signers(lambda name: tmp_path / name, pki)
+    server = ApiServer(pki, make_config(pki, tmp_path, store_url, _endpoints(daemons)), engine)
+    try:
+        network = server.config.network
+        receive, change = (PAIR.descriptor(b).to_string(network) for b in (RECEIVE, CHANGE))
+        with transaction(engine) as conn:
+            cstore.add_series(conn, 2, receive, change, SeriesState.ACTIVE, network, time.time())
+        for daemon in daemons:
+            assert read_registered_series(daemon.data_dir, network) == {}
+        request = pb.AddSeriesRequest(
+            series_id=2, receive_descriptor=receive, change_descriptor=change
+        )
+        info = server.admin().AddSeries(request, timeout=CALL_TIMEOUT)
+        assert (info.series_id, info.state, info.receive_descriptor) == (2, "active", receive)
+        for daemon in daemons:
+            assert list(read_registered_series(daemon.data_dir, network)) == [2]
+        with engine.connect() as conn:
+            assert cstore.all_series(conn, network) == [PAIR]
+    finally:
+        server.stop()
+        for daemon in daemons:
+            assert daemon.stop() == 0, daemon.log_text()
 
 
 def test_pool_status_shows_the_checked_signers_and_quorum(api_with_signers: ApiServer) -> None:

@@ -37,11 +37,13 @@ def test_the_example_loads_as_it_is(tmp_path: Path) -> None:
     [
         (_edited("min_conf = 6", "min_confs = 6"), "pool.min_confs: unknown key"),
         (_edited("[liveness]", "[livenes]"), "livenes: unknown key"),
+        (_edited("rungs = 3", "rung = 3"), "ladder.rung: unknown key"),
         ('netwrok = "regtest"\n' + EXAMPLE, "netwrok: unknown key"),
         (_edited('cert = "certs/coordinator.pem"', 'cert = "certs/coordinator.pem"\ncrt = ""'),
          "server.tls.crt: unknown key"),
         (_edited('address = "127.0.0.1:50052"', 'address = "127.0.0.1:50052"\ntlsname = "x"'),
          "signers[1].tlsname: unknown key"),
+        (_edited("poll_seconds = 1.0", "poll_second = 1.0"), "standby.poll_second: unknown key"),
     ],
 )  # fmt: skip
 def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
@@ -71,7 +73,7 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
          "rounds.withdrawal_expiry_seconds: must be positive"),
         ("queue_threshold = 100", "queue_threshold = 0",
          "rounds.queue_threshold: must be positive"),
-        ("fee_ceiling = 100000", "fee_ceiling = 10000001",
+        ("fee_ceiling = 50000", "fee_ceiling = 10000001",
          "chain.fee_ceiling: must be at most 10000000"),
         ("fee_target_blocks = 6", "fee_target_blocks = 1009",
          "chain.fee_target_blocks: must be at most 1008"),
@@ -97,9 +99,22 @@ def test_an_unknown_key_is_refused_by_name(tmp_path: Path, text: str, message: s
          "liveness.health_interval_seconds: must be a finite number"),
         ("down_after_missed = 2", "down_after_missed = 1001",
          "liveness.down_after_missed: must be at most 1000"),
-        ("# [[series]]\n# id = 1\n# receive", "[[series]]\nid = -1\nchange = \"x\"\nreceive",
-         "series[0].id: must be from 0 to 2^31 - 1"),
         ("poll_seconds = 3.0", "poll_seconds = 0", "rounds.poll_seconds: must be positive"),
+        ("poll_seconds = 1.0", "poll_seconds = 0.01",
+         "standby.poll_seconds: must be at least 0.05 seconds"),
+        ("poll_seconds = 1.0", "poll_seconds = nan", "standby.poll_seconds: must be a finite"),
+        ("poll_seconds = 1.0", "poll_seconds = 61.0",
+         "standby.poll_seconds: must be at most 60.0 seconds"),
+        ('# name = "coordinator-a"', f'name = "{"x" * 41}"',
+         "standby.name: at most 40 bytes of printable characters"),
+        ("rungs = 3", "rungs = 11", "ladder.rungs: must be from 0 to 10"),
+        ("rungs = 3", "rungs = -1", "ladder.rungs: must be from 0 to 10"),
+        ("step = 5000", "step = 999", "ladder.step: must be at least 1000"),
+        ("step = 5000", "step = 1000001", "ladder.step: must be at most 1000000"),
+        ("bump_after_blocks = 3", "bump_after_blocks = 0",
+         "ladder.bump_after_blocks: must be positive"),
+        ("bump_after_blocks = 3", "bump_after_blocks = 100001",
+         "ladder.bump_after_blocks: must be at most 100000"),
     ],
 )  # fmt: skip
 def test_a_value_out_of_bounds_is_refused_by_name(
@@ -107,3 +122,15 @@ def test_a_value_out_of_bounds_is_refused_by_name(
 ) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         _load(tmp_path, _edited(old, new))
+
+
+def test_the_ladder_is_off_unless_configured(tmp_path: Path) -> None:
+    start = EXAMPLE.index("[ladder]")
+    end = EXAMPLE.index("[deposits]")
+    (tmp_path / "certs").mkdir(exist_ok=True)
+    for name in ("coordinator.pem", "coordinator.key", "ca.pem"):
+        (tmp_path / "certs" / name).write_text("")
+    path = tmp_path / "coordinator.toml"
+    path.write_text(EXAMPLE[:start] + EXAMPLE[end:], encoding="utf-8")
+    ladder = load_config(path).ladder
+    assert (ladder.rungs, ladder.manifest_step()) == (0, 0)

@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 
 from coordinator.config import load_config
+from coordinator.store import chain as cstore
 from coordinator.store.schema import make_engine, migrate
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
 from tests.coordinator_harness import ADMIN, BTC, address, fund_pool, write_daemon_config
 from tests.factories import make_series
+from tests.store_fixtures import add_active_series
 from vpool import cli, exitcodes
 from vpool.devnet.processes import ROOT, CoordinatorDaemon, Pki
 
@@ -41,20 +43,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def config(tmp_path: Path, pki: Pki, store_url: str) -> Path:
-    series = [
-        (
-            1,
-            SERIES.descriptor(RECEIVE).to_string(REGTEST),
-            SERIES.descriptor(CHANGE).to_string(REGTEST),
-        )
-    ]
     engine = make_engine(store_url)
     try:
         migrate(engine)
+        add_active_series(engine, SERIES)
         fund_pool(engine, 100 * BTC)  # SubmitWithdrawal admits what the pool can pay
     finally:
         engine.dispose()
-    return write_daemon_config(tmp_path / "coordinator", pki, store_url, CLOSED_PORT_URL, series)
+    return write_daemon_config(tmp_path / "coordinator", pki, store_url, CLOSED_PORT_URL)
 
 
 @pytest.fixture
@@ -160,9 +156,14 @@ def test_watch_prints_json_lines_until_interrupted(
     watch.stdout.close()
 
 
-def test_a_bad_configuration_is_reported(tmp_path: Path, pki: Pki, store_url: str) -> None:
-    bad = [(1, "wsh(sortedmulti(2))", "wsh(sortedmulti(2))")]
-    config = write_daemon_config(tmp_path, pki, store_url, CLOSED_PORT_URL, bad)
+def test_series_in_the_configuration_are_refused_naming_the_command_that_adds_them(
+    tmp_path: Path, pki: Pki, store_url: str
+) -> None:
+    """A [[series]] table once created series in the store that no signer had registered."""
+    config = write_daemon_config(tmp_path, pki, store_url, CLOSED_PORT_URL)
+    receive, change = (SERIES.descriptor(b).to_string(REGTEST) for b in (RECEIVE, CHANGE))
+    with config.open("a", encoding="utf-8") as f:
+        f.write(f'\n[[series]]\nid = 1\nreceive = "{receive}"\nchange = "{change}"\n')
     done = subprocess.run(
         [sys.executable, "-m", "coordinator.cli", "serve", "--config", str(config)],
         cwd=ROOT,
@@ -171,7 +172,15 @@ def test_a_bad_configuration_is_reported(tmp_path: Path, pki: Pki, store_url: st
         timeout=60,
     )
     assert done.returncode == 1
-    assert "vpool-coordinator: error: series[0]: sortedmulti has no keys" in done.stderr
+    assert "vpool-coordinator: error: series: not read from the configuration" in done.stderr
+    assert "vpool admin add-series" in done.stderr
+    engine = make_engine(store_url)
+    try:
+        migrate(engine)  # the daemon stopped before opening the store
+        with engine.connect() as conn:
+            assert cstore.all_series(conn, REGTEST) == []
+    finally:
+        engine.dispose()
 
 
 def test_the_example_configuration_loads(tmp_path: Path) -> None:

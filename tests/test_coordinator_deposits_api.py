@@ -20,18 +20,27 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from coordinator.config import SignerEndpoint
+from coordinator.registrations import Registrations
 from coordinator.signers import SignerCallError
 from coordinator.store import alerts as astore
 from coordinator.store import chain as cstore
 from coordinator.store import deposits as dstore
+from coordinator.store import schema
 from coordinator.store.deposits import DepositAddress, NewDeposit, Status
 from coordinator.store.schema import transaction
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE
-from tests.coordinator_harness import CALL_TIMEOUT, ApiServer, address, make_config, row_counts
+from tests.coordinator_harness import (
+    CALL_TIMEOUT,
+    ApiServer,
+    address,
+    dead_address,
+    make_config,
+    row_counts,
+)
 from tests.factories import make_series, master_key
 from vpool.devnet.processes import (
     ROOT,
@@ -168,26 +177,91 @@ def test_a_degraded_pool_hands_out_no_address_and_runs_no_round(api: ApiServer) 
     assert got.address  # one of three in maintenance: the pool is ok again
 
 
-def test_an_unreachable_signer_means_no_address_and_a_skipped_index(
+def missed_registrations(engine: Engine) -> set[tuple[int, str]]:
+    """(receive index, signer) of every registration a signer missed."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(schema.deposit_addresses.c.idx, schema.missed_registrations.c.signer_id).join(
+                schema.deposit_addresses,
+                schema.deposit_addresses.c.script_pubkey
+                == schema.missed_registrations.c.script_pubkey,
+            )
+        ).all()
+    return {(int(i), str(s)) for i, s in rows}
+
+
+def test_an_address_is_handed_out_with_one_of_three_signers_unreachable(
     pki: Pki, tmp_path: Path, store_url: str, engine: Engine, signers: list[SignerEndpoint]
 ) -> None:
-    server = start(pki, tmp_path, store_url, engine, signers)
-    server.stop()
-    gone = [*signers[:2], SignerEndpoint("signer-2", "127.0.0.1:9", "localhost")]
+    start(pki, tmp_path, store_url, engine, signers).stop()
+    gone = [*signers[:2], SignerEndpoint("signer-2", dead_address(), "localhost")]
     server = ApiServer(pki, make_config(pki, tmp_path, store_url, gone), engine)
     try:
         index = next_index(engine)
-        before = row_counts(engine)["deposit_addresses"]
+        got = server.client().GetDepositAddress(
+            pb.GetDepositAddressRequest(user_id="u", refund_address=REFUND), timeout=CALL_TIMEOUT
+        )
+        assert (got.index, got.address) == (index, SERIES.address(RECEIVE, index, REGTEST))
+        assert missed_registrations(engine) == {(index, "signer-2")}
+    finally:
+        server.stop()
+
+
+def test_a_registration_a_signer_missed_is_replayed_to_it_when_it_returns(
+    pki: Pki, tmp_path: Path, store_url: str, engine: Engine, signers: list[SignerEndpoint]
+) -> None:
+    start(pki, tmp_path, store_url, engine, signers).stop()
+    gone = [*signers[:2], SignerEndpoint("signer-2", dead_address(), "localhost")]
+    server = ApiServer(pki, make_config(pki, tmp_path, store_url, gone), engine)
+    try:
+        got = server.client().GetDepositAddress(
+            pb.GetDepositAddressRequest(user_id="u", refund_address=REFUND), timeout=CALL_TIMEOUT
+        )
+    finally:
+        server.stop()
+    back = ApiServer(pki, make_config(pki, tmp_path, store_url, signers), engine)
+    try:
+        back.board.check(back.signers, CALL_TIMEOUT)
+        replays = Registrations(engine, REGTEST, back.signers, back.board, CALL_TIMEOUT, time.time)
+        assert replays.replay() == 1
+        assert missed_registrations(engine) == set()
+        answer = back.signers.register_deposit_address(
+            "signer-2", REGTEST, SERIES.id, got.index, REFUND, CALL_TIMEOUT
+        )
+        assert answer.already_registered  # it has the refund address: the replay's
+        with pytest.raises(SignerCallError, match="FAILED_PRECONDITION"):
+            back.signers.register_deposit_address(
+                "signer-2", REGTEST, SERIES.id, got.index, address("elsewhere"), CALL_TIMEOUT
+            )
+        assert replays.replay() == 0
+    finally:
+        back.stop()
+
+
+def test_with_two_of_three_signers_unreachable_no_address_is_handed_out_nor_index_taken(
+    pki: Pki, tmp_path: Path, store_url: str, engine: Engine, signers: list[SignerEndpoint]
+) -> None:
+    start(pki, tmp_path, store_url, engine, signers).stop()
+    gone = [
+        signers[0],
+        SignerEndpoint("signer-1", dead_address(), "localhost"),
+        SignerEndpoint("signer-2", dead_address(), "localhost"),
+    ]
+    server = ApiServer(pki, make_config(pki, tmp_path, store_url, gone), engine)
+    try:
+        index = next_index(engine)
+        before = row_counts(engine)
         code, details = error(
             server.client().GetDepositAddress, pb.GetDepositAddressRequest(user_id="u")
         )
         assert code == grpc.StatusCode.UNAVAILABLE
-        assert details.startswith("signer signer-2: UNAVAILABLE")
-        assert details.endswith(
-            f"the address was not handed out (receive index {index} of series 1 is skipped)"
+        assert details.startswith(
+            "a deposit address needs its refund address recorded by at least 2 of the 3 "
+            "signers of series 1; 1 can be asked now (signer signer-1: UNAVAILABLE"
         )
-        assert row_counts(engine)["deposit_addresses"] == before
-        assert next_index(engine) == index + 1
+        assert details.endswith("; no address index was taken")
+        assert row_counts(engine) == before
+        assert next_index(engine) == index
     finally:
         server.stop()
 

@@ -18,10 +18,12 @@ from sqlalchemy import Engine
 from coordinator.config import DepositsConfig, LivenessConfig, PoolConfig
 from coordinator.credits import REFUSED_ALERT, Credits, acknowledging_keys
 from coordinator.health import HealthBoard
+from coordinator.registrations import Registrations
 from coordinator.scanner import Scanner
 from coordinator.signers import SignerPool
 from coordinator.store import alerts as astore
 from coordinator.store import deposits as dstore
+from coordinator.store import registrations as regstore
 from coordinator.store.deposits import Acknowledgement, DepositAddress, Status
 from pool.networks import REGTEST
 from pool.series import RECEIVE
@@ -110,21 +112,26 @@ class Coordinator:
         with self.pool(down) as pool:
             return Credits(self.engine, REGTEST, pool, self.board, 10.0, time.time).run()
 
-    def deposit(self, value: int = 70_000, *, registered: bool = True) -> dstore.Deposit:
+    def deposit(
+        self, value: int = 70_000, *, registered: bool = True, missed_by: tuple[str, ...] = ()
+    ) -> dstore.Deposit:
         """Pay a fresh receive address (handed out and registered with every signer unless told
-        otherwise), mine its confirmations and scan; the deposit."""
+        otherwise, or but those that ``missed_by`` it), mine its confirmations and scan; the
+        deposit."""
         index = next(INDEXES)
         script = SERIES.derive(RECEIVE, index).script_pubkey
         if registered:
             with self.pool() as pool:
                 for signer_id in SIGNER_IDS:
-                    pool.register_deposit_address(
-                        signer_id, REGTEST, SERIES.id, index, "", CALL_TIMEOUT
-                    )
+                    if signer_id not in missed_by:
+                        pool.register_deposit_address(
+                            signer_id, REGTEST, SERIES.id, index, "", CALL_TIMEOUT
+                        )
             with self.engine.begin() as conn:
                 dstore.record_address(
                     conn, DepositAddress(script, SERIES.id, index, "client", "user", "", 0.0)
                 )
+                regstore.record_missed(conn, script, missed_by, 0.0)
         txid = self.regtest.wallet.fund(self.regtest.node, [(script, value)])
         self.regtest.node.mine(CONFIRMATIONS, MINER)
         self.scanner.sync()
@@ -197,6 +204,21 @@ def test_a_deposit_to_an_address_the_signers_never_registered_is_not_credited(
     assert len([a for a in coordinator.alerts() if key in a]) == 3
     assert coordinator.credit() == []  # a final refusal is not asked again, nor alerted again
     assert len([a for a in coordinator.alerts() if key in a]) == 3
+
+
+def test_a_signer_is_not_asked_about_a_deposit_to_an_address_it_missed_until_replayed(
+    coordinator: Coordinator,
+) -> None:
+    """Asked before the replay it would refuse DEPOSIT_ADDRESS_NOT_REGISTERED, which is final."""
+    deposit = coordinator.deposit(missed_by=("signer-2",))
+    coordinator.credit(down=("signer-1",))
+    assert coordinator.answers(deposit) == {"signer-0": (True, "")}
+    with coordinator.pool() as pool:
+        board = coordinator.board
+        assert Registrations(coordinator.engine, REGTEST, pool, board, 10.0, time.time).replay()
+    [credited] = coordinator.credit(down=("signer-0", "signer-1"))
+    assert credited.outpoint == deposit.outpoint
+    assert coordinator.answers(deposit) == {"signer-0": (True, ""), "signer-2": (True, "")}
 
 
 def test_a_deposit_classified_for_a_refund_is_never_shown_to_the_signers(

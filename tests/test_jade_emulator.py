@@ -95,14 +95,17 @@ def client(emulator: JadeEmulatorServer) -> Iterator[HardwareWalletClient]:
     client.close()
 
 
-def _series() -> Series:
-    """2-of-3: the emulator's key and test keys 1 and 2."""
+def _series(
+    series_id: int = 1, state: SeriesState = SeriesState.ACTIVE, account: int = 0
+) -> Series:
+    """2-of-3: the emulator's key and test keys 1 and 2, at BIP48 ``account``."""
     master = master_from_mnemonic(MNEMONIC)
+    path = account_path(REGTEST.coin_type, account)
     keys = [
-        DescriptorKey(KeyOrigin(m.fingerprint, ACCOUNT), m.derive_path(ACCOUNT).public())
+        DescriptorKey(KeyOrigin(m.fingerprint, path), m.derive_path(path).public())
         for m in (master, master_key(1), master_key(2))
     ]
-    return Series(1, 2, tuple(keys), SeriesState.ACTIVE)
+    return Series(series_id, 2, tuple(keys), state)
 
 
 def _round_psbt(n_inputs: int = 3) -> Psbt:
@@ -116,9 +119,9 @@ def _round_psbt(n_inputs: int = 3) -> Psbt:
     return psbt
 
 
-def _hwi_descriptor(index: int) -> str:
+def _hwi_descriptor(index: int, series: Series | None = None) -> str:
     """The receive descriptor at one index, as hwi takes it (no wildcard, no checksum)."""
-    text = _series().descriptor(RECEIVE).to_string(REGTEST).partition("#")[0]
+    text = (series or _series()).descriptor(RECEIVE).to_string(REGTEST).partition("#")[0]
     return text.replace("/0/*", f"/0/{index}")
 
 
@@ -244,22 +247,31 @@ def test_signtx_returns_one_valid_signature_per_input_for_the_emulators_key(
     assert _embit_verified_keys(result["psbt"]) == [{key} for key in keys]
 
 
-def test_signtx_refuses_change_to_an_unregistered_multisig(
-    client: HardwareWalletClient, raw: RawClient
+def test_registered_change_is_hidden_from_the_user(
+    client: HardwareWalletClient, device: JadeDevice
+) -> None:
+    commands.displayaddress(client, desc=_hwi_descriptor(0))
+    psbt = _round_psbt()
+    review = device.review(psbt)
+    assert review.record is not None
+    assert review.change == (len(psbt.outputs) - 1,)
+    assert review.shown == tuple(range(len(psbt.outputs) - 1))
+    commands.signtx(client, psbt.to_base64())
+
+
+def test_change_of_an_unregistered_multisig_is_shown_as_a_payment_and_signed(
+    client: HardwareWalletClient, device: JadeDevice
 ) -> None:
     psbt = _round_psbt()
-    with pytest.raises(ActionCanceledError):
-        commands.signtx(client, psbt.to_base64())
-    reply = raw.call("sign_psbt", {"network": "localtest", "psbt": psbt.serialize()})
-    code, message = _error(reply)
-    change = len(psbt.outputs) - 1
-    assert code == JadeError.USER_CANCELLED
-    assert message.startswith("User declined to sign psbt")
-    assert f"output {change} " in message
+    review = device.review(psbt)
+    assert review.record is None and review.change == ()
+    assert review.shown == tuple(range(len(psbt.outputs)))
+    signed = Psbt.from_base64(commands.signtx(client, psbt.to_base64())["psbt"])
+    assert all(i.partial_sigs for i in signed.inputs)
 
 
-def test_signtx_refuses_change_that_is_not_the_registered_multisigs_script(
-    client: HardwareWalletClient,
+def test_change_keys_paying_another_script_are_shown_not_refused(
+    client: HardwareWalletClient, device: JadeDevice
 ) -> None:
     commands.displayaddress(client, desc=_hwi_descriptor(0))
     psbt = _round_psbt()
@@ -267,8 +279,27 @@ def test_signtx_refuses_change_that_is_not_the_registered_multisigs_script(
     elsewhere = b"\x00\x20" + sha256(b"elsewhere")
     outputs = (*psbt.tx.outputs[:-1], replace(psbt.tx.outputs[-1], script_pubkey=elsewhere))
     tampered = replace(psbt, tx=replace(psbt.tx, outputs=outputs))
-    with pytest.raises(ActionCanceledError):
-        commands.signtx(client, tampered.to_base64())
+    review = device.review(tampered)
+    assert review.change == () and len(psbt.outputs) - 1 in review.shown
+    commands.signtx(client, tampered.to_base64())
+
+
+def test_a_sweeps_change_to_another_registered_series_is_shown_as_a_payment(
+    client: HardwareWalletClient, device: JadeDevice
+) -> None:
+    old, new = _series(1, SeriesState.RETIRING), _series(2, SeriesState.ACTIVE, account=1)
+    for series in (old, new):  # registered as the signer registers a series
+        commands.displayaddress(client, desc=_hwi_descriptor(0, series))
+    utxos = [utxo(i, BTC, 100, index=i) for i in range(2)]
+    plan = build_round(
+        manifest([old, new], utxos, [request("c", "r1", BTC // 2)], change_index=((2, 0),))
+    )
+    psbt = plan.transactions[0].psbt
+    review = device.review(psbt)
+    assert review.record is not None  # the inputs are all the old series'
+    assert review.change == ()  # the change pays the new series: the person sees it
+    assert review.shown == (0, 1)
+    commands.signtx(client, psbt.to_base64())
 
 
 def test_the_refuse_signing_fault_is_a_user_rejection(

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 from sqlalchemy import Engine
 
-from coordinator.config import LivenessConfig
+from coordinator.config import LivenessConfig, PoolConfig
 from coordinator.health import (
     DOWN,
     HEALTHY,
@@ -19,7 +19,7 @@ from coordinator.health import (
     SignerState,
     quorum,
 )
-from coordinator.metrics import MetricsServer
+from coordinator.metrics import CoordinatorMetrics, MetricsServer
 from coordinator.signers import CallError, Failure, SignerCallError
 from coordinator.store import liveness as lstore
 from coordinator.store.liveness import QUORUM_DEGRADED, QUORUM_OK
@@ -261,19 +261,22 @@ def test_metrics_show_the_quorum_the_signers_and_the_queue(
     signers = Signers()
     signers.up -= {"signer-1", "signer-2"}
     check(board, signers, clock)
-    metrics = MetricsServer("127.0.0.1:0", board, engine).start()
+    collector = CoordinatorMetrics(engine, board, REGTEST, PoolConfig())
+    metrics = MetricsServer("127.0.0.1:0", collector).start()
     try:
         with urllib.request.urlopen(f"http://{metrics.address}/metrics", timeout=10) as answer:
             text = answer.read().decode()
     finally:
         metrics.stop()
-    assert [line for line in text.splitlines() if not line.startswith("#")] == [
+    samples = set(text.splitlines())
+    assert {
         "vpool_quorum_ok 0",
         'vpool_signer_healthy{signer="signer-0"} 1',
         'vpool_signer_healthy{signer="signer-1"} 0',
         'vpool_signer_healthy{signer="signer-2"} 0',
         "vpool_queue_length 0",
-    ]
+        "vpool_coordinator_active 1",
+    } <= samples
 
 
 def test_the_grpc_health_follows_the_quorum_and_the_node_and_comes_back(
@@ -295,4 +298,5 @@ def test_the_grpc_health_follows_the_quorum_and_the_node_and_comes_back(
     )
     board.note_node(None)
     assert board.publish(published.append) is None
-    assert published == [True, False, False, True]
+    assert [reason is None for reason in published] == [True, False, False, True]
+    assert published[1] == degraded  # the gRPC health is given the reason (vpool.health)

@@ -104,9 +104,17 @@ def _encode_request(r: WithdrawalRequest) -> bytes:
     )
 
 
+@pytest.mark.parametrize("caps", [{"max_tx_inputs": 512}, {"max_tx_payments": 20}])
+def test_the_shape_caps_are_encoded_and_round_trip(caps: dict[str, int]) -> None:
+    m = replace(sample(), **caps)
+    assert decode_manifest(encode_manifest(m)) == m
+    assert manifest_from_json(manifest_to_json(m)) == m
+    assert manifest_hash(m) != manifest_hash(sample())
+
+
 def test_decode_refuses_an_unknown_algorithm_version() -> None:
     data = bytearray(encode_manifest(sample()))
-    data[5] = 3  # u32 algorithm version follows magic and the encoding version byte
+    data[5] = 4  # u32 algorithm version follows magic and the encoding version byte
     with pytest.raises(ManifestError, match="version"):
         decode_manifest(bytes(data))
 
@@ -125,6 +133,8 @@ def test_decode_refuses_an_unknown_algorithm_version() -> None:
         ({"change_index": ((9, 0),)}, "change_index[0]"),
         ({"series": ()}, "series"),
         ({"version": 1}, "version"),
+        ({"max_tx_inputs": -1}, "max_tx_inputs"),
+        ({"max_tx_payments": 2**32}, "max_tx_payments"),
     ],
 )
 def test_invalid_fields_are_named(changes: dict[str, object], field: str) -> None:

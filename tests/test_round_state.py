@@ -152,9 +152,9 @@ def test_request_refusals_are_grouped_by_request_and_final_when_any_is() -> None
 @pytest.mark.parametrize(
     ("waiting", "asked"),
     [(False, ["signer-3", "signer-4", "signer-5"]), (True, ["signer-2", "signer-3", "signer-4",
-                                                             "signer-5"])],
+                                                             "signer-5", "signer-6"])],
 )  # fmt: skip
-def test_signers_asked_again_are_those_without_a_final_answer_and_refusers_once_waiting(
+def test_signers_asked_again_are_those_without_a_final_answer_and_all_but_signers_once_waiting(
     waiting: bool, asked: list[str]
 ) -> None:
     outcomes = [

@@ -5,23 +5,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pool.address import script_pubkey_to_address
+from pool.networks import REGTEST
+from pool.psbt import PsbtInput
 from pool.vocabulary import Reason, RoundKind
+from pool.withdrawal import PlannedTransaction, build_round
 from signer.audit import (
     AUDIT_FILE,
     GENESIS,
+    Anchor,
     AuditEntry,
     AuditError,
     AuditLog,
     Decision,
     VerifyResult,
+    describe_psbts,
     entry_hash,
     verify,
+    verify_against,
 )
 from signer.cli import main
+from tests.factories import BTC, make_series, manifest, request, utxo
 
 MANIFEST = b"manifest bytes"
 PSBTS = (b"psbt one: secret-looking bytes", b"psbt two")
@@ -304,3 +313,132 @@ def test_cli_verify_of_a_missing_log_exits_1(
 ) -> None:
     assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 1
     assert AUDIT_FILE in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- what was signed
+
+
+def _planned() -> PlannedTransaction:
+    series = make_series(1, 2, [0, 1, 2])
+    m = manifest([series], [utxo(1, 2 * BTC, 900)], [request("alice", "w1", BTC // 2)])
+    return build_round(m).transactions[0]
+
+
+def test_an_entry_shows_each_input_output_address_amount_and_the_fee(path: Path) -> None:
+    planned = _planned()
+    with AuditLog(path) as log:
+        log.append(
+            kind=RoundKind.WITHDRAWAL,
+            manifest=MANIFEST,
+            psbts=[planned.psbt.serialize()],
+            decision=Decision.SIGNED,
+            reasons=(),
+            policy_hash="ab" * 32,
+            signer_id="signer-1",
+            now=NOW,
+            transactions=describe_psbts([planned.psbt.serialize()], REGTEST),
+        )
+    (tx,) = json.loads(path.read_bytes())["transactions"]
+    assert tx["txid"] == planned.txid_hex
+    assert tx["inputs"] == [{"outpoint": str(planned.inputs[0].outpoint), "amount": 2 * BTC}]
+    paid = script_pubkey_to_address(request("alice", "w1", 1).script_pubkey, REGTEST)
+    assert {"address": paid, "amount": BTC // 2} in tx["outputs"]
+    assert all(o["address"].startswith("bcrt1") for o in tx["outputs"])
+    assert tx["fee"] == planned.fee
+    assert 2 * BTC - sum(o["amount"] for o in tx["outputs"]) == planned.fee
+    assert verify(path).ok
+
+
+def test_a_psbt_that_does_not_decode_is_described_as_such() -> None:
+    (described,) = describe_psbts([b"not a psbt"], REGTEST)
+    assert set(described) == {"error"}
+    assert described["error"].startswith("not a PSBT")
+
+
+def test_an_input_without_its_amount_leaves_the_fee_unknown() -> None:
+    planned = _planned()
+    bare = replace(planned.psbt, inputs=tuple(PsbtInput() for _ in planned.psbt.inputs))
+    (described,) = describe_psbts([bare.serialize()], REGTEST)
+    assert described["inputs"][0]["amount"] is None
+    assert described["fee"] is None
+
+
+def test_entries_written_before_transactions_were_described_still_verify(path: Path) -> None:
+    doc: dict[str, object] = {
+        "seq": 1,
+        "time": "2023-11-14T22:13:20.250Z",
+        "kind": "withdrawal",
+        "manifest_hash": "00" * 32,
+        "psbt_hashes": [],
+        "decision": "signed",
+        "reasons": [],
+        "policy_hash": "ab" * 32,
+        "signer_id": "73c5da0a",
+        "prev": GENESIS,
+    }
+    rewrite(path, [reseal(doc)])
+    assert verify(path).ok
+    with AuditLog(path) as log:
+        assert append(log).seq == 2
+    assert verify(path).ok
+
+
+# --------------------------------------------------------------------------- anchored heads
+
+
+def test_the_log_gives_its_position_for_get_info(path: Path) -> None:
+    with AuditLog(path) as log:
+        assert log.position == (0, GENESIS)
+        entry = append(log)
+        assert log.position == (1, entry.hash)
+
+
+def test_a_log_holding_the_recorded_head_verifies_against_it(path: Path) -> None:
+    entries = write_log(path, 3)
+    assert verify_against(path, Anchor(2, entries[1].hash)).ok
+    assert verify_against(path, Anchor(0, entries[2].hash)).ok
+
+
+def test_a_log_whose_tail_was_cut_fails_against_the_recorded_head(path: Path) -> None:
+    entries = write_log(path, 3)
+    rewrite(path, lines(path)[:2])  # the last entry deleted: the chain alone still verifies
+    assert verify(path).ok
+    result = verify_against(path, Anchor(3, entries[2].hash))
+    assert not result.ok
+    assert "its tail was cut" in result.message
+    assert result.head == entries[1].hash
+
+
+def test_a_head_at_another_seq_than_recorded_fails(path: Path) -> None:
+    entries = write_log(path, 3)
+    assert not verify_against(path, Anchor(3, entries[1].hash)).ok
+
+
+def test_a_head_is_parsed_as_seq_colon_hash_or_hash() -> None:
+    assert Anchor.parse(f"7:{'AB' * 32}") == Anchor(7, "ab" * 32)
+    assert Anchor.parse("cd" * 32) == Anchor(0, "cd" * 32)
+    for bad in ("", "xyz", f"seven:{'ab' * 32}", "ab" * 31):
+        with pytest.raises(ValueError):
+            Anchor.parse(bad)
+
+
+def test_cli_verify_against_the_recorded_head_detects_a_truncated_tail(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = write_log(path, 3)
+    head = f"3:{entries[2].hash}"
+    assert main(["audit", "verify", "--file", str(path), "--against", head]) == 0
+    assert f"it holds {head}" in capsys.readouterr().out
+    rewrite(path, lines(path)[:2])
+    assert main(["audit", "verify", "--file", str(path)]) == 0  # the chain alone cannot tell
+    capsys.readouterr()
+    assert main(["audit", "verify", "--file", str(path), "--against", head]) == 1
+    assert "its tail was cut" in capsys.readouterr().out
+
+
+def test_cli_verify_against_a_malformed_head_is_bad_usage(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_log(path, 1)
+    assert main(["audit", "verify", "--file", str(path), "--against", "nope"]) == 2
+    assert "--against" in capsys.readouterr().err

@@ -3,6 +3,7 @@ xpub, display-address and export-multisig on a signer set up by `vpool-signer in
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from pool.descriptor import MultisigDescriptor, descriptor_checksum
 from pool.hdkeys import ExtendedPrivateKey
 from pool.networks import REGTEST
 from pool.series import CHANGE, RECEIVE, Series, SeriesState
+from signer import cli as signer_cli
 from signer import keystore
 from signer.state import SignerState
 from tests.factories import make_series, master_key
@@ -34,6 +36,7 @@ def signer(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "signer.cli", *args],
         cwd=ROOT,
         env=env,
+        stdin=subprocess.DEVNULL,  # no terminal: nothing is asked
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -89,6 +92,38 @@ def test_the_generated_keystore_shows_its_24_words_and_they_make_its_key(directo
     master = ExtendedPrivateKey.from_seed(Mnemonic.to_seed(words, ""))
     shown = signer("xpub", "--config", config(directory), "--json")
     assert json.loads(shown.stdout)["origin"].startswith(master.fingerprint.hex() + "/48h/1h/0h/2h")
+
+
+def test_show_mnemonic_warns_that_the_words_are_the_key(directory: Path) -> None:
+    done = signer(
+        "keystore", "show-mnemonic", "--file", str(directory / "keystore.json"),
+        "--passphrase-file", str(directory / "passphrase.txt"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("WARNING: these words are the signer's key.")
+    assert len(done.stdout.split()) == 24  # the words alone on stdout
+
+
+def test_show_mnemonic_asks_the_passphrase_at_the_terminal(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    passphrase = (directory / "passphrase.txt").read_text(encoding="utf-8").strip()
+    asked: list[str] = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: asked.append(prompt) or passphrase)
+    keystore_path = directory / "keystore.json"
+    assert signer_cli.main(["keystore", "show-mnemonic", "--file", str(keystore_path)]) == 0
+    assert asked == [f"passphrase of {keystore_path}: "]
+    assert capsys.readouterr().out.split() == _words(directory).split()
+
+
+def test_show_mnemonic_without_a_terminal_or_a_passphrase_source_is_bad_usage(
+    directory: Path,
+) -> None:
+    done = signer("keystore", "show-mnemonic", "--file", str(directory / "keystore.json"))
+    assert done.returncode == exitcodes.USAGE
+    assert "give --passphrase-env or --passphrase-file" in done.stderr
+    assert done.stdout == ""
 
 
 def test_show_mnemonic_numbers_the_words_on_request(directory: Path) -> None:

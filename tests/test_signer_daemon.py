@@ -41,6 +41,7 @@ from tests.signer_harness import (
     refund_round_request,
     register_request,
     round_request,
+    sign_until_answered,
     with_signatures,
 )
 from vpool.devnet.processes import (
@@ -98,8 +99,7 @@ def _round(regtest: Regtest, tag: str, amount: int, n_utxos: int = 2) -> Manifes
 
 
 def _sign(stub: signer_pb2_grpc.SignerServiceStub, m: Manifest) -> signer_pb2.SignRoundResponse:
-    response: signer_pb2.SignRoundResponse = stub.SignRound(round_request(m), timeout=CALL_TIMEOUT)
-    return response
+    return sign_until_answered(stub, round_request(m))
 
 
 def _reasons(response: signer_pb2.SignRoundResponse) -> list[str]:
@@ -345,10 +345,7 @@ def _registered_deposit(
 def _sign_refunds(
     stub: signer_pb2_grpc.SignerServiceStub, m: RefundManifest
 ) -> signer_pb2.SignRoundResponse:
-    response: signer_pb2.SignRoundResponse = stub.SignRound(
-        refund_round_request(m), timeout=CALL_TIMEOUT
-    )
-    return response
+    return sign_until_answered(stub, refund_round_request(m))
 
 
 def test_register_deposit_address_returns_the_address_and_is_idempotent(
@@ -448,6 +445,45 @@ def test_the_audit_log_verifies_after_several_rounds(
     assert result.stdout.startswith("audit log OK")
 
 
+def test_get_info_gives_the_audit_head_whose_entry_shows_what_was_signed(
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
+) -> None:
+    m = _round(regtest, "w420", BTC // 4)
+    assert _sign(stub, m).signed_all
+    info = stub.GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
+    last = json.loads(audit_path(daemon.data_dir).read_bytes().splitlines()[-1])
+    assert (info.audit_seq, info.audit_head) == (last["seq"], last["hash"])
+    (tx,) = last["transactions"]
+    paid = script_pubkey_to_address(request("alice", "w420", 1).script_pubkey, REGTEST)
+    assert {"address": paid, "amount": BTC // 4} in tx["outputs"]
+    assert all(i["amount"] == BTC for i in tx["inputs"])
+    assert tx["fee"] == sum(i["amount"] for i in tx["inputs"]) - sum(
+        o["amount"] for o in tx["outputs"]
+    )
+
+
+def test_a_cut_tail_of_the_audit_log_fails_verification_against_the_head_get_info_gave(
+    daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
+) -> None:
+    assert _sign(stub, _round(regtest, "w430", BTC // 4)).signed_all
+    info = stub.GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
+    head = f"{info.audit_seq}:{info.audit_head}"
+    log = audit_path(daemon.data_dir)
+    kept = log.read_bytes().splitlines(keepends=True)[:-1]
+    log.write_bytes(b"".join(kept))  # someone removes what the signer last signed
+
+    def verify(*against: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "signer.cli", "audit", "verify", "--file", str(log)]
+        return subprocess.run(
+            [*command, *against], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+
+    assert verify().returncode == 0  # the chain alone cannot tell
+    cut = verify("--against", head)
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert "its tail was cut" in cut.stdout
+
+
 def test_an_oversized_request_is_refused_by_grpc(stub: signer_pb2_grpc.SignerServiceStub) -> None:
     huge = signer_pb2.SignRoundRequest(
         kind=signer_pb2.ROUND_KIND_WITHDRAWAL, manifest=bytes(9 * 1024 * 1024)
@@ -461,7 +497,7 @@ def test_the_log_holds_no_psbt_and_no_secret(
     daemon: SignerDaemon, stub: signer_pb2_grpc.SignerServiceStub, regtest: Regtest
 ) -> None:
     request = round_request(_round(regtest, "w500", BTC))
-    assert stub.SignRound(request, timeout=CALL_TIMEOUT).signed_all
+    assert sign_until_answered(stub, request).signed_all
     log = daemon.log.read_text()
     psbt = Psbt.parse(request.psbts[0])
     for secret in (SIGNER.to_string(REGTEST), PASSPHRASE, psbt.to_base64()[:40]):

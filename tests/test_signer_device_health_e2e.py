@@ -35,6 +35,7 @@ from vpool.devnet.processes import (
     mnemonic_for,
     write_config,
 )
+from vpool.health import REASON_KEY
 from vpool.v1 import signer_pb2
 
 ACCOUNT = bip48_account_path(REGTEST)
@@ -120,6 +121,13 @@ class Rig:
         status: int = stub.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT).status
         return status
 
+    def health_reason(self) -> str | None:
+        """The reason the health Check sends along (vpool.health), None when it sends none."""
+        assert self.daemon is not None
+        stub = health_pb2_grpc.HealthStub(self.daemon.channel(self.pki.credentials()))
+        _, call = stub.Check.with_call(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+        return dict(call.trailing_metadata()).get(REASON_KEY)
+
     def device(self) -> signer_pb2.DeviceState:
         assert self.daemon is not None
         info = self.daemon.stub(self.pki).GetInfo(signer_pb2.GetInfoRequest(), timeout=CALL_TIMEOUT)
@@ -147,6 +155,16 @@ def test_an_unplugged_device_makes_the_signer_not_serving_with_the_reason(rig: R
     wait_for(lambda: rig.health() == NOT_SERVING, "not serving once the device is gone")
     device = rig.device()
     assert (device.state, device.usable, device.error != "") == ("absent", False, True)
+
+
+def test_the_health_check_of_a_signer_without_its_device_says_why(rig: Rig) -> None:
+    rig.start_daemon()
+    wait_for(lambda: rig.health() == SERVING, "serving with the device there")
+    assert rig.health_reason() is None
+    rig.unplug()
+    wait_for(lambda: rig.health() == NOT_SERVING, "not serving once the device is gone")
+    reason = rig.health_reason()
+    assert reason is not None and reason.startswith("the device is absent"), reason
 
 
 def test_the_signer_serves_again_when_the_device_returns(rig: Rig) -> None:

@@ -7,7 +7,14 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 
 from signer.backends.hwi import condition_of_failure
-from signer.device_monitor import DeviceCondition, DeviceLimits, DeviceMonitor, limits_of
+from signer.device_monitor import (
+    DeviceCondition,
+    DeviceLimits,
+    DeviceMonitor,
+    TxShape,
+    limits_of,
+    shape_problems,
+)
 from signer.node_monitor import NodeStatus
 from signer.server import SERVICE_NAME, Health
 
@@ -27,6 +34,30 @@ def test_a_ledger_reports_512_inputs_and_outputs() -> None:
 
 def test_the_operators_cap_on_reviewed_payments_is_reported_for_any_device() -> None:
     assert limits_of("software", 25) == DeviceLimits(max_reviewed_payments=25)
+
+
+def test_a_transaction_within_every_limit_has_no_problem() -> None:
+    limits = DeviceLimits(
+        max_inputs=512, max_outputs=512, max_psbt_bytes=1000, max_reviewed_payments=3
+    )
+    assert shape_problems(limits, [TxShape(1000, 512, 4, 3)]) == []
+
+
+def test_each_limit_a_transaction_passes_is_named() -> None:
+    limits = DeviceLimits(
+        max_inputs=512, max_outputs=512, max_psbt_bytes=1000, max_reviewed_payments=3
+    )
+    problems = shape_problems(limits, [TxShape(10, 1, 2, 1), TxShape(1001, 513, 513, 512)])
+    assert problems == [
+        "PSBT 1 has 1001 bytes, the device takes at most 1000",
+        "PSBT 1 has 513 inputs, the device signs at most 512",
+        "PSBT 1 has 513 outputs, the device signs at most 512",
+        "PSBT 1 has 512 payments, its reviewer takes at most 3",
+    ]
+
+
+def test_limits_of_zero_are_no_limits() -> None:
+    assert shape_problems(DeviceLimits(), [TxShape(10**9, 10**6, 10**6, 10**6)]) == []
 
 
 def test_the_monitor_keeps_what_the_last_probe_found() -> None:

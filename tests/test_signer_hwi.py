@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -18,10 +18,11 @@ from embit.script import Script as EmbitScript
 from embit.transaction import Transaction as EmbitTransaction
 from hwilib.devices import trezor as hwi_trezor
 
+from pool.address import encode_segwit_address
 from pool.descriptor import DescriptorKey
-from pool.hdkeys import ExtendedPrivateKey, KeyOrigin
+from pool.hdkeys import HARDENED, ExtendedPrivateKey, KeyOrigin
 from pool.manifest import Manifest
-from pool.networks import REGTEST
+from pool.networks import MAINNET, REGTEST, TESTNET
 from pool.roles import combine, extract, finalize
 from pool.series import CHANGE, Series, SeriesState
 from pool.withdrawal import build_round
@@ -37,12 +38,19 @@ from signer.keystore import bip48_account_path
 from tests.chain_harness import fund, pinned, signer_chain
 from tests.factories import BTC, master_key, request
 from tests.regtest_fixtures import Regtest
-from tests.signer_harness import CALL_TIMEOUT, register_request, round_request, with_signatures
+from tests.signer_harness import (
+    CALL_TIMEOUT,
+    register_request,
+    round_request,
+    sign_until_answered,
+    with_signatures,
+)
 from vpool.devnet.processes import (
     JadeEmulator,
     Pki,
     SignerDaemon,
     emulator_backend,
+    free_port,
     hwi_backend,
     master_of,
     mnemonic_for,
@@ -57,9 +65,11 @@ SIGN_TIMEOUT = 1.5
 MARGIN = 3.0
 
 
-def _series(series_id: int, masters: list[ExtendedPrivateKey]) -> Series:
+def _series(
+    series_id: int, masters: list[ExtendedPrivateKey], account: tuple[int, ...] = ACCOUNT
+) -> Series:
     keys = tuple(
-        DescriptorKey(KeyOrigin(m.fingerprint, ACCOUNT), m.derive_path(ACCOUNT).public())
+        DescriptorKey(KeyOrigin(m.fingerprint, account), m.derive_path(account).public())
         for m in masters
     )
     return Series(series_id, 2, keys, SeriesState.ACTIVE)
@@ -75,6 +85,8 @@ def _round(regtest: Regtest, series: Series, tag: str) -> Manifest:
 class Pool:
     pki: Pki
     series: Series
+    next_series: Series
+    """Series 2 (the same keyholders' BIP48 account 1), registered too: a sweep's target."""
     jades: list[JadeEmulator]
     signers: list[SignerDaemon]
     registrations: list[signer_pb2.RegisterSeriesResponse]
@@ -93,9 +105,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
         for tag in "ab"
     ]
     soft_key = master_key(3)
-    series = _series(
-        1, [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
-    )
+    masters = [master_of(mnemonic_for("jade a")), master_of(mnemonic_for("jade b")), soft_key]
+    series = _series(1, masters)
+    next_series = _series(2, masters, (*ACCOUNT[:2], 1 + HARDENED, *ACCOUNT[3:]))
     signers = []
     try:
         for tag, jade in zip("ab", jades, strict=True):
@@ -106,7 +118,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
                 pki,
                 f"jade-{tag}",
                 backend,
-                series=[series],
+                series=[series, next_series],
                 chain=signer_chain(directory, regtest.node),
             )
             signers.append(SignerDaemon(config))
@@ -116,7 +128,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
             pki,
             "soft",
             emulator_backend(keystore),
-            series=[series],
+            series=[series, next_series],
             chain=signer_chain(base / "soft", regtest.node),
         )
         signers.append(SignerDaemon(config))
@@ -124,7 +136,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki, regtest: Regtest) -
             daemon.stub(pki).RegisterSeries(register_request(series), timeout=CALL_TIMEOUT)
             for daemon in signers
         ]
-        yield Pool(pki, series, jades, signers, registrations)
+        for daemon in signers:
+            daemon.stub(pki).RegisterSeries(register_request(next_series), timeout=CALL_TIMEOUT)
+        yield Pool(pki, series, next_series, jades, signers, registrations)
     finally:
         for process in [*signers, *jades]:
             process.stop()
@@ -173,7 +187,7 @@ def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently
     m = _round(regtest, pool.series, "w1000")
     [planned] = build_round(m).transactions
     request_message = round_request(m)
-    answers = [pool.stub(i).SignRound(request_message, timeout=CALL_TIMEOUT) for i in range(3)]
+    answers = [sign_until_answered(pool.stub(i), request_message) for i in range(3)]
     assert all(a.signed_all and not a.refusals for a in answers)
     signed = [with_signatures(planned.psbt, a.signed_psbts[0]) for a in answers]
     raw = extract(finalize(combine(signed))).serialize()
@@ -194,6 +208,45 @@ def test_a_round_signed_by_two_devices_and_a_software_key_verifies_independently
             assert sig.pubkey in keys and sig.signature[-1] == 0x01
             key = EmbitPublicKey.parse(sig.pubkey)
             assert key.verify(EmbitSignature.parse(sig.signature[:-1]), digest)
+
+
+def _sign_on_every_signer(pool: Pool, m: Manifest) -> None:
+    """Every signer signs the round's one transaction; the signatures make it complete."""
+    [planned] = build_round(m).transactions
+    answers = [sign_until_answered(pool.stub(i), round_request(m)) for i in range(3)]
+    assert all(a.signed_all and not a.refusals for a in answers)
+    signed = [with_signatures(planned.psbt, a.signed_psbts[0]) for a in answers]
+    assert extract(finalize(combine(signed))).txid_hex == planned.psbt.tx.txid_hex
+
+
+def test_a_withdrawals_change_is_recognised_as_change_on_the_devices(
+    pool: Pool, regtest: Regtest
+) -> None:
+    m = _round(regtest, pool.series, "change-hidden")
+    _sign_on_every_signer(pool, m)
+    for jade in pool.jades:  # the payment is shown, the change (output 1) is not
+        assert jade.reviews()[-1] == "outputs shown [0], change [1]"
+
+
+def test_a_sweep_signs_on_the_devices_with_the_new_series_output_shown_as_a_payment(
+    pool: Pool, regtest: Regtest
+) -> None:
+    """Inputs of the retiring series, change to the new one: the firmware validates change only
+    against the one registration all signed inputs match, so the person sees the move."""
+    utxos = fund(regtest, pool.series, [BTC, BTC])
+    retiring = replace(pool.series, state=SeriesState.RETIRING)
+    m = pinned(
+        regtest,
+        [retiring, pool.next_series],
+        utxos,
+        [request("alice", "sweep", BTC // 2)],
+        change_index=((2, 0),),
+    )
+    [planned] = build_round(m).transactions
+    assert planned.change is not None and planned.change.series_id == 2
+    _sign_on_every_signer(pool, m)
+    for jade in pool.jades:
+        assert jade.reviews()[-1] == "outputs shown [0, 1], change []"
 
 
 # --- finding the device ------------------------------------------------------------------------
@@ -289,7 +342,7 @@ def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
 
         jade.stop()  # the stall is lifted: the same device comes back on the same port
         jade = JadeEmulator(tmp_path / "jade", words, port=jade.port)
-        assert stub.SignRound(request_message, timeout=CALL_TIMEOUT).signed_all
+        assert sign_until_answered(stub, request_message).signed_all
         decisions = [
             json.loads(line)["decision"]
             for line in audit_path(daemon.data_dir).read_text().splitlines()
@@ -298,3 +351,49 @@ def test_a_stalled_device_gives_deadline_exceeded_and_the_daemon_keeps_serving(
     finally:
         daemon.stop()
         jade.stop()
+
+
+@pytest.fixture
+def absent_device() -> Iterator[HwiBackend]:
+    """A backend whose device is not there (nothing listens at its path): calls are stubbed."""
+    config = HwiBackendConfig(bytes(4), "jade", f"tcp:127.0.0.1:{free_port()}", 20, 20)
+    backend = HwiBackend(config, REGTEST)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _device_shows(backend: HwiBackend, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    monkeypatch.setattr(backend, "_call", lambda op, argument, what: (address, "vpool-1"))
+
+
+def test_a_regtest_address_shown_under_testnets_prefix_is_the_pools_address(
+    absent_device: HwiBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = _series(1, [master_key(i) for i in range(3)])
+    script = series.derive(CHANGE, 7).script_pubkey
+    _device_shows(absent_device, monkeypatch, encode_segwit_address(TESTNET, 0, script[2:]))
+    shown, on_device = absent_device.display_address(series, CHANGE, 7)
+    assert shown == series.address(CHANGE, 7, REGTEST)
+    assert on_device
+
+
+def test_a_testnet_prefixed_address_of_another_script_is_refused(
+    absent_device: HwiBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = _series(1, [master_key(i) for i in range(3)])
+    other = series.derive(CHANGE, 8).script_pubkey
+    _device_shows(absent_device, monkeypatch, encode_segwit_address(TESTNET, 0, other[2:]))
+    with pytest.raises(BackendError, match="the device computed the address tb1"):
+        absent_device.display_address(series, CHANGE, 7)
+
+
+def test_a_mainnet_address_shown_for_a_regtest_pool_is_refused(
+    absent_device: HwiBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = _series(1, [master_key(i) for i in range(3)])
+    script = series.derive(CHANGE, 7).script_pubkey
+    _device_shows(absent_device, monkeypatch, encode_segwit_address(MAINNET, 0, script[2:]))
+    with pytest.raises(BackendError, match="the device computed the address bc1"):
+        absent_device.display_address(series, CHANGE, 7)

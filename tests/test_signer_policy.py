@@ -69,7 +69,7 @@ def honest_manifest(**changes: object) -> Manifest:
 
 
 def psbts_of(m: Manifest) -> list[bytes]:
-    return [t.psbt.serialize() for t in build_round(m).transactions]
+    return [p.serialize() for p in build_round(m).psbts]
 
 
 def evaluate(
@@ -173,13 +173,22 @@ def signed(m: Manifest) -> MemoryHistory:
     return history
 
 
-def two_coin_round(*requests: WithdrawalRequest, coins: Sequence[int] = (0, 1)) -> Manifest:
-    return manifest([S1], [utxo(i, BTC, 100 + i, index=i) for i in coins], list(requests))
+def two_coin_round(
+    *requests: WithdrawalRequest, coins: Sequence[int] = (0, 1), fee_rate: int | None = None
+) -> Manifest:
+    base = manifest([S1], [utxo(i, BTC, 100 + i, index=i) for i in coins], list(requests))
+    return base if fee_rate is None else replace(base, fee_rate=fee_rate)
+
+
+BUMPED = 5_000
+"""A fee rate above the honest round's: a replacement must pay a higher one."""
 
 
 def test_a_replacement_that_still_pays_every_payment_and_adds_one_is_approved() -> None:
     history = signed(honest_manifest())
-    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    more = honest_manifest(
+        requests=(*honest_manifest().requests, request("carol", "1", 10**7)), fee_rate=BUMPED
+    )
     result = evaluate(more, history=history)
     assert isinstance(result, Approval)
     assert result.fee_bumps == (result.psbts[0].tx.txid_hex,)
@@ -187,7 +196,9 @@ def test_a_replacement_that_still_pays_every_payment_and_adds_one_is_approved() 
 
 def test_a_replacement_counts_only_the_payments_it_adds_toward_the_limits() -> None:
     history = signed(honest_manifest())
-    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    more = honest_manifest(
+        requests=(*honest_manifest().requests, request("carol", "1", 10**7)), fee_rate=BUMPED
+    )
     result = evaluate(more, history=history)
     assert isinstance(result, Approval)
     assert (result.payments, result.destinations) == (10**7, ((p2wpkh("carol/1"), 10**7),))
@@ -195,21 +206,49 @@ def test_a_replacement_counts_only_the_payments_it_adds_toward_the_limits() -> N
 
 def test_a_replacement_whose_new_payments_pass_the_daily_limit_is_refused() -> None:
     history = signed(honest_manifest())
-    more = honest_manifest(requests=(*honest_manifest().requests, request("carol", "1", 10**7)))
+    more = honest_manifest(
+        requests=(*honest_manifest().requests, request("carol", "1", 10**7)), fee_rate=BUMPED
+    )
     config = policy(max_daily_amount=55_000_000 + 10**7 - 1)
     assert reasons(evaluate(more, history=history, config=config)) == [Reason.DAILY_LIMIT_EXCEEDED]
 
 
 def test_a_replacement_that_drops_a_payment_is_refused_as_a_double_sign() -> None:
     history = signed(honest_manifest())
-    fewer = honest_manifest(requests=honest_manifest().requests[:2])
+    fewer = honest_manifest(requests=honest_manifest().requests[:2], fee_rate=BUMPED)
     assert reasons(evaluate(fewer, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+def test_a_replacement_that_redirects_a_payment_is_refused_as_a_double_sign() -> None:
+    history = signed(honest_manifest())
+    alice, bob1, bob2 = honest_manifest().requests
+    redirected = replace(bob2, script_pubkey=p2wpkh("mallory"))
+    hostile = honest_manifest(requests=(alice, bob1, redirected), fee_rate=BUMPED)
+    assert reasons(evaluate(hostile, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+def test_a_replacement_at_a_lower_fee_rate_is_refused_as_a_double_sign() -> None:
+    history = signed(honest_manifest(fee_rate=BUMPED))
+    result = evaluate(honest_manifest(), history=history)
+    assert reasons(result) == [Reason.DOUBLE_SIGN]
+    assert isinstance(result, list) and "is not above" in result[0].message
+
+
+def test_a_fee_bump_above_the_signers_fee_rate_limit_is_refused() -> None:
+    history = signed(honest_manifest())
+    bump = evaluate(
+        honest_manifest(fee_rate=BUMPED), history=history, config=policy(max_fee_rate=4_000)
+    )
+    assert reasons(bump) == [Reason.FEE_RATE_ABOVE_LIMIT]
 
 
 def test_a_replacement_that_adds_an_input_and_pays_every_payment_is_approved() -> None:
     history = signed(two_coin_round(request("alice", "1", 150_000_000)))
     bigger = two_coin_round(
-        request("alice", "1", 150_000_000), request("carol", "1", 60_000_000), coins=(0, 1, 2)
+        request("alice", "1", 150_000_000),
+        request("carol", "1", 60_000_000),
+        coins=(0, 1, 2),
+        fee_rate=BUMPED,
     )
     result = evaluate(bigger, history=history)
     assert isinstance(result, Approval)
@@ -220,8 +259,66 @@ def test_a_replacement_that_leaves_an_input_of_the_replaced_transaction_unspent_
     None
 ):
     history = signed(two_coin_round(request("alice", "1", 150_000_000)))
-    other_coins = two_coin_round(request("alice", "1", 150_000_000), coins=(0, 9))
+    other_coins = two_coin_round(request("alice", "1", 150_000_000), coins=(0, 9), fee_rate=BUMPED)
     assert reasons(evaluate(other_coins, history=history)) == [Reason.DOUBLE_SIGN]
+
+
+# --------------------------------------------------------------------------- fee ladder
+
+
+def laddered(rungs: int = 3, step: int = 2_000, **changes: object) -> Manifest:
+    return honest_manifest(ladder_rungs=rungs, ladder_step=step, **changes)
+
+
+def test_a_round_with_a_fee_ladder_is_approved_with_every_rung_to_sign() -> None:
+    m = laddered()
+    result = evaluate(m)
+    assert isinstance(result, Approval)
+    assert result.rungs == 3 and len(result.psbts) == len(build_round(m).transactions) + 3
+
+
+def test_the_ladder_counts_the_payments_once() -> None:
+    result = evaluate(laddered())
+    assert isinstance(result, Approval)
+    assert result.payments == 55_000_000
+
+
+def test_a_ladder_above_the_signers_fee_rate_limit_is_refused() -> None:
+    config = policy(max_fee_rate=6_000)
+    assert reasons(evaluate(laddered(), config=config)) == [Reason.FEE_RATE_ABOVE_LIMIT]
+
+
+def test_a_ladder_whose_top_rung_pays_more_than_max_fee_is_refused() -> None:
+    top = build_round(laddered()).rungs[-1].fee
+    config = policy(max_fee=top - 1)
+    assert reasons(evaluate(laddered(), config=config)) == [Reason.FEE_ABOVE_LIMIT]
+
+
+def test_a_rung_that_pays_its_bump_to_someone_else_is_refused() -> None:
+    m = laddered()
+    plan = build_round(m)
+    psbts = [p.serialize() for p in plan.psbts]
+    rung = plan.rungs[0].psbt
+    change = plan.change_vouts[0]
+    assert change is not None
+    outputs = list(rung.tx.outputs)
+    outputs[change] = replace(outputs[change], script_pubkey=p2wpkh("mallory"))
+    psbts[len(plan.transactions)] = with_outputs(rung, outputs).serialize()
+    assert reasons(evaluate(m, psbts)) != []
+
+
+def test_a_round_without_its_rungs_is_refused() -> None:
+    m = laddered()
+    psbts = [t.psbt.serialize() for t in build_round(m).transactions]
+    assert isinstance(evaluate(m, psbts), list)
+
+
+def test_after_a_ladder_is_signed_a_later_bump_of_its_transaction_is_judged_against_it() -> None:
+    history = signed(laddered())
+    bump = evaluate(laddered(fee_rate=BUMPED), history=history)
+    lower = evaluate(laddered(fee_rate=1_000), history=history)
+    assert isinstance(bump, Approval)
+    assert reasons(lower) == [Reason.DOUBLE_SIGN]
 
 
 # --------------------------------------------------------------------------- mutations

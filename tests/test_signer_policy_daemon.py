@@ -32,6 +32,7 @@ from tests.signer_harness import (
     refund_round_request,
     register_request,
     round_request,
+    sign_until_answered,
 )
 from vpool.devnet.processes import Pki, SignerDaemon, emulator_backend, write_config, write_keystore
 from vpool.v1 import common_pb2, signer_pb2, signer_pb2_grpc
@@ -78,8 +79,7 @@ def honest(
 
 
 def _sign(stub: Stub, m: Manifest) -> signer_pb2.SignRoundResponse:
-    response: signer_pb2.SignRoundResponse = stub.SignRound(round_request(m), timeout=CALL_TIMEOUT)
-    return response
+    return sign_until_answered(stub, round_request(m))
 
 
 def _refused(response: signer_pb2.SignRoundResponse) -> list[str]:
@@ -244,10 +244,7 @@ def _refund(stub: Stub, regtest: Regtest, tag: str) -> signer_pb2.SignRoundRespo
     register = deposit_address_request(S1, refund.index, address)
     stub.RegisterDepositAddress(register, timeout=CALL_TIMEOUT)
     m = pinned_refunds(regtest, [S1], [refund])
-    response: signer_pb2.SignRoundResponse = stub.SignRound(
-        refund_round_request(m), timeout=CALL_TIMEOUT
-    )
-    return response
+    return sign_until_answered(stub, refund_round_request(m))
 
 
 def _move(regtest: Regtest, tag: str) -> Manifest:

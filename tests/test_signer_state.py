@@ -289,6 +289,8 @@ def test_migrations_create_the_schema_from_an_empty_directory(tmp_path: Path) ->
         "acknowledged_deposits",
         "round_answers",
         "signed_transactions",
+        "serving_intervals",
+        "cancelled_requests",
     }
 
 
@@ -464,3 +466,18 @@ def test_deposit_addresses_survive_close_and_reopen(tmp_path: Path) -> None:
         state.register_deposit_address("regtest", 1, 4, REFUND, NOW)
     with SignerState(tmp_path) as reopened:
         assert reopened.refund_address("regtest", 1, 4) == REFUND
+
+
+def test_a_signed_cancel_is_recorded_for_good(state: SignerState) -> None:
+    approval = Approval(
+        manifest_hash=b"\x07" * 32,
+        psbts=(),
+        txids=(),
+        change_vouts=(),
+        payments=0,
+        cancels=(("bob", "1"),),
+    )
+    state.record_signed(approval, 1.0)
+    state.record_signed(approval, 2.0)  # the same round again changes nothing
+    assert state.cancelled_request("bob", "1")
+    assert not state.cancelled_request("bob", "2")

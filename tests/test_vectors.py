@@ -87,5 +87,23 @@ def test_signed_transactions_match(path: Path) -> None:
     doc = load(path)
     manifest = decode_manifest(bytes.fromhex(doc["manifest_hex"]))
     plan = build_round(manifest)
-    signed = [sign_first_m(t.psbt, manifest).serialize().hex() for t in plan.transactions]
+    signed = [sign_first_m(psbt, manifest).serialize().hex() for psbt in plan.psbts]
     assert signed == doc["expected"]["signed_transactions"]
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_ladder_rungs_match(path: Path) -> None:
+    plan = plan_of(load(path))
+    got = [
+        {
+            "of": r.of,
+            "step": r.step,
+            "fee_rate": r.fee_rate,
+            "txid": r.txid_hex,
+            "psbt": r.psbt.to_base64(),
+            "fee": r.fee,
+            "fee_shares": dict(r.fee_shares),
+        }
+        for r in plan.rungs
+    ]
+    assert got == load(path)["expected"]["rungs"]

@@ -64,6 +64,39 @@ def test_retiring_series_are_spent_before_the_active_one() -> None:
     assert [u.series_id for u in eligible_inputs(m)] == [1, 2]
 
 
+def _rotation(*requests_btc: float) -> RoundPlan:
+    """A retiring series with two 1 BTC coins, the active one with one."""
+    old = make_series(1, 2, (3, 4, 5), SeriesState.RETIRING)
+    new = make_series(2, 2, (0, 1, 2))
+    coins = [utxo(1, BTC, 100, series=1), utxo(2, BTC, 101, series=1), utxo(3, BTC, 102, series=2)]
+    reqs = [request("a", str(k), int(amount * BTC)) for k, amount in enumerate(requests_btc)]
+    return build_round(manifest([old, new], coins, reqs, change_index=((2, 0),)))
+
+
+def test_a_transaction_spends_the_coins_of_one_series_only() -> None:
+    plan = _rotation(2.5)
+    assert [{u.series_id for u in t.inputs} for t in plan.transactions] == [{1}, {2}]
+    assert plan.requests[0].status is RequestStatus.SPLIT
+
+
+def test_a_sweeps_change_to_the_active_series_carries_no_key_paths() -> None:
+    [sweep] = _rotation(0.5).transactions
+    assert {u.series_id for u in sweep.inputs} == {1}
+    assert sweep.change is not None and sweep.change.series_id == 2
+    change = sweep.psbt.outputs[sweep.change.vout]
+    assert not change.bip32_derivations and change.witness_script is None
+    old_keys = {k.origin.fingerprint for k in make_series(1, 2, (3, 4, 5)).keys}
+    assert {origin.fingerprint for origin in sweep.psbt.xpubs.values()} == old_keys
+
+
+def test_change_to_the_series_spent_from_keeps_its_key_paths() -> None:
+    [t] = build_round(
+        manifest([S1], [utxo(0, BTC, 100)], [request("a", "1", BTC // 2)])
+    ).transactions
+    assert t.change is not None
+    assert len(t.psbt.outputs[t.change.vout].bip32_derivations) == 3
+
+
 def test_requests_are_paid_in_request_key_order() -> None:
     reqs = [request(c, "1", 1_000_000) for c in ("alice", "bob", "carol", "dave")]
     plan = build_round(manifest([S1], [utxo(1, BTC, 100)], reqs))
@@ -167,6 +200,33 @@ def test_a_request_too_large_for_one_transaction_is_split() -> None:
     assert outcome.status is RequestStatus.SPLIT
     assert sum(o.amount for o in outcome.outputs) == 10 * BTC
     assert len({o.txid_hex for o in outcome.outputs}) == len(outcome.outputs)
+
+
+def test_a_cap_on_inputs_per_transaction_splits_the_round() -> None:
+    utxos = [utxo(i, BTC // 4, 100 + i, index=i) for i in range(12)]
+    reqs = [request("a", str(k), BTC // 2) for k in range(4)]
+    plan = build_round(manifest([S1], utxos, reqs, max_tx_inputs=3))
+    assert len(plan.transactions) == 4
+    assert all(len(t.inputs) <= 3 for t in plan.transactions)
+    assert all(r.status is RequestStatus.SUCCESS for r in plan.requests)
+
+
+def test_a_request_larger_than_the_inputs_one_transaction_may_take_is_split() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(6)]
+    plan = build_round(manifest([S1], utxos, [request("a", "big", 4 * BTC)], max_tx_inputs=2))
+    outcome = plan.outcome("a", "big")
+    assert outcome.status is RequestStatus.SPLIT
+    assert sum(o.amount for o in outcome.outputs) == 4 * BTC
+    assert all(len(t.inputs) <= 2 for t in plan.transactions)
+
+
+def test_a_cap_on_payments_per_transaction_splits_the_round() -> None:
+    utxos = [utxo(i, BTC, 100 + i, index=i) for i in range(3)]
+    reqs = [request("a", str(k), 10_000) for k in range(7)]
+    plan = build_round(manifest([S1], utxos, reqs, max_tx_payments=3))
+    payments = [len(t.psbt.tx.outputs) - (t.change is not None) for t in plan.transactions]
+    assert payments == [3, 3, 1]
+    assert all(r.status is RequestStatus.SUCCESS for r in plan.requests)
 
 
 def test_extra_fee_is_paid_once_by_its_client() -> None:

@@ -74,6 +74,8 @@ def manifests(draw: st.DrawFn) -> Manifest:
         dust_limit=dust,
         max_weight=draw(st.sampled_from([4_000, 6_000, 10_000, 40_000, 400_000])),
         min_conf=draw(st.integers(1, 10)),
+        max_tx_inputs=draw(st.sampled_from([0, 0, 0, 1, 2, 5])),
+        max_tx_payments=draw(st.sampled_from([0, 0, 0, 1, 3])),
     )
 
 
@@ -137,6 +139,22 @@ def test_every_request_is_paid_exactly_or_deferred(m: Manifest) -> None:
         for o in outcome.outputs:
             assert outputs[(o.txid_hex, o.vout)].value == o.amount
             assert outputs[(o.txid_hex, o.vout)].script_pubkey == req.script_pubkey
+
+
+@PROPERTY
+@given(manifests())
+def test_no_transaction_passes_the_manifests_shape_caps(m: Manifest) -> None:
+    for t in build_round(m).transactions:
+        payments = len(t.psbt.tx.outputs) - (t.change is not None)
+        assert not 0 < m.max_tx_inputs < len(t.inputs)
+        assert not 0 < m.max_tx_payments < payments
+
+
+@PROPERTY
+@given(manifests())
+def test_every_transaction_spends_one_series(m: Manifest) -> None:
+    for t in build_round(m).transactions:
+        assert len({u.series_id for u in t.inputs}) == 1
 
 
 @PROPERTY

@@ -1,13 +1,16 @@
 """The coordinator keeps each withdrawal round within the signers' caps on UTXOs: it keeps the
-UTXOs a round spends first and leaves the others for a later round."""
+UTXOs a round spends first and leaves the others for a later round. It caps each transaction's
+shape at the smallest limit its configuration and the signers' devices set."""
 
 from __future__ import annotations
 
-from coordinator.withdrawal_rounds import within_inputs
+from coordinator.config import RoundsConfig
+from coordinator.withdrawal_rounds import shape_caps, within_inputs
 from pool.manifest import Manifest
 from pool.series import SeriesState
 from pool.withdrawal import RequestStatus, build_round, eligible_inputs
 from tests.factories import BTC, make_series, manifest, request, utxo
+from vpool.v1.signer_pb2 import DeviceLimits
 
 OLD = make_series(1, 2, (0, 1, 2), SeriesState.RETIRING)
 NEW = make_series(2, 2, (3, 4, 5))
@@ -50,3 +53,25 @@ def test_a_round_needing_more_than_the_cap_defers_what_the_kept_utxos_cannot_pay
     assert len(capped.utxos) == 2
     assert [o.status for o in build_round(m).requests].count(RequestStatus.DEFERRED) == 0
     assert [o.status for o in build_round(capped).requests].count(RequestStatus.DEFERRED) == 1
+
+
+def test_without_limits_the_transactions_shape_is_not_capped() -> None:
+    caps = shape_caps(RoundsConfig(), [DeviceLimits(), DeviceLimits(max_psbt_bytes=401 * 1024)])
+    assert caps == {"max_tx_inputs": 0, "max_tx_payments": 0}
+
+
+def test_a_ledger_caps_inputs_and_payments_leaving_room_for_the_change() -> None:
+    caps = shape_caps(
+        RoundsConfig(), [DeviceLimits(), DeviceLimits(max_inputs=512, max_outputs=512)]
+    )
+    assert caps == {"max_tx_inputs": 512, "max_tx_payments": 511}
+
+
+def test_the_smallest_of_the_configured_caps_and_the_devices_limits_wins() -> None:
+    devices = [
+        DeviceLimits(max_inputs=512, max_outputs=512),
+        DeviceLimits(max_reviewed_payments=20),
+    ]
+    caps = shape_caps(RoundsConfig(max_tx_inputs=1_000, max_tx_payments=50), devices)
+    assert caps == {"max_tx_inputs": 512, "max_tx_payments": 20}
+    assert shape_caps(RoundsConfig(max_tx_inputs=100), devices)["max_tx_inputs"] == 100

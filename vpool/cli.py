@@ -240,6 +240,11 @@ def _admin_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
 
 
 @_rpc
+def _admin_cancel_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
+    return commands.cancel_round(channel, args.round_id, args.timeout)
+
+
+@_rpc
 def _admin_run_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
     return commands.run_round(channel, args.timeout)
 
@@ -394,6 +399,13 @@ def _add_admin_commands(
     one = sub.add_parser("round", parents=[parent], help="one round in full")
     one.add_argument("--round-id", required=True, help="the manifest hash (hex)")
     one.set_defaults(handler=_admin_round)
+    cancel = sub.add_parser(
+        "cancel-round",
+        parents=[parent],
+        help="abandon a signing round that has no signature yet (its requests queue again)",
+    )
+    cancel.add_argument("--round-id", required=True, help="the manifest hash (hex)")
+    cancel.set_defaults(handler=_admin_cancel_round)
     for name, handler, help_text in (
         ("run-round", _admin_run_round, "run a round now"),
         ("pause", _admin_pause, "start no new rounds"),

@@ -194,6 +194,16 @@ def get_round(channel: grpc.Channel, round_id: str, timeout: float = DEFAULT_TIM
     return answer
 
 
+def cancel_round(
+    channel: grpc.Channel, round_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> pb.Round:
+    """Abandon a signing round that has no valid signature (FAILED_PRECONDITION otherwise)."""
+    answer: pb.Round = _admin(channel).CancelRound(
+        pb.CancelRoundRequest(round_id=round_id), timeout=timeout
+    )
+    return answer
+
+
 def run_round(channel: grpc.Channel, timeout: float = DEFAULT_TIMEOUT) -> pb.RunRoundNowResponse:
     answer: pb.RunRoundNowResponse = _admin(channel).RunRoundNow(
         pb.RunRoundNowRequest(), timeout=timeout

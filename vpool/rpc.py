@@ -94,8 +94,13 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
     them, and only for them: gRPC's own grace period also waits for idle client connections.
     """
 
-    def __init__(self, authorize: Authorizer | None) -> None:
+    def __init__(
+        self, authorize: Authorizer | None, admit: Callable[[str], None] | None = None
+    ) -> None:
         self._authorize = authorize
+        self._admit = admit
+        """Called with the method after authorization; raises RpcFailure to refuse the call
+        (the coordinator's standby refuses writes)."""
         self._running = 0
         self._idle = threading.Condition()
         self._guarded: dict[str, tuple[Any, Any]] = {}
@@ -130,8 +135,18 @@ class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]
         def guarded(request: Any, context: Any) -> Any:
             denial = self._deny(method, context)
             if denial is not None:
-                log.warning("refused %s: %s", method, denial)
+                log.warning(
+                    "refused %s: %s",
+                    method,
+                    denial,
+                    extra={"event": "peer_refused", "peer": context.peer(), "method": method},
+                )
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
+            if self._admit is not None:
+                try:
+                    self._admit(method)
+                except RpcFailure as e:
+                    _fail(method, context, e)
             if streams:
                 return self._stream(method, context, behavior, request)
             with self._counted():

@@ -25,6 +25,14 @@ def add_alert(conn: Connection, kind: str, detail: str, now: float) -> None:
     conn.execute(insert(alerts).values(kind=kind, detail=detail, at=now))
 
 
+def has_alert(conn: Connection, kind: str, detail: str) -> bool:
+    """Was this very alert raised before?"""
+    found = conn.execute(
+        select(alerts.c.id).where(alerts.c.kind == kind, alerts.c.detail == detail).limit(1)
+    ).first()
+    return found is not None
+
+
 def recent_alerts(conn: Connection, limit: int) -> list[Alert]:
     """The ``limit`` most recent alerts, newest first."""
     rows = conn.execute(select(alerts).order_by(alerts.c.id.desc()).limit(limit)).all()

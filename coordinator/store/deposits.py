@@ -150,7 +150,7 @@ class Position:
 # --------------------------------------------------------------------------- deposit addresses
 
 
-def _address_from_row(row: Row[tuple[object, ...]]) -> DepositAddress:
+def address_from_row(row: Row[tuple[object, ...]]) -> DepositAddress:
     m = row._mapping
     return DepositAddress(
         script_pubkey=bytes(m["script_pubkey"]),
@@ -182,7 +182,7 @@ def address_of(conn: Connection, script_pubkey: bytes) -> DepositAddress | None:
     row = conn.execute(
         select(deposit_addresses).where(deposit_addresses.c.script_pubkey == script_pubkey)
     ).first()
-    return None if row is None else _address_from_row(row)
+    return None if row is None else address_from_row(row)
 
 
 def addresses_of_user(conn: Connection, client_id: str, user_id: str) -> list[DepositAddress]:
@@ -198,7 +198,7 @@ def addresses_of_user(conn: Connection, client_id: str, user_id: str) -> list[De
             deposit_addresses.c.idx,
         )
     ).all()
-    return [_address_from_row(r) for r in rows]
+    return [address_from_row(r) for r in rows]
 
 
 # --------------------------------------------------------------------------- deposits

@@ -1,7 +1,11 @@
 """The fee ledger as clients read it: each client's share of each signed transaction's fee.
 
 The round engine writes ``fee_shares`` with the round (coordinator.store.rounds); a share counts
-here once its transaction is signed, as only then is the fee certain to be paid.
+here once its transaction is signed, as only then is the fee certain to be paid. Of a
+transaction and the rungs of its fee ladder (pool/ladder.py), each with its own shares, only the
+live version counts (``coordinator.store.rounds.live_versions``): the one that confirmed, else
+the one sent last; likewise between a transaction and a cancel round's replacement of it
+(``coordinator.store.cancels.is_live_across_cancels``).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, or_, select
 
-from coordinator.store.rounds import TxStatus
+from coordinator.store.cancels import is_live_across_cancels
+from coordinator.store.rounds import TxRecord, TxStatus, live_versions, transactions
 from coordinator.store.schema import fee_shares, round_transactions, rounds
+from pool.manifest import MAX_LADDER_RUNGS
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,19 @@ def fee_notices(
             )
         )
     rows = conn.execute(
-        query.order_by(fee_shares.c.round_seq.desc(), fee_shares.c.txid.desc()).limit(limit)
+        query.order_by(fee_shares.c.round_seq.desc(), fee_shares.c.txid.desc()).limit(
+            limit * (1 + MAX_LADDER_RUNGS)  # at most one live version of 1 + rungs per share
+        )
     ).all()
+    live: dict[int, set[str]] = {}
+
+    def is_live(seq: int, txid: str) -> bool:
+        if seq not in live:
+            versions: dict[int, TxRecord] = live_versions(transactions(conn, seq))
+            live[seq] = {tx.txid for tx in versions.values() if is_live_across_cancels(conn, tx)}
+        return txid in live[seq]
+
+    rows = [r for r in rows if is_live(int(r.round_seq), str(r.txid))][:limit]
     return [
         FeeNotice(
             round_seq=int(r.round_seq),

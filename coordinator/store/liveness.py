@@ -2,8 +2,9 @@
 and every change of the quorum ("ok" / "degraded").
 
 Deposits are judged against the quorum history (``quorum_at``, at their block's time). The last
-recorded state holds until a new one is recorded, across coordinator restarts: a period in which
-no coordinator ran counts as the state recorded last before it.
+recorded state holds until a new one is recorded, across coordinator restarts; for a period in
+which no coordinator ran, the coordinator that starts again records what the signers' own serving
+intervals say (coordinator.outage, ``record_past_quorum``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select, update
 
 from coordinator.store.schema import quorum_history, signer_health, signer_health_history
+from coordinator.store.settings import get_setting, set_setting
 
 QUORUM_OK = "ok"
 QUORUM_DEGRADED = "degraded"
@@ -136,3 +138,24 @@ def quorum_at(conn: Connection, time: float) -> str:
         .limit(1)
     ).scalar()
     return QUORUM_OK if state is None else str(state)
+
+
+CHECKED_AT = "health_checked_at"
+"""The settings key of the last health check's time: how long a stopped coordinator was away."""
+
+
+def note_checked(conn: Connection, at: float) -> None:
+    set_setting(conn, CHECKED_AT, repr(at))
+
+
+def last_checked(conn: Connection) -> float | None:
+    value = get_setting(conn, CHECKED_AT)
+    return None if value is None else float(value)
+
+
+def record_past_quorum(conn: Connection, state: str, at: float, detail: str) -> None:
+    """Append a quorum state that held from ``at`` on, a time before now (a reconstruction of a
+    time this coordinator did not watch: coordinator.outage); ``quorum_at`` finds it by time."""
+    if state not in (QUORUM_OK, QUORUM_DEGRADED):
+        raise ValueError(f"unknown quorum state {state!r}")
+    conn.execute(insert(quorum_history).values(state=state, at=at, detail=detail))

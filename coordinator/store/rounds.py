@@ -118,6 +118,11 @@ class NewTransaction:
     """(withdrawal id, vout, amount) of each output paying a withdrawal."""
     fee_shares: tuple[tuple[str, int], ...]
     """(client id, satoshis)."""
+    base_idx: int | None = None
+    """For a rung of the fee ladder: the index of the transaction it replaces."""
+    rung: int = 0
+    replaces: str | None = None
+    """For a cancel round's transaction: the txid of the transaction it replaces."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,17 @@ class TxRecord:
     block_height: int | None
     block_hash: str | None
     broadcast_at: float | None
+    base_idx: int | None = None
+    """A rung of the fee ladder: the index of the round's transaction it replaces."""
+    rung: int = 0
+    """0 for the transaction itself."""
+    replaces: str | None = None
+    """A cancel round's transaction: the txid of the transaction it replaces."""
+
+    @property
+    def family(self) -> int:
+        """The index of the transaction this is a version of (itself or one of its rungs)."""
+        return self.idx if self.base_idx is None else self.base_idx
 
     def confirmations(self, tip_height: int) -> int:
         """Confirmations at ``tip_height`` (0 while not in a block)."""
@@ -230,6 +246,45 @@ class RoundView:
 # --------------------------------------------------------------------------- rows
 
 
+_OUT = (TxStatus.BROADCAST, TxStatus.CONFIRMED, TxStatus.COMPLETED)
+
+
+def live_versions(txs: Sequence[TxRecord]) -> dict[int, TxRecord]:
+    """Each transaction of a round (by index) → its live version among itself and its fee
+    ladder's rungs: the one in a block if any; else the highest rung sent (its intent stored,
+    or the node took it); else the transaction itself. The withdrawals, the round and the fee
+    statements follow the live version; the others are superseded (never sent again)."""
+    live: dict[int, TxRecord] = {}
+    for tx in txs:
+        best = live.get(tx.family)
+        if best is None or _ahead(tx, best):
+            live[tx.family] = tx
+    return live
+
+
+def _ahead(tx: TxRecord, other: TxRecord) -> bool:
+    if (tx.block_height is None) != (other.block_height is None):
+        return tx.block_height is not None
+    if tx.block_height is not None:
+        return False  # two versions in blocks: only across a reorganisation; keep the first
+    taken, other_taken = _sent(tx), _sent(other)
+    if taken != other_taken:
+        return taken
+    if taken:
+        return tx.rung > other.rung
+    return tx.base_idx is None and other.base_idx is not None
+
+
+def _sent(tx: TxRecord) -> bool:
+    return tx.broadcast_at is not None or tx.status in _OUT
+
+
+def is_superseded(tx: TxRecord, txs: Sequence[TxRecord]) -> bool:
+    """Is ``tx`` (one of ``txs``, its round's transactions) not the live version of its
+    transaction (``live_versions``)?"""
+    return live_versions(txs)[tx.family].idx != tx.idx
+
+
 def _round_from_row(row: Row[tuple[object, ...]]) -> RoundRecord:
     m = row._mapping
     return RoundRecord(
@@ -245,6 +300,11 @@ def _round_from_row(row: Row[tuple[object, ...]]) -> RoundRecord:
     )
 
 
+def tx_from_row(row: Row[tuple[object, ...]]) -> TxRecord:
+    """A ``round_transactions`` row as a record."""
+    return _tx_from_row(row)
+
+
 def _tx_from_row(row: Row[tuple[object, ...]]) -> TxRecord:
     m = row._mapping
     return TxRecord(
@@ -258,6 +318,9 @@ def _tx_from_row(row: Row[tuple[object, ...]]) -> TxRecord:
         block_height=None if m["block_height"] is None else int(m["block_height"]),
         block_hash=None if m["block_hash"] is None else str(m["block_hash"]),
         broadcast_at=None if m["broadcast_at"] is None else float(m["broadcast_at"]),
+        base_idx=None if m["base_idx"] is None else int(m["base_idx"]),
+        rung=int(m["rung"] or 0),
+        replaces=None if m["replaces"] is None else str(m["replaces"]),
     )
 
 
@@ -379,6 +442,9 @@ def _add_transaction(conn: Connection, seq: int, idx: int, tx: NewTransaction, n
             psbt=tx.psbt,
             fee=tx.fee,
             status=TxStatus.UNSIGNED.value,
+            base_idx=tx.base_idx,
+            rung=tx.rung,
+            replaces=tx.replaces,
         )
     )
     for txid, vout in tx.inputs:
@@ -489,15 +555,17 @@ def outcomes(conn: Connection, seq: int) -> list[OutcomeRecord]:
 
 
 def withdrawal_progress(conn: Connection, seq: int) -> dict[int, list[TxStatus]]:
-    """Withdrawal id → the statuses of the round's transactions that pay it."""
+    """Withdrawal id → the statuses of the live versions (``live_versions``) of the round's
+    transactions that pay it."""
     rows = conn.execute(
-        select(withdrawal_outputs.c.withdrawal_id, round_transactions.c.status)
+        select(withdrawal_outputs.c.withdrawal_id, round_transactions.c.idx)
         .join(round_transactions, round_transactions.c.txid == withdrawal_outputs.c.txid)
         .where(withdrawal_outputs.c.round_seq == seq)
     ).all()
+    live = live_versions(transactions(conn, seq)) if rows else {}
     progress: dict[int, list[TxStatus]] = {}
-    for withdrawal_id, status in rows:
-        progress.setdefault(int(withdrawal_id), []).append(TxStatus(status))
+    for withdrawal_id, idx in rows:
+        progress.setdefault(int(withdrawal_id), []).append(live[int(idx)].status)
     return progress
 
 
@@ -641,16 +709,10 @@ def rewind_change_index(conn: Connection, series_id: int, taken_to: int, back_to
 
 def _summaries(conn: Connection, records: Sequence[RoundRecord]) -> list[RoundSummary]:
     seqs = [r.seq for r in records]
-    tx_rows = conn.execute(
-        select(
-            round_transactions.c.round_seq,
-            func.count(),
-            func.coalesce(func.sum(round_transactions.c.fee), 0),
-        )
-        .where(round_transactions.c.round_seq.in_(seqs))
-        .group_by(round_transactions.c.round_seq)
-    ).all()
-    txs = {int(seq): (int(count), int(fee)) for seq, count, fee in tx_rows}
+    txs = {}  # the live versions (fee ladder): one per transaction, its fee the one paid
+    for seq in seqs:
+        live = live_versions(transactions(conn, seq)).values()
+        txs[seq] = (len(live), sum(tx.fee for tx in live))
     paid_rows = conn.execute(
         select(
             withdrawal_outputs.c.round_seq,

@@ -195,6 +195,12 @@ round_transactions = Table(
     Column("block_height", Integer, nullable=True),
     Column("block_hash", String(64), nullable=True),
     Column("broadcast_at", Float, nullable=True),
+    # migration 6: a rung of the fee ladder (pool/ladder.py) replaces transaction base_idx of its
+    # round; rung 0 (base_idx NULL) is the transaction itself.
+    Column("base_idx", Integer, nullable=True),
+    Column("rung", Integer, nullable=False, default=0),
+    # migration 6: a cancel round's transaction names the transaction it replaces
+    Column("replaces", String(64), nullable=True),
 )
 
 signatures = Table(
@@ -245,6 +251,17 @@ deposit_addresses = Table(
     Column("created_at", Float, nullable=False),
 )
 Index("deposit_addresses_user", deposit_addresses.c.client_id, deposit_addresses.c.user_id)
+
+# A deposit address's registration (its refund address) that a signer missed because it was
+# down: handed out once n - m + 1 signers had it, and replayed to each of the others when it
+# answers again (coordinator.registrations); the row goes once the signer has it.
+missed_registrations = Table(
+    "missed_registrations",
+    metadata,
+    Column("script_pubkey", LargeBinary, primary_key=True),
+    Column("signer_id", String(128), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
 
 # Every output paying a receive address (branch 0) of a pool series.
 deposits = Table(
@@ -328,6 +345,20 @@ transaction_sends = Table(
 """Every time the transaction watcher (coordinator.watcher) sent a round transaction again, and
 what the node answered (``detail``: why it was sent; the node's reason when it refused)."""
 
+signer_audit_heads = Table(
+    "signer_audit_heads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("signer_id", String(128), nullable=False, index=True),
+    Column("round_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+)
+"""Each signer's audit log head (GetInfo's ``audit_seq``, ``audit_head``) as read after a round
+(coordinator.audit_heads): kept here, outside the signer's host, so that a cut tail of its log
+is seen (``vpool-signer audit verify --against SEQ:HASH``)."""
+
 alerts = Table(
     "alerts",
     metadata,
@@ -353,6 +384,20 @@ deposit_acknowledgements = Table(
     Column("reason_code", String(64), nullable=False, default=""),
     Column("message", Text, nullable=False, default=""),
     Column("at", Float, nullable=False),
+)
+
+
+# --- migration 6: the fee ladder, cancel and replace -------------------------------------------
+
+# A client's cancel of a withdrawal that sits in a signed transaction: a cancel round replaces
+# that transaction by one without its payment (coordinator.cancels).
+withdrawal_cancels = Table(
+    "withdrawal_cancels",
+    metadata,
+    Column("withdrawal_id", Integer, ForeignKey("withdrawals.id"), primary_key=True),
+    Column("round_seq", Integer, nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("cancel_round_seq", Integer, nullable=True),
 )
 
 
@@ -417,8 +462,28 @@ def _migration_5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[transaction_sends])
 
 
+def _migration_6(conn: Connection) -> None:
+    """The signers' audit log heads, recorded after every round."""
+    metadata.create_all(conn, tables=[signer_audit_heads])
+
+
+def _migration_7(conn: Connection) -> None:
+    """Deposit address registrations a signer missed, replayed when it returns."""
+    metadata.create_all(conn, tables=[missed_registrations])
+
+
+def _migration_8(conn: Connection) -> None:
+    """The fee ladder: a round's transactions include the rungs that may replace them; cancel
+    and replace: the cancels clients asked for, and what a cancel round's transaction replaces."""
+    _add_column(conn, "round_transactions", "base_idx", "INTEGER")
+    _add_column(conn, "round_transactions", "rung", "INTEGER NOT NULL DEFAULT 0")
+    _add_column(conn, "round_transactions", "replaces", "VARCHAR(64)")
+    metadata.create_all(conn, tables=[withdrawal_cancels])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
+    _migration_7, _migration_8,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

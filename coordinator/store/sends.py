@@ -70,6 +70,7 @@ def watched_transactions(conn: Connection) -> list[TxRecord]:
                     and_(c.status == TxStatus.SIGNED.value, sendable),
                     c.status.in_([TxStatus.BROADCAST.value, TxStatus.COMPLETED.value]),
                 ),
+                or_(c.base_idx.is_(None), c.broadcast_at.is_not(None)),  # rungs once sent
             )
         )
         .order_by(c.round_seq, c.idx)

@@ -20,9 +20,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from pool.address import base58check_decode
+from pool.address import base58check_decode, shown_address_script_pubkey
 from pool.descriptor import strip_checksum
-from pool.errors import VpoolError
+from pool.errors import AddressError, VpoolError
 from pool.hdkeys import ExtendedPublicKey, KeyOrigin, format_path
 from pool.networks import Network
 from pool.psbt import Psbt
@@ -189,11 +189,16 @@ class HwiBackend:
         """Ask the device for the address at (branch, index); it must be the core's address."""
         text = strip_checksum(series.descriptor(branch).to_string(self.network))
         descriptor = text.replace(f"/{branch}/*", f"/{branch}/{index}")
-        address, name = self._call("display", descriptor, "displayaddress")
-        expected = series.address(branch, index, self.network)
-        if address != expected:
-            raise BackendError(f"the device computed the address {address}, not {expected}")
-        return str(address), str(name)
+        shown, name = self._call("display", descriptor, "displayaddress")
+        derived = series.derive(branch, index)
+        expected = derived.address(self.network)
+        try:
+            same = shown_address_script_pubkey(str(shown), self.network) == derived.script_pubkey
+        except AddressError:
+            same = False
+        if not same:
+            raise BackendError(f"the device computed the address {shown}, not {expected}")
+        return expected, str(name)
 
     def _call(self, op: str, argument: Any, what: str, timeout: float | None = None) -> Any:
         """One request to the worker (started first if there is none), within its deadline."""

@@ -3,9 +3,12 @@
 It behaves as the debug-build QEMU simulator with a wallet loaded: unlocked (state READY) and,
 unless told to restrict itself to one network type as a release Jade does, open to every
 Bitcoin network (so hwi's default mainnet ``enumerate`` reads its fingerprint). Its user
-confirms registrations and addresses, and approves a transaction only when every output that
-pays to its own key is change it could validate against a registered multisig. It signs with
-the core's ``pool.roles.sign_psbt``, exactly as the software signer does.
+confirms registrations and addresses and approves transactions (at once, after
+``Faults.approve_after``, or never with ``Faults.refuse_signing``); what the user is shown is
+decided as the firmware does (``signing.review_outputs``: change hidden only when it is change of
+the one registered multisig that all signed inputs match, every other output shown, nothing
+refused for it). It signs with the core's ``pool.roles.sign_psbt``, exactly as the software
+signer does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mnemonic import Mnemonic
 from pool.address import encode_segwit_address
 from pool.hdkeys import HARDENED, ExtendedPrivateKey, ExtendedPublicKey, format_path
 from pool.networks import MAINNET, REGTEST, TESTNET, Network
+from pool.psbt import Psbt
 from pool.script import p2wsh_script_pubkey
 from signer.jade_emulator import params as p
 from signer.jade_emulator.errors import EmulatorError
@@ -33,7 +37,7 @@ from signer.jade_emulator.protocol import (
     JadeRpcError,
 )
 from signer.jade_emulator.registry import WSH_MULTI, Multisig, Registry, Signer
-from signer.jade_emulator.signing import sign_request
+from signer.jade_emulator.signing import Review, review_outputs, sign_request
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +302,11 @@ class JadeDevice:
         return encode_segwit_address(network, 0, p2wsh_script_pubkey(script)[2:])
 
     # --- signing -------------------------------------------------------------------------------
+
+    def review(self, psbt: Psbt) -> Review:
+        """What its user would be shown of ``psbt`` (``signing.review_outputs``)."""
+        registered = [multisig for _, multisig in self._registry.items()]
+        return review_outputs(psbt, self._master, registered)
 
     def _sign_psbt(self, params: object) -> bytes:
         values = p.params_map(params)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pool.errors import PsbtError
-from pool.hdkeys import HARDENED, ExtendedPrivateKey
+from pool.hdkeys import HARDENED, ExtendedPrivateKey, KeyOrigin
 from pool.psbt import Psbt
 from pool.roles import sign_psbt
 from pool.sighash import SIGHASH_ALL
@@ -35,8 +36,9 @@ def sign_request(
     """The PSBT ``raw`` with this wallet's signatures added, in the core's canonical encoding.
 
     Refused as Jade refuses: unparsable, an input without its UTXO, a sighash other than ALL on
-    an input to sign, outputs worth more than the inputs; and as the user refuses (``refuse``,
-    or an output paying to this wallet that is no registered multisig's change). A previous
+    an input to sign, outputs worth more than the inputs; and as the user refuses (``refuse``).
+    What the user is shown is logged (``review_outputs``: change hidden only when it is the
+    change of the one registered multisig all signed inputs match). A previous
     transaction whose output is not the input's witness UTXO is refused; with
     ``require_previous_tx`` (as Trezor and BitBox02) so is an input to sign without one.
     """
@@ -62,17 +64,16 @@ def sign_request(
             raise bad(PREVIOUS_TX_MISMATCH)
     if psbt.tx.total_output_value > input_amount:
         raise bad("Invalid input/output amounts")
+    review = review_outputs(psbt, master, registered)
+    log.info(
+        "sign_psbt: outputs shown %s, change %s%s",
+        list(review.shown),
+        list(review.change),
+        "" if review.record is not None else " (change detection abandoned: no one record)",
+    )
     if refuse:
         log.info("sign_psbt: the user rejects the transaction (fault injected)")
         raise JadeRpcError(USER_CANCELLED, DECLINED)
-    unverified = _unverified_change(psbt, master, registered)
-    if unverified is not None:
-        log.info("sign_psbt refused: output %d is unverified change", unverified)
-        raise JadeRpcError(
-            USER_CANCELLED,
-            f"{DECLINED}: output {unverified} pays to this wallet "
-            "but matches no registered multisig",
-        )
     try:
         signed = sign_psbt(
             psbt, master.fingerprint, lambda path: master.derive_path(path).private_key
@@ -87,24 +88,74 @@ def sign_request(
     return signed.serialize()
 
 
-def _unverified_change(
+@dataclass(frozen=True)
+class Review:
+    """What the user is shown of a transaction, as the firmware decides it
+    (``main/process/sign_psbt.c``): the one registered multisig that every input to sign
+    matches (None: change detection abandoned), the outputs hidden as its change, and the
+    outputs shown one screen each for the user to approve. Nothing here is refused: an output
+    that pays to this wallet but cannot be verified as change is simply shown."""
+
+    record: Multisig | None
+    change: tuple[int, ...]
+    shown: tuple[int, ...]
+
+
+UNUSUAL_CHANGE_INDEX = 10_000
+"""A change index from here on is shown with a warning (``MAX_PATH_PTR``), never hidden."""
+
+
+def review_outputs(
     psbt: Psbt, master: ExtendedPrivateKey, registered: Sequence[Multisig]
-) -> int | None:
-    """The first output that pays to this wallet's key (by its BIP32 derivation) without being
-    a registered multisig's script at that key's unhardened path tail, as Jade validates change.
-    """
+) -> Review:
+    record = _record_of_inputs(psbt, master, registered)
+    change: list[int] = []
+    shown: list[int] = []
     for index, (output, txout) in enumerate(zip(psbt.outputs, psbt.tx.outputs, strict=True)):
-        tails = [
-            _unhardened_tail(origin.path)
-            for pubkey, origin in output.bip32_derivations.items()
-            if origin.fingerprint == master.fingerprint
-            and master.derive_path(origin.path).public_key == pubkey
-        ]
-        if not tails:
+        tail = _our_tail(output.bip32_derivations, master)
+        is_change = (
+            record is not None
+            and tail is not None
+            and (not tail or tail[-1] < UNUSUAL_CHANGE_INDEX)
+            and record.matches_output(tail, set(output.bip32_derivations), txout.script_pubkey)
+        )
+        (change if is_change else shown).append(index)
+    return Review(record, tuple(change), tuple(shown))
+
+
+def _record_of_inputs(
+    psbt: Psbt, master: ExtendedPrivateKey, registered: Sequence[Multisig]
+) -> Multisig | None:
+    """The single registered multisig that every input this wallet signs matches; None when an
+    input matches none, or the inputs match different records."""
+    found: Multisig | None = None
+    for psbt_input in psbt.inputs:
+        tail = _our_tail(psbt_input.bip32_derivations, master)
+        if tail is None:
             continue
-        keys = set(output.bip32_derivations)
-        if not any(m.matches_output(tails[0], keys, txout.script_pubkey) for m in registered):
-            return index
+        utxo = psbt_input.witness_utxo
+        keys = set(psbt_input.bip32_derivations)
+        matching = [
+            m
+            for m in registered
+            if utxo is not None and m.matches_output(tail, keys, utxo.script_pubkey)
+        ]
+        if not matching or (found is not None and found not in matching):
+            return None
+        found = found or matching[0]
+    return found
+
+
+def _our_tail(
+    derivations: Mapping[bytes, KeyOrigin], master: ExtendedPrivateKey
+) -> tuple[int, ...] | None:
+    """The unhardened tail of this wallet's key among ``derivations`` (None: not ours)."""
+    for pubkey, origin in derivations.items():
+        if (
+            origin.fingerprint == master.fingerprint
+            and master.derive_path(origin.path).public_key == pubkey
+        ):
+            return _unhardened_tail(origin.path)
     return None
 
 

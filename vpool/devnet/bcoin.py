@@ -98,6 +98,16 @@ class BcoinNode:
         self.rpc_url = f"http://127.0.0.1:{self._port}/"
         self.chain = BitcoinRPC(self.rpc_url, RPC_USER, self._password, timeout=60.0)
 
+    @classmethod
+    def attach(cls, rpc_url: str, password: str) -> BcoinNode:
+        """A node another process runs (``python -m vpool.devnet.regtest node``), for calls
+        only: ``start`` and ``stop`` are not for it."""
+        node = cls()
+        node.rpc_url = rpc_url
+        node._password = password
+        node.chain = BitcoinRPC(rpc_url, RPC_USER, password, timeout=60.0)
+        return node
+
     @property
     def credentials(self) -> tuple[str, str]:
         """``(user, password)`` of the JSON-RPC interface."""

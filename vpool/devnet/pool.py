@@ -55,6 +55,8 @@ SIGNER_POLICY = {
 START_BLOCKS = 500
 """Mined at the start: past segwit activation (block 432), and mature coins for the wallet."""
 T = TypeVar("T")
+WAIT_SECONDS = 180.0
+"""How long a condition of the pool is awaited before giving up (tests run on loaded machines)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,15 @@ class DevPool:
     """The coordinator's [liveness] table (its defaults where empty)."""
     rounds_settings: dict[str, int | float] = field(default_factory=dict)
     """More keys of the coordinator's [rounds] table (e.g. withdrawal_expiry_seconds)."""
+    ladder_settings: dict[str, int] = field(default_factory=dict)
+    """The coordinator's [ladder] table (the fee ladder; its defaults, no ladder, where empty)."""
+    chain_settings: dict[str, int] = field(default_factory=dict)
+    """More keys of the coordinator's [chain] table (e.g. fee_floor, fee_ceiling)."""
     signer_policy: dict[str, Any] = field(default_factory=lambda: dict(SIGNER_POLICY))
     """Every signer's [policy] table; ``write_config`` adds min_threshold (the series' m), the
     series' keys as cosigners and its checksum as the one approved series."""
+    round_interval_seconds: float = 3600.0
+    """The coordinator's rounds.interval_seconds: a withdrawal round at least this often."""
     sign_deadline_seconds: float = 20.0
     round_deadline_seconds: float = 60.0
     poll_seconds: float = 1.0
@@ -109,6 +117,11 @@ class DevPool:
     by default they all ask the coordinator's node."""
     jade_approve_after: float = 0.0
     """Seconds the Jade emulators' user takes to approve a transaction (a person at a device)."""
+    jade_backend: dict[str, Any] = field(default_factory=dict)
+    """More keys of the Jade signers' [backend] table (e.g. max_reviewed_payments)."""
+    metrics: bool = False
+    """Serve /metrics on every daemon (loopback, free ports) and the coordinator's status page;
+    ``coordinator_http`` is then the coordinator's base URL."""
     say: Callable[[str], None] = lambda _text: None
 
     node: BcoinNode = field(init=False)
@@ -123,6 +136,8 @@ class DevPool:
     _next_receive: int = field(init=False, default=0)
     """Numbers the funding users."""
     _coordinator_config: Path = field(init=False)
+    coordinator_http: str = field(init=False, default="")
+    """``http://127.0.0.1:PORT`` of the coordinator's /metrics and status page (``metrics``)."""
 
     # ------------------------------------------------------------------------------ start/stop
 
@@ -202,7 +217,7 @@ class DevPool:
                 approve_after=self.jade_approve_after,
             )
             self.jades[spec.signer_id] = jade
-            backend = hwi_backend(jade.port, jade.fingerprint)
+            backend = {**hwi_backend(jade.port, jade.fingerprint), **self.jade_backend}
             what = f"HWI backend driving a Jade-protocol emulator on port {jade.port}"
         else:
             keystore = write_keystore(base / "keystore.json", master_of(spec.words))
@@ -224,10 +239,13 @@ class DevPool:
             listen=f"127.0.0.1:{free_port()}",  # fixed, so that a restarted signer is found again
             chain=node_chain(base, node.rpc_url, *node.credentials),
         )
-        self.daemons[spec.signer_id] = SignerDaemon(config)
+        args = ["--metrics-listen", "127.0.0.1:0"] if self.metrics else []
+        self.daemons[spec.signer_id] = SignerDaemon(config, args)
         self.say(f"{spec.signer_id}: {what}, serving on {self.daemons[spec.signer_id].address}")
 
     def _write_coordinator_config(self) -> Path:
+        if self.metrics:
+            self.coordinator_http = f"http://127.0.0.1:{free_port()}"
         directory = self.directory / "coordinator"
         directory.mkdir(parents=True, exist_ok=True)
         cert, key = self.pki.issue("coordinator", "coordinator")
@@ -244,7 +262,10 @@ class DevPool:
         deposits = _toml_table(self.deposit_settings)
         liveness = _toml_table(self.liveness_settings)
         rounds = _toml_table(self.rounds_settings)
+        ladder = _toml_table(self.ladder_settings)
+        chain = _toml_table(self.chain_settings)
         path = directory / "coordinator.toml"
+        metrics = f'metrics_listen = "{self.coordinator_http[7:]}"\n' if self.metrics else ""
         path.write_text(
             f"""network = "regtest"
 data_dir = "data"
@@ -252,7 +273,7 @@ database_url = "{self.database_url}"
 
 [server]
 listen = "127.0.0.1:0"
-clients = [{", ".join(f'"{c}"' for c in CLIENTS)}]
+{metrics}clients = [{", ".join(f'"{c}"' for c in CLIENTS)}]
 admins = ["{ADMIN}"]
 
 [server.tls]
@@ -266,15 +287,17 @@ rpc_user = "{user}"
 rpc_password = "{password}"
 poll_seconds = 0.2
 scan_start_height = {tip}
-
+{chain}
 [pool]
 {pool}
+[ladder]
+{ladder}
 [deposits]
 {deposits}
 [liveness]
 {liveness}
 [rounds]
-interval_seconds = 3600.0
+interval_seconds = {self.round_interval_seconds}
 queue_threshold = 100000
 sign_deadline_seconds = {self.sign_deadline_seconds}
 round_deadline_seconds = {self.round_deadline_seconds}
@@ -283,6 +306,11 @@ poll_seconds = {self.poll_seconds}
             encoding="utf-8",
         )
         return path
+
+    @property
+    def coordinator_config(self) -> Path:
+        """The coordinator's coordinator.toml (a second daemon on it is a standby)."""
+        return self._coordinator_config
 
     def start_coordinator(self, env: dict[str, str] | None = None) -> CoordinatorDaemon:
         """(Re)start the coordinator daemon, with extra environment variables if given."""
@@ -302,7 +330,7 @@ poll_seconds = {self.poll_seconds}
         if self.coordinator is not None and self.coordinator.proc.poll() is None:
             self.wait_for_signers([signer_id])
 
-    def wait_for_signers(self, signer_ids: Sequence[str], timeout: float = 60.0) -> None:
+    def wait_for_signers(self, signer_ids: Sequence[str], timeout: float = WAIT_SECONDS) -> None:
         """Until the coordinator's last health check of each signer was answered after now."""
         since = int(time.time())
 
@@ -475,8 +503,9 @@ poll_seconds = {self.poll_seconds}
     # ------------------------------------------------------------------------------ helpers
 
     @staticmethod
-    def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-        """Poll ``check`` until it returns something other than None."""
+    def wait_until(check: Callable[[], T | None], what: str, timeout: float = WAIT_SECONDS) -> T:
+        """Poll ``check`` until it returns something other than None; ``timeout`` only says
+        when to give up on a condition that never comes (a loaded machine is slow, not wrong)."""
         deadline = time.monotonic() + timeout
         while True:
             result = check()

@@ -9,6 +9,7 @@ keystore passphrase is a published constant.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import selectors
@@ -299,6 +300,21 @@ class Process:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    def log_lines(self) -> list[dict[str, object]]:
+        """Its log's JSON lines (vpool.logs), parsed; a line that is not JSON raises."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def metrics_url(self) -> str | None:
+        """Where it serves /metrics, as its log says (None: it does not)."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
+            if '"http_listening"' in line:
+                url = json.loads(line)["metrics_url"]
+                assert isinstance(url, str)
+                return url
+        return None
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL if it does not exit in time; the exit status."""
         if self.proc.poll() is None:
@@ -316,9 +332,12 @@ class Process:
 class SignerDaemon(Process):
     """``vpool-signer serve``; ``address`` is where it listens."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, args: Sequence[str] = ()) -> None:
+        """``args``: more options of ``serve`` (e.g. ``--metrics-listen``), kept on restart."""
         self.config = config
-        super().__init__(["serve", "--config", str(config)], config.parent / "signer.log", _READY)
+        self.args = tuple(args)
+        command = ["serve", "--config", str(config), *self.args]
+        super().__init__(command, config.parent / "signer.log", _READY)
         self.address = self.match.group(1)
 
     @property
@@ -327,7 +346,7 @@ class SignerDaemon(Process):
 
     def restart(self) -> SignerDaemon:
         self.stop()
-        return SignerDaemon(self.config)
+        return SignerDaemon(self.config, self.args)
 
     def stub(self, pki: Pki, name: str = COORDINATOR) -> signer_pb2_grpc.SignerServiceStub:
         channel = self.channel(pki.credentials(name))
@@ -376,6 +395,12 @@ class JadeEmulator(Process):
     def prompts(self) -> int:
         """Transactions shown to its user so far, as its log counts them."""
         return self.log.read_text(encoding="utf-8").count("shown to the user")
+
+    def reviews(self) -> list[str]:
+        """What its user was shown of each transaction, as logged: ``outputs shown [..],
+        change [..]`` (signer.jade_emulator.signing.review_outputs)."""
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        return [line.partition("sign_psbt: ")[2] for line in lines if "sign_psbt: outputs" in line]
 
 
 class CoordinatorDaemon(Process):

@@ -58,6 +58,12 @@ class DevWallet:
             self._keep(coinbase, height, coinbase=True)
         return hashes
 
+    def keep_block(self, transactions: Sequence[Transaction], height: int) -> None:
+        """Keep what the block at ``height`` paid this wallet (coins spent since are dropped
+        when a payment asks the node about them)."""
+        for position, tx in enumerate(transactions):
+            self._keep(tx, height, coinbase=position == 0)
+
     def _keep(self, tx: Transaction, height: int | None, coinbase: bool) -> None:
         for vout, txout in enumerate(tx.outputs):
             if txout.script_pubkey == self.script_pubkey:

@@ -198,18 +198,24 @@ class SeriesBalance(_message.Message):
     def __init__(self, series_id: _Optional[int] = ..., state: _Optional[str] = ..., confirmed_sat: _Optional[int] = ..., unconfirmed_sat: _Optional[int] = ..., utxo_count: _Optional[int] = ..., m: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
 
 class SignerHealth(_message.Message):
-    __slots__ = ("signer_id", "state", "fingerprint", "last_seen_unix", "detail")
+    __slots__ = ("signer_id", "state", "fingerprint", "last_seen_unix", "detail", "audit_seq", "audit_head", "audit_recorded_unix")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_RECORDED_UNIX_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     state: str
     fingerprint: str
     last_seen_unix: int
     detail: str
-    def __init__(self, signer_id: _Optional[str] = ..., state: _Optional[str] = ..., fingerprint: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    audit_seq: int
+    audit_head: str
+    audit_recorded_unix: int
+    def __init__(self, signer_id: _Optional[str] = ..., state: _Optional[str] = ..., fingerprint: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., detail: _Optional[str] = ..., audit_seq: _Optional[int] = ..., audit_head: _Optional[str] = ..., audit_recorded_unix: _Optional[int] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
     __slots__ = ("round_id", "status", "transactions", "withdrawals", "fee_sat", "created_unix")
@@ -228,7 +234,7 @@ class RoundSummary(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., status: _Optional[_Union[RoundStatus, str]] = ..., transactions: _Optional[int] = ..., withdrawals: _Optional[int] = ..., fee_sat: _Optional[int] = ..., created_unix: _Optional[int] = ...) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts", "health", "health_detail", "awaiting")
+    __slots__ = ("network", "tip_height", "series", "signers", "quorum", "queue_length", "last_round", "rounds_paused", "alerts", "health", "health_detail", "awaiting", "role", "active_coordinator")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     TIP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +247,8 @@ class PoolStatus(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     HEALTH_DETAIL_FIELD_NUMBER: _ClassVar[int]
     AWAITING_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     network: _common_pb2.Network
     tip_height: int
     series: _containers.RepeatedCompositeFieldContainer[SeriesBalance]
@@ -253,7 +261,9 @@ class PoolStatus(_message.Message):
     health: str
     health_detail: str
     awaiting: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., health_detail: _Optional[str] = ..., awaiting: _Optional[_Iterable[str]] = ...) -> None: ...
+    role: str
+    active_coordinator: str
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, str]] = ..., tip_height: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesBalance, _Mapping]]] = ..., signers: _Optional[_Iterable[_Union[SignerHealth, _Mapping]]] = ..., quorum: _Optional[str] = ..., queue_length: _Optional[int] = ..., last_round: _Optional[_Union[RoundSummary, _Mapping]] = ..., rounds_paused: bool = ..., alerts: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., health_detail: _Optional[str] = ..., awaiting: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., active_coordinator: _Optional[str] = ...) -> None: ...
 
 class GetFeeStatementRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

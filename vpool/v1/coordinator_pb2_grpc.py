@@ -123,8 +123,10 @@ class CoordinatorServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetDepositAddress(self, request, context):
-        """A new deposit address for one of the caller's users (FAILED_PRECONDITION while the pool is
-        degraded: no deposits are invited while too few signers are up).
+        """A new deposit address for one of the caller's users, handed out once at least n - m + 1 of
+        the series' signers recorded its refund address (the others get it when they return);
+        FAILED_PRECONDITION while the pool is degraded, UNAVAILABLE while fewer than n - m + 1
+        signers can be asked (no address index is taken then).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -482,7 +484,9 @@ class AdminServiceServicer(object):
 
     def AddSeries(self, request, context):
         """Adds a series (becomes active; the previous active series becomes retiring) after every
-        signer has registered it.
+        signer has registered it. The id and descriptors of a stored series register it on the
+        signers again (a repair; nothing else changes); a stored id with other keys is
+        ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -30,7 +30,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SignerInfo(_message.Message):
-    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node", "device", "device_limits")
+    __slots__ = ("signer_id", "backend_kind", "device_model", "master_fingerprint", "account_xpubs", "policy_hash", "software_version", "node", "device", "device_limits", "audit_seq", "audit_head", "serving")
     SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_KIND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,9 @@ class SignerInfo(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
     signer_id: str
     backend_kind: BackendKind
     device_model: str
@@ -51,7 +54,18 @@ class SignerInfo(_message.Message):
     node: NodeState
     device: DeviceState
     device_limits: DeviceLimits
-    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ..., device: _Optional[_Union[DeviceState, _Mapping]] = ..., device_limits: _Optional[_Union[DeviceLimits, _Mapping]] = ...) -> None: ...
+    audit_seq: int
+    audit_head: str
+    serving: _containers.RepeatedCompositeFieldContainer[ServingInterval]
+    def __init__(self, signer_id: _Optional[str] = ..., backend_kind: _Optional[_Union[BackendKind, str]] = ..., device_model: _Optional[str] = ..., master_fingerprint: _Optional[str] = ..., account_xpubs: _Optional[_Iterable[_Union[AccountXpub, _Mapping]]] = ..., policy_hash: _Optional[str] = ..., software_version: _Optional[str] = ..., node: _Optional[_Union[NodeState, _Mapping]] = ..., device: _Optional[_Union[DeviceState, _Mapping]] = ..., device_limits: _Optional[_Union[DeviceLimits, _Mapping]] = ..., audit_seq: _Optional[int] = ..., audit_head: _Optional[str] = ..., serving: _Optional[_Iterable[_Union[ServingInterval, _Mapping]]] = ...) -> None: ...
+
+class ServingInterval(_message.Message):
+    __slots__ = ("from_unix", "until_unix")
+    FROM_UNIX_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_FIELD_NUMBER: _ClassVar[int]
+    from_unix: float
+    until_unix: float
+    def __init__(self, from_unix: _Optional[float] = ..., until_unix: _Optional[float] = ...) -> None: ...
 
 class DeviceState(_message.Message):
     __slots__ = ("state", "usable", "error", "checked_at", "busy_since_unix")
