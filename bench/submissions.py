@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import Row, row
-from coordinator.store.schema import make_engine
-from pool.networks import REGTEST
-from pool.series import CHANGE, RECEIVE
+from coordinator.store.schema import make_engine, migrate
 from tests.coordinator_harness import CLIENTS, address, fund_pool, write_daemon_config
 from tests.factories import make_series
-from tests.store_fixtures import throwaway_postgres
+from tests.store_fixtures import add_active_series, throwaway_postgres
 from vpool.devnet.processes import CoordinatorDaemon, Pki, client_credentials
 
 PROCESSES = 4
@@ -166,16 +164,11 @@ def measure(store: str, requests_per_burst: int, bursts: int = BURSTS) -> list[R
         pki = Pki(directory / "pki")
         urls = postgres_url() if store == "PostgreSQL" else sqlite_url(directory)
         with urls as url:
-            series = [
-                (
-                    SERIES.id,
-                    SERIES.descriptor(RECEIVE).to_string(REGTEST),
-                    SERIES.descriptor(CHANGE).to_string(REGTEST),
-                )
-            ]
-            config = write_daemon_config(
-                directory / "coordinator", pki, url, CLOSED_PORT_URL, series
-            )
+            engine = make_engine(url)
+            migrate(engine)
+            add_active_series(engine, SERIES)  # series come only through AddSeries now
+            engine.dispose()
+            config = write_daemon_config(directory / "coordinator", pki, url, CLOSED_PORT_URL)
             daemon = CoordinatorDaemon(config)
             fund_pool(make_engine(url), 10**15)  # admission takes every withdrawal of the load
             try:
