@@ -20,7 +20,12 @@ transaction of the original plan that pays a cancelled request, its replacement:
   it pays them, by the largest-remainder rule (pool.fees); when it pays no one, among the
   cancelled requests' clients in proportion to their removed amounts.
 
-Encoding: ``"VPRC" | u8 encoding version (1) | u32 cancel version (1) | u8 network code |
+Two cancel versions, one layout: **1**, a client's cancel (the signer records the dropped
+requests as never paid again); **2**, an operator's cancel (AdminService.CancelRound: the
+dropped requests go back to the queue, and a signer pays one again only once its own node shows
+the replacement that dropped it confirmed, and only once: docs/signer-policy.md, "Cancel").
+
+Encoding: ``"VPRC" | u8 encoding version (1) | u32 cancel version (1 or 2) | u8 network code |
 vb original manifest | u64 fee rate | cs #cancels, per cancel (ascending request key):
 vb client id | vb request id``. The decoder refuses anything else.
 """
@@ -52,6 +57,10 @@ from pool.withdrawal import RoundPlan, build_round
 CANCEL_MAGIC = b"VPRC"
 CANCEL_ENCODING_VERSION = 1
 CANCEL_VERSION = 1
+"""A client's cancel: the dropped requests are never paid again."""
+OPERATOR_CANCEL_VERSION = 2
+"""An operator's cancel: the dropped requests are queued again once the replacement confirms."""
+CANCEL_VERSIONS = (CANCEL_VERSION, OPERATOR_CANCEL_VERSION)
 MAX_ORIGINAL_BYTES = 4_000_000
 
 
@@ -68,7 +77,7 @@ class CancelManifest:
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.cancels, key=lambda c: request_key(*c)))
         object.__setattr__(self, "cancels", ordered)
-        if self.version != CANCEL_VERSION:
+        if self.version not in CANCEL_VERSIONS:
             raise ManifestError("version", f"cancel version {self.version} is not supported")
         check_range("fee_rate", self.fee_rate, self.original.fee_rate + MIN_LADDER_STEP, MAX_MONEY)
         if not self.cancels:
@@ -83,6 +92,12 @@ class CancelManifest:
     @property
     def network(self) -> str:
         return self.original.network
+
+    @property
+    def requeue(self) -> bool:
+        """An operator's cancel (version 2): the dropped requests are paid by a later round
+        once the replacement confirmed, instead of never."""
+        return self.version == OPERATOR_CANCEL_VERSION
 
 
 def encode_cancel(c: CancelManifest) -> bytes:

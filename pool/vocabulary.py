@@ -72,6 +72,11 @@ class Reason(StrEnum):
     """A cancel round replaces a transaction this signer did not sign under the cancel's
     original manifest: there is nothing of its own to cancel, and signing would pay the kept
     payments outside its limits. Final for this manifest."""
+    CANCEL_NOT_SETTLED = "CANCEL_NOT_SETTLED"
+    """The round pays a request an operator cancelled (pool.cancel version 2) out of a
+    transaction this signer signed, and the replacement that dropped it is not confirmed on the
+    signer's node yet: the original may still be mined. Transient: it passes once the
+    replacement is confirmed (and never if the original is). Scoped to the request."""
     SAME_TX_OTHER_MANIFEST = "SAME_TX_OTHER_MANIFEST"
     """This very transaction was signed under another manifest (a manifest that rebuilds to the
     same txid while claiming other facts, e.g. other input amounts). Final for this manifest:
@@ -212,6 +217,7 @@ FINALITY: dict[Reason, Finality] = {
             Reason.DEVICE_TIMEOUT,
             Reason.DOUBLE_SIGN,
             Reason.SIGNING_IN_PROGRESS,
+            Reason.CANCEL_NOT_SETTLED,
             Reason.REFUND_ADDRESS_UNKNOWN,
             Reason.SERIES_NOT_REGISTERED,
         )

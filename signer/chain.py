@@ -190,6 +190,23 @@ class NodeChain:
             self._heights[block_hash] = height
         return height
 
+    def confirmations(self, txid_hex: str) -> int:
+        """Confirmations of a transaction on the node's best chain (0: in the mempool, unknown,
+        or not in the best chain); ``getrawtransaction`` verbose (the node's transaction
+        index, which previous transactions need too)."""
+        try:
+            answer = self._rpc.call("getrawtransaction", txid_hex, 1)
+        except ChainUnavailable:
+            raise
+        except ChainError as e:
+            if is_not_found(e):
+                return 0
+            raise ChainUnavailable(f"the node answered an error: {e}") from None
+        try:
+            return max(int(answer.get("confirmations") or 0), 0)
+        except (AttributeError, TypeError, ValueError):
+            raise ChainUnavailable(f"getrawtransaction {txid_hex}: unexpected answer") from None
+
     def raw_transaction(self, txid_hex: str) -> bytes | None:
         try:
             answer = self._rpc.call("getrawtransaction", txid_hex, 0)

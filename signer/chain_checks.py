@@ -251,14 +251,26 @@ class RoundChain:
     def unspent(self, outpoint: OutPoint) -> bool:
         return self.utxo(outpoint) is not None
 
+    def confirmations(self, txid_hex: str) -> int:
+        """The transaction's confirmations on the node (0 when the node cannot say)."""
+        ask = getattr(self._chain, "confirmations", None)
+        return 0 if ask is None else int(ask(txid_hex))
+
 
 class ChainReleasedHistory:
     """The signing history as the policy should see it: an entry whose transaction the chain
     made unminable (``released_by_chain``) is not there. May raise ``ChainUnavailable``."""
 
-    def __init__(self, history: SigningHistory, chain: RoundChain) -> None:
+    def __init__(self, history: SigningHistory, chain: RoundChain, min_conf: int = 6) -> None:
         self._history = history
         self._chain = chain
+        self._min_conf = max(min_conf, 1)
+
+    def transaction_confirmed(self, txid_hex: str) -> bool:
+        """In a block of the node's best chain, at least ``min_conf`` deep (an operator's cancel
+        releases a request for a new payment only then: a shallower replacement could still be
+        reorganised out and the original mined)."""
+        return self._chain.confirmations(txid_hex) >= self._min_conf
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         before = self._history.signed_spend(outpoint)

@@ -173,7 +173,18 @@ class SigningHistory(Protocol):
         ...
 
     def cancelled_request(self, client_id: str, request_id: str) -> bool:
-        """Did this signer sign a cancel of this request (``evaluate_cancel``)?"""
+        """May this request never be paid again? This signer signed a client's cancel of it,
+        or an operator's cancel and a later round already paid it again."""
+        ...
+
+    def requeued_cancel(self, client_id: str, request_id: str) -> tuple[str, ...]:
+        """The replacements (txids) that dropped this request in an operator's cancel this
+        signer signed, while no round paid it again since; () otherwise."""
+        ...
+
+    def transaction_confirmed(self, txid_hex: str) -> bool:
+        """Is this transaction in a block deep enough on this signer's own node (its
+        ``min_conf``)? False whenever it cannot tell."""
         ...
 
 
@@ -244,8 +255,14 @@ class Approval:
     moves: int = 0
     """Satoshis moved to another approved series in transactions never signed before."""
     cancels: tuple[tuple[str, str], ...] = ()
-    """(client id, request id) of the requests a cancel round drops: recorded, never paid again
-    by this signer."""
+    """(client id, request id) of the requests a client's cancel round drops: recorded, never
+    paid again by this signer."""
+    requeues: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """(client id, request id, replacement txids) of the requests an operator's cancel round
+    drops: paid again by a later round only once each replacement is confirmed, and once."""
+    repaid: tuple[tuple[str, str], ...] = ()
+    """(client id, request id) of operator-cancelled requests this round pays again: never paid
+    a third time."""
     rungs: int = 0
     """The last ``rungs`` PSBTs are the fee ladder's (pool.ladder): signed, never written in
     the signing log (each spends exactly the inputs and pays exactly the payments of its
@@ -368,7 +385,7 @@ def _judge_round(
         counted = [planned for planned, new in zip(plan.transactions, fresh, strict=True) if new]
         approved = approved_series_ids(config, registered, network, fingerprint)
         flows = _flows(manifest, plan, counted, approved, replacements)
-        _check_not_cancelled(manifest, plan, counted, history)
+        repaid = _check_not_cancelled(manifest, plan, counted, history)
         _check_limits(config, manifest, plan, network, flows, history, now)
         _check_ladder(config, plan)
     except _Refused as refused:
@@ -384,6 +401,7 @@ def _judge_round(
         fee_bumps=tuple(sorted(replacements)),
         destinations=tuple(sorted(flows.by_destination().items())),
         moves=flows.moves,
+        repaid=repaid,
     )
 
 
@@ -392,24 +410,49 @@ def _check_not_cancelled(
     plan: RoundPlan,
     counted: Sequence[PlannedTransaction],
     history: SigningHistory,
-) -> None:
-    """A request this signer signed a cancel of is never paid again by a transaction it signs
-    now (docs/signer-policy.md, "Cancel"): whichever of the original and its replacement
-    confirms, the request is paid at most once."""
+) -> tuple[tuple[str, str], ...]:
+    """A request this signer signed a client's cancel of is never paid again by a transaction
+    it signs now (docs/signer-policy.md, "Cancel"): whichever of the original and its
+    replacement confirms, the request is paid at most once. A request it signed an operator's
+    cancel of (pool.cancel version 2) is paid again only once every replacement that dropped it
+    is confirmed on this signer's own node (the original can then never be mined), and only
+    once. Returns the operator-cancelled requests this round pays again."""
     txids = {t.txid_hex for t in counted}
-    refusals = [
-        _request_refusal(
-            Reason.DOUBLE_SIGN,
-            f"request {o.request_id!r} of client {o.client_id!r} was cancelled out of a "
-            "transaction this signer signed; a cancelled request is never paid again",
-            request,
-        )
-        for request, o in zip(manifest.requests, _ordered_outcomes(manifest, plan), strict=True)
-        if any(p.txid_hex in txids for p in o.outputs)
-        and history.cancelled_request(o.client_id, o.request_id)
-    ]
+    refusals = []
+    repaid = []
+    for request, o in zip(manifest.requests, _ordered_outcomes(manifest, plan), strict=True):
+        if not any(p.txid_hex in txids for p in o.outputs):
+            continue
+        if history.cancelled_request(o.client_id, o.request_id):
+            refusals.append(
+                _request_refusal(
+                    Reason.DOUBLE_SIGN,
+                    f"request {o.request_id!r} of client {o.client_id!r} was cancelled out of a "
+                    "transaction this signer signed; a cancelled request is never paid again",
+                    request,
+                )
+            )
+            continue
+        replacements = history.requeued_cancel(o.client_id, o.request_id)
+        if not replacements:
+            continue
+        unconfirmed = [t for t in replacements if not history.transaction_confirmed(t)]
+        if unconfirmed:
+            refusals.append(
+                _request_refusal(
+                    Reason.CANCEL_NOT_SETTLED,
+                    f"request {o.request_id!r} of client {o.client_id!r} was cancelled by an "
+                    "operator out of a transaction this signer signed; it is paid again only "
+                    f"once the replacement {', '.join(unconfirmed)} is confirmed on this "
+                    "signer's node (until then the original may still be mined)",
+                    request,
+                )
+            )
+            continue
+        repaid.append((o.client_id, o.request_id))
     if refusals:
         raise _Refused(refusals)
+    return tuple(repaid)
 
 
 def _ordered_outcomes(manifest: Manifest, plan: RoundPlan) -> list[RequestOutcome]:
@@ -544,9 +587,27 @@ def _judge_cancel(
         change_vouts=tuple(t.change_vout for t in plan.transactions),
         payments=0,
         fee_bumps=tuple(sorted(t.txid_hex for t in plan.transactions)),
-        cancels=cancel.cancels,
+        cancels=() if cancel.requeue else cancel.cancels,
+        requeues=_requeues(cancel, plan) if cancel.requeue else (),
         fee_statements=tuple(encode_statement(s) for s in cancel_statements(plan)),
     )
+
+
+def _requeues(
+    cancel: CancelManifest, plan: CancelPlan
+) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """Each request an operator's cancel drops, with the replacements (this signer's own
+    rebuild) that drop an output of it."""
+    by_output = {
+        (out.txid_hex, out.vout): (o.client_id, o.request_id)
+        for o in plan.original.requests
+        for out in o.outputs
+    }
+    dropped_by: dict[tuple[str, str], list[str]] = {}
+    for t in plan.transactions:
+        for vout in t.dropped:
+            dropped_by.setdefault(by_output[(t.replaced_txid, vout)], []).append(t.txid_hex)
+    return tuple((c, r, tuple(dropped_by[(c, r)])) for c, r in cancel.cancels)
 
 
 def _check_ladder(config: PolicyConfig, plan: RoundPlan) -> None:

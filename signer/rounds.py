@@ -141,6 +141,22 @@ class _WithRoundsInProgress:
     def amount_moved_since(self, since: float) -> int:
         return self._history.amount_moved_since(since) + sum(a.moves for a in self._in_progress)
 
+    def cancelled_request(self, client_id: str, request_id: str) -> bool:
+        """A round at the device that cancels the request (client) or pays it again (after an
+        operator's cancel) counts as recorded: two rounds judged side by side never pay it
+        again both."""
+        key = (client_id, request_id)
+        if any(key in a.cancels or key in a.repaid for a in self._in_progress):
+            return True
+        return bool(self._history.cancelled_request(client_id, request_id))
+
+    def requeued_cancel(self, client_id: str, request_id: str) -> tuple[str, ...]:
+        for a in self._in_progress:
+            for c, r, txids in a.requeues:
+                if (c, r) == (client_id, request_id):
+                    return txids
+        return tuple(self._history.requeued_cancel(client_id, request_id))
+
     def __getattr__(self, name: str) -> Any:
         """Whatever else the history offers, unchanged."""
         return getattr(self._history, name)
@@ -309,7 +325,7 @@ class RoundSigner:
             at_device = [j.approval for j in self._jobs.values() if not j.done.is_set()]
         try:
             history: SigningHistory = _WithRoundsInProgress(
-                ChainReleasedHistory(self._state, chain), at_device
+                ChainReleasedHistory(self._state, chain, self._chain_rules.min_conf), at_device
             )
             verdict = rebuilt.judge(history, now)
             if isinstance(verdict, list):

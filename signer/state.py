@@ -124,6 +124,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (client_id, request_id)
         ) WITHOUT ROWID""",
     ),
+    (  # 9: an operator's cancel (pool.cancel version 2): the request may be paid again, once,
+        # after its replacement ``replaced_by`` confirmed; ``repaid_in``: the round that did
+        "ALTER TABLE cancelled_requests ADD COLUMN replaced_by TEXT",
+        "ALTER TABLE cancelled_requests ADD COLUMN repaid_in BLOB",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -361,12 +366,29 @@ class SignerState:
         return total
 
     def cancelled_request(self, client_id: str, request_id: str) -> bool:
-        """Did this signer sign a cancel of this request?"""
+        """May this request never be paid again? A client's cancel of it was signed, or an
+        operator's cancel was and a later round paid it again already."""
         rows = self._query(
-            "SELECT 1 FROM cancelled_requests WHERE client_id = ? AND request_id = ?",
+            "SELECT 1 FROM cancelled_requests WHERE client_id = ? AND request_id = ? "
+            "AND (replaced_by IS NULL OR repaid_in IS NOT NULL)",
             (client_id, request_id),
         )
         return bool(rows)
+
+    def requeued_cancel(self, client_id: str, request_id: str) -> tuple[str, ...]:
+        """The txids of the replacements that dropped this request in an operator's cancel
+        this signer signed, while no later round paid it again; else ()."""
+        rows = self._query(
+            "SELECT replaced_by FROM cancelled_requests WHERE client_id = ? AND request_id = ? "
+            "AND replaced_by IS NOT NULL AND repaid_in IS NULL",
+            (client_id, request_id),
+        )
+        return tuple(str(rows[0][0]).split()) if rows else ()
+
+    def transaction_confirmed(self, txid_hex: str) -> bool:
+        """The store alone cannot tell (``signer.chain_checks.ChainReleasedHistory`` asks the
+        node): a request an operator cancelled is not paid again on its word."""
+        return False
 
     def acknowledged_deposit(self, outpoint: OutPoint) -> AcknowledgedDeposit | None:
         """The acknowledgement this signer gave the deposit at ``outpoint``, if any."""
@@ -425,14 +447,33 @@ class SignerState:
             for script, amount in approval.destinations
             if amount > 0
         ]
-        cancels = [(c, r, approval.manifest_hash, now) for c, r in approval.cancels]
+        cancels: list[tuple[str, str, bytes, float, str | None]] = [
+            (c, r, approval.manifest_hash, now, None) for c, r in approval.cancels
+        ]
+        cancels += [
+            (c, r, approval.manifest_hash, now, " ".join(t)) for c, r, t in approval.requeues
+        ]
+        repaid = [(approval.manifest_hash, c, r) for c, r in approval.repaid]
         with self._write() as db:
             db.executemany(_INSERT_SIGNED_TX, transactions)
             db.executemany(_UPSERT_SIGNED, rows)
             db.executemany(
                 "INSERT INTO cancelled_requests (client_id, request_id, manifest_hash, "
-                "cancelled_at) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, request_id) DO NOTHING",
+                "cancelled_at, replaced_by) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (client_id, request_id) DO UPDATE SET "
+                "manifest_hash = excluded.manifest_hash, cancelled_at = excluded.cancelled_at, "
+                "replaced_by = excluded.replaced_by, repaid_in = NULL "
+                # a client's cancel makes any cancel final; an operator's cancel of a request
+                # paid again replaces the spent record (the first replacement confirmed)
+                "WHERE (excluded.replaced_by IS NULL AND cancelled_requests.replaced_by "
+                "IS NOT NULL) OR (excluded.replaced_by IS NOT NULL AND "
+                "cancelled_requests.repaid_in IS NOT NULL)",
                 cancels,
+            )
+            db.executemany(
+                "UPDATE cancelled_requests SET repaid_in = ? WHERE client_id = ? "
+                "AND request_id = ? AND replaced_by IS NOT NULL AND repaid_in IS NULL",
+                repaid,
             )
             if db.execute(_INSERT_SPEND, spend).rowcount:
                 db.executemany(_INSERT_DESTINATION, destinations)

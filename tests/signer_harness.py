@@ -108,6 +108,10 @@ class MemoryHistory:
     moves: list[tuple[float, int]] = field(default_factory=list)
     acknowledged: dict[OutPoint, AcknowledgedDeposit] = field(default_factory=dict)
     cancelled: set[tuple[str, str]] = field(default_factory=set)
+    requeued: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    """Operator-cancelled requests not paid again yet → the replacements that dropped them."""
+    confirmed: set[str] = field(default_factory=set)
+    """Txids the signer's node shows confirmed deep enough."""
 
     def signed_spend(self, outpoint: OutPoint) -> SignedBefore | None:
         return self.spends.get(outpoint)
@@ -130,6 +134,12 @@ class MemoryHistory:
     def cancelled_request(self, client_id: str, request_id: str) -> bool:
         return (client_id, request_id) in self.cancelled
 
+    def requeued_cancel(self, client_id: str, request_id: str) -> tuple[str, ...]:
+        return self.requeued.get((client_id, request_id), ())
+
+    def transaction_confirmed(self, txid_hex: str) -> bool:
+        return txid_hex in self.confirmed
+
     def acknowledge(self, claim: DepositClaim, height: int = 100, now: float = 0.0) -> None:
         self.acknowledged[claim.outpoint] = AcknowledgedDeposit(claim, height, now)
 
@@ -143,6 +153,12 @@ class MemoryHistory:
                 )
         self.amounts.append((now, approval.payments))
         self.cancelled |= set(approval.cancels)
+        for client, request, txids in approval.requeues:
+            if (client, request) not in self.cancelled:
+                self.requeued[(client, request)] = txids
+        for key in approval.repaid:  # as signer.state: paid again once, never a third time
+            self.requeued.pop(key, None)
+            self.cancelled.add(key)
         self.paid_to += [(now, script, amount) for script, amount in approval.destinations]
         self.refunds.append((now, approval.refunds))
         self.moves.append((now, approval.moves))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pool.cancel import CancelManifest, build_cancel, encode_cancel
+from pool.cancel import OPERATOR_CANCEL_VERSION, CancelManifest, build_cancel, encode_cancel
 from pool.manifest import Manifest, encode_manifest
 from pool.networks import REGTEST
 from pool.psbt import Psbt
@@ -134,3 +134,86 @@ def test_the_same_cancel_asked_again_is_approved_and_adds_nothing() -> None:
     history.record(first, NOW)
     again = evaluate_cancel(cancel_of(("bob", "1")), history)
     assert isinstance(again, Approval) and again.payments == 0
+
+
+# --- an operator's cancel (pool.cancel version 2): the request goes back to the queue --------
+
+AGAIN = manifest(
+    [S1], [utxo(7, BTC, 100, index=7)], [request("bob", "1", 10_000_000)], fee_rate=1000
+)
+
+
+def operator_cancel_of(*cancels: tuple[str, str], rate: int = 3000) -> CancelManifest:
+    return CancelManifest(ORIGINAL, rate, cancels, version=OPERATOR_CANCEL_VERSION)
+
+
+def operator_cancelled() -> tuple[MemoryHistory, Approval]:
+    history = signed()
+    approval = evaluate_cancel(operator_cancel_of(("bob", "1")), history)
+    assert isinstance(approval, Approval)
+    history.record(approval, NOW)
+    return history, approval
+
+
+def pay_again(history: MemoryHistory, m: Manifest = AGAIN) -> Approval | list[Refusal]:
+    return evaluate(encode_manifest(m), list(build_round(m).psbts), history)
+
+
+def test_an_operator_cancel_records_the_request_with_the_replacement_that_dropped_it() -> None:
+    _, approval = operator_cancelled()
+    replacement = build_cancel(operator_cancel_of(("bob", "1"))).transactions[0].txid_hex
+    assert approval.cancels == ()
+    assert approval.requeues == (("bob", "1", (replacement,)),)
+
+
+def test_an_operator_cancelled_request_is_paid_again_once_its_replacement_is_confirmed() -> None:
+    history, approval = operator_cancelled()
+    history.confirmed.add(approval.txids[0])
+    result = pay_again(history)
+    assert isinstance(result, Approval)
+    assert result.repaid == (("bob", "1"),)
+
+
+def test_a_hostile_coordinator_cannot_pay_an_operator_cancelled_request_before_the_chain_shows_it_unpaid() -> (  # noqa: E501
+    None
+):
+    """It holds the original fully signed: paying the request again while the replacement is
+    not confirmed would let both confirm."""
+    history, _ = operator_cancelled()
+    result = pay_again(history)
+    assert reasons(result) == [Reason.CANCEL_NOT_SETTLED]
+    assert isinstance(result, list) and result[0].scope is Scope.REQUEST
+
+
+def test_a_hostile_coordinator_cannot_pay_an_operator_cancelled_request_a_third_time() -> None:
+    history, approval = operator_cancelled()
+    history.confirmed.add(approval.txids[0])
+    second = pay_again(history)
+    assert isinstance(second, Approval)
+    history.record(second, NOW)
+    third = manifest(
+        [S1], [utxo(8, BTC, 100, index=8)], [request("bob", "1", 10_000_000)], fee_rate=1000
+    )
+    assert reasons(pay_again(history, third)) == [Reason.DOUBLE_SIGN]
+
+
+def test_an_operator_cancel_cannot_drop_a_request_it_does_not_name() -> None:
+    """The redirect attempt: the PSBT drops alice's payment while the manifest names bob's."""
+    history = signed()
+    c = operator_cancel_of(("bob", "1"))
+    hostile = [t.psbt for t in build_cancel(operator_cancel_of(("alice", "1"))).transactions]
+    assert isinstance(evaluate(encode_cancel(c), hostile, history), list)
+
+
+def test_an_operator_cancel_of_a_transaction_this_signer_never_signed_is_refused() -> None:
+    result = evaluate_cancel(operator_cancel_of(("bob", "1")), MemoryHistory())
+    assert reasons(result) == [Reason.CANCEL_OF_UNSIGNED]
+
+
+def test_a_request_a_client_cancelled_stays_unpayable_even_after_its_replacement_confirms() -> None:
+    history = signed()
+    approval = evaluate_cancel(cancel_of(("bob", "1")), history)
+    assert isinstance(approval, Approval)
+    history.record(approval, NOW)
+    history.confirmed.add(approval.txids[0])
+    assert reasons(pay_again(history)) == [Reason.DOUBLE_SIGN]
