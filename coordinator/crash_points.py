@@ -50,6 +50,11 @@ AFTER_COMPLETED = "after_completed"
 AFTER_DEPOSIT_CREDITED = "after_deposit_credited"
 """Deposit crediting: deposits credited and committed."""
 
+AFTER_CANCEL_RECORDED = "after_cancel_recorded"
+"""AdminService.CancelRound of a signed or broadcast round: the operator's cancels committed, no
+cancel round built yet. Not in ``POINTS`` (the crash matrix's scenario never cancels a round):
+tests/test_operator_cancel_e2e.py reaches it."""
+
 POINTS = (
     AFTER_WITHDRAWAL_STORED,
     AFTER_INPUTS_RESERVED,

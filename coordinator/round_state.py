@@ -10,7 +10,9 @@ broadcasts, abandons). The money decisions live here, with fast tests without pr
   broadcast the signed transactions and wait for the others, wait (a round with any valid
   signature, or a signer whose device is still asked, is never abandoned), rebuild without the
   refused requests, or abandon.
-- ``cancel_refusal``: why AdminService.CancelRound may not abandon a round (None when it may).
+- ``cancel_action``: what AdminService.CancelRound does with a round: abandon it (a signing
+  round without any valid signature), replace its unconfirmed transactions by a cancel round
+  (a signed or broadcast round), or refuse, saying why (``cancel_refusal``).
 """
 
 from __future__ import annotations
@@ -129,6 +131,34 @@ def conclude(facts: RoundFacts) -> Verdict:
     return Verdict.REBUILD if rebuild else Verdict.ABANDON
 
 
+class CancelAction(StrEnum):
+    """What AdminService.CancelRound does with a round."""
+
+    ABANDON = "abandon"
+    """No valid signature was given: abandoned at once, its requests back in the queue."""
+    REPLACE = "replace"
+    """Its transactions are signed: those not in a block are replaced by a cancel round
+    without their payments (coordinator.cancels, operator cancel), whose withdrawals go back
+    to the queue once the replacement confirms."""
+
+
+def cancel_action(
+    round_id: str, status: RoundStatus, signed_transactions: int, signed_by: Sequence[str]
+) -> CancelAction | str:
+    """What CancelRound does with the round, or why it refuses.
+
+    A signing round with some signatures but no complete transaction is refused: none of its
+    transactions can be broadcast without m signatures, but m - 1 of them plus a colluding
+    signer's could complete one later, so abandoning it would not make it safe to pay its
+    requests elsewhere; it is kept and asked again (it is cancelled by replacement once it is
+    signed). A signing round with some transactions signed is refused likewise (cancel it
+    once the others are signed)."""
+    if status in (RoundStatus.SIGNED, RoundStatus.BROADCAST):
+        return CancelAction.REPLACE
+    refusal = cancel_refusal(round_id, status, signed_transactions, signed_by)
+    return CancelAction.ABANDON if refusal is None else refusal
+
+
 def cancel_refusal(
     round_id: str, status: RoundStatus, signed_transactions: int, signed_by: Sequence[str]
 ) -> str | None:
@@ -138,11 +168,16 @@ def cancel_refusal(
     if status is not RoundStatus.SIGNING:
         return f"round {round_id} is {status}, not signing"
     if signed_transactions:
-        return f"round {round_id} has signed transactions; they are broadcast and followed"
+        return (
+            f"round {round_id} has signed transactions and others still signing: they are "
+            "broadcast and followed; cancel it once every transaction is signed (then by "
+            "replacement)"
+        )
     if signed_by:
         return (
-            f"round {round_id} was signed by {', '.join(signed_by)}: a signed transaction can "
-            "only be replaced by one paying the same payments, so the round stays open and is "
-            "asked again until it has its signatures"
+            f"round {round_id} was signed by {', '.join(signed_by)} but no transaction has m "
+            "signatures: a partial signature could still be completed by a colluding signer, "
+            "so the round stays open and is asked again until it has its signatures; cancel "
+            "it then (by replacement)"
         )
     return None

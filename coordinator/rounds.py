@@ -37,7 +37,8 @@ kinds. One round, step by step; each step is committed to the store BEFORE its s
    the round is abandoned (inputs released, requests put back, the detail says which signer
    failed how). m valid signatures on every input win over any refusal: the pool is m-of-n.
    ``cancel_round`` (AdminService.CancelRound) abandons a signing round without any signature at
-   once and refuses one with a signature.
+   once, refuses one with a signature but no complete transaction, and cancels a signed or
+   broadcast round by replacement (coordinator.cancels, an operator's cancel).
 5. Broadcast: ``broadcast_at`` is stored (the intent), the transaction sent (a transaction the
    node already knows counts as sent), then the status ``broadcast`` stored.
 
@@ -69,11 +70,12 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
-from coordinator.cancels import build_cancel_round
+from coordinator.cancels import build_cancel_round, operator_cancels
 from coordinator.chain import ChainError
 from coordinator.config import CoordinatorConfig
 from coordinator.crash_points import (
     AFTER_BROADCAST,
+    AFTER_CANCEL_RECORDED,
     AFTER_COMPLETED,
     AFTER_CONFIRMED,
     AFTER_FINALIZED,
@@ -93,9 +95,10 @@ from coordinator.round_kinds import (
     RoundBuilder,
 )
 from coordinator.round_state import (
+    CancelAction,
     RoundFacts,
     Verdict,
-    cancel_refusal,
+    cancel_action,
     conclude,
     request_refusals,
     to_ask,
@@ -562,14 +565,16 @@ class RoundEngine:
     # ------------------------------------------------------------------------ cancel
 
     def cancel_round(self, round_id: str) -> RoundOutcome:
-        """AdminService.CancelRound: abandon a signing round that has no valid signature now
-        (its requests go back); raises ``CancelRefused`` (naming the reason) otherwise, and
-        ``KeyError`` for an unknown round.
+        """AdminService.CancelRound (``round_state.cancel_action``): abandon a signing round that
+        has no valid signature now (its requests go back); for a signed or broadcast round,
+        record an operator's cancel of every withdrawal its transactions not in a block pay
+        (``coordinator.cancels.operator_cancels``): ``run_cancels`` builds the cancel round,
+        asks the signers and broadcasts it, and the withdrawals go back to the queue once the
+        replacement confirms. Raises ``CancelRefused`` (naming the reason, and the transaction
+        when one cannot be replaced) otherwise, and ``KeyError`` for an unknown round.
 
-        A round with a signature is never abandoned: its transactions can only be replaced by
-        ones paying the same payments, and the simplest such replacement is the round itself,
-        which the engine keeps asking for. One database transaction; the engine's own loop sees
-        the round abandoned at its next poll."""
+        One database transaction; the engine's own loop sees the round abandoned at its next
+        poll, and the scheduler builds the cancel round at its next tick."""
         builder_of = self._builders
         now = self._clock()
         with transaction(self._engine) as conn:
@@ -579,18 +584,54 @@ class RoundEngine:
             txs = rstore.transactions(conn, record.seq)
             signed = sum(tx.status is not TxStatus.UNSIGNED for tx in txs)
             signed_by = rstore.signers_that_signed(conn, record.seq)
-            refusal = cancel_refusal(round_id, record.status, signed, signed_by)
-            if refusal is not None:
-                raise CancelRefused(refusal)
-            detail = "cancelled by an operator (no signature was given)"
-            back = builder_of[record.kind].give_up(conn, record, detail, now)
-        log.warning(
-            "%s round %s cancelled by an operator; %d requests put back",
-            record.kind,
-            round_id,
-            back,
+            action = cancel_action(round_id, record.status, signed, signed_by)
+            if not isinstance(action, CancelAction):
+                raise CancelRefused(action)
+            if action is CancelAction.REPLACE:
+                detail = self._record_operator_cancel(conn, record, now)
+            else:
+                detail = "cancelled by an operator (no signature was given)"
+                back = builder_of[record.kind].give_up(conn, record, detail, now)
+                detail = f"abandoned: {detail}; {back} requests put back"
+        if action is CancelAction.REPLACE:
+            crash_point(AFTER_CANCEL_RECORDED, record.kind)
+        log.warning("%s round %s: %s", record.kind, round_id, detail)
+        return RoundOutcome(round_id, detail)
+
+    def _record_operator_cancel(self, conn: Connection, record: RoundRecord, now: float) -> str:
+        """Record the operator's cancels of a signed or broadcast round; the round's detail."""
+        if record.kind is not RoundKind.WITHDRAWAL:
+            raise CancelRefused(
+                f"round {record.round_id} is a {record.kind} round: only withdrawal rounds are "
+                "cancelled by replacement"
+            )
+        cancels, problems = operator_cancels(conn, record.seq)
+        if problems:
+            raise CancelRefused(f"round {record.round_id}: " + "; ".join(problems))
+        if not cancels:
+            raise CancelRefused(
+                f"round {record.round_id} has no transaction out of a block that pays a "
+                "withdrawal: nothing left to cancel"
+            )
+        recorded = 0
+        for withdrawal_id, seq in cancels:
+            recorded += cancel_store.request_cancel(conn, withdrawal_id, seq, now, by_operator=True)
+            current = wstore.get_by_id(conn, withdrawal_id)
+            if current is not None and current.status not in wstore.FINAL:
+                wstore.set_status(
+                    conn, [withdrawal_id], current.status, now,
+                    detail="cancelled by an operator: its transaction is to be replaced by one "
+                    "without it; queued again once the replacement confirms, completed if the "
+                    "original does",
+                )  # fmt: skip
+        detail = (
+            f"replacement requested: an operator cancelled {len(cancels)} withdrawals "
+            f"({recorded} newly) of its unconfirmed transactions; a cancel round without them "
+            "is built, signed and broadcast at the next scheduler tick, and they are queued "
+            "again once it confirms"
         )
-        return RoundOutcome(round_id, f"abandoned: {detail}; {back} requests put back")
+        rstore.set_round_detail(conn, record.seq, detail, now)
+        return detail
 
     # ------------------------------------------------------------------------ refusals, abandon
 

@@ -13,7 +13,8 @@ For each transaction not in a block (coordinator.store.sends.watched_transaction
   each withdrawal it carried is marked ``completed`` when the conflicting transaction pays it
   (an output to its destination of the amount this transaction paid it, each output matching
   one payment, outputs paying the conflicting transaction's own withdrawals when it is a round
-  transaction of the pool excluded), else queued again (``pending``); an alert
+  transaction of the pool excluded), ``cancelled`` when a client cancelled it, else queued
+  again (``pending``: an operator's cancel, or an unknown conflict); an alert
   ``transaction-conflicted`` says which;
 - a version of a transaction that a rung of its fee ladder superseded
   (``coordinator.store.rounds.live_versions``) is never sent again; once the rung's block has
@@ -324,7 +325,8 @@ class TransactionWatcher:
                 )
                 summary.append(f"withdrawal {current.request_id!r} paid by it")
             elif (
-                cancel_store.has_cancel(conn, withdrawal_id) and current.status not in wstore.FINAL
+                cancel_store.client_cancel(conn, withdrawal_id)
+                and current.status not in wstore.FINAL
             ):
                 detail = (
                     f"cancelled by the client: transaction {spender}, which replaced {tx.txid}, "
@@ -340,9 +342,15 @@ class TransactionWatcher:
                     "does not pay it: look at it"
                 )
             else:
+                # an operator's cancel (AdminService.CancelRound) lands here too: the chain
+                # shows the replacement confirmed (pool.maturation deep), so the original can
+                # never pay it; a later round does (the signers check the same on their nodes)
+                by = (
+                    "an operator's cancel: " if cancel_store.has_cancel(conn, withdrawal_id) else ""
+                )
                 detail = (
-                    f"its transaction {tx.txid} was replaced by {spender}, which does not pay "
-                    "it: queued again"
+                    f"{by}its transaction {tx.txid} was replaced by {spender}, which does not "
+                    "pay it: queued again"
                 )
                 wstore.set_status(
                     conn, [withdrawal_id], wstore.Status.PENDING, now, detail=detail,

@@ -9,8 +9,10 @@ from dataclasses import replace
 import pytest
 
 from coordinator.round_state import (
+    CancelAction,
     RoundFacts,
     Verdict,
+    cancel_action,
     cancel_refusal,
     conclude,
     refused_for_good,
@@ -171,12 +173,36 @@ def test_signers_asked_again_are_those_without_a_final_answer_and_all_but_signer
 def test_cancel_abandons_only_a_signing_round_without_any_signature() -> None:
     assert cancel_refusal("r", RoundStatus.SIGNING, 0, []) is None
     refused = cancel_refusal("r", RoundStatus.SIGNING, 0, ["signer-2"])
-    assert refused == (
-        "round r was signed by signer-2: a signed transaction can only be replaced by one paying "
-        "the same payments, so the round stays open and is asked again until it has its "
-        "signatures"
-    )
-    assert cancel_refusal("r", RoundStatus.SIGNING, 1, ["signer-1", "signer-2"]) == (
-        "round r has signed transactions; they are broadcast and followed"
-    )
+    assert refused is not None
+    assert refused.startswith("round r was signed by signer-2 but no transaction has m signatures")
+    assert "colluding signer" in refused
+    refused = cancel_refusal("r", RoundStatus.SIGNING, 1, ["signer-1", "signer-2"])
+    assert refused is not None and "cancel it once every transaction is signed" in refused
     assert cancel_refusal("r", RoundStatus.BROADCAST, 2, []) == "round r is broadcast, not signing"
+
+
+@pytest.mark.parametrize("status", [RoundStatus.SIGNED, RoundStatus.BROADCAST])
+def test_cancel_of_a_signed_or_broadcast_round_replaces_its_transactions(
+    status: RoundStatus,
+) -> None:
+    assert cancel_action("r", status, 2, ["signer-1", "signer-2"]) is CancelAction.REPLACE
+
+
+def test_cancel_of_a_signing_round_without_signatures_abandons_it() -> None:
+    assert cancel_action("r", RoundStatus.SIGNING, 0, []) is CancelAction.ABANDON
+
+
+@pytest.mark.parametrize(
+    ("status", "signed", "signed_by"),
+    [
+        (RoundStatus.SIGNING, 0, ["signer-2"]),  # partial signatures: m - 1 could be completed
+        (RoundStatus.SIGNING, 1, ["signer-1", "signer-2"]),
+        (RoundStatus.COMPLETED, 1, ["signer-1", "signer-2"]),
+        (RoundStatus.ABANDONED, 0, []),
+    ],
+)
+def test_cancel_of_any_other_round_is_refused_with_its_reason(
+    status: RoundStatus, signed: int, signed_by: list[str]
+) -> None:
+    refusal = cancel_action("r", status, signed, signed_by)
+    assert not isinstance(refusal, CancelAction) and refusal.startswith("round r ")

@@ -282,9 +282,16 @@ def _admin_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
     return commands.get_round(channel, args.round_id, args.timeout)
 
 
-@_rpc
-def _admin_cancel_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
-    return commands.cancel_round(channel, args.round_id, args.timeout)
+def _admin_cancel_round(args: argparse.Namespace) -> int:
+    """What happened first, on its own line (``abandoned: ...`` or ``replacement requested:
+    ...``; a refusal is the error ``FAILED_PRECONDITION`` with its reason), then the round."""
+    with _channel(args) as channel:
+        answer = commands.cancel_round(channel, args.round_id, args.timeout)
+    status = coordinator_pb2.RoundStatus.Name(answer.status).removeprefix("ROUND_STATUS_").lower()
+    what = "abandoned" if status == "abandoned" else f"{status}, replacement requested"
+    print(f"cancel-round {answer.round_id}: {what}: {answer.detail}", file=sys.stderr)
+    _print(answer, args)
+    return exitcodes.OK
 
 
 @_rpc
@@ -461,7 +468,10 @@ def _add_admin_commands(
     cancel = sub.add_parser(
         "cancel-round",
         parents=[parent],
-        help="abandon a signing round that has no signature yet (its requests queue again)",
+        help="cancel a round: a signing round without signatures is abandoned (its requests "
+        "queue again); a signed or broadcast one is replaced by transactions without its "
+        "payments, which queue again once the replacement confirms; anything else is refused, "
+        "saying why",
     )
     cancel.add_argument("--round-id", required=True, help="the manifest hash (hex)")
     cancel.set_defaults(handler=_admin_cancel_round)

@@ -205,7 +205,10 @@ def get_round(channel: grpc.Channel, round_id: str, timeout: float = DEFAULT_TIM
 def cancel_round(
     channel: grpc.Channel, round_id: str, timeout: float = DEFAULT_TIMEOUT
 ) -> pb.Round:
-    """Abandon a signing round that has no valid signature (FAILED_PRECONDITION otherwise)."""
+    """Cancel a round (AdminService.CancelRound): a signing round without any valid signature
+    is abandoned; a signed or broadcast one is replaced by a cancel round without its payments
+    (they queue again once the replacement confirms); FAILED_PRECONDITION, naming why,
+    otherwise. The answer's ``detail`` says which."""
     answer: pb.Round = _admin(channel).CancelRound(
         pb.CancelRoundRequest(round_id=round_id), timeout=timeout
     )

@@ -19,23 +19,50 @@ class CancelRequest:
     request_id: str
     round_seq: int
     """The round whose transaction pays the withdrawal."""
+    by_operator: bool = False
+    """An operator's cancel (AdminService.CancelRound): queued again, not cancelled, when the
+    replacement confirms."""
 
 
-def request_cancel(conn: Connection, withdrawal_id: int, round_seq: int, now: float) -> bool:
-    """Record a client's cancel (once); False when it was recorded before."""
+def request_cancel(
+    conn: Connection, withdrawal_id: int, round_seq: int, now: float, by_operator: bool = False
+) -> bool:
+    """Record a client's (or an operator's) cancel, once; False when it was recorded before.
+    A client's cancel of a withdrawal an operator cancelled makes it the client's (cancelled,
+    not queued again, when the replacement confirms)."""
     found = conn.execute(
-        select(withdrawal_cancels.c.withdrawal_id).where(
+        select(withdrawal_cancels.c.by_operator).where(
             withdrawal_cancels.c.withdrawal_id == withdrawal_id
         )
     ).first()
     if found is not None:
+        if found[0] and not by_operator:
+            conn.execute(
+                update(withdrawal_cancels)
+                .where(withdrawal_cancels.c.withdrawal_id == withdrawal_id)
+                .values(by_operator=False)
+            )
+            return True
         return False
     conn.execute(
         insert(withdrawal_cancels).values(
-            withdrawal_id=withdrawal_id, round_seq=round_seq, requested_at=now
+            withdrawal_id=withdrawal_id,
+            round_seq=round_seq,
+            requested_at=now,
+            by_operator=by_operator,
         )
     )
     return True
+
+
+def client_cancel(conn: Connection, withdrawal_id: int) -> bool:
+    """Did the client cancel this withdrawal (not an operator)?"""
+    found = conn.execute(
+        select(withdrawal_cancels.c.by_operator).where(
+            withdrawal_cancels.c.withdrawal_id == withdrawal_id
+        )
+    ).first()
+    return found is not None and not found[0]
 
 
 def has_cancel(conn: Connection, withdrawal_id: int) -> bool:
@@ -55,12 +82,13 @@ def waiting_cancels(conn: Connection) -> list[CancelRequest]:
             withdrawals.c.client_id,
             withdrawals.c.request_id,
             withdrawal_cancels.c.round_seq,
+            withdrawal_cancels.c.by_operator,
         )
         .join(withdrawals, withdrawals.c.id == withdrawal_cancels.c.withdrawal_id)
         .where(withdrawal_cancels.c.cancel_round_seq.is_(None))
         .order_by(withdrawal_cancels.c.requested_at, withdrawal_cancels.c.withdrawal_id)
     ).all()
-    return [CancelRequest(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+    return [CancelRequest(int(r[0]), str(r[1]), str(r[2]), int(r[3]), bool(r[4])) for r in rows]
 
 
 def set_cancel_round(conn: Connection, withdrawal_ids: list[int], seq: int) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     exists,
+    false,
     func,
     insert,
     inspect,
@@ -398,6 +399,9 @@ withdrawal_cancels = Table(
     Column("round_seq", Integer, nullable=False),
     Column("requested_at", Float, nullable=False),
     Column("cancel_round_seq", Integer, nullable=True),
+    # migration 10: an operator's cancel (AdminService.CancelRound): the withdrawal goes back to
+    # the queue when the replacement confirms, instead of ``cancelled``
+    Column("by_operator", Boolean, nullable=False, server_default=false()),
 )
 
 
@@ -505,9 +509,14 @@ def _migration_9(conn: Connection) -> None:
     metadata.create_all(conn, tables=[fee_attestations])
 
 
+def _migration_10(conn: Connection) -> None:
+    """Operator cancels (AdminService.CancelRound of a signed or broadcast round)."""
+    _add_column(conn, "withdrawal_cancels", "by_operator", "BOOLEAN NOT NULL DEFAULT FALSE")
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
-    _migration_7, _migration_8, _migration_9,
+    _migration_7, _migration_8, _migration_9, _migration_10,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 
