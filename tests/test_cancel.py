@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from pool.cancel import CancelManifest, build_cancel, decode_cancel, encode_cancel
+from pool.cancel import (
+    OPERATOR_CANCEL_VERSION,
+    CancelManifest,
+    build_cancel,
+    decode_cancel,
+    encode_cancel,
+)
 from pool.errors import ManifestError
 from pool.replacement import Coin, check_replacement
 from pool.script import parse_multisig_script
@@ -92,3 +98,19 @@ def test_a_bad_cancel_manifest_is_refused_naming_the_field(changes: dict, field:
 def test_cancelling_a_request_the_round_does_not_pay_is_refused() -> None:
     with pytest.raises(ManifestError, match="not paid by the round"):
         build_cancel(cancel(("carol", "1")))
+
+
+def test_an_operator_cancel_round_trips_as_version_2_and_builds_the_same_replacements() -> None:
+    client = cancel(("bob", "1"))
+    operator = CancelManifest(ORIGINAL, 3000, (("bob", "1"),), version=OPERATOR_CANCEL_VERSION)
+    assert decode_cancel(encode_cancel(operator)) == operator and operator.requeue
+    assert not client.requeue
+    assert encode_cancel(operator) != encode_cancel(client)  # the signers tell them apart
+    assert [t.psbt for t in build_cancel(operator).transactions] == [
+        t.psbt for t in build_cancel(client).transactions
+    ]
+
+
+def test_a_cancel_of_an_unknown_version_is_refused() -> None:
+    with pytest.raises(ManifestError, match="version"):
+        CancelManifest(ORIGINAL, 3000, (("bob", "1"),), version=3)

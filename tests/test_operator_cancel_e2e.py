@@ -126,7 +126,9 @@ def test_an_operator_cancelled_round_whose_replacement_confirms_is_paid_once_by_
         answer = cancel_round(devpool, round_id)
         assert answer.status == pb.ROUND_STATUS_BROADCAST
         assert answer.detail.startswith("replacement requested: an operator cancelled 2 ")
-    devpool.wait_until(lambda: cancel_round_sent(devpool, round_id, created), "the cancel round sent")
+    devpool.wait_until(
+        lambda: cancel_round_sent(devpool, round_id, created), "the cancel round sent"
+    )
     blocks = 0
     while not status_is(devpool, request_id, pb.WITHDRAWAL_STATUS_PENDING) and blocks < BLOCKS:
         market_block(devpool)
@@ -157,7 +159,9 @@ def test_an_operator_cancelled_round_whose_original_confirms_pays_nothing_twice(
     created = int(time.time()) - 1
     answer = cancel_round(devpool, round_id)
     assert answer.detail.startswith("replacement requested")
-    devpool.wait_until(lambda: cancel_round_sent(devpool, round_id, created), "the cancel round signed")
+    devpool.wait_until(
+        lambda: cancel_round_sent(devpool, round_id, created), "the cancel round signed"
+    )
     assert devpool.node.chain.mempool_entry(original) is not None  # bcoin refused the other
     devpool.mine(1)  # the original wins
     devpool.mine(MATURATION)

@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -481,3 +482,43 @@ def test_a_signed_cancel_is_recorded_for_good(state: SignerState) -> None:
     state.record_signed(approval, 2.0)  # the same round again changes nothing
     assert state.cancelled_request("bob", "1")
     assert not state.cancelled_request("bob", "2")
+
+
+def _recorded(state: SignerState, digest: int, **fields: Any) -> None:
+    approval = Approval(
+        manifest_hash=bytes([digest]) * 32,
+        psbts=(),
+        txids=(),
+        change_vouts=(),
+        payments=0,
+        **fields,
+    )
+    state.record_signed(approval, float(digest))
+
+
+def test_an_operator_cancel_is_recorded_with_its_replacements_until_paid_again_once(
+    state: SignerState,
+) -> None:
+    _recorded(state, 7, requeues=(("bob", "1", ("aa" * 32, "bb" * 32)),))
+    _recorded(state, 7, requeues=(("bob", "1", ("aa" * 32, "bb" * 32)),))  # asked again
+    assert state.requeued_cancel("bob", "1") == ("aa" * 32, "bb" * 32)
+    assert not state.cancelled_request("bob", "1")  # payable again (once the chain says so)
+    assert not state.transaction_confirmed("aa" * 32)  # the store alone never says so
+    _recorded(state, 8, repaid=(("bob", "1"),))
+    assert state.requeued_cancel("bob", "1") == ()
+    assert state.cancelled_request("bob", "1")  # never a third time
+
+
+def test_a_client_cancel_after_an_operator_cancel_makes_it_final(state: SignerState) -> None:
+    _recorded(state, 7, requeues=(("bob", "1", ("aa" * 32,)),))
+    _recorded(state, 8, cancels=(("bob", "1"),))
+    assert state.cancelled_request("bob", "1") and state.requeued_cancel("bob", "1") == ()
+
+
+def test_a_request_paid_again_may_be_operator_cancelled_again(state: SignerState) -> None:
+    """Its first replacement confirmed (that let it be paid again): the new record replaces it."""
+    _recorded(state, 7, requeues=(("bob", "1", ("aa" * 32,)),))
+    _recorded(state, 8, repaid=(("bob", "1"),))
+    _recorded(state, 9, requeues=(("bob", "1", ("cc" * 32,)),))
+    assert state.requeued_cancel("bob", "1") == ("cc" * 32,)
+    assert not state.cancelled_request("bob", "1")
