@@ -41,6 +41,7 @@ from coordinator.rounds import (
 )
 from coordinator.scanner import Scanner
 from coordinator.signers import SignerPool
+from coordinator.store import cancels as cancel_store
 from coordinator.store import chain as cstore
 from coordinator.store import rounds as rstore
 from coordinator.store import withdrawals as wstore
@@ -48,6 +49,7 @@ from coordinator.store.rounds import Outcome, RoundStatus, TxStatus
 from coordinator.store.schema import fee_shares, transaction, utxos
 from coordinator.store.withdrawals import Status
 from pool.address import script_pubkey_to_address
+from pool.cancel import decode_cancel
 from pool.networks import REGTEST
 from pool.psbt import Psbt
 from pool.series import CHANGE, RECEIVE
@@ -609,3 +611,60 @@ def test_signer_pool_asks_every_signer_and_reports_each_answer(
         for signer_id in ("signer-0", "signer-1"):
             [refusal] = results[signer_id].refusals
             assert refusal.reason_code == "MALFORMED_MANIFEST" and refusal.scope == "round"
+
+
+def test_an_operator_cancel_of_a_broadcast_round_records_its_withdrawals_and_builds_a_replacement(
+    pool: Pool,
+) -> None:
+    pool.fund([BTC])
+    alice, bob = f"alice-op-{pool.start_height}", f"bob-op-{pool.start_height}"  # signers shared
+    pool.submit("alice", alice, 12_000_000)
+    pool.submit("bob", bob, 3_000_000)
+    with pool.rounds() as rounds:
+        outcome = rounds.run_round()
+        assert outcome.round_id is not None
+        cancelled = rounds.cancel_round(outcome.round_id)
+        assert cancelled.detail.startswith("replacement requested: an operator cancelled 2 ")
+        assert pool.view(outcome.round_id).record.status is RoundStatus.BROADCAST
+        with pool.engine.connect() as conn:
+            waiting = cancel_store.waiting_cancels(conn)
+        assert {(c.request_id, c.by_operator) for c in waiting} == {(alice, True), (bob, True)}
+        [built] = rounds.run_cancels()
+        view = pool.view(built.round_id)
+        # signed; bcoin (no replace-by-fee) refuses it while the original is in its mempool
+        assert view.record.status in (RoundStatus.SIGNED, RoundStatus.BROADCAST), built.detail
+        assert len(view.signed_by) >= 2
+        assert decode_cancel(view.record.manifest).requeue  # version 2: queued again, not lost
+        [replacement] = view.transactions
+        assert replacement.replaces == pool.view(outcome.round_id).transactions[0].txid
+    withdrawals = pool.withdrawals()
+    assert {withdrawals[r].status for r in (alice, bob)} == {Status.BROADCAST}
+
+
+def test_an_operator_cancel_of_a_transaction_without_change_is_refused_naming_it(
+    pool: Pool,
+) -> None:
+    chain = replace(pool.config.chain, fee_floor=1_000, fee_ceiling=1_000)  # one fee rate
+    pool.config = replace(pool.config, chain=chain)
+    pool.fund([BTC])
+    pool.submit("alice", "alice-probe", 10_000_000)
+    dead = {f"signer-{i}": dead_address() for i in range(3)}
+    with pool.rounds(dead, sign_deadline_seconds=0.5, round_deadline_seconds=0.5) as rounds:
+        probe_round = rounds.run_round()  # abandoned, its coin back: only its fee is wanted
+    probe = pool.view(probe_round.round_id).transactions[0]
+    assert pool.view(probe_round.round_id).record.status is RoundStatus.ABANDONED
+    with pool.engine.connect() as conn:
+        found = wstore.get_by_request(conn, "alice", "alice-probe")
+        assert found is not None
+    with transaction(pool.engine) as conn:  # the probe is not to be paid
+        wstore.set_status(conn, [found.id], Status.CANCELLED, time.time())
+    with pool.rounds() as rounds:
+        pool.submit("alice", "alice-all", BTC - probe.fee - 100)  # change below dust: absorbed
+        outcome = rounds.run_round()
+        [tx] = pool.view(outcome.round_id).transactions
+        assert outcome.round_id is not None
+        assert len(Psbt.parse(tx.psbt).tx.outputs) == 1
+        with pytest.raises(CancelRefused, match=f"transaction {tx.txid} has no change output"):
+            rounds.cancel_round(outcome.round_id)
+        with pool.engine.connect() as conn:
+            assert cancel_store.waiting_cancels(conn) == []  # nothing changed
