@@ -641,6 +641,34 @@ def test_an_operator_cancel_of_a_broadcast_round_records_its_withdrawals_and_bui
     assert {withdrawals[r].status for r in (alice, bob)} == {Status.BROADCAST}
 
 
+def test_the_signers_refuse_a_hostile_second_payment_of_an_operator_cancelled_request(
+    pool: Pool,
+) -> None:
+    """A hostile coordinator cancels a broadcast round as an operator, then queues its
+    withdrawal again at once (the original, fully signed, may still confirm): the signer
+    daemons, asking their own node, refuse to pay it again while the replacement is not
+    confirmed."""
+    pool.fund([BTC, BTC])
+    request_id = f"carol-op-{pool.start_height}"
+    pool.submit("alice", request_id, 7_000_000)
+    with pool.rounds() as rounds:
+        outcome = rounds.run_round()
+        assert outcome.round_id is not None
+        rounds.cancel_round(outcome.round_id)
+        [built] = rounds.run_cancels()
+        assert len(pool.view(built.round_id).signed_by) >= 2, built.detail
+        hostile = pool.withdrawals()[request_id]
+        with transaction(pool.engine) as conn:  # re-queued before the chain shows anything
+            wstore.set_status(conn, [hostile.id], Status.PENDING, time.time(), clear_round=True)
+        again = rounds.run_round()
+        assert again.round_id is None, again.detail  # refused: rebuilt without it, nothing left
+    refused = pool.withdrawals()[request_id]
+    assert refused.status is Status.PENDING
+    assert "CANCEL_NOT_SETTLED" in refused.reason
+    pool.mine(1)
+    assert [len(paid) for paid in pool.paid_on_chain().values()] == [1]  # the original, once
+
+
 def test_an_operator_cancel_of_a_transaction_without_change_is_refused_naming_it(
     pool: Pool,
 ) -> None:
