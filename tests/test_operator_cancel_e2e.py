@@ -12,6 +12,9 @@ replacement is sent; for the original to win, it is left in the mempool and mine
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -22,7 +25,9 @@ from pool.address import address_to_script_pubkey, encode_segwit_address
 from pool.hashes import sha256
 from pool.networks import REGTEST
 from tests.test_fee_ladder_e2e import MARKET, diagnosis, market_block, sent_or_confirmed
-from vpool.devnet.pool import BTC, CALL_TIMEOUT, CLIENTS, DevPool
+from vpool import exitcodes
+from vpool.devnet.pool import ADMIN, BTC, CALL_TIMEOUT, CLIENTS, DevPool
+from vpool.devnet.processes import ROOT
 from vpool.v1 import coordinator_pb2 as pb
 
 MATURATION = 3
@@ -85,6 +90,24 @@ def cancel_round(pool: DevPool, round_id: str) -> pb.Round:
     return answer
 
 
+def cli_cancel_round(pool: DevPool, round_id: str) -> subprocess.CompletedProcess[str]:
+    """``vpool admin cancel-round --round-id`` as the pool's operator."""
+    assert pool.coordinator is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VPOOL_")}
+    env |= {
+        "VPOOL_COORDINATOR": pool.coordinator.address,
+        "VPOOL_CERT": str(pool.pki.directory / f"{ADMIN}.pem"),
+        "VPOOL_KEY": str(pool.pki.directory / f"{ADMIN}.key"),
+        "VPOOL_CA": str(pool.pki.ca_path),
+        "XDG_CONFIG_HOME": "/nonexistent",
+    }
+    args = ["admin", "cancel-round", "--round-id", round_id]
+    return subprocess.run(
+        [sys.executable, "-m", "vpool.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def cancel_round_sent(pool: DevPool, original: str, created: int) -> bool | None:
     """A round other than ``original``, created since, is signed: the cancel round."""
     rounds = pool.admin().ListRounds(pb.ListRoundsRequest(), timeout=CALL_TIMEOUT).rounds
@@ -123,9 +146,12 @@ def test_an_operator_cancelled_round_whose_replacement_confirms_is_paid_once_by_
         assert crashing.proc.wait(timeout=30) != 0  # killed once the cancels were committed
         devpool.start_coordinator()
     else:
-        answer = cancel_round(devpool, round_id)
-        assert answer.status == pb.ROUND_STATUS_BROADCAST
-        assert answer.detail.startswith("replacement requested: an operator cancelled 2 ")
+        done = cli_cancel_round(devpool, round_id)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.startswith(
+            f"cancel-round {round_id}: broadcast: replacement requested: an operator cancelled 2 "
+            "withdrawals"
+        ), done.stderr
     devpool.wait_until(
         lambda: cancel_round_sent(devpool, round_id, created), "the cancel round sent"
     )
@@ -187,3 +213,6 @@ def test_an_operator_cancel_of_a_completed_round_is_refused_saying_why(devpool: 
         cancel_round(devpool, round_id)
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "completed" in (refused.value.details() or "")
+    done = cli_cancel_round(devpool, round_id)
+    assert done.returncode == exitcodes.of_status(grpc.StatusCode.FAILED_PRECONDITION)
+    assert f"FAILED_PRECONDITION: round_id: round {round_id} is completed" in done.stderr

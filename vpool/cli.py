@@ -283,13 +283,13 @@ def _admin_round(channel: grpc.Channel, args: argparse.Namespace) -> Message:
 
 
 def _admin_cancel_round(args: argparse.Namespace) -> int:
-    """What happened first, on its own line (``abandoned: ...`` or ``replacement requested:
-    ...``; a refusal is the error ``FAILED_PRECONDITION`` with its reason), then the round."""
+    """What happened first, on its own line (``abandoned: cancelled by an operator ...``, or
+    ``broadcast: replacement requested: ...``; a refusal is the error ``FAILED_PRECONDITION``
+    with its reason), then the round."""
     with _channel(args) as channel:
         answer = commands.cancel_round(channel, args.round_id, args.timeout)
     status = coordinator_pb2.RoundStatus.Name(answer.status).removeprefix("ROUND_STATUS_").lower()
-    what = "abandoned" if status == "abandoned" else f"{status}, replacement requested"
-    print(f"cancel-round {answer.round_id}: {what}: {answer.detail}", file=sys.stderr)
+    print(f"cancel-round {answer.round_id}: {status}: {answer.detail}", file=sys.stderr)
     _print(answer, args)
     return exitcodes.OK
 
