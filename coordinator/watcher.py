@@ -345,9 +345,11 @@ class TransactionWatcher:
                 # an operator's cancel (AdminService.CancelRound) lands here too: the chain
                 # shows the replacement confirmed (pool.maturation deep), so the original can
                 # never pay it; a later round does (the signers check the same on their nodes)
-                by = (
-                    "an operator's cancel: " if cancel_store.has_cancel(conn, withdrawal_id) else ""
-                )
+                by = ""
+                if cancel_store.has_cancel(conn, withdrawal_id):
+                    by = "an operator's cancel: "
+                    # settled: a later round pays it, and may be cancelled again (by anyone)
+                    cancel_store.drop_cancels(conn, [withdrawal_id])
                 detail = (
                     f"{by}its transaction {tx.txid} was replaced by {spender}, which does not "
                     "pay it: queued again"

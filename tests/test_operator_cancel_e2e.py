@@ -20,7 +20,10 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from sqlalchemy import select
 
+from coordinator.config import load_config
+from coordinator.store import schema
 from pool.address import address_to_script_pubkey, encode_segwit_address
 from pool.hashes import sha256
 from pool.networks import REGTEST
@@ -122,6 +125,25 @@ def cancel_round_sent(pool: DevPool, original: str, created: int) -> bool | None
     )
 
 
+def cancels_left(pool: DevPool, request_id: str) -> list[int]:
+    """The withdrawals of ``request_id`` with a cancel recorded in the coordinator's store."""
+    config = load_config(pool.directory / "coordinator" / "coordinator.toml")
+    engine = schema.make_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.withdrawal_cancels.c.withdrawal_id)
+                .join(
+                    schema.withdrawals,
+                    schema.withdrawals.c.id == schema.withdrawal_cancels.c.withdrawal_id,
+                )
+                .where(schema.withdrawals.c.request_id == request_id)
+            ).scalars()
+            return [int(r) for r in rows]
+    finally:
+        engine.dispose()
+
+
 def paid_since(pool: DevPool, request_id: str, payments: dict[str, int], start: int) -> list[int]:
     return [pool.received_by(spk(f"{request_id}/{c}"), start) for c in payments]
 
@@ -162,6 +184,9 @@ def test_an_operator_cancelled_round_whose_replacement_confirms_is_paid_once_by_
     assert status_is(devpool, request_id, pb.WITHDRAWAL_STATUS_PENDING), diagnosis(devpool)
     assert paid_since(devpool, request_id, payments, start) == [0, 0]  # the original never
     assert devpool.node.chain.mempool_entry(original) is None
+    assert (
+        cancels_left(devpool, request_id) == []
+    )  # settled: the new round's payment may be cancelled anew
     print(f"operator cancel: queued again {blocks} blocks after the cancel")
     again = devpool.run_round()  # the signers' nodes show the replacement confirmed
     assert again.round_id and again.round_id != round_id, again.detail
@@ -196,6 +221,7 @@ def test_an_operator_cancelled_round_whose_original_confirms_pays_nothing_twice(
         "the withdrawals completed by the original",
     )
     assert withdrawal(devpool, CLIENTS[0], request_id).outputs[0].txid == original
+    assert len(cancels_left(devpool, request_id)) == 2  # the guard: the query finds them
     later = devpool.run_round()
     assert not later.round_id, later.detail  # nothing waits: nothing paid again
     devpool.mine(2)
