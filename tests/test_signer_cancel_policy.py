@@ -14,6 +14,7 @@ from pool.psbt import Psbt
 from pool.vocabulary import Reason, Scope
 from pool.withdrawal import build_round
 from signer.policy import Approval, PolicyConfig, Refusal, evaluate_round, series_checksum
+from signer.rounds import _WithRoundsInProgress
 from tests.factories import BTC, make_series, manifest, master_key, request, utxo
 from tests.signer_harness import MemoryHistory, reasons
 
@@ -217,3 +218,17 @@ def test_a_request_a_client_cancelled_stays_unpayable_even_after_its_replacement
     history.record(approval, NOW)
     history.confirmed.add(approval.txids[0])
     assert reasons(pay_again(history)) == [Reason.DOUBLE_SIGN]
+
+
+def test_two_rounds_judged_side_by_side_never_both_pay_an_operator_cancelled_request() -> None:
+    """The first is still at the device (not recorded): the second sees it as recorded."""
+    history, approval = operator_cancelled()
+    history.confirmed.add(approval.txids[0])
+    first = pay_again(history)
+    assert isinstance(first, Approval) and first.repaid == (("bob", "1"),)
+    at_device = _WithRoundsInProgress(history, [first])
+    second = manifest(
+        [S1], [utxo(8, BTC, 100, index=8)], [request("bob", "1", 10_000_000)], fee_rate=1000
+    )
+    result = evaluate(encode_manifest(second), list(build_round(second).psbts), at_device)  # type: ignore[arg-type]
+    assert reasons(result) == [Reason.DOUBLE_SIGN]

@@ -46,3 +46,16 @@ def test_a_batch_to_an_unreachable_node_is_unavailable() -> None:
     chain = NodeChain("http://127.0.0.1:9", "user", "password", timeout=2.0)
     with pytest.raises(ChainUnavailable):
         chain.utxos([OutPoint(sha256(b"x"), 0)])
+
+
+def test_a_transactions_confirmations_are_its_depth_in_the_chain_and_0_otherwise(
+    regtest: Regtest,
+) -> None:
+    """What releases an operator-cancelled request for a new payment (its replacement's depth,
+    signer.chain_checks.ChainReleasedHistory): 0 in the mempool or unknown, then the depth."""
+    chain = node_chain(regtest)
+    txid = regtest.wallet.fund(regtest.node, [(S1.derive(0, 90).script_pubkey, BTC)])
+    assert chain.confirmations(txid) == 0  # in the mempool only
+    assert chain.confirmations(sha256(b"no such transaction").hex()) == 0
+    regtest.wallet.mine(regtest.node, 2)
+    assert chain.confirmations(txid) == 2
