@@ -550,10 +550,14 @@ class AdminServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def CancelRound(self, request, context):
-        """Abandons a signing round that has no valid signature now (its requests go back to the
-        queue). A round with any signature is never abandoned: a signed transaction can only be
-        replaced by one paying the same payments, and the round itself is that replacement, asked
-        again until it has its signatures: FAILED_PRECONDITION says so (and names who signed).
+        """Cancels a round. A signing round without any valid signature is abandoned (its requests
+        go back to the queue). A signed or broadcast round is cancelled by replacement: its
+        withdrawals in transactions not in a block get an operator's cancel, a cancel round
+        without their payments is signed and broadcast, and they go back to the queue once the
+        replacement confirms (they complete if the original does); the answer's detail says
+        "replacement requested". FAILED_PRECONDITION, with the reason, for anything else: a round
+        with partial signatures but no signed transaction (names who signed), a transaction
+        without change (named), a completed or abandoned round.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
