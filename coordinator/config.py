@@ -160,6 +160,12 @@ class DepositsConfig:
     """Deposits confirmed while the pool was degraded: "refund" them, or "credit" them."""
     retired_grace_blocks: int = 4_032
     """Deposits to a series that stopped being active longer ago than this are refunded."""
+    refund_while_degraded: bool = False
+    """The seed's second option: while the pool is degraded (fewer than ``quorum_fraction`` of
+    the signers healthy) but at least m of the active series' key holders are, refund rounds
+    still run (withdrawal rounds do not). Safe: a refund needs m signatures and a credit n - m
+    + 1 acknowledgements, so any m signers include one that refuses to refund a credited
+    deposit."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,7 @@ def _load(doc: Table) -> CoordinatorConfig:
         refund_threshold=d.value("refund_threshold", int, 2_000),
         outage_deposits=d.value("outage_deposits", str, "refund"),
         retired_grace_blocks=d.value("retired_grace_blocks", int, 4_032),
+        refund_while_degraded=d.value("refund_while_degraded", bool, False),
     )
     if deposits.outage_deposits not in ("refund", "credit"):
         raise ConfigError('deposits.outage_deposits: must be "refund" or "credit"')

@@ -240,7 +240,14 @@ def serve(config_path: Path) -> int:
             device_limits=signers.device_limits,
             after_round=heads.record,
         )
-        scheduler = RoundScheduler(rounds, engine, config.rounds, changes, board)
+        scheduler = RoundScheduler(
+            rounds,
+            engine,
+            config.rounds,
+            changes,
+            board,
+            refund_while_degraded=config.deposits.refund_while_degraded,
+        )
         running = start_server(
             config.server,
             CoordinatorApi(config, engine, board, signers, changes, time.time, leadership),

@@ -192,6 +192,17 @@ class HealthBoard:
         current = self.quorum()
         return None if current.state == QUORUM_OK else f"the pool is degraded: {current.detail}"
 
+    def signers_up(self) -> bool:
+        """At least m key holders of the active series were healthy at the last check (the pool
+        may still be degraded: fewer than ``quorum_fraction`` of n); each key counts once."""
+        with self._engine.connect() as conn:
+            active = _active(conn, self._network)
+        if active is None:
+            return False
+        holders = {key.origin.fingerprint.hex() for key in active.keys}
+        healthy = {s.fingerprint for s in self.snapshot() if s.state == HEALTHY}
+        return len(healthy & holders) >= active.m
+
     def note_node(self, problem: str | None) -> None:
         """What the last look at the node gave: None when it answered, else why it did not."""
         with self._lock:

@@ -1,7 +1,10 @@
 """When rounds run: withdrawal rounds on the timer, when the queue passes its threshold, or on
 RunRoundNow; refund rounds at every tick, when deposits wait for one (the refund round's build
 says whether any does: coordinator.refund_rounds). Never while rounds are paused or the pool's
-quorum is degraded (too few signers are healthy: coordinator.health).
+quorum is degraded (too few signers are healthy: coordinator.health), except refund rounds with
+``deposits.refund_while_degraded`` while at least m key holders are healthy (the seed's second
+option: the signers that are up refund, the others check each refund against their own records
+when they return, and a credited deposit is never refunded: m + (n - m + 1) > n).
 
 The threshold counts pending withdrawals only: deferred ones already had a round (the pool lacked
 funds) and wait for the timer, so a queue of deferred withdrawals does not start round after
@@ -48,6 +51,10 @@ class Quorum(Protocol):
 
     def degraded_reason(self) -> str | None: ...
 
+    def signers_up(self) -> bool:
+        """At least m key holders of the active series are healthy."""
+        ...
+
 
 class Outcome(Protocol):
     """What running a round gave (coordinator.rounds.RoundOutcome)."""
@@ -86,7 +93,9 @@ class RoundScheduler:
         changes: ChangeSignal,
         quorum: Quorum,
         clock: Callable[[], float] = time.monotonic,
+        refund_while_degraded: bool = False,
     ) -> None:
+        self._refund_while_degraded = refund_while_degraded
         self._work = work
         self._engine = engine
         self._config = config
@@ -143,18 +152,22 @@ class RoundScheduler:
             self._work.track()
             self._work.retry_waiting()
             self._changes.notify()
-            if not self._may_start():
+            if self.paused():
+                return
+            if self._quorum.degraded_reason() is not None:
+                if self._refund_while_degraded and self._quorum.signers_up():
+                    self._refunds()
                 return
             self._work.run_cancels()  # cancel rounds (coordinator.cancels) for waiting cancels
             if self._due():
                 outcome = self._run(self._work.run_round)
                 log.info("round %s: %s", outcome.round_id or "-", outcome.detail)
-            refunds = self._run(self._work.run_refunds, timed=False)
-            if refunds.round_id is not None:
-                log.info("refund round %s: %s", refunds.round_id, refunds.detail)
+            self._refunds()
 
-    def _may_start(self) -> bool:
-        return not self.paused() and self._quorum.degraded_reason() is None
+    def _refunds(self) -> None:
+        refunds = self._run(self._work.run_refunds, timed=False)
+        if refunds.round_id is not None:
+            log.info("refund round %s: %s", refunds.round_id, refunds.detail)
 
     def _due(self) -> bool:
         if self._clock() - self._last_start >= self._config.interval_seconds:

@@ -44,13 +44,18 @@ def _queue(engine: Engine, ids: range) -> None:
 
 
 class Quorum:
-    """Stands in for the health board: degraded while ``reason`` is set."""
+    """Stands in for the health board: degraded while ``reason`` is set; ``up``: at least m key
+    holders healthy."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.up = True
 
     def degraded_reason(self) -> str | None:
         return self.reason
+
+    def signers_up(self) -> bool:
+        return self.up
 
 
 QUORUM = Quorum()
@@ -59,8 +64,49 @@ QUORUM = Quorum()
 @pytest.fixture
 def setup(engine: Engine) -> tuple[RoundScheduler, StandInRounds, Clock]:
     rounds, clock = StandInRounds(), Clock()
-    QUORUM.reason = None
+    QUORUM.reason, QUORUM.up = None, True
     return RoundScheduler(rounds, engine, CONFIG, ChangeSignal(), QUORUM, clock), rounds, clock
+
+
+DEGRADED = "the pool is degraded: 2 of 4 signers of series 1 healthy"
+
+
+def test_with_refund_while_degraded_refund_rounds_run_while_m_signers_are_up(
+    engine: Engine,
+) -> None:
+    rounds, clock = StandInRounds(), Clock()
+    QUORUM.reason, QUORUM.up = DEGRADED, True
+    scheduler = RoundScheduler(
+        rounds, engine, CONFIG, ChangeSignal(), QUORUM, clock, refund_while_degraded=True
+    )
+    _queue(engine, range(5))
+    clock.now += 60
+    scheduler.tick()
+    assert (rounds.refund_runs, rounds.runs) == (1, 0)  # refunds only, never withdrawals
+
+
+def test_with_refund_while_degraded_nothing_runs_with_fewer_than_m_signers_up(
+    engine: Engine,
+) -> None:
+    rounds = StandInRounds()
+    QUORUM.reason, QUORUM.up = DEGRADED, False
+    scheduler = RoundScheduler(
+        rounds, engine, CONFIG, ChangeSignal(), QUORUM, Clock(), refund_while_degraded=True
+    )
+    scheduler.tick()
+    assert (rounds.refund_runs, rounds.runs) == (0, 0)
+
+
+def test_with_refund_while_degraded_a_paused_pool_runs_no_refund_round(engine: Engine) -> None:
+    rounds = StandInRounds()
+    QUORUM.reason, QUORUM.up = DEGRADED, True
+    scheduler = RoundScheduler(
+        rounds, engine, CONFIG, ChangeSignal(), QUORUM, Clock(), refund_while_degraded=True
+    )
+    with transaction(engine) as conn:
+        set_rounds_paused(conn, True)
+    scheduler.tick()
+    assert rounds.refund_runs == 0
 
 
 def test_a_round_starts_when_the_interval_has_passed(

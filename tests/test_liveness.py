@@ -300,3 +300,19 @@ def test_the_grpc_health_follows_the_quorum_and_the_node_and_comes_back(
     assert board.publish(published.append) is None
     assert [reason is None for reason in published] == [True, False, False, True]
     assert published[1] == degraded  # the gRPC health is given the reason (vpool.health)
+
+
+def test_signers_up_counts_m_healthy_key_holders_even_while_the_pool_is_degraded(
+    engine: Engine, clock: Clock
+) -> None:
+    add_active_series(engine, SERIES)
+    strict = LivenessConfig(down_after_missed=1, quorum_fraction=Fraction(1))
+    board = HealthBoard(engine, strict, REGTEST, IDS, clock)
+    signers = Signers()
+    signers.up -= {"signer-2"}
+    check(board, signers, clock)
+    assert board.degraded_reason() is not None  # 2 of 3, and all 3 are required
+    assert board.signers_up()  # but m = 2 of them are healthy
+    signers.up -= {"signer-1"}
+    check(board, signers, clock)
+    assert not board.signers_up()

@@ -16,13 +16,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordinator.config import load_config
-from coordinator.leadership import EXIT_STEPPED_DOWN
-from coordinator.rounds import (
+from coordinator.crash_points import (
     AFTER_BROADCAST,
     AFTER_ROUND_PERSISTED,
     AFTER_SIGNATURES_PERSISTED,
     CRASH_ENV,
 )
+from coordinator.leadership import EXIT_STEPPED_DOWN
 from coordinator.server import COORDINATOR_SERVICE
 from pool.address import address_to_script_pubkey, encode_segwit_address
 from pool.hashes import sha256

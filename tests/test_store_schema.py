@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from sqlalchemy import Engine, inspect, select
 
-from coordinator.store.schema import MIGRATIONS, make_engine, migrate, schema_version
+from coordinator.store.schema import MIGRATIONS, make_engine, migrate, schema_version, transaction
+
+BUSY_TIMEOUT_SECONDS = 10.0
+"""The SQLite busy timeout (coordinator.store.schema): a read that waited for the writer would
+take about this long."""
 
 
 def test_migrate_creates_every_table(engine: Engine) -> None:
@@ -75,4 +82,43 @@ def test_version_2_receive_outputs_become_credited_deposits(store_url: str) -> N
     with eng.connect() as conn:
         rows = conn.execute(select(deposits.c.vout, deposits.c.status, deposits.c.block_hash))
         assert [tuple(r) for r in rows] == [(0, "credited", "ab" * 32)]
+    eng.dispose()
+
+
+def test_a_read_on_sqlite_does_not_wait_for_a_write_in_progress(tmp_path: object) -> None:
+    """Reads begin deferred (WAL snapshot); only write transactions take the writer lock."""
+    eng = make_engine(f"sqlite:///{tmp_path}/c.db")
+    migrate(eng)
+    with transaction(eng) as writer:
+        writer.execute(schema_version.update().values(version=len(MIGRATIONS)))
+        started = time.monotonic()
+        with eng.connect() as reader:  # another connection, while the writer lock is held
+            version = reader.execute(select(schema_version.c.version)).scalar()
+        assert version == len(MIGRATIONS)
+        assert time.monotonic() - started < BUSY_TIMEOUT_SECONDS / 2
+    eng.dispose()
+
+
+def test_two_writes_on_sqlite_are_serialized(tmp_path: object) -> None:
+    """A second write transaction waits for the first (it would otherwise read a stale row)."""
+    eng = make_engine(f"sqlite:///{tmp_path}/c.db")
+    migrate(eng)
+    order: list[str] = []
+    first_holds = threading.Event()
+
+    def second() -> None:
+        assert first_holds.wait(30)
+        with transaction(eng) as conn:
+            conn.execute(select(schema_version.c.version)).scalar()
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with transaction(eng) as conn:
+        conn.execute(select(schema_version.c.version)).scalar()
+        first_holds.set()
+        thread.join(0.5)  # the second cannot get in while the first holds the writer lock
+        order.append("first")
+    thread.join(30)
+    assert order == ["first", "second"]
     eng.dispose()

@@ -533,12 +533,19 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_WRITER = "vpool_writer"
+"""Set in a connection's info while ``transaction`` holds it."""
+
+
 def _sqlite_begin(conn: Connection) -> None:
-    # SQLite transactions are serializable here: each holds the single writer lock from its first
-    # statement, so a read followed by a write (a round build, a resubmission, a cancel) can never
-    # be overtaken. Transactions are short; several coordinators need PostgreSQL anyway. Code must
-    # not open a second connection while it holds one (it would wait for itself).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # SQLite write transactions are serializable here: each (``transaction``) holds the single
+    # writer lock from its first statement, so a read followed by a write (a round build, a
+    # resubmission, a cancel) can never be overtaken. Reads (``engine.connect()``, which never
+    # commits) begin deferred: WAL gives them a snapshot without the writer lock, so a long write
+    # never makes a read (GetPoolStatus, the status page, metrics) wait out the busy timeout.
+    # Code must not open a second writing connection while it holds one (it would wait for
+    # itself).
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITER) else "BEGIN")
 
 
 POOL_KEPT = 8
@@ -569,7 +576,7 @@ def current_version(conn: Connection) -> int:
 def migrate(engine: Engine) -> int:
     """Bring the database to the newest schema; return its version. Safe to run every start."""
     while True:
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             if conn.dialect.name == "postgresql":
                 # One coordinator migrates at a time.
                 conn.execute(text("SELECT pg_advisory_xact_lock(7242)"))
@@ -590,6 +597,12 @@ def migrate(engine: Engine) -> int:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction: committed on success, rolled back on any exception."""
-    with engine.begin() as conn:
-        yield conn
+    """One write transaction: committed on success, rolled back on any exception (on SQLite it
+    holds the writer lock from its first statement: ``_sqlite_begin``)."""
+    with engine.connect() as conn:
+        conn.info[_WRITER] = True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info.pop(_WRITER, None)

@@ -17,10 +17,9 @@ as it was: a digest of every table's rows, taken before and after the call. The 
 ``signing_log`` is its audit trail (a refused round is logged by design) and is left out of its
 digest.
 
-One refusal does change the store, a known defect reported on a row of its own rather than
-failing the part: a GetDepositAddress refused FAILED_PRECONDITION has taken a receive index
-(issue 14, item 7). ``make reliability`` makes at least 5,000 calls per service; ``make test`` a
-sample of 60.
+A GetDepositAddress refused for want of signers takes no receive index (it is refused before
+one is taken), so it counts like any other refusal. ``make reliability`` makes at least 5,000
+calls per service; ``make test`` a sample of 60.
 """
 
 from __future__ import annotations
@@ -214,9 +213,6 @@ class Tally:
     refused: int = 0
     forbidden: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
-    burnt: list[str] = field(default_factory=list)
-    """Refused GetDepositAddress calls that took an address index: a known defect (issue 14,
-    item 7: "no address index is burnt by a refusal"), reported on a row of its own."""
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -233,11 +229,7 @@ def call_once(
     if refused:
         tally.refused += 1
         if digest(db, leave_out) != before:
-            what = f"{method.name}({request}) → {code.name}"[:500]
-            known = (
-                method.name == "GetDepositAddress" and code is grpc.StatusCode.FAILED_PRECONDITION
-            )
-            (tally.burnt if known else tally.changed).append(what)
+            tally.changed.append(f"{method.name}({request}) → {code.name}"[:500])
 
 
 def _invoke(method: Method, request: Message) -> tuple[bool, grpc.StatusCode]:
@@ -376,17 +368,6 @@ def _fuzz(
             + (f"; left out: {', '.join(sorted(leave_out))} (the audit trail)" if leave_out else "")
             + (f"; {tally.changed[:3]}" if tally.changed else ""),
         )
-        if service == "CoordinatorService":
-            rows.add(
-                "CoordinatorService: refused GetDepositAddress calls that burnt an address index",
-                len(tally.burnt),
-                "calls",
-                "<= 0",
-                "a known defect, issue 14 item 7 (the liveness fixes, not in this branch): the "
-                "receive index is taken before the signers holding the series are found, so a "
-                "refusal (here: no signer configured) leaves it used; nothing else changes"
-                + (f"; {tally.burnt[:2]}" if tally.burnt else ""),
-            )
     return tally
 
 
