@@ -4,7 +4,6 @@ the health that follows from the node and the device together."""
 from __future__ import annotations
 
 from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import HealthServicer
 
 from signer.backends.hwi import condition_of_failure
 from signer.device_monitor import (
@@ -17,6 +16,7 @@ from signer.device_monitor import (
 )
 from signer.node_monitor import NodeStatus
 from signer.server import SERVICE_NAME, Health
+from vpool.health import ReasonedHealthServicer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -81,13 +81,23 @@ def test_a_busy_device_reports_since_when_a_round_is_at_it() -> None:
     assert (status.usable, status.busy_since) == (True, 7.0)
 
 
+class Context:
+    """What Check is handed: it keeps the trailing metadata (the reason)."""
+
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+
 def served(node: NodeStatus, condition: DeviceCondition) -> int:
-    service = HealthServicer()
+    service = ReasonedHealthServicer()
     health = Health()
     health.attach(service)
     health.node(node)
     health.device(DeviceMonitor(lambda timeout: (condition, "why"), lambda: 0.0, 1.0).probe())
-    status: int = service.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), None).status
+    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    status: int = service.Check(request, Context()).status
     return status
 
 
