@@ -59,6 +59,13 @@ _BECH32_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 _BECH32_MAX_LENGTH = 90
 
 
+def _reduce_xor(values: Iterable[int]) -> int:
+    out = 0
+    for value in values:
+        out ^= value
+    return out
+
+
 class Bech32Variant(Enum):
     """The checksum constant: BIP173 bech32 (witness v0) or BIP350 bech32m (v1..v16)."""
 
@@ -66,14 +73,18 @@ class Bech32Variant(Enum):
     BECH32M = 0x2BC830A3
 
 
+_BECH32_TOP_XOR = tuple(
+    _reduce_xor(gen for i, gen in enumerate(_BECH32_GENERATOR) if (top >> i) & 1)
+    for top in range(32)
+)
+"""For each value of the checksum's top 5 bits, the xor of the generators those bits select."""
+
+
 def _bech32_polymod(values: Iterable[int]) -> int:
     chk = 1
+    table = _BECH32_TOP_XOR
     for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i, gen in enumerate(_BECH32_GENERATOR):
-            if (top >> i) & 1:
-                chk ^= gen
+        chk = ((chk & 0x1FFFFFF) << 5 ^ value) ^ table[chk >> 25]
     return chk
 
 

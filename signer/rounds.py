@@ -431,14 +431,17 @@ class RoundSigner:
                 )
                 answer = (job.key, _encode_answer(job.result))
                 self._state.record_signed(job.approval, now, answer)
-                audit(Decision.SIGNED, [])
+                # The approval's PSBTs are the policy's parse of exactly these bytes: described
+                # once, for the audit log and the log line alike.
+                described = describe_psbts(psbts, self._network, job.approval.psbts)
+                audit(Decision.SIGNED, [], transactions=described)
                 count = sum(len(s) for s in signatures.values())
                 log.info(
                     "%s round %s signed: %d signatures",
                     kind,
                     digest.hex(),
                     count,
-                    extra=signed_fields(kind, digest, describe_psbts(psbts, self._network)),
+                    extra=signed_fields(kind, digest, described),
                 )
             with self._jobs_lock:
                 for outpoint in job.outpoints:
@@ -467,7 +470,10 @@ class RoundSigner:
         reasons: Sequence[str],
         *,
         now: float,
+        transactions: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
+        if transactions is None:
+            transactions = describe_psbts(psbts, self._network)
         self._audit_log.append(
             kind=kind,
             manifest=manifest,
@@ -477,7 +483,7 @@ class RoundSigner:
             policy_hash=self.policy_hash,
             signer_id=self._signer_id,
             now=now,
-            transactions=describe_psbts(psbts, self._network),
+            transactions=transactions,
         )
         count_request(str(kind), str(decision), [str(r) for r in reasons])
 
