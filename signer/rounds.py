@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -621,11 +621,7 @@ def _decode_answer(text: str) -> RoundResult:
 
 def _verify(index: int, psbt: Psbt, signatures: dict[tuple[int, bytes], bytes]) -> None:
     """Each signature must verify against its input's BIP143 sighash (SIGHASH_ALL)."""
-    inputs = list(psbt.inputs)
-    for (input_index, pubkey), signature in signatures.items():
-        sigs = {**inputs[input_index].partial_sigs, pubkey: signature}
-        inputs[input_index] = replace(inputs[input_index], partial_sigs=sigs)
-    for input_index, pubkey, valid in verify_partial_sigs(replace(psbt, inputs=tuple(inputs))):
+    for input_index, pubkey, valid in verify_partial_sigs(psbt, added=signatures):
         if not valid:
             raise _BadSignature(
                 f"PSBT {index} input {input_index}: the device's signature for key "
