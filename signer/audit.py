@@ -24,7 +24,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -98,7 +98,8 @@ class AuditEntry:
 
     def line(self) -> bytes:
         """The entry as stored: canonical JSON and a newline."""
-        return _canonical(asdict(self)) + b"\n"
+        # The fields as they are (no deep copy: the JSON is the same, and nothing is kept).
+        return _canonical({f.name: getattr(self, f.name) for f in fields(self)}) + b"\n"
 
 
 @dataclass(frozen=True)
