@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import Enum
+from functools import lru_cache
 
 from pool.errors import AddressError
 from pool.hashes import hash256
@@ -296,7 +297,14 @@ def is_standard_script_pubkey(script_pubkey: bytes) -> bool:
 
 
 def script_pubkey_to_address(script_pubkey: bytes, network: Network) -> str | None:
-    """The address of a p2pkh, p2sh or witness v0..v16 output script; None if non-standard."""
+    """The address of a p2pkh, p2sh or witness v0..v16 output script; None if non-standard.
+    Kept for the next call (the policy, the audit entry and the log line each name a round's
+    destinations)."""
+    return _address_of(bytes(script_pubkey), network)
+
+
+@lru_cache(maxsize=1 << 14)
+def _address_of(script_pubkey: bytes, network: Network) -> str | None:
     spk = script_pubkey
     if len(spk) == 25 and spk[:3] == b"\x76\xa9\x14" and spk[23:] == b"\x88\xac":
         return base58check_encode(bytes([network.p2pkh_prefix]) + spk[3:23])
