@@ -205,13 +205,15 @@ def count_with_status(conn: Connection, statuses: Sequence[Status]) -> int:
     )
 
 
+_CLAIMED = select(func.coalesce(func.sum(withdrawals.c.amount + withdrawals.c.extra_fee), 0)).where(
+    withdrawals.c.status.in_([s.value for s in CLAIMING])
+)
+"""Built once (read by every batch of submissions)."""
+
+
 def claimed_amount(conn: Connection) -> int:
     """What the withdrawals not yet sent claim from the pool (amounts plus extra fees)."""
-    total = conn.execute(
-        select(func.coalesce(func.sum(withdrawals.c.amount + withdrawals.c.extra_fee), 0)).where(
-            withdrawals.c.status.in_([s.value for s in CLAIMING])
-        )
-    ).scalar_one()
+    total = conn.execute(_CLAIMED).scalar_one()
     return int(total)
 
 
@@ -395,6 +397,10 @@ def get_by_requests(
     return {(w.client_id, w.request_id): w for w in found}
 
 
+_INSERT_WITHDRAWALS = insert(withdrawals).returning(withdrawals.c.id, sort_by_parameter_order=True)
+_INSERT_EVENTS = insert(withdrawal_events)
+
+
 def insert_withdrawals(
     conn: Connection, new: Sequence[NewWithdrawal], now: float
 ) -> list[Withdrawal]:
@@ -404,7 +410,7 @@ def insert_withdrawals(
         return []
     ids = (
         conn.execute(
-            insert(withdrawals).returning(withdrawals.c.id, sort_by_parameter_order=True),
+            _INSERT_WITHDRAWALS,
             [
                 {
                     "client_id": n.client_id,
@@ -427,7 +433,7 @@ def insert_withdrawals(
         .all()
     )
     conn.execute(
-        insert(withdrawal_events),
+        _INSERT_EVENTS,
         [
             {
                 "withdrawal_id": i,
