@@ -221,16 +221,20 @@ def deferred_since_before(conn: Connection, cutoff: float) -> list[tuple[Withdra
     """Withdrawals deferred now whose first deferral was before ``cutoff``, with its time,
     oldest first. A deferred withdrawal is tried again by every round (and deferred again when
     the pool still lacks funds), so its deferral counts from the first one."""
-    first = (
-        select(withdrawal_events.c.withdrawal_id, func.min(withdrawal_events.c.at).label("first"))
-        .where(withdrawal_events.c.status == Status.DEFERRED.value)
-        .group_by(withdrawal_events.c.withdrawal_id)
-        .subquery()
-    )
+    # From the deferred withdrawals (by status) to their events (by withdrawal): the events of
+    # every other withdrawal are never read.
+    first = func.min(withdrawal_events.c.at)
     rows = conn.execute(
-        select(withdrawals, first.c.first)
-        .join(first, first.c.withdrawal_id == withdrawals.c.id)
-        .where(and_(withdrawals.c.status == Status.DEFERRED.value, first.c.first < cutoff))
+        select(withdrawals, first.label("first"))
+        .join(withdrawal_events, withdrawal_events.c.withdrawal_id == withdrawals.c.id)
+        .where(
+            and_(
+                withdrawals.c.status == Status.DEFERRED.value,
+                withdrawal_events.c.status == Status.DEFERRED.value,
+            )
+        )
+        .group_by(*withdrawals.c)
+        .having(first < cutoff)
         .order_by(withdrawals.c.id)
     ).all()
     return [(Withdrawal.from_row(r), float(r.first)) for r in rows]
