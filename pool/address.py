@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import Enum
+from functools import lru_cache
 
 from pool.errors import AddressError
 from pool.hashes import hash256
@@ -59,6 +60,13 @@ _BECH32_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 _BECH32_MAX_LENGTH = 90
 
 
+def _reduce_xor(values: Iterable[int]) -> int:
+    out = 0
+    for value in values:
+        out ^= value
+    return out
+
+
 class Bech32Variant(Enum):
     """The checksum constant: BIP173 bech32 (witness v0) or BIP350 bech32m (v1..v16)."""
 
@@ -66,14 +74,18 @@ class Bech32Variant(Enum):
     BECH32M = 0x2BC830A3
 
 
+_BECH32_TOP_XOR = tuple(
+    _reduce_xor(gen for i, gen in enumerate(_BECH32_GENERATOR) if (top >> i) & 1)
+    for top in range(32)
+)
+"""For each value of the checksum's top 5 bits, the xor of the generators those bits select."""
+
+
 def _bech32_polymod(values: Iterable[int]) -> int:
     chk = 1
+    table = _BECH32_TOP_XOR
     for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i, gen in enumerate(_BECH32_GENERATOR):
-            if (top >> i) & 1:
-                chk ^= gen
+        chk = ((chk & 0x1FFFFFF) << 5 ^ value) ^ table[chk >> 25]
     return chk
 
 
@@ -285,7 +297,14 @@ def is_standard_script_pubkey(script_pubkey: bytes) -> bool:
 
 
 def script_pubkey_to_address(script_pubkey: bytes, network: Network) -> str | None:
-    """The address of a p2pkh, p2sh or witness v0..v16 output script; None if non-standard."""
+    """The address of a p2pkh, p2sh or witness v0..v16 output script; None if non-standard.
+    Kept for the next call (the policy, the audit entry and the log line each name a round's
+    destinations)."""
+    return _address_of(bytes(script_pubkey), network)
+
+
+@lru_cache(maxsize=1 << 14)
+def _address_of(script_pubkey: bytes, network: Network) -> str | None:
     spk = script_pubkey
     if len(spk) == 25 and spk[:3] == b"\x76\xa9\x14" and spk[23:] == b"\x88\xac":
         return base58check_encode(bytes([network.p2pkh_prefix]) + spk[3:23])

@@ -61,7 +61,9 @@ def is_valid_public_key(key: bytes) -> bool:
     return _parsed_public_key(key) is not None
 
 
+@lru_cache(maxsize=1 << 14)
 def _parsed_public_key(key: bytes) -> PublicKey | None:
+    """The parsed point (kept: a signer verifies with the same keys round after round)."""
     if not (len(key) == 33 and key[0] in (2, 3)) and not (len(key) == 65 and key[0] == 4):
         return None
     try:

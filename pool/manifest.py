@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pool.address import (
@@ -152,6 +153,11 @@ class Manifest:
     @property
     def net(self) -> Network:
         return get_network(self.network)
+
+    @cached_property
+    def encoding(self) -> bytes:
+        """``encode_manifest(self)``, made once (a manifest never changes)."""
+        return encode_manifest(self)
 
     def series_by_id(self) -> dict[int, Series]:
         return {s.id: s for s in self.series}
@@ -342,7 +348,7 @@ def encode_manifest(m: Manifest) -> bytes:
 
 def manifest_hash(m: Manifest) -> bytes:
     """SHA256 of the canonical encoding: the round's identity."""
-    return sha256(encode_manifest(m))
+    return sha256(m.encoding)
 
 
 def _text(reader: Reader, what: str) -> str:
@@ -432,7 +438,7 @@ def decode_manifest(data: bytes) -> Manifest:
         max_tx_inputs=max_tx_inputs,
         max_tx_payments=max_tx_payments,
     )
-    if encode_manifest(manifest) != bytes(data):
+    if manifest.encoding != bytes(data):
         raise EncodingError("manifest lists are not in canonical order")
     return manifest
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ def _decode_origin(value: bytes) -> KeyOrigin:
         raise PsbtError(
             f"key origin must be a 4-byte fingerprint and 4 bytes per step, got {len(value)}"
         )
-    path = tuple(int.from_bytes(value[i : i + 4], "little") for i in range(4, len(value), 4))
+    path = struct.unpack(f"<{len(value) // 4 - 1}I", value[4:])
     return KeyOrigin(value[:4], path)
 
 
@@ -187,7 +188,12 @@ class _Entry(NamedTuple):
     key_data: bytes
     key: bytes
     value: bytes
-    label: str
+    names: dict[int, str]
+
+    @property
+    def label(self) -> str:
+        """``PSBT_IN_PARTIAL_SIG (0x02)`` style: what errors about this entry start with."""
+        return _key_name(self.key_type, self.names)
 
 
 def _read_map(reader: Reader, names: dict[int, str]) -> list[_Entry]:
@@ -196,12 +202,14 @@ def _read_map(reader: Reader, names: dict[int, str]) -> list[_Entry]:
     seen: set[bytes] = set()
     while key := reader.var_bytes():
         key_type, key_data = _split_key(key)
-        label = _key_name(key_type, names)
-        with _context(label):
+        # What ``with _context(label)`` does, with the label made only for an error.
+        try:
             if key in seen:
                 raise PsbtError(f"duplicate key {key.hex()}")
             seen.add(key)
-            entries.append(_Entry(key_type, key_data, key, reader.var_bytes(), label))
+            entries.append(_Entry(key_type, key_data, key, reader.var_bytes(), names))
+        except VpoolError as exc:
+            raise PsbtError(f"{_key_name(key_type, names)}: {exc}") from None
     return entries
 
 
@@ -289,8 +297,9 @@ def _decode_input(entries: list[_Entry]) -> PsbtInput:
     partial_sigs: dict[bytes, bytes] = {}
     derivations: dict[bytes, KeyOrigin] = {}
     unknown: dict[bytes, bytes] = {}
-    for entry in entries:
-        with _context(entry.label):
+    entry: _Entry | None = None
+    try:  # for each entry, what ``with _context(entry.label)`` does
+        for entry in entries:
             _refuse_v2_only(entry.key_type, _INPUT_V2_ONLY)
             if entry.key_type == IN_PARTIAL_SIG:
                 partial_sigs[entry.key_data] = entry.value
@@ -314,6 +323,9 @@ def _decode_input(entries: list[_Entry]) -> PsbtInput:
                     final_script_sig = entry.value
                 else:
                     final_script_witness = _decode_witness(entry.value)
+    except VpoolError as exc:
+        assert entry is not None
+        raise PsbtError(f"{entry.label}: {exc}") from None
     return PsbtInput(
         witness_utxo=witness_utxo,
         non_witness_utxo=non_witness_utxo,
@@ -359,8 +371,9 @@ def _decode_output(entries: list[_Entry]) -> PsbtOutput:
     witness_script: bytes | None = None
     derivations: dict[bytes, KeyOrigin] = {}
     unknown: dict[bytes, bytes] = {}
-    for entry in entries:
-        with _context(entry.label):
+    entry: _Entry | None = None
+    try:  # for each entry, what ``with _context(entry.label)`` does
+        for entry in entries:
             _refuse_v2_only(entry.key_type, _OUTPUT_V2_ONLY)
             if entry.key_type == OUT_BIP32_DERIVATION:
                 derivations[entry.key_data] = _decode_origin(entry.value)
@@ -372,6 +385,9 @@ def _decode_output(entries: list[_Entry]) -> PsbtOutput:
                 witness_script = entry.value
             else:
                 unknown[entry.key] = entry.value
+    except VpoolError as exc:
+        assert entry is not None
+        raise PsbtError(f"{entry.label}: {exc}") from None
     return PsbtOutput(redeem_script, witness_script, derivations, unknown)
 
 

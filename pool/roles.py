@@ -7,7 +7,7 @@ SIGHASH_ALL over the BIP143 digest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any, NamedTuple, TypeVar
 
@@ -148,19 +148,31 @@ def _merge(maps: Sequence[_Map]) -> _Map:
     return replace(maps[0], **changes)
 
 
-def verify_partial_sigs(psbt: Psbt) -> list[tuple[int, bytes, bool]]:
+def verify_partial_sigs(
+    psbt: Psbt, added: Mapping[tuple[int, bytes], bytes] | None = None
+) -> list[tuple[int, bytes, bool]]:
     """``(input index, public key, valid)`` for every partial signature, in input order.
 
     A signature is valid when its public key is in the witness script, its sighash byte is
-    SIGHASH_ALL and it is a strict low-S signature of the input's BIP143 digest.
+    SIGHASH_ALL and it is a strict low-S signature of the input's BIP143 digest. ``added``
+    (``(input index, public key)`` → signature) are checked as if added to the PSBT's partial
+    signatures first (a signer's new signatures, without building the signed PSBT).
     """
+    extra: dict[int, dict[bytes, bytes]] = {}
+    for (index, pubkey), signature in (added or {}).items():
+        if not 0 <= index < len(psbt.inputs):
+            raise PsbtError(f"input {index} does not exist")
+        extra.setdefault(index, {})[pubkey] = signature
     sighasher = SegwitV0Sighasher(psbt.tx)
     results: list[tuple[int, bytes, bool]] = []
     for index, psbt_input in enumerate(psbt.inputs):
-        if not psbt_input.partial_sigs:
+        partial_sigs = psbt_input.partial_sigs
+        if index in extra:
+            partial_sigs = {**partial_sigs, **extra[index]}
+        if not partial_sigs:
             continue
         spend = _multisig_spend(psbt, index, sighasher)
-        for pubkey, signature in psbt_input.partial_sigs.items():
+        for pubkey, signature in partial_sigs.items():
             valid = pubkey in spend.keys and _is_valid_signature(pubkey, signature, spend.digest)
             results.append((index, pubkey, valid))
     return results

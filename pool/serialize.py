@@ -68,7 +68,11 @@ class Reader:
         return out
 
     def u8(self) -> int:
-        return self.read(1)[0]
+        pos = self._pos
+        if pos >= len(self._data):
+            return self.read(1)[0]  # raises the truncation error
+        self._pos = pos + 1
+        return self._data[pos]
 
     def u16(self) -> int:
         return int(struct.unpack("<H", self.read(2))[0])
@@ -80,6 +84,10 @@ class Reader:
         return int(struct.unpack("<Q", self.read(8))[0])
 
     def compact_size(self) -> int:
+        pos = self._pos
+        if pos < len(self._data) and self._data[pos] < 0xFD:  # the one-byte form, inline
+            self._pos = pos + 1
+            return self._data[pos]
         first = self.u8()
         if first < 0xFD:
             return first

@@ -8,6 +8,7 @@ so that every ``Transaction`` has exactly one serialization in each format.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from pool.errors import EncodingError
 from pool.hashes import hash256
@@ -189,9 +190,9 @@ class Transaction:
             + b"".join(txout.serialize() for txout in self.outputs)
         )
 
-    @property
+    @cached_property
     def txid(self) -> bytes:
-        """The txid in internal byte order."""
+        """The txid in internal byte order (computed once: a transaction never changes)."""
         return hash256(self.serialize_without_witness())
 
     @property

@@ -24,7 +24,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -98,7 +98,8 @@ class AuditEntry:
 
     def line(self) -> bytes:
         """The entry as stored: canonical JSON and a newline."""
-        return _canonical(asdict(self)) + b"\n"
+        # The fields as they are (no deep copy: the JSON is the same, and nothing is kept).
+        return _canonical({f.name: getattr(self, f.name) for f in fields(self)}) + b"\n"
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ def _check_link(doc: Mapping[str, Any], seq: int, prev: str) -> None:
         raise _BadEntry("prev is not the hash of the entry before it (entry deleted or reordered)")
 
 
-def describe_psbts(psbts: Sequence[bytes], network: Network) -> tuple[dict[str, Any], ...]:
+def describe_psbts(
+    psbts: Sequence[bytes], network: Network, parsed: Sequence[Psbt] | None = None
+) -> tuple[dict[str, Any], ...]:
     """What each PSBT (as received) asks to sign, for a person reading the log:
 
         {"txid": ..., "inputs": [{"outpoint": "txid:vout", "amount": sat}],
@@ -167,14 +170,21 @@ def describe_psbts(psbts: Sequence[bytes], network: Network) -> tuple[dict[str, 
 
     An input without its previous output in the PSBT has ``"amount": null`` and the fee is
     null; an output script without an address has ``"script"`` (hex) instead of ``address``; a
-    PSBT that does not decode is ``{"error": ...}``."""
+    PSBT that does not decode is ``{"error": ...}``. ``parsed``, when given, is
+    ``Psbt.parse`` of each of ``psbts`` already made (the policy's), described instead of
+    parsing the bytes again."""
+    if parsed is not None and len(parsed) != len(psbts):
+        raise ValueError(f"{len(parsed)} parsed PSBTs for {len(psbts)} received")
     described: list[dict[str, Any]] = []
-    for raw in psbts:
-        try:
-            psbt = Psbt.parse(raw)
-        except VpoolError as e:
-            described.append({"error": f"not a PSBT: {e}"})
-            continue
+    for n, raw in enumerate(psbts):
+        if parsed is not None:
+            psbt = parsed[n]
+        else:
+            try:
+                psbt = Psbt.parse(raw)
+            except VpoolError as e:
+                described.append({"error": f"not a PSBT: {e}"})
+                continue
         inputs: list[dict[str, Any]] = []
         for txin, psbt_input in zip(psbt.tx.inputs, psbt.inputs, strict=True):
             utxo = psbt_input.witness_utxo

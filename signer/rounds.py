@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -447,14 +447,17 @@ class RoundSigner:
                 )
                 answer = (job.key, _encode_answer(job.result))
                 self._state.record_signed(job.approval, now, answer)
-                audit(Decision.SIGNED, [])
+                # The approval's PSBTs are the policy's parse of exactly these bytes: described
+                # once, for the audit log and the log line alike.
+                described = describe_psbts(psbts, self._network, job.approval.psbts)
+                audit(Decision.SIGNED, [], transactions=described)
                 count = sum(len(s) for s in signatures.values())
                 log.info(
                     "%s round %s signed: %d signatures",
                     kind,
                     digest.hex(),
                     count,
-                    extra=signed_fields(kind, digest, describe_psbts(psbts, self._network)),
+                    extra=signed_fields(kind, digest, described),
                 )
             with self._jobs_lock:
                 for outpoint in job.outpoints:
@@ -483,7 +486,10 @@ class RoundSigner:
         reasons: Sequence[str],
         *,
         now: float,
+        transactions: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
+        if transactions is None:
+            transactions = describe_psbts(psbts, self._network)
         self._audit_log.append(
             kind=kind,
             manifest=manifest,
@@ -493,7 +499,7 @@ class RoundSigner:
             policy_hash=self.policy_hash,
             signer_id=self._signer_id,
             now=now,
-            transactions=describe_psbts(psbts, self._network),
+            transactions=transactions,
         )
         count_request(str(kind), str(decision), [str(r) for r in reasons])
 
@@ -631,11 +637,7 @@ def _decode_answer(text: str) -> RoundResult:
 
 def _verify(index: int, psbt: Psbt, signatures: dict[tuple[int, bytes], bytes]) -> None:
     """Each signature must verify against its input's BIP143 sighash (SIGHASH_ALL)."""
-    inputs = list(psbt.inputs)
-    for (input_index, pubkey), signature in signatures.items():
-        sigs = {**inputs[input_index].partial_sigs, pubkey: signature}
-        inputs[input_index] = replace(inputs[input_index], partial_sigs=sigs)
-    for input_index, pubkey, valid in verify_partial_sigs(replace(psbt, inputs=tuple(inputs))):
+    for input_index, pubkey, valid in verify_partial_sigs(psbt, added=signatures):
         if not valid:
             raise _BadSignature(
                 f"PSBT {index} input {input_index}: the device's signature for key "

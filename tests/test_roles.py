@@ -301,6 +301,30 @@ def test_verify_partial_sigs_flags_a_key_outside_the_witness_script() -> None:
     assert [valid for _, _, valid in verify_partial_sigs(psbt)] == [False]
 
 
+def test_signatures_verified_as_added_give_what_the_signed_psbt_gives() -> None:
+    unsigned = two_of_three_psbt()
+    signed = _signed_by(unsigned, MASTERS[0], MASTERS[2])
+    added = {
+        (index, pubkey): signature
+        for index, psbt_input in enumerate(signed.inputs)
+        for pubkey, signature in psbt_input.partial_sigs.items()
+    }
+    assert verify_partial_sigs(unsigned, added=added) == verify_partial_sigs(signed)
+
+
+def test_a_bad_signature_verified_as_added_is_flagged() -> None:
+    psbt = two_of_three_psbt()
+    key = private_key_at(MASTERS[0], key_path(RECEIVE, 0))
+    added = {(0, ecdsa.public_key(key)): ecdsa.sign(key, bytes(32)) + bytes([0x01])}
+    assert verify_partial_sigs(psbt, added=added) == [(0, ecdsa.public_key(key), False)]
+
+
+def test_a_signature_added_to_an_input_that_does_not_exist_is_refused() -> None:
+    psbt = two_of_three_psbt()
+    with pytest.raises(PsbtError, match="input 7 does not exist"):
+        verify_partial_sigs(psbt, added={(7, bytes(33)): b"\x01"})
+
+
 def test_finalize_refuses_fewer_than_m_signatures() -> None:
     psbt = _signer(MASTERS[0])(two_of_three_psbt())
     with pytest.raises(PsbtError, match="input 0 has 1 valid signatures, 2 needed"):

@@ -12,7 +12,7 @@ import pytest
 
 from pool.address import script_pubkey_to_address
 from pool.networks import REGTEST
-from pool.psbt import PsbtInput
+from pool.psbt import Psbt, PsbtInput
 from pool.vocabulary import Reason, RoundKind
 from pool.withdrawal import PlannedTransaction, build_round
 from signer.audit import (
@@ -347,6 +347,17 @@ def test_an_entry_shows_each_input_output_address_amount_and_the_fee(path: Path)
     assert tx["fee"] == planned.fee
     assert 2 * BTC - sum(o["amount"] for o in tx["outputs"]) == planned.fee
     assert verify(path).ok
+
+
+def test_describing_the_policys_parse_equals_describing_the_received_bytes() -> None:
+    raw = _planned().psbt.serialize()
+    assert describe_psbts([raw], REGTEST, [Psbt.parse(raw)]) == describe_psbts([raw], REGTEST)
+
+
+def test_describing_with_a_parse_per_psbt_missing_is_refused() -> None:
+    raw = _planned().psbt.serialize()
+    with pytest.raises(ValueError, match="1 received"):
+        describe_psbts([raw], REGTEST, [])
 
 
 def test_a_psbt_that_does_not_decode_is_described_as_such() -> None:

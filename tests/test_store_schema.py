@@ -19,6 +19,11 @@ def test_migrate_creates_every_table(engine: Engine) -> None:
     assert {"withdrawals", "rounds", "utxos", "blocks", "withdrawal_events"} <= tables
 
 
+def test_withdrawal_events_are_indexed_by_withdrawal(engine: Engine) -> None:
+    indexes = inspect(engine).get_indexes("withdrawal_events")
+    assert ["withdrawal_id", "status"] in [i["column_names"] for i in indexes]
+
+
 def test_migrate_records_the_newest_version(engine: Engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(select(schema_version.c.version)).scalar() == len(MIGRATIONS)

@@ -17,8 +17,11 @@ from typing import TypeVar
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     Row,
+    Select,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -456,18 +459,23 @@ def eligible_utxos(
     return [_utxo_from_row(r).to_manifest_utxo() for r in rows]
 
 
-def balances(
-    conn: Connection, tip_height: int, min_conf: int, *, coinbase_maturity: int = 0
-) -> dict[int, Balance]:
-    """Per series id (every series, zeros included), over the unspent outputs that are or will
-    be the pool's (change, credited deposits, deposits being confirmed or acknowledged): the
-    value spendable as in ``eligible_utxos`` but reserved or not, the rest, and their number.
-    Reserved outputs count: they are the pool's until a spending transaction is in a block.
-    Deposits to be refunded, dust and removed deposits do not count."""
-    ok = and_(
-        _spendable(tip_height, min_conf, coinbase_maturity), _of_status(DepositStatus.CREDITED)
+def _spendable_at_bound_heights() -> ColumnElement[bool]:
+    """``_spendable`` with its two heights as bound parameters (``conf_height``:
+    ``tip_height - min_conf + 1``; ``maturity_height``: ``tip_height - coinbase_maturity + 1``),
+    for statements built once."""
+    return and_(
+        utxos.c.height > 0,
+        utxos.c.height <= bindparam("conf_height", type_=Integer),
+        or_(
+            not_(utxos.c.coinbase),
+            utxos.c.height <= bindparam("maturity_height", type_=Integer),
+        ),
     )
-    rows = conn.execute(
+
+
+def _balances_statement() -> Select[tuple[int, int, int, int]]:
+    ok = and_(_spendable_at_bound_heights(), _of_status(DepositStatus.CREDITED))
+    return (
         select(
             utxos.c.series_id,
             func.sum(case((ok, utxos.c.value), else_=0)),
@@ -487,8 +495,31 @@ def balances(
             )
         )
         .group_by(utxos.c.series_id)
+    )
+
+
+_BALANCES = _balances_statement()
+"""Built once: SubmitWithdrawal's admission reads the balances for every batch, and building
+the statement (and its cache key) cost more than running it."""
+_SERIES_IDS = select(series.c.id)
+
+
+def balances(
+    conn: Connection, tip_height: int, min_conf: int, *, coinbase_maturity: int = 0
+) -> dict[int, Balance]:
+    """Per series id (every series, zeros included), over the unspent outputs that are or will
+    be the pool's (change, credited deposits, deposits being confirmed or acknowledged): the
+    value spendable as in ``eligible_utxos`` but reserved or not, the rest, and their number.
+    Reserved outputs count: they are the pool's until a spending transaction is in a block.
+    Deposits to be refunded, dust and removed deposits do not count."""
+    rows = conn.execute(
+        _BALANCES,
+        {
+            "conf_height": tip_height - min_conf + 1,
+            "maturity_height": tip_height - coinbase_maturity + 1,
+        },
     ).all()
-    totals = {int(i): Balance(0, 0, 0) for i in conn.execute(select(series.c.id)).scalars()}
+    totals = {int(i): Balance(0, 0, 0) for i in conn.execute(_SERIES_IDS).scalars()}
     for series_id, confirmed, unconfirmed, count in rows:
         totals[int(series_id)] = Balance(int(confirmed), int(unconfirmed), int(count))
     return totals
@@ -525,9 +556,12 @@ def _block_from_row(row: Row[tuple[object, ...]]) -> BlockRecord:
     return BlockRecord(int(m["height"]), str(m["hash"]), str(m["prev_hash"]))
 
 
+_LAST_BLOCK = select(blocks).order_by(blocks.c.height.desc()).limit(1)
+
+
 def last_block(conn: Connection) -> BlockRecord | None:
     """The highest processed block: the scanner's cursor."""
-    row = conn.execute(select(blocks).order_by(blocks.c.height.desc()).limit(1)).first()
+    row = conn.execute(_LAST_BLOCK).first()
     return None if row is None else _block_from_row(row)
 
 

@@ -167,6 +167,10 @@ withdrawal_events = Table(
     Column("at", Float, nullable=False),
 )
 Index("withdrawal_events_client", withdrawal_events.c.client_id, withdrawal_events.c.cursor)
+withdrawal_events_withdrawal = Index(
+    "withdrawal_events_withdrawal", withdrawal_events.c.withdrawal_id, withdrawal_events.c.status
+)
+"""A withdrawal's events (the expiry reads the first deferral of each deferred withdrawal)."""
 
 rounds = Table(
     "rounds",
@@ -514,9 +518,14 @@ def _migration_10(conn: Connection) -> None:
     _add_column(conn, "withdrawal_cancels", "by_operator", "BOOLEAN NOT NULL DEFAULT FALSE")
 
 
+def _migration_11(conn: Connection) -> None:
+    """An index of withdrawal events by withdrawal: the expiry's query scanned every event."""
+    withdrawal_events_withdrawal.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
-    _migration_7, _migration_8, _migration_9, _migration_10,
+    _migration_7, _migration_8, _migration_9, _migration_10, _migration_11,
 ]  # fmt: skip
 """MIGRATIONS[i] takes a database from version i to version i + 1."""
 

@@ -205,13 +205,15 @@ def count_with_status(conn: Connection, statuses: Sequence[Status]) -> int:
     )
 
 
+_CLAIMED = select(func.coalesce(func.sum(withdrawals.c.amount + withdrawals.c.extra_fee), 0)).where(
+    withdrawals.c.status.in_([s.value for s in CLAIMING])
+)
+"""Built once (read by every batch of submissions)."""
+
+
 def claimed_amount(conn: Connection) -> int:
     """What the withdrawals not yet sent claim from the pool (amounts plus extra fees)."""
-    total = conn.execute(
-        select(func.coalesce(func.sum(withdrawals.c.amount + withdrawals.c.extra_fee), 0)).where(
-            withdrawals.c.status.in_([s.value for s in CLAIMING])
-        )
-    ).scalar_one()
+    total = conn.execute(_CLAIMED).scalar_one()
     return int(total)
 
 
@@ -219,16 +221,20 @@ def deferred_since_before(conn: Connection, cutoff: float) -> list[tuple[Withdra
     """Withdrawals deferred now whose first deferral was before ``cutoff``, with its time,
     oldest first. A deferred withdrawal is tried again by every round (and deferred again when
     the pool still lacks funds), so its deferral counts from the first one."""
-    first = (
-        select(withdrawal_events.c.withdrawal_id, func.min(withdrawal_events.c.at).label("first"))
-        .where(withdrawal_events.c.status == Status.DEFERRED.value)
-        .group_by(withdrawal_events.c.withdrawal_id)
-        .subquery()
-    )
+    # From the deferred withdrawals (by status) to their events (by withdrawal): the events of
+    # every other withdrawal are never read.
+    first = func.min(withdrawal_events.c.at)
     rows = conn.execute(
-        select(withdrawals, first.c.first)
-        .join(first, first.c.withdrawal_id == withdrawals.c.id)
-        .where(and_(withdrawals.c.status == Status.DEFERRED.value, first.c.first < cutoff))
+        select(withdrawals, first.label("first"))
+        .join(withdrawal_events, withdrawal_events.c.withdrawal_id == withdrawals.c.id)
+        .where(
+            and_(
+                withdrawals.c.status == Status.DEFERRED.value,
+                withdrawal_events.c.status == Status.DEFERRED.value,
+            )
+        )
+        .group_by(*withdrawals.c)
+        .having(first < cutoff)
         .order_by(withdrawals.c.id)
     ).all()
     return [(Withdrawal.from_row(r), float(r.first)) for r in rows]
@@ -395,6 +401,10 @@ def get_by_requests(
     return {(w.client_id, w.request_id): w for w in found}
 
 
+_INSERT_WITHDRAWALS = insert(withdrawals).returning(withdrawals.c.id, sort_by_parameter_order=True)
+_INSERT_EVENTS = insert(withdrawal_events)
+
+
 def insert_withdrawals(
     conn: Connection, new: Sequence[NewWithdrawal], now: float
 ) -> list[Withdrawal]:
@@ -404,7 +414,7 @@ def insert_withdrawals(
         return []
     ids = (
         conn.execute(
-            insert(withdrawals).returning(withdrawals.c.id, sort_by_parameter_order=True),
+            _INSERT_WITHDRAWALS,
             [
                 {
                     "client_id": n.client_id,
@@ -427,7 +437,7 @@ def insert_withdrawals(
         .all()
     )
     conn.execute(
-        insert(withdrawal_events),
+        _INSERT_EVENTS,
         [
             {
                 "withdrawal_id": i,
