@@ -159,7 +159,7 @@ def test_a_round_one_signer_signed_waits_is_reported_and_completes_when_its_sign
                 pb.CancelRoundRequest(round_id=response.round_id), timeout=CALL_TIMEOUT
             )
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "can only be replaced by one paying the same payments" in (
+        assert "a partial signature could still be completed by a colluding signer" in (
             refused.value.details() or ""
         )
     finally:
