@@ -108,22 +108,21 @@ def test_two_writes_on_sqlite_are_serialized(tmp_path: object) -> None:
     """A second write transaction waits for the first (it would otherwise read a stale row)."""
     eng = make_engine(f"sqlite:///{tmp_path}/c.db")
     migrate(eng)
-    order: list[str] = []
-    first_holds = threading.Event()
+    first_holds, second_in = threading.Event(), threading.Event()
 
     def second() -> None:
         assert first_holds.wait(30)
         with transaction(eng) as conn:
             conn.execute(select(schema_version.c.version)).scalar()
-            order.append("second")
+            second_in.set()
 
     thread = threading.Thread(target=second)
     thread.start()
     with transaction(eng) as conn:
         conn.execute(select(schema_version.c.version)).scalar()
         first_holds.set()
-        thread.join(0.5)  # the second cannot get in while the first holds the writer lock
-        order.append("first")
+        # while the first holds the writer lock the second never gets in (a deferred BEGIN would)
+        assert not second_in.wait(1.0)
     thread.join(30)
-    assert order == ["first", "second"]
+    assert second_in.is_set()
     eng.dispose()
